@@ -1,0 +1,8 @@
+//! Device I/O for hydrowatch: register decoding, Modbus clients, and simulators
+//! of the hydraulic test rig that replay real recorded data.
+
+pub mod modbus;
+pub mod register;
+pub mod rig;
+
+pub use register::{ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder};

@@ -1,0 +1,388 @@
+//! Register maps: where a sensor's value lives in a device and how to decode it.
+
+use serde::{Deserialize, Serialize};
+
+use hydrowatch_models::SensorId;
+
+/// How many 16-bit registers a Modbus read may return at most (spec: 125).
+pub const MAX_REGISTERS_PER_READ: u16 = 125;
+
+/// The register table a point is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterKind {
+    /// Function code 0x03.
+    Holding,
+    /// Function code 0x04.
+    Input,
+}
+
+/// The encoding of a value across one or more registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// Unsigned 16-bit integer, one register.
+    U16,
+    /// Signed 16-bit integer, one register.
+    I16,
+    /// Unsigned 32-bit integer, two registers.
+    U32,
+    /// Signed 32-bit integer, two registers.
+    I32,
+    /// IEEE 754 single precision, two registers.
+    F32,
+    /// IEEE 754 double precision, four registers.
+    F64,
+}
+
+impl DataType {
+    /// Registers the type occupies.
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::F64 => 4,
+        }
+    }
+}
+
+/// Byte order inside each 16-bit register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteOrder {
+    /// High byte first, as the Modbus specification says (the usual case).
+    #[default]
+    Big,
+    /// Low byte first (some devices swap bytes).
+    Little,
+}
+
+/// Order of the registers of a multi-register value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WordOrder {
+    /// Most significant register first ("ABCD").
+    #[default]
+    Big,
+    /// Least significant register first ("CDAB").
+    Little,
+}
+
+/// One sensor's place in a device's registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterPoint {
+    /// The sensor the value belongs to.
+    pub sensor: SensorId,
+    /// Table.
+    #[serde(default = "default_kind")]
+    pub kind: RegisterKind,
+    /// Zero-based address of the first register.
+    pub address: u16,
+    /// Encoding.
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// Byte order within registers.
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Register order of multi-register values.
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Engineering value = raw × scale + offset.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_kind() -> RegisterKind {
+    RegisterKind::Holding
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl RegisterPoint {
+    /// Decodes the point from exactly [`DataType::registers`] registers.
+    pub fn decode(&self, registers: &[u16]) -> Option<f64> {
+        if registers.len() != self.data_type.registers() as usize {
+            return None;
+        }
+        let bytes = self.to_big_endian_bytes(registers);
+        let raw = match self.data_type {
+            DataType::U16 => u16::from_be_bytes([bytes[0], bytes[1]]) as f64,
+            DataType::I16 => i16::from_be_bytes([bytes[0], bytes[1]]) as f64,
+            DataType::U32 => u32::from_be_bytes(bytes[..4].try_into().ok()?) as f64,
+            DataType::I32 => i32::from_be_bytes(bytes[..4].try_into().ok()?) as f64,
+            DataType::F32 => f32::from_be_bytes(bytes[..4].try_into().ok()?) as f64,
+            DataType::F64 => f64::from_be_bytes(bytes[..8].try_into().ok()?),
+        };
+        Some(raw * self.scale + self.offset)
+    }
+
+    /// Encodes an engineering value into registers (what a device would hold);
+    /// the inverse of [`Self::decode`], used by the simulators.
+    pub fn encode(&self, value: f64) -> Vec<u16> {
+        let raw = if self.scale == 0.0 {
+            0.0
+        } else {
+            (value - self.offset) / self.scale
+        };
+        let be: Vec<u8> = match self.data_type {
+            DataType::U16 => (raw.round().clamp(0.0, u16::MAX as f64) as u16)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::I16 => (raw.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::U32 => (raw.round().clamp(0.0, u32::MAX as f64) as u32)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::I32 => (raw.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                .to_be_bytes()
+                .to_vec(),
+            DataType::F32 => (raw as f32).to_be_bytes().to_vec(),
+            DataType::F64 => raw.to_be_bytes().to_vec(),
+        };
+        // Big-endian words, most significant first; then apply the device's orders.
+        let mut words: Vec<[u8; 2]> = be.chunks(2).map(|c| [c[0], c[1]]).collect();
+        if self.word_order == WordOrder::Little {
+            words.reverse();
+        }
+        words
+            .into_iter()
+            .map(|[hi, lo]| match self.byte_order {
+                ByteOrder::Big => u16::from_be_bytes([hi, lo]),
+                ByteOrder::Little => u16::from_be_bytes([lo, hi]),
+            })
+            .collect()
+    }
+
+    fn to_big_endian_bytes(&self, registers: &[u16]) -> Vec<u8> {
+        let mut words: Vec<u16> = registers
+            .iter()
+            .map(|&r| match self.byte_order {
+                ByteOrder::Big => r,
+                ByteOrder::Little => r.swap_bytes(),
+            })
+            .collect();
+        if self.word_order == WordOrder::Little {
+            words.reverse();
+        }
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    /// One past the last register of the point.
+    pub fn end(&self) -> u32 {
+        self.address as u32 + self.data_type.registers() as u32
+    }
+}
+
+/// Contiguous registers read with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBlock {
+    /// Table.
+    pub kind: RegisterKind,
+    /// First register.
+    pub start: u16,
+    /// Number of registers.
+    pub count: u16,
+    /// Indices into [`RegisterMap::points`] decoded from this block.
+    pub points: Vec<usize>,
+}
+
+/// Every point read from one device (one Modbus unit).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegisterMap {
+    /// The points, in the order readings are reported.
+    pub points: Vec<RegisterPoint>,
+}
+
+/// Why a register map was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegisterMapError {
+    /// A point ends beyond the 16-bit address space.
+    #[error("sensor {0}: registers run past address 65535")]
+    OutOfAddressSpace(String),
+    /// Two points share registers.
+    #[error("sensors {0} and {1} overlap in the {2:?} registers")]
+    Overlap(String, String, RegisterKind),
+    /// A scale of zero or a non-finite scale/offset.
+    #[error("sensor {0}: scale must be finite and non-zero, offset finite")]
+    BadScale(String),
+}
+
+impl RegisterMap {
+    /// Validates and builds a map.
+    pub fn new(points: Vec<RegisterPoint>) -> Result<Self, RegisterMapError> {
+        for p in &points {
+            if p.end() > 65536 {
+                return Err(RegisterMapError::OutOfAddressSpace(p.sensor.to_string()));
+            }
+            if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
+                return Err(RegisterMapError::BadScale(p.sensor.to_string()));
+            }
+        }
+        let mut sorted: Vec<&RegisterPoint> = points.iter().collect();
+        sorted.sort_by_key(|p| (p.kind, p.address));
+        for pair in sorted.windows(2) {
+            if pair[0].kind == pair[1].kind && pair[0].end() > pair[1].address as u32 {
+                return Err(RegisterMapError::Overlap(
+                    pair[0].sensor.to_string(),
+                    pair[1].sensor.to_string(),
+                    pair[0].kind,
+                ));
+            }
+        }
+        Ok(Self { points })
+    }
+
+    /// Groups the points into as few reads as possible: adjacent or nearby points
+    /// of one table share a request as long as it stays within `max_registers` and
+    /// the gap between them is at most `max_gap` registers.
+    pub fn read_plan(&self, max_registers: u16, max_gap: u16) -> Vec<ReadBlock> {
+        let mut order: Vec<usize> = (0..self.points.len()).collect();
+        order.sort_by_key(|&i| (self.points[i].kind, self.points[i].address));
+        let mut blocks: Vec<ReadBlock> = Vec::new();
+        for i in order {
+            let p = &self.points[i];
+            if let Some(block) = blocks.last_mut() {
+                let block_end = block.start as u32 + block.count as u32;
+                let fits = block.kind == p.kind
+                    && p.address as u32 <= block_end + max_gap as u32
+                    && p.end() - block.start as u32 <= max_registers as u32;
+                if fits {
+                    block.count = (p.end().max(block_end) - block.start as u32) as u16;
+                    block.points.push(i);
+                    continue;
+                }
+            }
+            blocks.push(ReadBlock {
+                kind: p.kind,
+                start: p.address,
+                count: p.data_type.registers(),
+                points: vec![i],
+            });
+        }
+        blocks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(data_type: DataType, byte_order: ByteOrder, word_order: WordOrder) -> RegisterPoint {
+        RegisterPoint {
+            sensor: SensorId::parse("S").unwrap(),
+            kind: RegisterKind::Holding,
+            address: 0,
+            data_type,
+            byte_order,
+            word_order,
+            scale: 1.0,
+            offset: 0.0,
+        }
+    }
+
+    use ByteOrder as B;
+    use DataType as T;
+    use WordOrder as W;
+
+    #[test]
+    fn decodes_known_register_images() {
+        // 123.456f32 = 0x42F6E979: ABCD, CDAB, BADC, DCBA.
+        let v = 123.456f32 as f64;
+        let cases = [
+            (B::Big, W::Big, [0x42F6, 0xE979]),
+            (B::Big, W::Little, [0xE979, 0x42F6]),
+            (B::Little, W::Big, [0xF642, 0x79E9]),
+            (B::Little, W::Little, [0x79E9, 0xF642]),
+        ];
+        for (b, w, regs) in cases {
+            assert_eq!(point(T::F32, b, w).decode(&regs), Some(v), "{b:?} {w:?}");
+        }
+        assert_eq!(
+            point(T::U16, B::Big, W::Big).decode(&[0xFFFF]),
+            Some(65535.0)
+        );
+        assert_eq!(point(T::I16, B::Big, W::Big).decode(&[0xFFFE]), Some(-2.0));
+        assert_eq!(
+            point(T::U32, B::Big, W::Big).decode(&[0x0001, 0x0002]),
+            Some(65538.0)
+        );
+        assert_eq!(
+            point(T::I32, B::Big, W::Little).decode(&[0xFFFF, 0xFFFF]),
+            Some(-1.0)
+        );
+        // 1.0f64 = 0x3FF0_0000_0000_0000.
+        assert_eq!(
+            point(T::F64, B::Big, W::Big).decode(&[0x3FF0, 0, 0, 0]),
+            Some(1.0)
+        );
+        assert_eq!(
+            point(T::F64, B::Big, W::Little).decode(&[0, 0, 0, 0x3FF0]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn wrong_register_count_is_refused() {
+        assert_eq!(point(T::F32, B::Big, W::Big).decode(&[1]), None);
+    }
+
+    #[test]
+    fn encode_inverts_decode_for_every_type_and_order() {
+        for t in [T::U16, T::I16, T::U32, T::I32, T::F32, T::F64] {
+            for b in [B::Big, B::Little] {
+                for w in [W::Big, W::Little] {
+                    let mut p = point(t, b, w);
+                    p.scale = 0.1;
+                    p.offset = -5.0;
+                    let value = 42.5;
+                    let regs = p.encode(value);
+                    assert_eq!(regs.len(), t.registers() as usize);
+                    let back = p.decode(&regs).unwrap();
+                    assert!((back - value).abs() < 1e-4, "{t:?} {b:?} {w:?}: {back}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn read_plan_merges_adjacent_points_within_limits() {
+        let mut points = Vec::new();
+        for i in 0..17u16 {
+            let mut p = point(T::F32, B::Big, W::Big);
+            p.sensor = SensorId::parse(&format!("S{i}")).unwrap();
+            p.address = i * 2;
+            points.push(p);
+        }
+        let map = RegisterMap::new(points.clone()).unwrap();
+        let plan = map.read_plan(MAX_REGISTERS_PER_READ, 0);
+        assert_eq!(plan.len(), 1);
+        assert_eq!((plan[0].start, plan[0].count), (0, 34));
+        // A device limited to 10 registers per read needs 4 requests.
+        let plan = map.read_plan(10, 0);
+        assert_eq!(plan.len(), 4);
+        assert!(plan.iter().all(|b| b.count <= 10));
+        // Input registers are never merged with holding registers.
+        points[3].kind = RegisterKind::Input;
+        let plan = RegisterMap::new(points).unwrap().read_plan(125, 0);
+        assert_eq!(plan.len(), 3);
+    }
+
+    #[test]
+    fn overlapping_points_are_refused() {
+        let a = point(T::F32, B::Big, W::Big);
+        let mut b = point(T::U16, B::Big, W::Big);
+        b.sensor = SensorId::parse("T").unwrap();
+        b.address = 1;
+        assert!(matches!(
+            RegisterMap::new(vec![a, b]),
+            Err(RegisterMapError::Overlap(..))
+        ));
+    }
+}

@@ -1,0 +1,788 @@
+// hydrowatch wallboard — plain ES2020, no dependencies.
+//
+// Data flow:
+//   GET /api/v1/equipment  -> build one tile per unit (in that order)
+//   WS  /api/v1/ws         -> subscribe to all units, then apply snapshot/delta frames
+//
+// Incoming frames only update the in-memory model (`state`) and record what is dirty; the
+// DOM is written at most once per animation frame (flush). Tiles and sensor cells are built
+// once and afterwards only their text and data-attributes change. Server-provided strings are
+// only ever written through textContent / setAttribute, never parsed as HTML.
+'use strict';
+
+(() => {
+  const CONFIG = Object.freeze({
+    equipmentUrl: '/api/v1/equipment',
+    wsPath: '/api/v1/ws',
+    staleAfterMs: 5000, // a unit with no snapshot/delta for this long is shown as "stale"
+    backoffMinMs: 500,
+    backoffMaxMs: 10000,
+    stableAfterMs: 5000, // a connection that stayed up this long resets the backoff
+    idlePingMs: 15000, // send {"type":"ping"} only if the link has been silent this long
+    deadAfterMs: 45000, // nothing received (not even a pong) for this long: drop and reconnect
+    toastMs: 6000,
+    tickMs: 500, // freshness ages and the clock
+  });
+
+  const HEALTH_STATUSES = new Set(['ok', 'degraded', 'fault', 'unknown']);
+  const QUALITIES = new Set(['good', 'uncertain', 'bad']);
+  const HEALTH_LABEL = { ok: 'OK', degraded: 'Degraded', fault: 'Fault', unknown: 'Unknown' };
+  const NO_VALUE = '\u2014'; // em dash
+
+  // ------------------------------------------------------------------ model
+
+  // Everything known about the plant. Plain data so it can be inspected from the console
+  // (window.hydrowatch.state). `equipment` has no prototype because its keys come from the
+  // server (an id such as "__proto__" must not be able to reach Object.prototype).
+  const state = {
+    order: [], // equipment ids in display order
+    equipment: Object.create(null), // id -> Equipment (see ensureEquipment)
+    connection: 'connecting', // 'connecting' | 'connected' | 'reconnecting'
+    session: null,
+    protocol: null,
+    subscribed: [],
+    lastError: null,
+  };
+
+  // Per-equipment Map(sensorId -> sensor object inside state), kept outside `state` so the
+  // state stays a clean tree.
+  const sensorIndex = new Map();
+
+  function ensureEquipment(id) {
+    let eq = state.equipment[id];
+    if (!eq) {
+      eq = {
+        id,
+        name: id,
+        site: '',
+        health: { status: 'unknown', reason: null },
+        sensorCount: null, // from the equipment list, before the first snapshot
+        sensors: [], // display order, from the snapshot
+        hasSnapshot: false,
+        lastUpdateMs: null, // client clock, when the last snapshot/delta arrived
+      };
+      state.equipment[id] = eq;
+      state.order.push(id);
+      sensorIndex.set(id, new Map());
+      markDirty(id).meta = true;
+      dirtyHeader = true;
+    }
+    return eq;
+  }
+
+  function str(v) {
+    return typeof v === 'string' ? v : null;
+  }
+
+  function finite(v) {
+    return typeof v === 'number' && Number.isFinite(v) ? v : null;
+  }
+
+  function normHealth(raw) {
+    const status = raw && HEALTH_STATUSES.has(raw.status) ? raw.status : 'unknown';
+    return { status, reason: raw ? str(raw.reason) : null };
+  }
+
+  function normSensorState(raw) {
+    if (!raw || typeof raw !== 'object') {
+      return { value: null, quality: 'bad', ts_ms: null, status: 'no_data', reason: null };
+    }
+    return {
+      value: finite(raw.value),
+      // An unrecognised quality is not trusted as "good".
+      quality: QUALITIES.has(raw.quality) ? raw.quality : 'uncertain',
+      ts_ms: finite(raw.ts_ms),
+      status: str(raw.status) || 'ok',
+      reason: str(raw.reason),
+    };
+  }
+
+  function normSensor(raw) {
+    const id = String(raw.id);
+    const range =
+      raw.range && typeof raw.range === 'object'
+        ? { min: finite(raw.range.min), max: finite(raw.range.max) }
+        : null;
+    return {
+      id,
+      name: str(raw.name) || id,
+      unit: str(raw.unit) || '',
+      range,
+      state: normSensorState(raw.state),
+    };
+  }
+
+  function applyEquipmentList(list) {
+    for (const item of list) {
+      if (!item || typeof item.id !== 'string') continue;
+      const eq = ensureEquipment(item.id);
+      if (str(item.name)) eq.name = item.name;
+      if (str(item.site)) eq.site = item.site;
+      if (!eq.hasSnapshot) {
+        eq.health = normHealth(item.health);
+        eq.sensorCount = finite(item.sensor_count);
+      }
+      markDirty(item.id).meta = true;
+    }
+    dirtyHeader = true;
+    listLoaded = true;
+    scheduleFrame();
+  }
+
+  // A snapshot replaces everything known about the unit.
+  function applySnapshot(id, snap) {
+    if (typeof id !== 'string' || !snap || typeof snap !== 'object') return;
+    const eq = ensureEquipment(id);
+    const d = markDirty(id);
+
+    const name = str(snap.name);
+    const site = str(snap.site);
+    if (name) eq.name = name;
+    if (site !== null && site !== eq.site) {
+      eq.site = site;
+      dirtyHeader = true;
+    }
+    eq.health = normHealth(snap.health);
+
+    const hadSnapshot = eq.hasSnapshot;
+    const oldIds = eq.sensors.map((s) => s.id).join('\n');
+    const sensors = [];
+    const index = new Map();
+    for (const raw of Array.isArray(snap.sensors) ? snap.sensors : []) {
+      if (!raw || typeof raw !== 'object' || raw.id == null) continue;
+      const s = normSensor(raw);
+      if (index.has(s.id)) continue; // duplicate id: keep the first
+      index.set(s.id, s);
+      sensors.push(s);
+    }
+    eq.sensors = sensors;
+    eq.sensorCount = sensors.length;
+    sensorIndex.set(id, index);
+    eq.hasSnapshot = true;
+    eq.lastUpdateMs = Date.now();
+
+    d.meta = true;
+    // Rebuild the sensor cells only if the set/order of sensors changed (a reconnect usually
+    // sends an identical layout); otherwise just refresh every cell.
+    if (!hadSnapshot || !tileViews.has(id) || sensors.map((s) => s.id).join('\n') !== oldIds) {
+      d.structure = true;
+    } else {
+      for (const s of sensors) d.sensors.add(s.id);
+    }
+    scheduleFrame();
+  }
+
+  // A delta carries only what changed; each listed sensor state replaces the previous one.
+  function applyDelta(msg) {
+    const id = msg.equipment;
+    if (typeof id !== 'string') return;
+    const eq = ensureEquipment(id);
+    const index = sensorIndex.get(id);
+    const d = markDirty(id);
+
+    if (msg.health && typeof msg.health === 'object') {
+      eq.health = normHealth(msg.health);
+      d.meta = true;
+    }
+    if (msg.sensors && typeof msg.sensors === 'object') {
+      for (const [sid, raw] of Object.entries(msg.sensors)) {
+        let s = index.get(sid);
+        if (!s) {
+          // Sensor not in the last snapshot (or no snapshot yet): show it anyway, with
+          // its id as name; the next snapshot will put it in proper order.
+          s = { id: sid, name: sid, unit: '', range: null, state: null };
+          index.set(sid, s);
+          eq.sensors.push(s);
+          d.structure = true;
+        }
+        s.state = normSensorState(raw);
+        d.sensors.add(sid);
+      }
+    }
+    eq.lastUpdateMs = Date.now();
+    scheduleFrame();
+  }
+
+  // ---------------------------------------------------------- dirty tracking
+
+  // id -> { meta, structure, sensors:Set } ; a Map keeps insertion (= display) order.
+  const dirtyTiles = new Map();
+  let dirtyHeader = true;
+  let dirtyAges = true;
+  let listLoaded = false;
+  let frameRequested = false;
+
+  function markDirty(id) {
+    let d = dirtyTiles.get(id);
+    if (!d) {
+      d = { meta: false, structure: false, sensors: new Set() };
+      dirtyTiles.set(id, d);
+    }
+    return d;
+  }
+
+  // While the tab is hidden requestAnimationFrame does not run; the model keeps
+  // absorbing frames and the dirty sets stay bounded (ids only), so nothing piles up.
+  function scheduleFrame() {
+    if (frameRequested) return;
+    frameRequested = true;
+    requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    frameRequested = false;
+    const now = Date.now();
+    for (const [id, d] of dirtyTiles) {
+      if (state.equipment[id]) renderEquipment(id, d, now);
+    }
+    dirtyTiles.clear();
+    if (dirtyHeader) {
+      dirtyHeader = false;
+      renderHeader();
+    }
+    if (dirtyAges) {
+      dirtyAges = false;
+      renderClock(now);
+      for (const id of state.order) {
+        const v = tileViews.get(id);
+        if (v) renderFreshness(v, state.equipment[id], now);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------- DOM views
+
+  const $ = (id) => document.getElementById(id);
+  const dom = {
+    board: $('board'),
+    empty: $('board-empty'),
+    site: $('site'),
+    pill: $('ws-status'),
+    clock: $('clock'),
+    toast: $('toast'),
+  };
+
+  // id -> TileView. Every view caches what it last wrote so that unchanged text/attributes
+  // cost neither a DOM read nor a DOM write.
+  const tileViews = new Map();
+  let tileSeq = 0;
+
+  function h(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text != null) el.textContent = text;
+    return el;
+  }
+
+  // Write helpers: compare with the cached value, touch the DOM only on change.
+  function setText(cache, key, el, text) {
+    if (cache[key] !== text) {
+      cache[key] = text;
+      el.textContent = text;
+    }
+  }
+
+  function setAttr(cache, key, el, attr, value) {
+    if (cache[key] !== value) {
+      cache[key] = value;
+      if (value == null) el.removeAttribute(attr);
+      else el.setAttribute(attr, value);
+    }
+  }
+
+  function ensureTile(id) {
+    let v = tileViews.get(id);
+    if (v) return v;
+
+    const nameId = `tile-name-${++tileSeq}`;
+    const tile = h('section', 'tile');
+    tile.dataset.equipment = id;
+    tile.setAttribute('aria-labelledby', nameId);
+
+    const head = h('header', 'tile-head');
+    const name = h('h2', 'tile-name');
+    name.id = nameId;
+    const fresh = h('span', 'fresh');
+    const freshLabel = h('span', 'fresh-label');
+    const freshAge = h('span', 'fresh-age');
+    // The ' ' only matters for textContent ("stale 5 s"); flex layout ignores it.
+    fresh.append(freshLabel, ' ', freshAge);
+    head.append(name, fresh);
+
+    const health = h('div', 'health');
+    const badge = h('span', 'health-badge');
+    badge.setAttribute('aria-hidden', 'true');
+    const healthStatus = h('span', 'health-status');
+    const healthReason = h('span', 'health-reason');
+    health.append(badge, healthStatus, healthReason);
+
+    const sensors = h('div', 'sensors');
+    sensors.setAttribute('role', 'list');
+
+    const foot = h('footer', 'tile-foot');
+    const site = h('span', 'tile-site');
+    const counts = h('span', 'tile-counts');
+    foot.append(site, counts);
+
+    tile.append(head, health, sensors, foot);
+
+    v = {
+      id,
+      tile,
+      name,
+      fresh,
+      freshLabel,
+      freshAge,
+      healthStatus,
+      healthReason,
+      sensors,
+      site,
+      counts,
+      cells: new Map(), // sensorId -> SensorView
+      c: {}, // write cache
+    };
+    tileViews.set(id, v);
+
+    // Keep DOM order == state.order even if a unit first appears via the WebSocket.
+    const pos = state.order.indexOf(id);
+    let before = null;
+    for (let i = pos + 1; i < state.order.length && !before; i++) {
+      const next = tileViews.get(state.order[i]);
+      if (next && next.tile.isConnected) before = next.tile;
+    }
+    dom.board.insertBefore(tile, before);
+    dom.empty.hidden = true;
+    return v;
+  }
+
+  function buildSensorCells(v, eq) {
+    v.cells.clear();
+    const frag = document.createDocumentFragment();
+    for (const s of eq.sensors) {
+      const cell = h('div', 'sensor');
+      cell.setAttribute('role', 'listitem');
+      cell.dataset.sensor = s.id;
+
+      const sid = h('span', 'sid');
+      const mark = h('span', 'mark');
+      mark.setAttribute('aria-hidden', 'true'); // marker glyph comes from CSS
+      const reading = h('span', 'reading');
+      const value = h('span', 'value');
+      value.dataset.equipment = eq.id;
+      value.dataset.sensor = s.id;
+      const unit = h('span', 'unit');
+      reading.append(value, ' ', unit);
+      cell.append(sid, mark, reading);
+      frag.append(cell);
+
+      v.cells.set(s.id, { cell, sid, value, unit, c: {} });
+    }
+    if (eq.sensors.length === 0) {
+      frag.append(h('p', 'sensors-empty', eq.hasSnapshot ? 'No sensors' : 'Waiting for data\u2026'));
+    }
+    v.sensors.replaceChildren(frag);
+  }
+
+  function renderEquipment(id, d, now) {
+    const eq = state.equipment[id];
+    const v = ensureTile(id);
+    const c = v.c;
+
+    if (d.structure || !v.built) {
+      v.built = true;
+      buildSensorCells(v, eq);
+      for (const s of eq.sensors) renderSensor(v, eq, s);
+    } else {
+      const index = sensorIndex.get(id);
+      for (const sid of d.sensors) {
+        const s = index.get(sid);
+        if (s) renderSensor(v, eq, s);
+      }
+    }
+
+    if (d.meta || d.structure) {
+      setText(c, 'name', v.name, eq.name);
+      setAttr(c, 'nameTitle', v.name, 'title', `${eq.name} (${eq.id})`);
+      const hs = eq.health.status;
+      setAttr(c, 'health', v.tile, 'data-health', hs);
+      setText(c, 'healthStatus', v.healthStatus, HEALTH_LABEL[hs]);
+      setText(c, 'healthReason', v.healthReason, eq.health.reason || '');
+      setAttr(c, 'healthTitle', v.healthReason, 'title', eq.health.reason || null);
+      setText(c, 'site', v.site, eq.site);
+    }
+
+    renderCounts(v, eq);
+    renderFreshness(v, eq, now);
+  }
+
+  function renderSensor(v, eq, s) {
+    const sv = v.cells.get(s.id);
+    if (!sv) return;
+    const c = sv.c;
+    const st = s.state || { value: null, quality: 'bad', ts_ms: null, status: 'no_data', reason: null };
+
+    setText(c, 'sid', sv.sid, s.id);
+    setText(c, 'unit', sv.unit, s.unit);
+    setText(c, 'value', sv.value, formatValue(st.value));
+    // data-quality on both the cell (drives the CSS marker) and the value (handy selector).
+    setAttr(c, 'q', sv.cell, 'data-quality', st.quality);
+    setAttr(c, 'qv', sv.value, 'data-quality', st.quality);
+    setAttr(c, 'status', sv.cell, 'data-status', st.status);
+    setAttr(c, 'title', sv.cell, 'title', sensorTitle(s, st));
+  }
+
+  function sensorTitle(s, st) {
+    const unit = s.unit ? ` ${s.unit}` : '';
+    const lines = [`${s.name} (${s.id})`];
+    lines.push(`Value: ${st.value == null ? 'none' : String(st.value) + unit}`);
+    if (s.range && (s.range.min != null || s.range.max != null)) {
+      const lo = s.range.min == null ? '' : s.range.min;
+      const hi = s.range.max == null ? '' : s.range.max;
+      lines.push(`Range: ${lo} \u2013 ${hi}${unit}`);
+    }
+    lines.push(`Quality: ${st.quality} \u00b7 Status: ${st.status.replace(/_/g, ' ')}`);
+    if (st.reason) lines.push(`Reason: ${st.reason}`);
+    if (st.ts_ms != null) lines.push(`Sampled: ${timeFmt.format(st.ts_ms)}`);
+    return lines.join('\n');
+  }
+
+  function renderCounts(v, eq) {
+    let text;
+    let bad = 0;
+    if (!eq.hasSnapshot) {
+      text = eq.sensorCount != null ? `${eq.sensorCount} sensors` : '';
+    } else {
+      let uncertain = 0;
+      for (const s of eq.sensors) {
+        const q = s.state ? s.state.quality : 'bad';
+        if (q === 'bad') bad++;
+        else if (q === 'uncertain') uncertain++;
+      }
+      const parts = [`${eq.sensors.length} sensors`];
+      if (bad) parts.push(`${bad} bad`);
+      if (uncertain) parts.push(`${uncertain} uncertain`);
+      if (!bad && !uncertain && eq.sensors.length) parts.push('all good');
+      text = parts.join(' \u00b7 ');
+    }
+    setText(v.c, 'counts', v.counts, text);
+    setAttr(v.c, 'countsBad', v.counts, 'data-bad', bad ? 'true' : null);
+  }
+
+  function renderFreshness(v, eq, now) {
+    let fresh;
+    let age = '';
+    if (eq.lastUpdateMs == null) {
+      fresh = 'waiting';
+    } else {
+      const ms = Math.max(0, now - eq.lastUpdateMs);
+      fresh = ms > CONFIG.staleAfterMs ? 'stale' : 'live';
+      age = formatAge(ms);
+    }
+    const c = v.c;
+    setAttr(c, 'fresh', v.tile, 'data-fresh', fresh);
+    setAttr(c, 'fresh2', v.fresh, 'data-fresh', fresh);
+    setText(c, 'freshLabel', v.freshLabel, fresh);
+    setText(c, 'freshAge', v.freshAge, age);
+    setAttr(c, 'freshTitle', v.fresh, 'title',
+      eq.lastUpdateMs == null ? 'No data received yet' : `Last update ${timeFmt.format(eq.lastUpdateMs)}`);
+  }
+
+  function renderHeader() {
+    const sites = [];
+    for (const id of state.order) {
+      const s = state.equipment[id].site;
+      if (s && !sites.includes(s)) sites.push(s);
+    }
+    const text = sites.join(' \u00b7 ');
+    dom.site.textContent = text;
+    document.title = text ? `hydrowatch \u2014 ${text}` : 'hydrowatch';
+    if (listLoaded && state.order.length === 0) {
+      dom.empty.textContent = 'No equipment configured.';
+      dom.empty.hidden = false;
+    }
+  }
+
+  let lastClock = '';
+  function renderClock(now) {
+    const text = timeFmt.format(now);
+    if (text !== lastClock) {
+      lastClock = text;
+      dom.clock.textContent = text;
+      dom.clock.dateTime = new Date(now).toISOString();
+    }
+  }
+
+  // ------------------------------------------------------------- formatting
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, {
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hourCycle: 'h23',
+  });
+
+  // At most 4 significant digits and at most 3 decimals: 151.23 -> "151.2",
+  // 36.54 -> "36.54", 2.5 -> "2.500", 0.0123 -> "0.012", 2345.6 -> "2346".
+  // Fixed decimals per magnitude keep the columns steady as values move.
+  function formatValue(v) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) return NO_VALUE;
+    const a = Math.abs(v);
+    let d = a >= 1000 ? 0 : a >= 100 ? 1 : a >= 10 ? 2 : 3;
+    let s = v.toFixed(d);
+    // Rounding can carry into the next magnitude (99.996 -> "100.00"); drop a decimal.
+    if (d > 0 && Math.abs(Number(s)) >= 10 ** (4 - d)) s = v.toFixed(--d);
+    // No "-0.000".
+    if (Number(s) === 0) s = s.replace(/^-/, '');
+    return s;
+  }
+
+  function formatAge(ms) {
+    const s = Math.floor(ms / 1000);
+    if (s < 60) return `${s} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m} min`;
+    const hrs = Math.floor(m / 60);
+    if (hrs < 48) return `${hrs} h`;
+    return `${Math.floor(hrs / 24)} d`;
+  }
+
+  // ------------------------------------------------------------------ toast
+
+  let toastTimer = null;
+  function showToast(text) {
+    dom.toast.textContent = text;
+    dom.toast.removeAttribute('title');
+    dom.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => {
+      dom.toast.hidden = true;
+    }, CONFIG.toastMs);
+  }
+
+  function showServerError(err) {
+    const e = err && typeof err === 'object' ? err : {};
+    const code = str(e.code) || 'error';
+    const message = str(e.message) || 'unknown error';
+    state.lastError = { code, message, details: e.details === undefined ? null : e.details, at: Date.now() };
+    showToast(`${code}: ${message}`);
+    if (e.details !== undefined && e.details !== null) {
+      let details;
+      try {
+        details = JSON.stringify(e.details);
+      } catch {
+        details = String(e.details);
+      }
+      dom.toast.title = details.length > 500 ? `${details.slice(0, 500)}\u2026` : details;
+    }
+    console.warn('hydrowatch: server error', state.lastError);
+  }
+
+  // -------------------------------------------------------------- websocket
+
+  let ws = null; // current socket (CONNECTING or OPEN), null while waiting to reconnect
+  let attempt = 0; // consecutive failed attempts, drives the backoff
+  let reconnectTimer = null;
+  let openedAt = 0;
+  let lastRxAt = 0;
+  let lastTxAt = 0;
+  let everConnected = false;
+
+  function wsUrl() {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    return `${scheme}://${location.host}${CONFIG.wsPath}`;
+  }
+
+  function setConnection(conn, detail) {
+    state.connection = conn;
+    // The pill text is exactly the state name ("connected", ...): tests rely on it.
+    if (dom.pill.textContent !== conn) dom.pill.textContent = conn;
+    dom.pill.dataset.state = conn;
+    dom.pill.title = detail ? `Live data: ${detail}` : 'Live data connection';
+  }
+
+  function send(msg) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    lastTxAt = Date.now();
+    return true;
+  }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    if (ws) return;
+    setConnection(everConnected ? 'reconnecting' : 'connecting', 'opening\u2026');
+
+    let sock;
+    try {
+      sock = new WebSocket(wsUrl());
+    } catch (e) {
+      console.error('hydrowatch: cannot open WebSocket', e);
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+
+    sock.onopen = () => {
+      if (ws !== sock) return;
+      openedAt = Date.now();
+      lastRxAt = openedAt;
+      everConnected = true;
+      setConnection('connected', 'open');
+      send({ type: 'subscribe', equipment: state.order.slice() });
+    };
+    sock.onmessage = (ev) => {
+      if (ws !== sock) return;
+      lastRxAt = Date.now();
+      handleFrame(ev.data);
+    };
+    // Browsers fire "close" after "error", but drop() is idempotent so handling both is
+    // safe and also covers an error without a following close.
+    sock.onerror = () => drop(sock, 'error');
+    sock.onclose = (ev) => drop(sock, `closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
+  }
+
+  function drop(sock, why) {
+    if (ws !== sock) return; // already handled
+    ws = null;
+    sock.onopen = sock.onmessage = sock.onerror = sock.onclose = null;
+    try {
+      sock.close();
+    } catch {
+      /* ignore */
+    }
+    // Only a connection that stayed up for a while counts as success: a server that accepts
+    // and immediately closes must still be backed off from.
+    if (openedAt && Date.now() - openedAt >= CONFIG.stableAfterMs) attempt = 0;
+    openedAt = 0;
+    console.info(`hydrowatch: WebSocket ${why}`);
+    scheduleReconnect();
+  }
+
+  // Exponential backoff 0.5 s, 1 s, 2 s, ... capped at 10 s, with up to 25 % jitter
+  // subtracted (so a wall of screens does not reconnect in lockstep after a server restart).
+  function backoffDelay(n) {
+    const base = Math.min(CONFIG.backoffMaxMs, CONFIG.backoffMinMs * 2 ** Math.min(n, 20));
+    return base * (1 - 0.25 * Math.random());
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer) return;
+    const delay = backoffDelay(attempt);
+    attempt++;
+    setConnection(everConnected ? 'reconnecting' : 'connecting', `retry in ${(delay / 1000).toFixed(1)} s`);
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function handleFrame(data) {
+    if (typeof data !== 'string') return; // the protocol is text-only
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      console.warn('hydrowatch: ignoring non-JSON frame');
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+
+    switch (msg.type) {
+      case 'hello':
+        state.session = str(msg.session);
+        state.protocol = finite(msg.protocol);
+        if (state.protocol !== 1) console.warn('hydrowatch: unexpected protocol version', msg.protocol);
+        setConnection('connected', `session ${state.session || '?'}`);
+        break;
+      case 'subscribed': {
+        state.subscribed = Array.isArray(msg.equipment) ? msg.equipment.filter((x) => typeof x === 'string') : [];
+        const missing = state.order.filter((id) => !state.subscribed.includes(id));
+        if (missing.length) console.warn('hydrowatch: not subscribed to', missing);
+        break;
+      }
+      case 'snapshot':
+        applySnapshot(typeof msg.equipment === 'string' ? msg.equipment : msg.snapshot && msg.snapshot.id, msg.snapshot);
+        break;
+      case 'delta':
+        applyDelta(msg);
+        break;
+      case 'error':
+        showServerError(msg.error);
+        break;
+      case 'pong':
+        break; // lastRxAt already updated
+      default:
+        break; // unknown types are ignored (forward compatibility)
+    }
+  }
+
+  // Keepalive: normally data flows continuously and nothing is sent. If the link goes quiet,
+  // ping; if it stays dead, reconnect (TCP can take minutes to notice a vanished peer).
+  function keepalive() {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const now = Date.now();
+    if (now - lastRxAt > CONFIG.deadAfterMs) {
+      drop(ws, 'timed out');
+    } else if (now - Math.max(lastRxAt, lastTxAt) > CONFIG.idlePingMs) {
+      send({ type: 'ping' });
+    }
+  }
+
+  // ------------------------------------------------------------ equipment list
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function loadEquipment() {
+    for (let n = 0; ; n++) {
+      try {
+        const res = await fetch(CONFIG.equipmentUrl, {
+          headers: { Accept: 'application/json' },
+          cache: 'no-store',
+        });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        const body = await res.json();
+        return Array.isArray(body && body.equipment) ? body.equipment : [];
+      } catch (e) {
+        const delay = backoffDelay(n);
+        showToast(`Cannot load equipment list (${e.message}); retrying in ${(delay / 1000).toFixed(1)} s`);
+        dom.empty.textContent = 'Waiting for the server\u2026';
+        await sleep(delay);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------- boot
+
+  async function start() {
+    setConnection('connecting');
+    setInterval(() => {
+      dirtyAges = true;
+      scheduleFrame();
+    }, CONFIG.tickMs);
+    setInterval(keepalive, 5000);
+    // Back online after a network outage: skip the rest of the backoff.
+    window.addEventListener('online', () => {
+      if (reconnectTimer) {
+        attempt = 0;
+        connect();
+      }
+    });
+    scheduleFrame();
+
+    applyEquipmentList(await loadEquipment());
+    connect();
+  }
+
+  window.hydrowatch = {
+    state,
+    get connected() {
+      return ws !== null && ws.readyState === WebSocket.OPEN;
+    },
+    // Debug/test helpers.
+    formatValue,
+    render: flush, // force a synchronous render instead of waiting for the next frame
+  };
+
+  start().catch((e) => {
+    console.error('hydrowatch: start-up failed', e);
+    showToast(`Start-up failed: ${e.message}`);
+  });
+})();
