@@ -1,1 +1,12 @@
-//! hydrowatch
+//! hydrowatch: real-time supervision of industrial hydraulic equipment.
+//!
+//! The application crate: configuration, the HTTP/WebSocket façade, wiring.
+//! The supervision tree lives in `hydrowatch-actors`, device I/O in
+//! `hydrowatch-protocols`, domain types in `hydrowatch-models`.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod telemetry;
+
+pub use app::{App, Exit};

@@ -4,7 +4,17 @@
 //! This crate knows nothing of HTTP or SQL; it defines the ports the application
 //! plugs into.
 
+pub mod address;
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod plant;
 pub mod registry;
+pub mod session;
 pub mod supervision;
+pub mod tree;
 
+pub use address::{Address, Unavailable};
+pub use config::SupervisionConfig;
 pub use registry::{ActorInfo, ActorKind, LifecycleStatus, MailboxGauge, Registry};
+pub use tree::{Tree, TreeConfig};

@@ -20,6 +20,7 @@ pub struct EquipmentSpec {
 }
 
 /// A sensor as the live picture shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorView {
     /// Identifier.
@@ -35,6 +36,7 @@ pub struct SensorView {
 }
 
 /// Everything known about an equipment unit right now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EquipmentSnapshot {
     /// Identifier.
@@ -50,6 +52,7 @@ pub struct EquipmentSnapshot {
 }
 
 /// What changed in an equipment's picture since the previous delta.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EquipmentDelta {
     /// New health, when it changed.

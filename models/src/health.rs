@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Quality, SensorId, SensorState, SensorStatus};
 
 /// Coarse health of an equipment unit.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -19,6 +20,7 @@ pub enum HealthStatus {
 }
 
 /// Health with the reason operators should read.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// The verdict.

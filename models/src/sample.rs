@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{EquipmentId, SensorId};
 
 /// How far a value can be trusted, in the OPC UA sense.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quality {

@@ -6,6 +6,7 @@ use crate::{Quality, Reading, SensorId};
 
 /// The range an instrument can physically measure; a value outside it is a sign of
 /// a broken sensor or a wrong register map, not of a process excursion.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhysicalRange {
@@ -38,6 +39,7 @@ pub struct SensorSpec {
 }
 
 /// The verdict on a sensor's latest value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorStatus {
@@ -54,6 +56,7 @@ pub enum SensorStatus {
 }
 
 /// The live state of a sensor: latest value and the judgement of it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorState {
     /// Latest value, if any.

@@ -87,7 +87,9 @@ pub struct ModbusPoller {
     config: PollerConfig,
     map: RegisterMap,
     plan: Vec<ReadBlock>,
-    context: Option<Context>,
+    /// In a mutex only so the poller is `Sync` (ractor states must be); it is
+    /// reached through `get_mut`, never locked.
+    context: Option<tokio::sync::Mutex<Context>>,
     /// Last good value per point, held over a single missed poll as uncertain.
     last_values: Vec<Option<f64>>,
     failed_attempts: u32,
@@ -138,7 +140,7 @@ impl ModbusPoller {
             }
             match self.connect().await {
                 Ok(ctx) => {
-                    self.context = Some(ctx);
+                    self.context = Some(tokio::sync::Mutex::new(ctx));
                     reconnected = self.ever_connected;
                     self.ever_connected = true;
                     self.failed_attempts = 0;
@@ -161,7 +163,7 @@ impl ModbusPoller {
                 self.fill_block(&mut readings, block, Quality::Bad, "disconnected");
                 continue;
             }
-            let Some(ctx) = self.context.as_mut() else {
+            let Some(ctx) = self.context.as_mut().map(tokio::sync::Mutex::get_mut) else {
                 break;
             };
             let request = async {

@@ -1,0 +1,327 @@
+//! The equipment actor: the live picture of a unit, and the supervisor of its
+//! sensors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use hydrowatch_models::{
+    EquipmentDelta, EquipmentSnapshot, EquipmentSpec, Health, SampleBatch, SensorId, SensorState,
+    SensorView,
+};
+
+use super::sensor::{Sensor, SensorArgs, SensorMsg};
+use crate::address::Address;
+use crate::hub::{Hub, Subscriber};
+use crate::registry::{ActorKind, Registry};
+use crate::supervision::{
+    spawn_fn, ChildSpec, RestartType, Supervision, SupervisionCmd, SupervisorSpec,
+};
+
+/// Messages of an equipment actor.
+pub enum EquipmentMsg {
+    /// One poll's readings, from the connection.
+    Samples(SampleBatch),
+    /// A sensor's answer in a round; `state` is `None` when nothing changed.
+    SensorReport {
+        /// Which sensor.
+        index: usize,
+        /// Its new state.
+        state: Option<SensorState>,
+        /// The round it answers.
+        round: u64,
+    },
+    /// Periodic staleness check.
+    Tick,
+    /// Sends the current snapshot to a new subscriber.
+    Subscribe(Subscriber),
+    /// The current snapshot.
+    GetSnapshot(RpcReplyPort<EquipmentSnapshot>),
+    /// Supervision of the sensors.
+    Supervision(SupervisionCmd),
+}
+
+impl From<SupervisionCmd> for EquipmentMsg {
+    fn from(cmd: SupervisionCmd) -> Self {
+        EquipmentMsg::Supervision(cmd)
+    }
+}
+
+/// What an equipment actor starts with.
+#[derive(Clone)]
+pub struct EquipmentArgs {
+    /// Its description.
+    pub spec: Arc<EquipmentSpec>,
+    /// Its path, e.g. `plant/rig-1`.
+    pub path: String,
+    /// Its own address, filled in on start.
+    pub address: Address<EquipmentMsg>,
+    /// How it supervises its sensors.
+    pub supervision: SupervisorSpec,
+    /// Restart type of its sensors.
+    pub sensor_restart: RestartType,
+    /// Period of the staleness check.
+    pub tick: Duration,
+    /// Where subscribers are.
+    pub hub: Hub,
+    /// The registry.
+    pub registry: Registry,
+}
+
+/// The equipment actor.
+pub struct Equipment;
+
+/// State of an equipment actor.
+pub struct EquipmentState {
+    args: EquipmentArgs,
+    supervision: Supervision,
+    sensors: Vec<Address<SensorMsg>>,
+    index: HashMap<SensorId, usize>,
+    states: Vec<SensorState>,
+    health: Health,
+    /// Changes not yet published.
+    pending: EquipmentDelta,
+    round: u64,
+    awaiting: usize,
+    ticker: Option<ractor::concurrency::JoinHandle<()>>,
+}
+
+impl Actor for Equipment {
+    type Msg = EquipmentMsg;
+    type State = EquipmentState;
+    type Arguments = EquipmentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EquipmentMsg>,
+        args: EquipmentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut supervision = Supervision::new(
+            args.path.clone(),
+            args.supervision,
+            args.registry.clone(),
+            Arc::new(myself.clone()),
+        );
+        let mut sensors = Vec::new();
+        let mut children = Vec::new();
+        for (index, spec) in args.spec.sensors.iter().enumerate() {
+            let address = Address::<SensorMsg>::new();
+            sensors.push(address.clone());
+            let spec = Arc::new(spec.clone());
+            let equipment = myself.clone();
+            let child_address = address.clone();
+            children.push(ChildSpec {
+                id: spec.id.to_string(),
+                kind: ActorKind::Sensor,
+                restart: args.sensor_restart,
+                start: spawn_fn(move || {
+                    (
+                        Sensor,
+                        SensorArgs {
+                            index,
+                            spec: spec.clone(),
+                            address: child_address.clone(),
+                            equipment: equipment.clone(),
+                        },
+                    )
+                }),
+                mailbox: Some(address.gauge()),
+            });
+        }
+        supervision
+            .start_children(&myself.get_cell(), children)
+            .await?;
+        let states = vec![SensorState::no_data(); args.spec.sensors.len()];
+        let index = args
+            .spec
+            .sensors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let health = health_of(&args.spec, &states);
+        let ticker = myself.send_interval(args.tick, || EquipmentMsg::Tick);
+        args.address.set(myself);
+        let state = EquipmentState {
+            args,
+            supervision,
+            sensors,
+            index,
+            states,
+            health,
+            pending: EquipmentDelta::default(),
+            round: 0,
+            awaiting: 0,
+            ticker: Some(ticker),
+        };
+        // Subscribers that were listening to a previous instance get a fresh picture.
+        let snapshot = snapshot_of(&state);
+        state.args.hub.for_each(&state.args.spec.id, |s| {
+            s.outbox.push_snapshot(snapshot.clone())
+        });
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<EquipmentMsg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = st.ticker.take() {
+            ticker.abort();
+        }
+        st.supervision.stop_all().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EquipmentMsg>,
+        msg: EquipmentMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EquipmentMsg::Samples(batch) => {
+                st.args.address.handled();
+                metrics::counter!("hydrowatch_samples_processed_total")
+                    .increment(batch.readings.len() as u64);
+                begin_round(st);
+                for reading in batch.readings {
+                    let Some(&i) = st.index.get(&reading.sensor) else {
+                        tracing::warn!(equipment = %st.args.spec.id, sensor = %reading.sensor, "reading for unknown sensor dropped");
+                        continue;
+                    };
+                    let msg = SensorMsg::Reading {
+                        reading,
+                        ts_ms: batch.ts_ms,
+                        round: st.round,
+                    };
+                    if st.sensors[i].cast(msg).is_ok() {
+                        st.awaiting += 1;
+                    }
+                }
+                finish_round_if_done(st);
+            }
+            EquipmentMsg::Tick => {
+                begin_round(st);
+                let now_ms = now_ms();
+                for sensor in &st.sensors {
+                    let msg = SensorMsg::Tick {
+                        now_ms,
+                        round: st.round,
+                    };
+                    if sensor.cast(msg).is_ok() {
+                        st.awaiting += 1;
+                    }
+                }
+                finish_round_if_done(st);
+            }
+            EquipmentMsg::SensorReport {
+                index,
+                state,
+                round,
+            } => {
+                if let Some(state) = state {
+                    if let (Some(slot), Some(spec)) =
+                        (st.states.get_mut(index), st.args.spec.sensors.get(index))
+                    {
+                        *slot = state.clone();
+                        st.pending.sensors.insert(spec.id.clone(), state);
+                    }
+                }
+                if round == st.round {
+                    st.awaiting = st.awaiting.saturating_sub(1);
+                    finish_round_if_done(st);
+                }
+            }
+            EquipmentMsg::Subscribe(subscriber) => {
+                subscriber.outbox.push_snapshot(snapshot_of(st));
+            }
+            EquipmentMsg::GetSnapshot(reply) => {
+                let _ = reply.send(snapshot_of(st));
+            }
+            EquipmentMsg::Supervision(cmd) => {
+                st.supervision.handle_cmd(&myself.get_cell(), cmd).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<EquipmentMsg>,
+        event: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        st.supervision.handle_event(&myself.get_cell(), event).await
+    }
+}
+
+/// Starts a new round; whatever the previous one gathered is published now.
+fn begin_round(st: &mut EquipmentState) {
+    if st.awaiting > 0 {
+        publish(st);
+    }
+    st.round += 1;
+    st.awaiting = 0;
+}
+
+fn finish_round_if_done(st: &mut EquipmentState) {
+    if st.awaiting == 0 {
+        publish(st);
+    }
+}
+
+/// Publishes pending changes as one delta to every subscriber.
+fn publish(st: &mut EquipmentState) {
+    if st.pending.sensors.is_empty() {
+        return;
+    }
+    let health = health_of(&st.args.spec, &st.states);
+    if health != st.health {
+        tracing::info!(equipment = %st.args.spec.id, status = ?health.status, reason = health.reason.as_deref().unwrap_or("-"), "health changed");
+        st.health = health.clone();
+        st.pending.health = Some(health);
+    }
+    let delta = std::mem::take(&mut st.pending);
+    let id = &st.args.spec.id;
+    st.args
+        .hub
+        .for_each(id, |s| s.outbox.push_delta(id, delta.clone()));
+}
+
+fn health_of(spec: &EquipmentSpec, states: &[SensorState]) -> Health {
+    Health::from_sensors(spec.sensors.iter().map(|s| &s.id).zip(states))
+}
+
+fn snapshot_of(st: &EquipmentState) -> EquipmentSnapshot {
+    let spec = &st.args.spec;
+    EquipmentSnapshot {
+        id: spec.id.clone(),
+        name: spec.name.clone(),
+        site: spec.site.clone(),
+        health: st.health.clone(),
+        sensors: spec
+            .sensors
+            .iter()
+            .zip(&st.states)
+            .map(|(s, state)| SensorView {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                unit: s.unit.clone(),
+                range: s.range,
+                state: state.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,7 @@
+//! The plant: equipment units and their sensors.
+
+pub mod equipment;
+pub mod sensor;
+
+pub use equipment::{now_ms, Equipment, EquipmentArgs, EquipmentMsg};
+pub use sensor::{Sensor, SensorArgs, SensorMsg};

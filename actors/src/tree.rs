@@ -1,0 +1,257 @@
+//! Builds the supervision tree of a plant and hands the façade what it needs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorRef, SpawnErr};
+
+use hydrowatch_models::{EquipmentId, EquipmentSpec};
+use hydrowatch_protocols::modbus::LinkState;
+
+use crate::config::SupervisionConfig;
+use crate::connection::{
+    Connection, ConnectionArgs, ConnectionSpec, ConnectionStatus, SharedStatus,
+};
+use crate::hub::Hub;
+use crate::plant::{Equipment, EquipmentArgs, EquipmentMsg};
+use crate::registry::{ActorKind, Registry};
+use crate::session::{Outbox, Session, SessionArgs};
+use crate::supervision::{
+    spawn_fn, ChildSpec, SupervisionCmd, Supervisor, SupervisorArgs, SupervisorMsg,
+};
+use crate::Address;
+
+/// What the tree is built from.
+pub struct TreeConfig {
+    /// Supervision of every level.
+    pub supervision: SupervisionConfig,
+    /// Equipment units, in display order.
+    pub equipment: Vec<EquipmentSpec>,
+    /// Connections to devices.
+    pub connections: Vec<ConnectionSpec>,
+    /// Period of the equipment's staleness check.
+    pub stale_check: Duration,
+}
+
+/// Handles into a running tree.
+#[derive(Clone)]
+pub struct Tree {
+    /// The root supervisor.
+    pub root: ActorRef<SupervisorMsg>,
+    /// Every actor by path.
+    pub registry: Registry,
+    /// Subscriptions.
+    pub hub: Hub,
+    /// Equipment units in display order.
+    pub equipment_specs: Arc<Vec<Arc<EquipmentSpec>>>,
+    /// Equipment addresses.
+    pub equipment: Arc<HashMap<EquipmentId, Address<EquipmentMsg>>>,
+    /// Connection statuses, in config order.
+    pub connections: Arc<Vec<SharedStatus>>,
+}
+
+/// Path of the sessions supervisor.
+pub const SESSIONS: &str = "sessions";
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The sessions supervisor is not running (restarting, or the tree is going down).
+    #[error("sessions supervisor unavailable")]
+    Unavailable,
+    /// The session actor failed to start.
+    #[error("session failed to start: {0}")]
+    StartFailed(String),
+}
+
+impl Tree {
+    /// Starts the whole tree. The returned handle completes when the root stops.
+    pub async fn start(config: TreeConfig) -> Result<(Tree, JoinHandle<()>), SpawnErr> {
+        let registry = Registry::new();
+        let hub = Hub::new();
+        let sup = &config.supervision;
+
+        let mut equipment = HashMap::new();
+        let mut equipment_specs = Vec::new();
+        let mut plant_children = Vec::new();
+        for spec in config.equipment {
+            let spec = Arc::new(spec);
+            let address = Address::<EquipmentMsg>::new();
+            equipment.insert(spec.id.clone(), address.clone());
+            equipment_specs.push(spec.clone());
+            let args = EquipmentArgs {
+                path: format!("plant/{}", spec.id),
+                spec: spec.clone(),
+                address: address.clone(),
+                supervision: sup.equipment.spec(),
+                sensor_restart: sup.equipment.children,
+                tick: config.stale_check,
+                hub: hub.clone(),
+                registry: registry.clone(),
+            };
+            plant_children.push(ChildSpec {
+                id: spec.id.to_string(),
+                kind: ActorKind::Equipment,
+                restart: sup.plant.children,
+                start: spawn_fn(move || (Equipment, args.clone())),
+                mailbox: Some(address.gauge()),
+            });
+        }
+
+        let mut statuses = Vec::new();
+        let mut connection_children = Vec::new();
+        for spec in config.connections {
+            let status: SharedStatus = Arc::new(Mutex::new(ConnectionStatus {
+                id: spec.id.clone(),
+                endpoint: spec.poller.addr.to_string(),
+                link: LinkState::Disconnected,
+                last_success_ms: None,
+                polls: 0,
+                errors: 0,
+                reconnects: 0,
+                last_error: None,
+            }));
+            statuses.push(status.clone());
+            let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
+            let id = spec.id.clone();
+            connection_children.push(ChildSpec {
+                id,
+                kind: ActorKind::Connection,
+                restart: sup.connections.children,
+                start: spawn_fn(move || {
+                    (
+                        Connection,
+                        ConnectionArgs {
+                            spec: spec.clone(),
+                            equipment: target.clone(),
+                            status: status.clone(),
+                        },
+                    )
+                }),
+                mailbox: None,
+            });
+        }
+
+        let level = |id: &str, cfg: &crate::config::LevelConfig, children: Vec<ChildSpec>| {
+            let registry = registry.clone();
+            let path = id.to_owned();
+            let spec = cfg.spec();
+            ChildSpec {
+                id: id.to_owned(),
+                kind: ActorKind::Supervisor,
+                restart: cfg.restart,
+                start: spawn_fn(move || {
+                    (
+                        Supervisor,
+                        SupervisorArgs {
+                            path: path.clone(),
+                            spec,
+                            registry: registry.clone(),
+                            children: children.clone(),
+                        },
+                    )
+                }),
+                mailbox: None,
+            }
+        };
+        // Equipment before connections: a connection's batches need somewhere to go.
+        let root_children = vec![
+            level("plant", &sup.plant, plant_children),
+            level("connections", &sup.connections, connection_children),
+            level(SESSIONS, &sup.sessions, Vec::new()),
+        ];
+        let (root, handle) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                path: "root".into(),
+                spec: sup.root.spec(),
+                registry: registry.clone(),
+                children: root_children,
+            },
+        )
+        .await?;
+        registry.started(
+            "root",
+            ActorKind::Supervisor,
+            root.get_cell(),
+            None,
+            None,
+            None,
+        );
+        let tree = Tree {
+            root,
+            registry,
+            hub,
+            equipment_specs: Arc::new(equipment_specs),
+            equipment: Arc::new(equipment),
+            connections: Arc::new(statuses),
+        };
+        Ok((tree, handle))
+    }
+
+    /// Opens a session under the sessions supervisor; its frames go to `outbox`.
+    pub async fn open_session(
+        &self,
+        id: &str,
+        outbox: Arc<Outbox>,
+    ) -> Result<ActorRef<crate::session::SessionMsg>, SessionError> {
+        let sessions: ActorRef<SupervisorMsg> = self
+            .registry
+            .cell(SESSIONS)
+            .map(ActorRef::from)
+            .ok_or(SessionError::Unavailable)?;
+        let args_id: Arc<str> = Arc::from(id);
+        let hub = self.hub.clone();
+        let equipment = self.equipment.clone();
+        let spec = ChildSpec {
+            id: id.to_owned(),
+            kind: ActorKind::Session,
+            restart: crate::supervision::RestartType::Temporary,
+            start: spawn_fn(move || {
+                (
+                    Session,
+                    SessionArgs {
+                        id: args_id.clone(),
+                        outbox: outbox.clone(),
+                        hub: hub.clone(),
+                        equipment: equipment.clone(),
+                    },
+                )
+            }),
+            mailbox: None,
+        };
+        let cell = ractor::call_t!(
+            sessions,
+            |reply| SupervisorMsg::Cmd(SupervisionCmd::AddChild {
+                spec,
+                reply: Some(reply)
+            }),
+            5000
+        )
+        .map_err(|_| SessionError::Unavailable)?
+        .map_err(SessionError::StartFailed)?;
+        Ok(ActorRef::from(cell))
+    }
+
+    /// Ends a session.
+    pub fn close_session(&self, id: &str) {
+        if let Some(cell) = self.registry.cell(SESSIONS) {
+            let sessions: ActorRef<SupervisorMsg> = ActorRef::from(cell);
+            let _ = sessions.cast(SupervisorMsg::Cmd(SupervisionCmd::RemoveChild {
+                child: id.to_owned(),
+            }));
+        }
+    }
+
+    /// Stops the whole tree gracefully: children in reverse order, each level
+    /// waiting for its children.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let _ = self
+            .root
+            .stop_and_wait(Some("shutdown".into()), Some(timeout))
+            .await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Wiring: simulators, the supervision tree and the HTTP server, started and
+//! stopped as one.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use hydrowatch_actors::connection::ConnectionSpec;
+use hydrowatch_actors::{Tree, TreeConfig};
+use hydrowatch_protocols::modbus::{PollerConfig, ReconnectPolicy, SimulatorHandle};
+use hydrowatch_protocols::rig::RigRecording;
+
+use crate::config::{Loaded, Plant};
+use crate::http::{self, ops::HealthFlags, AppState, Simulators};
+use crate::telemetry;
+
+/// How the application ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (signal); exit code 0.
+    Stopped,
+    /// The supervision tree's root gave up; exit code 1 so a process manager
+    /// restarts the process.
+    RootFailed(String),
+}
+
+/// A running application.
+pub struct App {
+    /// Where HTTP listens.
+    pub addr: SocketAddr,
+    /// Shared state (tree, simulators, settings).
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    root_failure: watch::Receiver<Option<String>>,
+}
+
+/// Starts the simulators for the plant's simulated devices on loopback ports
+/// (`port = 0` picks free ones) and returns them by equipment.
+pub async fn start_simulators(
+    plant: &Plant,
+    fixed_ports: bool,
+) -> anyhow::Result<HashMap<hydrowatch_models::EquipmentId, Arc<Mutex<SimulatorHandle>>>> {
+    let recording = Arc::new(RigRecording::embedded());
+    let mut out = HashMap::new();
+    for sim in &plant.simulators {
+        let port = if fixed_ports { sim.port } else { 0 };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let handle = SimulatorHandle::start(addr, recording.clone(), sim.condition, sim.phase_secs)
+            .await
+            .with_context(|| {
+                format!("simulator for {} could not listen on {addr}", sim.equipment)
+            })?;
+        out.insert(sim.equipment.clone(), Arc::new(Mutex::new(handle)));
+    }
+    Ok(out)
+}
+
+impl App {
+    /// Starts everything; the HTTP server is accepting when this returns.
+    pub async fn start(loaded: Loaded) -> anyhow::Result<App> {
+        let metrics = telemetry::metrics_handle();
+        let simulators = start_simulators(&loaded.plant, false).await?;
+        let mut connections = Vec::new();
+        for planned in &loaded.plant.connections {
+            let addr = match planned.endpoint {
+                Some(addr) => addr,
+                None => simulators
+                    .get(&planned.equipment)
+                    .context("simulated device without simulator")?
+                    .lock()
+                    .await
+                    .addr(),
+            };
+            let c = &planned.config;
+            connections.push(ConnectionSpec {
+                id: planned.equipment.to_string(),
+                equipment: planned.equipment.clone(),
+                poller: PollerConfig {
+                    addr,
+                    unit_id: c.unit_id,
+                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                    request_timeout: Duration::from_millis(c.request_timeout_ms),
+                    max_registers_per_read: c.max_registers_per_read,
+                    max_gap: c.max_gap,
+                    reconnect: ReconnectPolicy {
+                        initial: Duration::from_millis(c.reconnect_initial_ms),
+                        max: Duration::from_millis(c.reconnect_max_ms),
+                        multiplier: 2.0,
+                        jitter: 0.2,
+                    },
+                },
+                map: planned.map.clone(),
+                period: Duration::from_millis(c.period_ms),
+            });
+        }
+        let (tree, root_handle) = Tree::start(TreeConfig {
+            supervision: loaded.supervision,
+            equipment: loaded.plant.equipment.clone(),
+            connections,
+            stale_check: Duration::from_millis(loaded.settings.live.stale_check_ms),
+        })
+        .await
+        .context("supervision tree failed to start")?;
+
+        let listener = TcpListener::bind(loaded.settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", loaded.settings.server.listen))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let health = Arc::new(HealthFlags::default());
+        let state = AppState {
+            settings: Arc::new(loaded.settings),
+            tree,
+            simulators: Simulators::new(simulators),
+            shutdown: shutdown_rx.clone(),
+            health: health.clone(),
+            metrics,
+        };
+        let router = http::router(state.clone());
+        let mut server_shutdown = shutdown_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = server_shutdown.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let (failure_tx, root_failure) = watch::channel(None);
+        let registry = state.tree.registry.clone();
+        tokio::spawn(async move {
+            let _ = root_handle.await;
+            if health.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            health.root_failed.store(true, Ordering::Relaxed);
+            let why = registry
+                .snapshot()
+                .into_iter()
+                .filter_map(|a| a.last_error.map(|e| format!("{}: {e}", a.path)))
+                .last()
+                .unwrap_or_else(|| "root supervisor stopped".into());
+            tracing::error!(reason = %why, "the supervision tree's root gave up; exiting so the process manager can restart us");
+            let _ = failure_tx.send(Some(why));
+        });
+
+        tracing::info!(%addr, "hydrowatch listening; wallboard at http://{addr}/");
+        Ok(App {
+            addr,
+            state,
+            shutdown,
+            server,
+            root_failure,
+        })
+    }
+
+    /// Runs until `signal` completes or the root gives up, then shuts down.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Exit {
+        let exit = tokio::select! {
+            _ = signal => Exit::Stopped,
+            failure = self.root_failure.wait_for(|f| f.is_some()) => {
+                let why = failure.ok().and_then(|f| f.clone()).unwrap_or_default();
+                Exit::RootFailed(why)
+            }
+        };
+        self.shutdown().await;
+        exit
+    }
+
+    /// Graceful shutdown: stop polling and the tree, close WebSockets with a
+    /// close frame, finish in-flight requests, stop the simulators.
+    pub async fn shutdown(&mut self) {
+        let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
+        self.state.health.stopping.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        self.state.tree.shutdown(grace).await;
+        for sim in self.state.simulators.values() {
+            sim.lock().await.stop().await;
+        }
+        if tokio::time::timeout(grace, &mut self.server).await.is_err() {
+            tracing::warn!("HTTP server did not finish within the grace period");
+            self.server.abort();
+        }
+        tracing::info!("hydrowatch stopped");
+    }
+}

@@ -1,0 +1,783 @@
+//! Layered, typed configuration: built-in defaults, then the files, then
+//! `HYDROWATCH_*` environment variables; validated before anything starts.
+//!
+//! Files:
+//! - `hydrowatch.toml` — the server (this module's [`Settings`]);
+//! - `plant.toml` — sites, equipment, sensors, register maps ([`PlantConfig`]);
+//! - `supervision.toml` — the supervision tree ([`SupervisionConfig`]).
+//!
+//! An environment variable `HYDROWATCH_SECTION__KEY=value` overrides `key` in
+//! `[section]` of `hydrowatch.toml` (e.g. `HYDROWATCH_SERVER__LISTEN=0.0.0.0:8080`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use hydrowatch_actors::SupervisionConfig;
+use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
+use hydrowatch_protocols::rig::RigCondition;
+use hydrowatch_protocols::{
+    ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
+};
+
+/// The demo configuration compiled into the binary, used when no file is found.
+pub const EMBEDDED_SETTINGS: &str = include_str!("../config/hydrowatch.toml");
+/// The demo plant compiled into the binary.
+pub const EMBEDDED_PLANT: &str = include_str!("../config/plant.toml");
+/// The supervision tree compiled into the binary.
+pub const EMBEDDED_SUPERVISION: &str = include_str!("../supervision.toml");
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file (or `environment`).
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+fn err(file: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Time given to connections and actors to finish on shutdown, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/api/v1/admin/*`; empty disables the admin API.
+    pub token: String,
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// Server ping period, s.
+    pub ping_interval_secs: u64,
+    /// A client silent for this long is disconnected, s.
+    pub idle_timeout_secs: u64,
+    /// Largest client frame accepted, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_secs: 15,
+            idle_timeout_secs: 60,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[live]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// How long a live read waits for the owning actor, ms.
+    pub actor_timeout_ms: u64,
+    /// Period of the equipment's staleness check, ms.
+    pub stale_check_ms: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            actor_timeout_ms: 2_000,
+            stale_check_ms: 1_000,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,hydrowatch=debug`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[files]`: where the other files are, relative to `hydrowatch.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSettings {
+    /// The plant.
+    pub plant: PathBuf,
+    /// The supervision tree.
+    pub supervision: PathBuf,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        Self {
+            plant: "plant.toml".into(),
+            supervision: "../supervision.toml".into(),
+        }
+    }
+}
+
+/// `hydrowatch.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Admin API.
+    pub admin: AdminSettings,
+    /// WebSocket API.
+    pub websocket: WebSocketSettings,
+    /// Live reads.
+    pub live: LiveSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The other files.
+    pub files: FileSettings,
+}
+
+impl Settings {
+    /// Ping period.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.websocket.ping_interval_secs)
+    }
+    /// Idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.websocket.idle_timeout_secs)
+    }
+    /// Live-read timeout.
+    pub fn actor_timeout(&self) -> Duration {
+        Duration::from_millis(self.live.actor_timeout_ms)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let ws = &self.websocket;
+        if ws.ping_interval_secs == 0 {
+            return Err(err(
+                file,
+                "websocket.ping_interval_secs = 0: must be at least 1",
+            ));
+        }
+        if ws.idle_timeout_secs <= ws.ping_interval_secs {
+            return Err(err(file, format!(
+                "websocket.idle_timeout_secs = {}: must be longer than websocket.ping_interval_secs ({})",
+                ws.idle_timeout_secs, ws.ping_interval_secs
+            )));
+        }
+        if ws.max_message_bytes < 256 {
+            return Err(err(
+                file,
+                "websocket.max_message_bytes: must be at least 256",
+            ));
+        }
+        if self.live.actor_timeout_ms == 0 {
+            return Err(err(file, "live.actor_timeout_ms = 0: must be at least 1"));
+        }
+        if self.live.stale_check_ms < 10 {
+            return Err(err(file, "live.stale_check_ms: must be at least 10"));
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return Err(err(
+                file,
+                "admin.token: must be empty (admin API off) or at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[site]` of `plant.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Identifier.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A sensor in a sensor set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    /// Identifier within the equipment.
+    pub id: SensorId,
+    /// Display name.
+    pub name: String,
+    /// Engineering unit.
+    pub unit: String,
+    /// Physical range minimum.
+    pub min: f64,
+    /// Physical range maximum.
+    pub max: f64,
+    /// Stale after this long without a reading, ms.
+    #[serde(default = "default_stale_ms")]
+    pub stale_after_ms: u64,
+    /// Register table.
+    #[serde(default = "default_kind")]
+    pub register: RegisterKind,
+    /// First register.
+    pub address: u16,
+    /// Encoding.
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// Byte order within a register.
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Register order.
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Engineering = raw × scale + offset.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_stale_ms() -> u64 {
+    3_000
+}
+fn default_kind() -> RegisterKind {
+    RegisterKind::Holding
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// How an equipment's device is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Only `modbus_tcp` for now.
+    pub protocol: Protocol,
+    /// `host:port` of the device, or `simulator` for the built-in simulator.
+    pub endpoint: String,
+    /// Modbus unit id.
+    #[serde(default = "default_unit")]
+    pub unit_id: u8,
+    /// Poll period, ms.
+    #[serde(default = "default_period")]
+    pub period_ms: u64,
+    /// Per-request timeout, ms.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Connect timeout, ms.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Largest read the device accepts.
+    #[serde(default = "default_max_regs")]
+    pub max_registers_per_read: u16,
+    /// Unused registers worth reading to merge two requests.
+    #[serde(default)]
+    pub max_gap: u16,
+    /// First reconnect delay, ms.
+    #[serde(default = "default_reconnect_initial")]
+    pub reconnect_initial_ms: u64,
+    /// Largest reconnect delay, ms.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+fn default_period() -> u64 {
+    1_000
+}
+fn default_request_timeout() -> u64 {
+    500
+}
+fn default_connect_timeout() -> u64 {
+    1_000
+}
+fn default_max_regs() -> u16 {
+    125
+}
+fn default_reconnect_initial() -> u64 {
+    200
+}
+fn default_reconnect_max() -> u64 {
+    10_000
+}
+
+/// Device protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Modbus TCP.
+    ModbusTcp,
+}
+
+/// The built-in simulator of an equipment unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Recorded condition replayed at start.
+    #[serde(default = "healthy")]
+    pub condition: String,
+    /// Seconds into the recording to start at.
+    #[serde(default)]
+    pub phase_secs: f64,
+    /// Port for `hydrowatch simulate` (serve picks a free loopback port).
+    pub port: u16,
+}
+
+fn healthy() -> String {
+    "healthy".into()
+}
+
+/// An equipment unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EquipmentConfig {
+    /// Identifier.
+    pub id: EquipmentId,
+    /// Display name.
+    pub name: String,
+    /// Name of the sensor set it carries.
+    pub sensor_set: String,
+    /// Its device.
+    pub connection: ConnectionConfig,
+    /// Its simulator, when `connection.endpoint = "simulator"`.
+    pub simulator: Option<SimulatorConfig>,
+}
+
+/// `plant.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantConfig {
+    /// The site.
+    pub site: SiteConfig,
+    /// Reusable sensor sets by name.
+    pub sensor_sets: BTreeMap<String, Vec<SensorConfig>>,
+    /// Equipment units, in display order.
+    pub equipment: Vec<EquipmentConfig>,
+}
+
+/// A simulated device to start.
+#[derive(Debug, Clone)]
+pub struct SimulatedDevice {
+    /// The equipment it stands for.
+    pub equipment: EquipmentId,
+    /// Condition replayed at start.
+    pub condition: RigCondition,
+    /// Replay phase.
+    pub phase_secs: f64,
+    /// Port for `simulate`.
+    pub port: u16,
+}
+
+/// A connection, before the simulator addresses are known.
+#[derive(Debug, Clone)]
+pub struct PlannedConnection {
+    /// Equipment.
+    pub equipment: EquipmentId,
+    /// The settings.
+    pub config: ConnectionConfig,
+    /// Where the device is; `None` = the built-in simulator.
+    pub endpoint: Option<SocketAddr>,
+    /// Its register map.
+    pub map: RegisterMap,
+}
+
+/// The validated plant.
+#[derive(Debug, Clone)]
+pub struct Plant {
+    /// Equipment units.
+    pub equipment: Vec<EquipmentSpec>,
+    /// Their connections.
+    pub connections: Vec<PlannedConnection>,
+    /// Built-in simulators to start.
+    pub simulators: Vec<SimulatedDevice>,
+}
+
+impl PlantConfig {
+    /// Checks the plant and turns it into runtime specs.
+    pub fn build(&self, file: &str) -> Result<Plant, ConfigError> {
+        if self.equipment.is_empty() {
+            return Err(err(file, "equipment: the plant has no equipment"));
+        }
+        let mut seen = HashSet::new();
+        let mut plant = Plant {
+            equipment: Vec::new(),
+            connections: Vec::new(),
+            simulators: Vec::new(),
+        };
+        for (set_name, sensors) in &self.sensor_sets {
+            let mut ids = HashSet::new();
+            for (i, s) in sensors.iter().enumerate() {
+                let key = format!("sensor_sets.{set_name}[{i}]");
+                if !ids.insert(s.id.clone()) {
+                    return Err(err(
+                        file,
+                        format!("{key}.id = {:?}: duplicate sensor id", s.id.as_str()),
+                    ));
+                }
+                if !(s.min.is_finite() && s.max.is_finite() && s.min < s.max) {
+                    return Err(err(
+                        file,
+                        format!("{key}.min/max = {}/{}: min must be below max", s.min, s.max),
+                    ));
+                }
+                if s.stale_after_ms == 0 {
+                    return Err(err(
+                        file,
+                        format!("{key}.stale_after_ms = 0: must be at least 1"),
+                    ));
+                }
+            }
+        }
+        for (i, e) in self.equipment.iter().enumerate() {
+            let key = format!("equipment[{i}]");
+            if !seen.insert(e.id.clone()) {
+                return Err(err(
+                    file,
+                    format!("{key}.id = {:?}: duplicate equipment id", e.id.as_str()),
+                ));
+            }
+            let sensors = self.sensor_sets.get(&e.sensor_set).ok_or_else(|| {
+                err(
+                    file,
+                    format!(
+                        "{key}.sensor_set = {:?}: no such sensor set (known: {})",
+                        e.sensor_set,
+                        self.sensor_sets
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            let points: Vec<RegisterPoint> = sensors
+                .iter()
+                .map(|s| RegisterPoint {
+                    sensor: s.id.clone(),
+                    kind: s.register,
+                    address: s.address,
+                    data_type: s.data_type,
+                    byte_order: s.byte_order,
+                    word_order: s.word_order,
+                    scale: s.scale,
+                    offset: s.offset,
+                })
+                .collect();
+            let map = RegisterMap::new(points).map_err(|m| {
+                err(
+                    file,
+                    format!("sensor_sets.{} (used by {key}): {m}", e.sensor_set),
+                )
+            })?;
+            let c = &e.connection;
+            let ckey = format!("{key}.connection");
+            if c.period_ms < 5 {
+                return Err(err(
+                    file,
+                    format!("{ckey}.period_ms = {}: must be at least 5", c.period_ms),
+                ));
+            }
+            if c.request_timeout_ms == 0 || c.request_timeout_ms > 60_000 {
+                return Err(err(
+                    file,
+                    format!(
+                        "{ckey}.request_timeout_ms = {}: must be between 1 and 60000",
+                        c.request_timeout_ms
+                    ),
+                ));
+            }
+            if c.connect_timeout_ms == 0 || c.connect_timeout_ms > 60_000 {
+                return Err(err(
+                    file,
+                    format!(
+                        "{ckey}.connect_timeout_ms = {}: must be between 1 and 60000",
+                        c.connect_timeout_ms
+                    ),
+                ));
+            }
+            if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
+                return Err(err(
+                    file,
+                    format!(
+                        "{ckey}.max_registers_per_read = {}: must be between 1 and 125",
+                        c.max_registers_per_read
+                    ),
+                ));
+            }
+            if c.reconnect_initial_ms == 0 || c.reconnect_initial_ms > c.reconnect_max_ms {
+                return Err(err(file, format!("{ckey}.reconnect_initial_ms = {}: must be at least 1 and at most reconnect_max_ms", c.reconnect_initial_ms)));
+            }
+            let endpoint = if c.endpoint == "simulator" {
+                let sim = e.simulator.as_ref().ok_or_else(|| {
+                    err(
+                        file,
+                        format!("{key}.simulator: required when {ckey}.endpoint = \"simulator\""),
+                    )
+                })?;
+                let condition: RigCondition = sim
+                    .condition
+                    .parse()
+                    .map_err(|m| err(file, format!("{key}.simulator.condition: {m}")))?;
+                if !sim.phase_secs.is_finite() || sim.phase_secs < 0.0 {
+                    return Err(err(
+                        file,
+                        format!("{key}.simulator.phase_secs: must be a non-negative number"),
+                    ));
+                }
+                plant.simulators.push(SimulatedDevice {
+                    equipment: e.id.clone(),
+                    condition,
+                    phase_secs: sim.phase_secs,
+                    port: sim.port,
+                });
+                None
+            } else {
+                Some(c.endpoint.parse::<SocketAddr>().map_err(|_| {
+                    err(file, format!("{ckey}.endpoint = {:?}: expected host:port (an IP address) or \"simulator\"", c.endpoint))
+                })?)
+            };
+            plant.connections.push(PlannedConnection {
+                equipment: e.id.clone(),
+                config: c.clone(),
+                endpoint,
+                map,
+            });
+            plant.equipment.push(EquipmentSpec {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                site: self.site.name.clone(),
+                sensors: sensors
+                    .iter()
+                    .map(|s| SensorSpec {
+                        id: s.id.clone(),
+                        name: s.name.clone(),
+                        unit: s.unit.clone(),
+                        range: PhysicalRange {
+                            min: s.min,
+                            max: s.max,
+                        },
+                        stale_after_ms: s.stale_after_ms,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(plant)
+    }
+}
+
+/// Everything loaded and validated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Server settings.
+    pub settings: Settings,
+    /// The plant.
+    pub plant: Plant,
+    /// The supervision tree.
+    pub supervision: SupervisionConfig,
+    /// Where each piece came from, for the start-up log.
+    pub sources: Vec<String>,
+}
+
+/// Loads the configuration starting at `path` (or the embedded demo when `None`),
+/// applying `env` overrides (`HYDROWATCH_*` pairs).
+pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let (settings_text, settings_name, base) = match path {
+        Some(p) => (
+            read(p)?,
+            p.display().to_string(),
+            Some(p.parent().unwrap_or(Path::new(".")).to_path_buf()),
+        ),
+        None => (
+            EMBEDDED_SETTINGS.to_owned(),
+            "embedded hydrowatch.toml".to_owned(),
+            None,
+        ),
+    };
+    let mut value: toml::Table =
+        toml::from_str(&settings_text).map_err(|e| err(&settings_name, e.to_string()))?;
+    apply_env(&mut value, env)?;
+    let settings: Settings = Settings::deserialize(toml::Value::Table(value)).map_err(|e| {
+        err(
+            &settings_name,
+            format!("{} (after HYDROWATCH_* overrides)", e.message()),
+        )
+    })?;
+    settings.validate(&settings_name)?;
+
+    let (plant_text, plant_name) = match &base {
+        Some(dir) => {
+            let p = dir.join(&settings.files.plant);
+            (read(&p)?, p.display().to_string())
+        }
+        None => (EMBEDDED_PLANT.to_owned(), "embedded plant.toml".to_owned()),
+    };
+    let plant_cfg: PlantConfig =
+        toml::from_str(&plant_text).map_err(|e| err(&plant_name, e.to_string()))?;
+    let plant = plant_cfg.build(&plant_name)?;
+
+    let (sup_text, sup_name) = match &base {
+        Some(dir) => {
+            let p = dir.join(&settings.files.supervision);
+            (read(&p)?, p.display().to_string())
+        }
+        None => (
+            EMBEDDED_SUPERVISION.to_owned(),
+            "embedded supervision.toml".to_owned(),
+        ),
+    };
+    let supervision: SupervisionConfig =
+        toml::from_str(&sup_text).map_err(|e| err(&sup_name, e.to_string()))?;
+    supervision
+        .validate()
+        .map_err(|e| err(&sup_name, e.to_string()))?;
+
+    Ok(Loaded {
+        settings,
+        plant,
+        supervision,
+        sources: vec![settings_name, plant_name, sup_name],
+    })
+}
+
+/// The default configuration file: `config/hydrowatch.toml` if it exists here.
+pub fn default_path() -> Option<PathBuf> {
+    let p = PathBuf::from("config/hydrowatch.toml");
+    p.exists().then_some(p)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| err(&path.display().to_string(), format!("cannot read: {e}")))
+}
+
+/// Applies `HYDROWATCH_SECTION__KEY=value` pairs onto the settings table. Values
+/// are parsed as TOML scalars when they can be (numbers, booleans), else taken
+/// as strings. Unknown sections or keys are refused by the typed parse after.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("HYDROWATCH_") else {
+            continue;
+        };
+        // Variables read by the CLI itself, not settings.
+        if matches!(rest, "CONFIG" | "LOG_FORMAT") {
+            continue;
+        }
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(err(
+                "environment",
+                format!("{name}: expected HYDROWATCH_<SECTION>__<KEY>"),
+            ));
+        }
+        let value = parse_scalar(raw);
+        let section = table
+            .entry(parts[0].clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            return Err(err(
+                "environment",
+                format!("{name}: [{}] is not a section", parts[0]),
+            ));
+        };
+        section.insert(parts[1].clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_demo_loads() {
+        let loaded = load(None, &[]).unwrap();
+        assert_eq!(loaded.plant.equipment.len(), 3);
+        assert!(loaded.plant.equipment.iter().all(|e| e.sensors.len() == 17));
+        assert_eq!(loaded.plant.simulators.len(), 3);
+        assert!(
+            loaded.settings.admin.token.is_empty(),
+            "admin API off by default"
+        );
+    }
+
+    #[test]
+    fn env_overrides_and_names_unknown_keys() {
+        let env = vec![(
+            "HYDROWATCH_SERVER__LISTEN".to_owned(),
+            "127.0.0.1:9999".to_owned(),
+        )];
+        let loaded = load(None, &env).unwrap();
+        assert_eq!(loaded.settings.server.listen.port(), 9999);
+        let env = vec![("HYDROWATCH_SERVER__LISTN".to_owned(), "x".to_owned())];
+        let e = load(None, &env).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn impossible_value_is_named() {
+        let env = vec![(
+            "HYDROWATCH_WEBSOCKET__IDLE_TIMEOUT_SECS".to_owned(),
+            "1".to_owned(),
+        )];
+        let e = load(None, &env).unwrap_err();
+        assert!(e.to_string().contains("websocket.idle_timeout_secs"), "{e}");
+    }
+}

@@ -1,0 +1,279 @@
+//! The admin API: the actor tree, actor control, simulated rigs.
+//!
+//! Protected by a bearer token from config until the identity issue lands; with
+//! no token configured every admin route answers 403 `admin_disabled`.
+
+use axum::extract::{Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use hydrowatch_actors::connection::ConnectionStatus;
+use hydrowatch_actors::supervision::{AdminError, AdminOp, SupervisionCmd};
+use hydrowatch_actors::ActorInfo;
+use hydrowatch_models::EquipmentId;
+use hydrowatch_protocols::rig::RigCondition;
+
+use super::error::{ApiError, ErrorResponse};
+use super::AppState;
+
+/// Checks the bearer token.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let expected = state.settings.admin.token.as_bytes();
+    if expected.is_empty() {
+        return Err(ApiError::AdminDisabled);
+    }
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(next.run(request).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The actor tree.
+#[derive(Serialize, ToSchema)]
+pub struct ActorTree {
+    /// Every actor, sorted by path.
+    #[schema(value_type = Vec<Object>)]
+    pub actors: Vec<ActorInfo>,
+    /// Every connection's link health.
+    #[schema(value_type = Vec<Object>)]
+    pub connections: Vec<ConnectionStatus>,
+}
+
+/// Lists every actor with its status, restarts, last error and mailbox depth.
+#[utoipa::path(get, path = "/api/v1/admin/actors", tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, body = ActorTree), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn actors(State(state): State<AppState>) -> Json<ActorTree> {
+    Json(ActorTree {
+        actors: state.tree.registry.snapshot(),
+        connections: connection_statuses(&state),
+    })
+}
+
+/// The link health of every connection.
+pub fn connection_statuses(state: &AppState) -> Vec<ConnectionStatus> {
+    state
+        .tree
+        .connections
+        .iter()
+        .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+        .collect()
+}
+
+/// Result of an actor command.
+#[derive(Serialize, ToSchema)]
+pub struct ActorCommandResult {
+    /// The actor.
+    pub path: String,
+    /// What was done.
+    pub action: String,
+    /// Its status afterwards.
+    #[schema(value_type = Object)]
+    pub actor: Option<ActorInfo>,
+}
+
+/// Restarts, stops or starts an actor: `POST /api/v1/admin/actors/plant/rig-1/PS1/restart`.
+#[utoipa::path(post, path = "/api/v1/admin/actors/{path}/{action}", tag = "admin",
+    security(("bearer" = [])),
+    params(("path" = String, Path, description = "Actor path, e.g. plant/rig-1/PS1 (slashes literal or %2F)"),
+           ("action" = String, Path, description = "restart | stop | start")),
+    responses((status = 200, body = ActorCommandResult), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn actor_command(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Json<ActorCommandResult>, ApiError> {
+    let rest = rest.trim_matches('/');
+    let (path, action) = rest.rsplit_once('/').ok_or_else(|| ApiError::BadRequest {
+        message: "expected /api/v1/admin/actors/{path}/{restart|stop|start}".into(),
+        details: None,
+    })?;
+    let op = match action {
+        "restart" => AdminOp::Restart,
+        "stop" => AdminOp::Stop,
+        "start" => AdminOp::Start,
+        other => {
+            return Err(ApiError::BadRequest {
+                message: format!("unknown action {other:?}; expected restart, stop or start"),
+                details: Some(serde_json::json!({ "field": "action" })),
+            })
+        }
+    };
+    let owner = state.tree.registry.owner(path).ok_or_else(|| {
+        if path == "root" {
+            ApiError::Conflict(
+                "the root supervisor cannot be controlled; restart the process".into(),
+            )
+        } else {
+            ApiError::NotFound(format!("no actor {path:?}"))
+        }
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reply: ractor::RpcReplyPort<Result<(), AdminError>> = tx.into();
+    let cmd = SupervisionCmd::Admin {
+        child: owner.child_id,
+        op,
+        reply,
+    };
+    if !owner.supervisor.send(cmd) {
+        return Err(ApiError::Unavailable(format!("supervisor of {path}")));
+    }
+    let timeout = state.settings.actor_timeout() * 5;
+    let result = tokio::time::timeout(timeout, rx)
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!("supervisor of {path}"), timeout.as_millis() as u64)
+        })?
+        .map_err(|_| ApiError::Unavailable(format!("supervisor of {path}")))?;
+    match result {
+        Ok(()) => {}
+        Err(AdminError::AlreadyRunning(_)) => {
+            return Err(ApiError::Conflict(format!("{path} is already running")))
+        }
+        Err(AdminError::UnknownChild(_)) => {
+            return Err(ApiError::NotFound(format!("no actor {path:?}")))
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    }
+    tracing::info!(actor = %path, action, "admin actor command");
+    Ok(Json(ActorCommandResult {
+        path: path.to_owned(),
+        action: action.to_owned(),
+        actor: state.tree.registry.info(path),
+    }))
+}
+
+/// A simulated rig.
+#[derive(Serialize, ToSchema)]
+pub struct SimulatorInfo {
+    /// Equipment it simulates.
+    pub equipment: String,
+    /// Where it listens.
+    pub address: String,
+    /// Whether it serves.
+    pub running: bool,
+    /// Condition replayed.
+    pub condition: String,
+}
+
+/// Lists the in-process simulators.
+#[utoipa::path(get, path = "/api/v1/admin/simulators", tag = "admin",
+    security(("bearer" = [])), responses((status = 200, body = Vec<SimulatorInfo>)))]
+pub async fn simulators(State(state): State<AppState>) -> Json<Vec<SimulatorInfo>> {
+    let mut out = Vec::new();
+    for (id, sim) in state.simulators.iter() {
+        let sim = sim.lock().await;
+        out.push(SimulatorInfo {
+            equipment: id.to_string(),
+            address: sim.addr().to_string(),
+            running: sim.is_running(),
+            condition: sim.condition().to_string(),
+        });
+    }
+    Json(out)
+}
+
+/// A condition to replay.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionRequest {
+    /// healthy | cooler_degraded | valve_lag | pump_leakage | accumulator_low
+    pub condition: String,
+}
+
+/// Switches the recorded condition a simulated rig replays.
+#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/condition", tag = "admin",
+    security(("bearer" = [])), request_body = ConditionRequest,
+    params(("id" = String, Path, description = "Equipment id")),
+    responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn set_condition(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ConditionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SimulatorInfo>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest {
+        message: e.body_text(),
+        details: None,
+    })?;
+    let condition: RigCondition = body.condition.parse().map_err(|m| ApiError::BadRequest {
+        message: m,
+        details: Some(serde_json::json!({ "field": "condition" })),
+    })?;
+    let sim = find_simulator(&state, &id)?;
+    let sim = sim.lock().await;
+    sim.set_condition(condition);
+    tracing::info!(equipment = %id, %condition, "simulated condition switched");
+    Ok(Json(SimulatorInfo {
+        equipment: id,
+        address: sim.addr().to_string(),
+        running: sim.is_running(),
+        condition: condition.to_string(),
+    }))
+}
+
+/// Stops or starts a simulated rig (as if its PLC lost or regained power).
+#[utoipa::path(post, path = "/api/v1/admin/simulators/{id}/{action}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Equipment id"), ("action" = String, Path, description = "stop | start")),
+    responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse)))]
+pub async fn simulator_power(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<SimulatorInfo>, ApiError> {
+    let sim = find_simulator(&state, &id)?;
+    let mut sim = sim.lock().await;
+    match action.as_str() {
+        "stop" => sim.stop().await,
+        "start" => sim
+            .restart()
+            .await
+            .map_err(|e| ApiError::Conflict(format!("simulator could not listen again: {e}")))?,
+        other => {
+            return Err(ApiError::BadRequest {
+                message: format!("unknown action {other:?}; expected stop or start"),
+                details: Some(serde_json::json!({ "field": "action" })),
+            })
+        }
+    }
+    tracing::info!(equipment = %id, action, "simulator power");
+    Ok(Json(SimulatorInfo {
+        equipment: id,
+        address: sim.addr().to_string(),
+        running: sim.is_running(),
+        condition: sim.condition().to_string(),
+    }))
+}
+
+fn find_simulator(
+    state: &AppState,
+    id: &str,
+) -> Result<
+    std::sync::Arc<tokio::sync::Mutex<hydrowatch_protocols::modbus::SimulatorHandle>>,
+    ApiError,
+> {
+    EquipmentId::parse(id)
+        .ok()
+        .and_then(|id| state.simulators.get(&id).cloned())
+        .ok_or_else(|| ApiError::NotFound(format!("no simulator for equipment {id:?}")))
+}

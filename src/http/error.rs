@@ -1,0 +1,125 @@
+//! One error type for the HTTP boundary, one JSON shape for every error.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// The error object: a stable code, a message, optional details.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// Stable, machine-readable code.
+    pub code: &'static str,
+    /// For humans.
+    pub message: String,
+    /// Extra facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong.
+        message: String,
+        /// Which field.
+        details: Option<serde_json::Value>,
+    },
+    /// Admin API disabled (no token configured).
+    #[error("the admin API is disabled: set admin.token (HYDROWATCH_ADMIN__TOKEN) to enable it")]
+    AdminDisabled,
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The owning actor did not answer in time.
+    #[error("{0} did not answer within {1} ms")]
+    Timeout(String, u64),
+    /// The owning actor is not running.
+    #[error("{0} is unavailable (stopped or restarting)")]
+    Unavailable(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A bug or an unexpected failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest { .. } => "invalid_request",
+            ApiError::AdminDisabled => "admin_disabled",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Timeout(..) => "actor_timeout",
+            ApiError::Unavailable(_) => "actor_unavailable",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorResponse {
+        ErrorResponse {
+            error: ErrorObject {
+                code: self.code(),
+                message: self.to_string(),
+                details: match self {
+                    ApiError::BadRequest { details, .. } => details.clone(),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if matches!(self, ApiError::Internal(_)) {
+            tracing::error!(error = %self, "internal error");
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A route that does not exist.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,105 @@
+//! The HTTP/WebSocket façade: routes each request to the actor that owns the answer.
+
+pub mod admin;
+pub mod equipment;
+pub mod error;
+pub mod ops;
+pub mod web;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::{middleware, Router};
+use tokio::sync::{watch, Mutex};
+use utoipa::OpenApi;
+
+use hydrowatch_actors::Tree;
+use hydrowatch_models::EquipmentId;
+use hydrowatch_protocols::modbus::SimulatorHandle;
+
+use crate::config::Settings;
+
+/// In-process simulators by equipment.
+pub type Simulators = Arc<HashMap<EquipmentId, Arc<Mutex<SimulatorHandle>>>>;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// The supervision tree.
+    pub tree: Tree,
+    /// The in-process simulators.
+    pub simulators: Simulators,
+    /// Becomes `true` when the process is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Process health (root alive, not shutting down).
+    pub health: Arc<ops::HealthFlags>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hydrowatch API", description = "Real-time supervision of hydraulic equipment."),
+    paths(
+        equipment::list, equipment::get, ws::upgrade,
+        ops::live, ops::ready, ops::metrics,
+        admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
+    ),
+    components(schemas(error::ErrorResponse)),
+    modifiers(&BearerAuth),
+    tags((name = "equipment", description = "Live equipment state"),
+         (name = "live", description = "WebSocket push"),
+         (name = "ops", description = "Health and metrics"),
+         (name = "admin", description = "Actor tree and simulators (bearer token)")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/actors", get(admin::actors))
+        .route("/actors/{*rest}", post(admin::actor_command))
+        .route("/simulators", get(admin::simulators))
+        .route("/simulators/{id}/condition", put(admin::set_condition))
+        .route("/simulators/{id}/{action}", post(admin::simulator_power))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    let api = Router::new()
+        .route("/equipment", get(equipment::list))
+        .route("/equipment/{id}", get(equipment::get))
+        .route("/ws", get(ws::upgrade))
+        .route("/openapi.json", get(web::openapi))
+        .route("/docs", get(web::docs))
+        .nest("/admin", admin);
+    Router::new()
+        .route("/", get(web::index))
+        .route("/wallboard.css", get(web::css))
+        .route("/wallboard.js", get(web::js))
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .nest("/api/v1", api)
+        .fallback(error::not_found)
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

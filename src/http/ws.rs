@@ -1,0 +1,188 @@
+//! The live WebSocket API: one session actor per client.
+//!
+//! Protocol (JSON text frames, each with a `type`):
+//! - client → server: `subscribe {equipment: [id…]}`, `unsubscribe {equipment: [id…]}`, `ping`;
+//! - server → client: `hello`, `subscribed`, `snapshot` (full picture, once per
+//!   subscription and after an equipment restart), `delta` (changes since the
+//!   previous frame for that equipment), `pong`, `error {error: {code, message, details}}`.
+//!
+//! A slow client is sent the latest state: the session's outbox merges updates
+//! per equipment instead of queueing them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use hydrowatch_actors::session::{ErrorBody, Outbox, ServerFrame, SessionMsg};
+
+use super::AppState;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Close code for "server going away" (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for "try again later".
+const CLOSE_TRY_LATER: u16 = 1013;
+/// Close code (private range) for an idle client.
+const CLOSE_IDLE: u16 = 4000;
+/// Close code (private range) for a session ended by the server.
+const CLOSE_SESSION_ENDED: u16 = 4001;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Subscribe { equipment: Vec<String> },
+    Unsubscribe { equipment: Vec<String> },
+    Ping,
+}
+
+/// Upgrades to the live WebSocket protocol.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "live",
+    description = "WebSocket upgrade. See the README section 'Live WebSocket protocol'.",
+    responses((status = 101, description = "Switching protocols")))]
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    let max = state.settings.websocket.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(socket, state))
+}
+
+async fn run(socket: WebSocket, state: AppState) {
+    let id = format!("ws-{}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
+    let outbox = Arc::new(Outbox::new());
+    let (mut tx, mut rx) = socket.split();
+    let actor = match state.tree.open_session(&id, outbox.clone()).await {
+        Ok(actor) => actor,
+        Err(err) => {
+            tracing::warn!(session = %id, error = %err, "could not open session");
+            let _ = tx
+                .send(close(CLOSE_TRY_LATER, "sessions unavailable"))
+                .await;
+            return;
+        }
+    };
+    metrics::gauge!("hydrowatch_websocket_clients").increment(1.0);
+    tracing::debug!(session = %id, "websocket session opened");
+
+    let mut shutdown = state.shutdown.clone();
+    let idle_timeout = state.settings.idle_timeout();
+    let mut ping = tokio::time::interval(state.settings.ping_interval());
+    ping.reset();
+    let mut last_seen = Instant::now();
+
+    loop {
+        tokio::select! {
+            _ = outbox.ready() => {
+                if !flush(&mut tx, &outbox).await {
+                    break;
+                }
+                if let Some(reason) = outbox.closed() {
+                    let _ = tx.send(close(CLOSE_SESSION_ENDED, &reason)).await;
+                    break;
+                }
+            }
+            incoming = rx.next() => {
+                let Some(Ok(message)) = incoming else { break };
+                last_seen = Instant::now();
+                match message {
+                    Message::Text(text) => handle_text(&text, &actor, &outbox),
+                    Message::Binary(_) => outbox.push_control(error_frame(
+                        "unsupported_frame",
+                        "binary frames are not supported; send JSON text frames".into(),
+                        None,
+                    )),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= idle_timeout {
+                    let _ = tx.send(close(CLOSE_IDLE, "idle timeout")).await;
+                    break;
+                }
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+            _ = stopping(&mut shutdown) => {
+                let _ = flush(&mut tx, &outbox).await;
+                let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+    state.tree.close_session(&id);
+    metrics::gauge!("hydrowatch_websocket_clients").decrement(1.0);
+    tracing::debug!(session = %id, "websocket session closed");
+}
+
+/// Completes once shutdown begins (the watch guard is not held across awaits).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+async fn flush(tx: &mut futures::stream::SplitSink<WebSocket, Message>, outbox: &Outbox) -> bool {
+    for frame in outbox.drain() {
+        let text = match serde_json::to_string(&frame) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::error!(error = %err, "frame not serialisable");
+                continue;
+            }
+        };
+        if tx.send(Message::Text(text.into())).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox) {
+    let frame = match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => frame,
+        Err(err) => {
+            outbox.push_control(error_frame(
+                "invalid_frame",
+                format!("could not read frame: {err}"),
+                Some(serde_json::json!({
+                    "expected": "{\"type\":\"subscribe\"|\"unsubscribe\",\"equipment\":[\"<id>\"]} or {\"type\":\"ping\"}"
+                })),
+            ));
+            return;
+        }
+    };
+    let sent = match frame {
+        ClientFrame::Subscribe { equipment } => actor.cast(SessionMsg::Subscribe(equipment)),
+        ClientFrame::Unsubscribe { equipment } => actor.cast(SessionMsg::Unsubscribe(equipment)),
+        ClientFrame::Ping => {
+            outbox.push_control(ServerFrame::Pong);
+            Ok(())
+        }
+    };
+    if sent.is_err() {
+        outbox.close("session ended");
+    }
+}
+
+fn error_frame(code: &str, message: String, details: Option<serde_json::Value>) -> ServerFrame {
+    ServerFrame::Error {
+        error: ErrorBody {
+            code: code.into(),
+            message,
+            details,
+        },
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
