@@ -641,11 +641,15 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
     let mut value: toml::Table =
         toml::from_str(&settings_text).map_err(|e| err(&settings_name, e.to_string()))?;
     apply_env(&mut value, env)?;
-    let settings: Settings = Settings::deserialize(toml::Value::Table(value)).map_err(|e| {
-        err(
-            &settings_name,
-            format!("{} (after HYDROWATCH_* overrides)", e.message()),
-        )
+    // Re-serialised so that errors quote the offending line, key included.
+    let merged = toml::to_string(&value).map_err(|e| err(&settings_name, e.to_string()))?;
+    let settings: Settings = toml::from_str(&merged).map_err(|e| {
+        let note = if env.iter().any(|(k, _)| k.starts_with("HYDROWATCH_")) {
+            " (after HYDROWATCH_* overrides)"
+        } else {
+            ""
+        };
+        err(&settings_name, format!("{e}{note}"))
     })?;
     settings.validate(&settings_name)?;
 

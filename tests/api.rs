@@ -1,0 +1,412 @@
+//! Black-box tests of the HTTP and WebSocket API over real sockets, against the
+//! demo plant with its Modbus simulators on loopback.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::{http, sensor_state, spawn_app, WsClient, ADMIN_TOKEN};
+
+const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_delivers_changing_values_for_every_rig_within_5_s() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app).await;
+    let hello = ws.next_json(Duration::from_secs(2)).await.expect("hello");
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["protocol"], 1);
+    ws.send_json(json!({"type": "subscribe", "equipment": RIGS}))
+        .await;
+
+    // Every rig: a snapshot first, then values that change, all within 5 s.
+    let mut first_seen: HashMap<String, f64> = HashMap::new();
+    let mut changed: HashSet<String> = HashSet::new();
+    let mut snapshots: HashSet<String> = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while changed.len() < RIGS.len() {
+        let left = deadline
+            .checked_duration_since(tokio::time::Instant::now())
+            .unwrap_or_else(|| {
+                panic!("only {changed:?} changed within 5 s; snapshots {snapshots:?}")
+            });
+        let Some(frame) = ws.next_json(left).await else {
+            panic!("no frame; changed so far: {changed:?}")
+        };
+        let kind = frame["type"].as_str().unwrap_or_default();
+        let Some(rig) = frame["equipment"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        match kind {
+            "snapshot" => {
+                assert_eq!(
+                    frame["snapshot"]["sensors"].as_array().map(Vec::len),
+                    Some(17)
+                );
+                snapshots.insert(rig.clone());
+            }
+            "delta" => assert!(snapshots.contains(&rig), "delta before snapshot for {rig}"),
+            _ => continue,
+        }
+        if let Some(state) = sensor_state(&frame, "PS1") {
+            if state["quality"] != "good" {
+                continue;
+            }
+            let v = state["value"].as_f64().expect("good value is a number");
+            match first_seen.get(&rig) {
+                None => {
+                    first_seen.insert(rig, v);
+                }
+                Some(&old) if old != v => {
+                    changed.insert(rig);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_get_typed_errors_and_the_session_goes_on() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app).await;
+    ws.next_of("hello", Duration::from_secs(2))
+        .await
+        .expect("hello");
+
+    for garbage in [
+        "not json at all",
+        "{\"type\":\"subscribe\"}",
+        "{\"type\":\"explode\"}",
+        "[1,2,3]",
+        "{\"type\":\"subscribe\",\"equipment\":[\"rig-1\"],\"extra\":1}",
+        "\u{0}\u{1}",
+    ] {
+        ws.send_text(garbage).await;
+        let err = ws
+            .next_of("error", Duration::from_secs(2))
+            .await
+            .expect("error frame");
+        assert_eq!(err["error"]["code"], "invalid_frame", "for {garbage:?}");
+        assert!(err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Unknown equipment is named.
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-99", "rig-1"]}))
+        .await;
+    let err = ws
+        .next_of("error", Duration::from_secs(2))
+        .await
+        .expect("error frame");
+    assert_eq!(err["error"]["code"], "unknown_equipment");
+    assert_eq!(err["error"]["details"]["equipment"], json!(["rig-99"]));
+    // The valid part of the request still works, and so does the session.
+    let snap = ws
+        .next_of("snapshot", Duration::from_secs(3))
+        .await
+        .expect("snapshot");
+    assert_eq!(snap["equipment"], "rig-1");
+    ws.send_json(json!({"type": "ping"})).await;
+    ws.next_of("pong", Duration::from_secs(2))
+        .await
+        .expect("pong");
+
+    // The server is unaffected: a new client works.
+    let mut other = WsClient::connect(&app).await;
+    other
+        .send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
+        .await;
+    other
+        .next_of("snapshot", Duration::from_secs(3))
+        .await
+        .expect("snapshot for a new client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_the_stream() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
+        .await;
+    ws.next_of("snapshot", Duration::from_secs(3))
+        .await
+        .expect("snapshot");
+    ws.send_json(json!({"type": "unsubscribe", "equipment": ["rig-1"]}))
+        .await;
+    let ack = loop {
+        let f = ws.next_json(Duration::from_secs(2)).await.expect("frame");
+        if f["type"] == "subscribed" && f["equipment"] == json!([]) {
+            break f;
+        }
+    };
+    assert_eq!(ack["equipment"], json!([]));
+    // Nothing more for rig-1 (polls run every second).
+    let next = ws.next_json(Duration::from_millis(2500)).await;
+    assert!(
+        next.is_none(),
+        "unexpected frame after unsubscribe: {next:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_reads_live_state_and_errors_have_one_shape() {
+    let app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let client = http();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let list: Value = client
+        .get(format!("{base}/api/v1/equipment"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["equipment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, RIGS);
+
+    let snap: Value = client
+        .get(format!("{base}/api/v1/equipment/rig-2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snap["id"], "rig-2");
+    let sensors = snap["sensors"].as_array().unwrap();
+    assert_eq!(sensors.len(), 17);
+    let ts1 = sensors.iter().find(|s| s["id"] == "TS1").unwrap();
+    assert_eq!(ts1["unit"], "°C");
+    assert_eq!(ts1["state"]["quality"], "good");
+
+    for (path, status, code) in [
+        ("/api/v1/equipment/rig-42", 404, "not_found"),
+        ("/api/v1/equipment/bad%20id", 404, "not_found"),
+        ("/api/v1/nothing-here", 404, "not_found"),
+    ] {
+        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}");
+        assert!(body["error"]["message"].is_string());
+    }
+
+    let ready = client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["actors_running"]["sensor"], 51);
+    assert_eq!(ready["connections_up"], 3);
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "hydrowatch_samples_polled_total",
+        "hydrowatch_samples_processed_total",
+        "hydrowatch_actors_running",
+        "hydrowatch_mailbox_depth_max",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name}");
+    }
+
+    let doc: Value = client
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/equipment",
+        "/api/v1/equipment/{id}",
+        "/api/v1/ws",
+        "/api/v1/admin/actors",
+        "/health/ready",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    let docs = client
+        .get(format!("{base}/api/v1/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        docs.contains("/api/v1/openapi.json") && !docs.contains("https://"),
+        "docs page must work offline"
+    );
+    let page = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("CC BY 4.0"),
+        "wallboard carries the data attribution"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_is_closed_without_token_and_guarded_with_one() {
+    // No token configured: disabled, never open.
+    let closed = common::spawn_with(common::demo_config(&[("HYDROWATCH_ADMIN__TOKEN", "")])).await;
+    let resp = http()
+        .get(format!("http://{}/api/v1/admin/actors", closed.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "admin_disabled");
+
+    let app = spawn_app().await;
+    let base = format!("http://{}/api/v1/admin", app.addr);
+    let resp = http()
+        .get(format!("{base}/actors"))
+        .bearer_auth("wrong-token-but-long-enough")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = http().get(format!("{base}/actors")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let tree: Value = http()
+        .get(format!("{base}/actors"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = tree["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "root",
+        "plant",
+        "plant/rig-1",
+        "plant/rig-1/PS1",
+        "connections/rig-3",
+        "sessions",
+    ] {
+        assert!(paths.contains(&p), "tree lacks {p}: {paths:?}");
+    }
+
+    // Restart a sensor through the API.
+    let resp = http()
+        .post(format!("{base}/actors/plant/rig-1/TS2/restart"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["actor"]["restart_count"], 1);
+    assert_eq!(body["actor"]["status"], "running");
+    // Percent-encoded paths work too; stop then start.
+    let resp = http()
+        .post(format!("{base}/actors/plant%2Frig-2%2FFS1/stop"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["actor"]["status"], "stopped");
+    let resp = http()
+        .post(format!("{base}/actors/plant/rig-2/FS1/start"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = http()
+        .post(format!("{base}/actors/plant/rig-2/FS1/start"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409, "already running");
+    let resp = http()
+        .post(format!("{base}/actors/plant/rig-9/restart"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let resp = http()
+        .post(format!("{base}/actors/plant/rig-1/explode"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+
+    // Switch a simulated rig's condition.
+    let resp = http()
+        .put(format!("{base}/simulators/rig-1/condition"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"condition": "pump_leakage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let sims: Value = http()
+        .get(format!("{base}/simulators"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rig1 = sims
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["equipment"] == "rig-1")
+        .unwrap();
+    assert_eq!(rig1["condition"], "pump_leakage");
+    let resp = http()
+        .put(format!("{base}/simulators/rig-1/condition"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"condition": "on_fire"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["details"]["field"], "condition");
+}

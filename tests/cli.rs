@@ -1,0 +1,165 @@
+//! The `hydrowatch` binary: configuration is validated before anything starts.
+
+use std::process::Command;
+
+fn hydrowatch() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hydrowatch"));
+    cmd.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HYDROWATCH_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A copy of the shipped config in a temp dir, with `edit` applied to one file.
+fn config_with(file: &str, edit: impl Fn(String) -> String) -> tempdir::Dir {
+    let dir = tempdir::Dir::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    for (src, dst) in [
+        ("config/hydrowatch.toml", "config/hydrowatch.toml"),
+        ("config/plant.toml", "config/plant.toml"),
+        ("supervision.toml", "supervision.toml"),
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{src}")).unwrap();
+        let text = if dst.ends_with(file) {
+            edit(text)
+        } else {
+            text
+        };
+        std::fs::write(dir.path().join(dst), text).unwrap();
+    }
+    dir
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "hydrowatch-cli-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn check(dir: &tempdir::Dir) -> (bool, String) {
+    let out = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .arg("check-config")
+        .output()
+        .expect("binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let dir = config_with("none", |t| t);
+    let (ok, text) = check(&dir);
+    assert!(ok, "{text}");
+    assert!(text.contains("3 equipment units, 51 sensors"), "{text}");
+}
+
+#[test]
+fn unknown_key_in_supervision_toml_is_refused_by_name() {
+    let dir = config_with("supervision.toml", |t| {
+        t.replace("[plant]", "[plant]\nmax_restartz = 4")
+    });
+    let (ok, text) = check(&dir);
+    assert!(!ok);
+    assert!(
+        text.contains("supervision.toml") && text.contains("max_restartz"),
+        "{text}"
+    );
+}
+
+#[test]
+fn impossible_value_in_supervision_toml_is_refused_by_name() {
+    let dir = config_with("supervision.toml", |t| {
+        t.replacen(
+            "max_restarts = 5\nwithin_secs = 10",
+            "max_restarts = 5\nwithin_secs = -3",
+            1,
+        )
+    });
+    let (ok, text) = check(&dir);
+    assert!(!ok);
+    assert!(text.contains("equipment.within_secs"), "{text}");
+    let dir = config_with("supervision.toml", |t| {
+        t.replace("one_for_one", "one_for_some")
+    });
+    let (ok, text) = check(&dir);
+    assert!(!ok);
+    assert!(text.contains("one_for_some"), "{text}");
+}
+
+#[test]
+fn bad_plant_and_server_settings_are_refused_by_name() {
+    let dir = config_with("plant.toml", |t| {
+        t.replacen("unit = \"bar\"", "unit = \"bar\"\ncolour = \"red\"", 1)
+    });
+    let (ok, text) = check(&dir);
+    assert!(!ok);
+    assert!(
+        text.contains("plant.toml") && text.contains("colour"),
+        "{text}"
+    );
+
+    let dir = config_with("plant.toml", |t| {
+        t.replacen("period_ms = 1000", "period_ms = 0", 1)
+    });
+    let (ok, text) = check(&dir);
+    assert!(!ok);
+    assert!(text.contains("equipment[0].connection.period_ms"), "{text}");
+
+    let dir = config_with("hydrowatch.toml", |t| t);
+    let out = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .arg("check-config")
+        .env("HYDROWATCH_SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_config() {
+    let dir = config_with("supervision.toml", |t| {
+        t.replace("jitter = 0.2", "jitter = 7.0")
+    });
+    let out = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backoff.jitter"), "{err}");
+}
