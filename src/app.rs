@@ -126,6 +126,12 @@ impl App {
             metrics,
         };
         let router = http::router(state.clone());
+        // Live frames are small and latency matters: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set");
+            }
+        });
         let mut server_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)

@@ -410,3 +410,76 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["details"]["field"], "condition");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_with_a_close_frame() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut app = spawn_app().await;
+    let mut ws = WsClient::connect(&app).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
+        .await;
+    ws.next_of("snapshot", Duration::from_secs(3))
+        .await
+        .expect("snapshot");
+    let addr = app.addr;
+    let shutdown = tokio::spawn(async move {
+        app.shutdown().await;
+        app
+    });
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = ws.stream.next().await {
+            if let Message::Close(frame) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("close frame within 5 s")
+    .expect("a close frame, not a dropped connection");
+    assert_eq!(close.code, CloseCode::Away);
+    let app = shutdown.await.unwrap();
+    assert!(
+        app.state.tree.registry.cell("plant/rig-1").is_none(),
+        "tree stopped"
+    );
+    assert!(
+        http()
+            .get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = common::spawn_with(common::demo_config(&[
+        ("HYDROWATCH_WEBSOCKET__PING_INTERVAL_SECS", "1"),
+        ("HYDROWATCH_WEBSOCKET__IDLE_TIMEOUT_SECS", "2"),
+    ]))
+    .await;
+    let mut ws = WsClient::connect(&app).await;
+    // Not reading means not answering pings: the server hears nothing.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let close = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(message)) = ws.stream.next().await {
+            if let Message::Close(frame) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time")
+    .expect("with a close frame");
+    assert_eq!(u16::from(close.code), 4000);
+    assert_eq!(close.reason.as_str(), "idle timeout");
+}

@@ -78,6 +78,27 @@ pub struct ConnectionState {
     args: ConnectionArgs,
     poller: ModbusPoller,
     next_poll: Instant,
+    meters: Meters,
+}
+
+/// Metric handles, resolved once rather than on every poll.
+struct Meters {
+    polled: metrics::Counter,
+    errors: metrics::Counter,
+    reconnects: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(connection: &str) -> Self {
+        let label = connection.to_owned();
+        Self {
+            polled: metrics::counter!("hydrowatch_samples_polled_total", "connection" => label.clone()),
+            errors: metrics::counter!("hydrowatch_poll_errors_total", "connection" => label.clone()),
+            reconnects: metrics::counter!("hydrowatch_reconnects_total", "connection" => label),
+            duration: metrics::histogram!("hydrowatch_poll_duration_seconds"),
+        }
+    }
 }
 
 impl Actor for Connection {
@@ -91,11 +112,16 @@ impl Actor for Connection {
         args: ConnectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let poller = ModbusPoller::new(args.spec.poller.clone(), args.spec.map.clone());
-        myself.cast(ConnectionMsg::Poll)?;
+        // A random phase within one period, so that a thousand connections started
+        // together do not poll (and load the tree) in lockstep.
+        let phase = args.spec.period.mul_f64(rand::random::<f64>());
+        myself.send_after(phase, || ConnectionMsg::Poll);
+        let meters = Meters::new(&args.spec.id);
         Ok(ConnectionState {
             args,
             poller,
-            next_poll: Instant::now(),
+            next_poll: Instant::now() + phase,
+            meters,
         })
     }
 
@@ -126,18 +152,10 @@ impl Actor for Connection {
 async fn poll_once(st: &mut ConnectionState) {
     let started = Instant::now();
     let outcome = st.poller.poll().await;
-    let id = st.args.spec.id.as_str();
-    metrics::histogram!("hydrowatch_poll_duration_seconds").record(started.elapsed().as_secs_f64());
-    metrics::counter!("hydrowatch_samples_polled_total", "connection" => id.to_owned())
-        .increment(outcome.readings.len() as u64);
-    if outcome.errors > 0 {
-        metrics::counter!("hydrowatch_poll_errors_total", "connection" => id.to_owned())
-            .increment(outcome.errors as u64);
-    }
-    if outcome.reconnected {
-        metrics::counter!("hydrowatch_reconnects_total", "connection" => id.to_owned())
-            .increment(1);
-    }
+    st.meters.duration.record(started.elapsed().as_secs_f64());
+    st.meters.polled.increment(outcome.readings.len() as u64);
+    st.meters.errors.increment(outcome.errors as u64);
+    st.meters.reconnects.increment(outcome.reconnected as u64);
     let ts_ms = now_ms();
     let all_good = outcome.readings.iter().all(|r| r.quality == Quality::Good);
     if let Ok(mut status) = st.args.status.lock() {

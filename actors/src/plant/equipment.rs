@@ -85,7 +85,8 @@ pub struct EquipmentState {
     pending: EquipmentDelta,
     round: u64,
     awaiting: usize,
-    ticker: Option<ractor::concurrency::JoinHandle<()>>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+    processed: metrics::Counter,
 }
 
 impl Actor for Equipment {
@@ -142,7 +143,23 @@ impl Actor for Equipment {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let health = health_of(&args.spec, &states);
-        let ticker = myself.send_interval(args.tick, || EquipmentMsg::Tick);
+        // Staleness ticks start at a random phase so that a thousand units do not
+        // all check at the same instant.
+        let ticker = {
+            let me = myself.clone();
+            let period = args.tick;
+            tokio::spawn(async move {
+                tokio::time::sleep(period.mul_f64(rand::random::<f64>())).await;
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    interval.tick().await;
+                    if me.cast(EquipmentMsg::Tick).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
         args.address.set(myself);
         let state = EquipmentState {
             args,
@@ -155,6 +172,7 @@ impl Actor for Equipment {
             round: 0,
             awaiting: 0,
             ticker: Some(ticker),
+            processed: metrics::counter!("hydrowatch_samples_processed_total"),
         };
         // Subscribers that were listening to a previous instance get a fresh picture.
         let snapshot = snapshot_of(&state);
@@ -185,8 +203,7 @@ impl Actor for Equipment {
         match msg {
             EquipmentMsg::Samples(batch) => {
                 st.args.address.handled();
-                metrics::counter!("hydrowatch_samples_processed_total")
-                    .increment(batch.readings.len() as u64);
+                st.processed.increment(batch.readings.len() as u64);
                 begin_round(st);
                 for reading in batch.readings {
                     let Some(&i) = st.index.get(&reading.sensor) else {
@@ -205,18 +222,32 @@ impl Actor for Equipment {
                 finish_round_if_done(st);
             }
             EquipmentMsg::Tick => {
-                begin_round(st);
+                // Only sensors that look stale from here are asked to check; in
+                // normal operation a tick sends nothing.
                 let now_ms = now_ms();
-                for sensor in &st.sensors {
-                    let msg = SensorMsg::Tick {
-                        now_ms,
-                        round: st.round,
-                    };
-                    if sensor.cast(msg).is_ok() {
-                        st.awaiting += 1;
+                let suspects: Vec<usize> = st
+                    .args
+                    .spec
+                    .sensors
+                    .iter()
+                    .zip(&st.states)
+                    .enumerate()
+                    .filter(|(_, (spec, state))| spec.check_stale(state, now_ms).is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                if !suspects.is_empty() {
+                    begin_round(st);
+                    for i in suspects {
+                        let msg = SensorMsg::Tick {
+                            now_ms,
+                            round: st.round,
+                        };
+                        if st.sensors[i].cast(msg).is_ok() {
+                            st.awaiting += 1;
+                        }
                     }
+                    finish_round_if_done(st);
                 }
-                finish_round_if_done(st);
             }
             EquipmentMsg::SensorReport {
                 index,
