@@ -136,11 +136,12 @@ async fn flush(tx: &mut futures::stream::SplitSink<WebSocket, Message>, outbox: 
                 continue;
             }
         };
-        if tx.send(Message::Text(text.into())).await.is_err() {
+        // Queue every ready frame, then flush once: one write for a burst.
+        if tx.feed(Message::Text(text.into())).await.is_err() {
             return false;
         }
     }
-    true
+    tx.flush().await.is_ok()
 }
 
 fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox) {

@@ -134,15 +134,21 @@ impl Actor for Connection {
         match msg {
             ConnectionMsg::Poll => {
                 poll_once(st).await;
-                // Fixed rate; polls missed while a slow poll ran are skipped, not bunched.
+                // Fixed rate. A poll that ran late is followed at once by the next
+                // (the rate holds); more than a period behind, the backlog is
+                // dropped rather than bunched.
                 let period = st.args.spec.period;
-                st.next_poll += period;
                 let now = Instant::now();
-                if st.next_poll < now {
-                    st.next_poll = now + period;
+                st.next_poll += period;
+                if st.next_poll + period <= now {
+                    st.next_poll = now;
                 }
-                let delay = st.next_poll - now;
-                myself.send_after(delay, || ConnectionMsg::Poll);
+                let delay = st.next_poll.saturating_duration_since(now);
+                if delay.is_zero() {
+                    myself.cast(ConnectionMsg::Poll)?;
+                } else {
+                    myself.send_after(delay, || ConnectionMsg::Poll);
+                }
             }
         }
         Ok(())

@@ -24,15 +24,6 @@ use crate::supervision::{
 pub enum EquipmentMsg {
     /// One poll's readings, from the connection.
     Samples(SampleBatch),
-    /// A sensor's answer in a round; `state` is `None` when nothing changed.
-    SensorReport {
-        /// Which sensor.
-        index: usize,
-        /// Its new state.
-        state: Option<SensorState>,
-        /// The round it answers.
-        round: u64,
-    },
     /// Periodic staleness check.
     Tick,
     /// Sends the current snapshot to a new subscriber.
@@ -83,8 +74,6 @@ pub struct EquipmentState {
     health: Health,
     /// Changes not yet published.
     pending: EquipmentDelta,
-    round: u64,
-    awaiting: usize,
     ticker: Option<tokio::task::JoinHandle<()>>,
     processed: metrics::Counter,
 }
@@ -107,11 +96,10 @@ impl Actor for Equipment {
         );
         let mut sensors = Vec::new();
         let mut children = Vec::new();
-        for (index, spec) in args.spec.sensors.iter().enumerate() {
+        for spec in &args.spec.sensors {
             let address = Address::<SensorMsg>::new();
             sensors.push(address.clone());
             let spec = Arc::new(spec.clone());
-            let equipment = myself.clone();
             let child_address = address.clone();
             children.push(ChildSpec {
                 id: spec.id.to_string(),
@@ -121,10 +109,8 @@ impl Actor for Equipment {
                     (
                         Sensor,
                         SensorArgs {
-                            index,
                             spec: spec.clone(),
                             address: child_address.clone(),
-                            equipment: equipment.clone(),
                         },
                     )
                 }),
@@ -169,8 +155,6 @@ impl Actor for Equipment {
             states,
             health,
             pending: EquipmentDelta::default(),
-            round: 0,
-            awaiting: 0,
             ticker: Some(ticker),
             processed: metrics::counter!("hydrowatch_samples_processed_total"),
         };
@@ -204,67 +188,41 @@ impl Actor for Equipment {
             EquipmentMsg::Samples(batch) => {
                 st.args.address.handled();
                 st.processed.increment(batch.readings.len() as u64);
-                begin_round(st);
                 for reading in batch.readings {
                     let Some(&i) = st.index.get(&reading.sensor) else {
                         tracing::warn!(equipment = %st.args.spec.id, sensor = %reading.sensor, "reading for unknown sensor dropped");
                         continue;
                     };
-                    let msg = SensorMsg::Reading {
+                    // The live picture applies the sensor's own pure checks at once,
+                    // so publishing never waits for 17 actors; the sensor actor gets
+                    // the reading for its state and the detectors that need history.
+                    let state = st.args.spec.sensors[i].assess(&reading, batch.ts_ms);
+                    st.pending
+                        .sensors
+                        .insert(reading.sensor.clone(), state.clone());
+                    st.states[i] = state;
+                    let _ = st.sensors[i].cast(SensorMsg::Reading {
                         reading,
                         ts_ms: batch.ts_ms,
-                        round: st.round,
-                    };
-                    if st.sensors[i].cast(msg).is_ok() {
-                        st.awaiting += 1;
-                    }
+                    });
                 }
-                finish_round_if_done(st);
+                publish(st);
             }
             EquipmentMsg::Tick => {
-                // Only sensors that look stale from here are asked to check; in
-                // normal operation a tick sends nothing.
+                // The picture and the sensor actors apply the same staleness check;
+                // in normal operation a tick changes and sends nothing.
                 let now_ms = now_ms();
-                let suspects: Vec<usize> = st
-                    .args
-                    .spec
-                    .sensors
-                    .iter()
-                    .zip(&st.states)
-                    .enumerate()
-                    .filter(|(_, (spec, state))| spec.check_stale(state, now_ms).is_some())
-                    .map(|(i, _)| i)
-                    .collect();
-                if !suspects.is_empty() {
-                    begin_round(st);
-                    for i in suspects {
-                        let msg = SensorMsg::Tick {
-                            now_ms,
-                            round: st.round,
-                        };
-                        if st.sensors[i].cast(msg).is_ok() {
-                            st.awaiting += 1;
-                        }
-                    }
-                    finish_round_if_done(st);
-                }
-            }
-            EquipmentMsg::SensorReport {
-                index,
-                state,
-                round,
-            } => {
-                if let Some(state) = state {
-                    if let (Some(slot), Some(spec)) =
-                        (st.states.get_mut(index), st.args.spec.sensors.get(index))
-                    {
-                        *slot = state.clone();
-                        st.pending.sensors.insert(spec.id.clone(), state);
+                let mut changed = false;
+                for (i, spec) in st.args.spec.sensors.iter().enumerate() {
+                    if let Some(stale) = spec.check_stale(&st.states[i], now_ms) {
+                        st.pending.sensors.insert(spec.id.clone(), stale.clone());
+                        st.states[i] = stale;
+                        let _ = st.sensors[i].cast(SensorMsg::CheckStale { now_ms });
+                        changed = true;
                     }
                 }
-                if round == st.round {
-                    st.awaiting = st.awaiting.saturating_sub(1);
-                    finish_round_if_done(st);
+                if changed {
+                    publish(st);
                 }
             }
             EquipmentMsg::Subscribe(subscriber) => {
@@ -287,21 +245,6 @@ impl Actor for Equipment {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         st.supervision.handle_event(&myself.get_cell(), event).await
-    }
-}
-
-/// Starts a new round; whatever the previous one gathered is published now.
-fn begin_round(st: &mut EquipmentState) {
-    if st.awaiting > 0 {
-        publish(st);
-    }
-    st.round += 1;
-    st.awaiting = 0;
-}
-
-fn finish_round_if_done(st: &mut EquipmentState) {
-    if st.awaiting == 0 {
-        publish(st);
     }
 }
 

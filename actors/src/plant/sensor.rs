@@ -6,26 +6,21 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use hydrowatch_models::{Reading, SensorSpec, SensorState};
 
-use super::equipment::EquipmentMsg;
 use crate::address::Address;
 
 /// Messages of a sensor actor.
 pub enum SensorMsg {
-    /// A fresh reading from the device, part of equipment round `round`.
+    /// A fresh reading from the device.
     Reading {
         /// The reading.
         reading: Reading,
         /// When it was taken (ms since the Unix epoch).
         ts_ms: i64,
-        /// The equipment's round this belongs to.
-        round: u64,
     },
-    /// Periodic check for staleness at `now_ms`.
-    Tick {
+    /// Check for staleness at `now_ms`.
+    CheckStale {
         /// Wall-clock time of the check.
         now_ms: i64,
-        /// The equipment's round this belongs to.
-        round: u64,
     },
     /// The current state.
     Get(RpcReplyPort<SensorState>),
@@ -36,14 +31,10 @@ pub enum SensorMsg {
 
 /// What a sensor actor starts with.
 pub struct SensorArgs {
-    /// Position among its equipment's sensors.
-    pub index: usize,
     /// Its description.
     pub spec: Arc<SensorSpec>,
     /// Its own address, filled in on start.
     pub address: Address<SensorMsg>,
-    /// The equipment to report to.
-    pub equipment: ActorRef<EquipmentMsg>,
 }
 
 /// The sensor actor.
@@ -80,20 +71,13 @@ impl Actor for Sensor {
     ) -> Result<(), ActorProcessingErr> {
         st.args.address.handled();
         match msg {
-            SensorMsg::Reading {
-                reading,
-                ts_ms,
-                round,
-            } => {
+            SensorMsg::Reading { reading, ts_ms } => {
                 st.state = st.args.spec.assess(&reading, ts_ms);
-                report(st, Some(st.state.clone()), round);
             }
-            SensorMsg::Tick { now_ms, round } => {
-                let stale = st.args.spec.check_stale(&st.state, now_ms);
-                if let Some(stale) = &stale {
-                    st.state = stale.clone();
+            SensorMsg::CheckStale { now_ms } => {
+                if let Some(stale) = st.args.spec.check_stale(&st.state, now_ms) {
+                    st.state = stale;
                 }
-                report(st, stale, round);
             }
             SensorMsg::Get(reply) => {
                 let _ = reply.send(st.state.clone());
@@ -103,13 +87,4 @@ impl Actor for Sensor {
         }
         Ok(())
     }
-}
-
-fn report(st: &SensorActorState, state: Option<SensorState>, round: u64) {
-    // The equipment is our supervisor: if it is gone, so are we shortly.
-    let _ = st.args.equipment.cast(EquipmentMsg::SensorReport {
-        index: st.args.index,
-        state,
-        round,
-    });
 }
