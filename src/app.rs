@@ -190,6 +190,13 @@ impl App {
     pub async fn shutdown(&mut self) {
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         self.state.health.stopping.store(true, Ordering::Relaxed);
+        // 1. Stop polling; 2. let the equipment actors drain what was polled;
+        // 3. WebSockets flush their outboxes and close with 1001; 4. stop the tree.
+        self.state.tree.stop_polling(grace).await;
+        self.state
+            .tree
+            .drain(grace.min(Duration::from_secs(1)))
+            .await;
         let _ = self.shutdown.send(true);
         self.state.tree.shutdown(grace).await;
         for sim in self.state.simulators.values() {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{http, sensor_state, spawn_app, WsClient, ADMIN_TOKEN};
+use common::{
+    admin_get, admin_post, http, next_close, sensor_state, spawn_app, WsClient, ADMIN_TOKEN,
+};
 
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
 
@@ -298,15 +300,7 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
     let resp = http().get(format!("{base}/actors")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
-    let tree: Value = http()
-        .get(format!("{base}/actors"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree: Value = admin_get(format!("{base}/actors")).await;
     let paths: Vec<&str> = tree["actors"]
         .as_array()
         .unwrap()
@@ -325,53 +319,23 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
     }
 
     // Restart a sensor through the API.
-    let resp = http()
-        .post(format!("{base}/actors/plant/rig-1/TS2/restart"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant/rig-1/TS2/restart")).await;
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["actor"]["restart_count"], 1);
     assert_eq!(body["actor"]["status"], "running");
     // Percent-encoded paths work too; stop then start.
-    let resp = http()
-        .post(format!("{base}/actors/plant%2Frig-2%2FFS1/stop"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant%2Frig-2%2FFS1/stop")).await;
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["actor"]["status"], "stopped");
-    let resp = http()
-        .post(format!("{base}/actors/plant/rig-2/FS1/start"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant/rig-2/FS1/start")).await;
     assert_eq!(resp.status().as_u16(), 200);
-    let resp = http()
-        .post(format!("{base}/actors/plant/rig-2/FS1/start"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant/rig-2/FS1/start")).await;
     assert_eq!(resp.status().as_u16(), 409, "already running");
-    let resp = http()
-        .post(format!("{base}/actors/plant/rig-9/restart"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant/rig-9/restart")).await;
     assert_eq!(resp.status().as_u16(), 404);
-    let resp = http()
-        .post(format!("{base}/actors/plant/rig-1/explode"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{base}/actors/plant/rig-1/explode")).await;
     assert_eq!(resp.status().as_u16(), 422);
 
     // Switch a simulated rig's condition.
@@ -383,15 +347,7 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let sims: Value = http()
-        .get(format!("{base}/simulators"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sims: Value = admin_get(format!("{base}/simulators")).await;
     let rig1 = sims
         .as_array()
         .unwrap()
@@ -413,9 +369,7 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_websockets_with_a_close_frame() {
-    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    use tokio_tungstenite::tungstenite::Message;
 
     let mut app = spawn_app().await;
     let mut ws = WsClient::connect(&app).await;
@@ -429,17 +383,7 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
         app.shutdown().await;
         app
     });
-    let close = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(message)) = ws.stream.next().await {
-            if let Message::Close(frame) = message {
-                return frame;
-            }
-        }
-        None
-    })
-    .await
-    .expect("close frame within 5 s")
-    .expect("a close frame, not a dropped connection");
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Away);
     let app = shutdown.await.unwrap();
     assert!(
@@ -458,9 +402,6 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    use futures::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-
     let app = common::spawn_with(common::demo_config(&[
         ("HYDROWATCH_WEBSOCKET__PING_INTERVAL_SECS", "1"),
         ("HYDROWATCH_WEBSOCKET__IDLE_TIMEOUT_SECS", "2"),
@@ -469,17 +410,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let mut ws = WsClient::connect(&app).await;
     // Not reading means not answering pings: the server hears nothing.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let close = tokio::time::timeout(Duration::from_secs(3), async {
-        while let Some(Ok(message)) = ws.stream.next().await {
-            if let Message::Close(frame) = message {
-                return frame;
-            }
-        }
-        None
-    })
-    .await
-    .expect("closed in time")
-    .expect("with a close frame");
+    let close = next_close(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "idle timeout");
 }

@@ -13,7 +13,7 @@ use hydrowatch::{App, Exit};
 use hydrowatch_actors::plant::SensorMsg;
 use hydrowatch_models::{Quality, SensorState};
 
-use common::{demo_config, http, sensor_state, spawn_app, spawn_with, WsClient, ADMIN_TOKEN};
+use common::{admin_post, demo_config, http, sensor_state, spawn_app, spawn_with, WsClient};
 
 async fn sensor_ref(app: &App, path: &str) -> ActorRef<SensorMsg> {
     for _ in 0..100 {
@@ -83,12 +83,7 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
 
     // Power off rig-2's PLC.
     let admin = format!("http://{}/api/v1/admin/simulators/rig-2", app.addr);
-    let resp = http()
-        .post(format!("{admin}/stop"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{admin}/stop")).await;
     assert_eq!(resp.status().as_u16(), 200);
     let _ = qualities_for(&mut ws, Duration::from_millis(1500)).await;
     let during = qualities_for(&mut ws, Duration::from_millis(2500)).await;
@@ -119,12 +114,7 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
     );
 
     // Power it on again: data resumes without restarting anything.
-    let resp = http()
-        .post(format!("{admin}/start"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_post(format!("{admin}/start")).await;
     assert_eq!(resp.status().as_u16(), 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -29,6 +29,19 @@ pub enum ActorKind {
     Session,
 }
 
+impl ActorKind {
+    /// The kind's name, as in the API and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Supervisor => "supervisor",
+            ActorKind::Connection => "connection",
+            ActorKind::Equipment => "equipment",
+            ActorKind::Sensor => "sensor",
+            ActorKind::Session => "session",
+        }
+    }
+}
+
 /// Where an actor is in its lifecycle, as its supervisor sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -19,7 +19,7 @@ use crate::plant::{Equipment, EquipmentArgs, EquipmentMsg};
 use crate::registry::{ActorKind, Registry};
 use crate::session::{Outbox, Session, SessionArgs};
 use crate::supervision::{
-    spawn_fn, ChildSpec, SupervisionCmd, Supervisor, SupervisorArgs, SupervisorMsg,
+    spawn_fn, ChildSpec, RestartType, SupervisionCmd, Supervisor, SupervisorArgs, SupervisorMsg,
 };
 use crate::Address;
 
@@ -50,6 +50,8 @@ pub struct Tree {
     pub equipment: Arc<HashMap<EquipmentId, Address<EquipmentMsg>>>,
     /// Connection statuses, in config order.
     pub connections: Arc<Vec<SharedStatus>>,
+    /// How session actors are restarted (`[sessions] children`).
+    session_restart: RestartType,
 }
 
 /// Path of the sessions supervisor.
@@ -188,6 +190,7 @@ impl Tree {
             equipment_specs: Arc::new(equipment_specs),
             equipment: Arc::new(equipment),
             connections: Arc::new(statuses),
+            session_restart: sup.sessions.children,
         };
         Ok((tree, handle))
     }
@@ -209,7 +212,7 @@ impl Tree {
         let spec = ChildSpec {
             id: id.to_owned(),
             kind: ActorKind::Session,
-            restart: crate::supervision::RestartType::Temporary,
+            restart: self.session_restart,
             start: spawn_fn(move || {
                 (
                     Session,
@@ -243,6 +246,28 @@ impl Tree {
             let _ = sessions.cast(SupervisorMsg::Cmd(SupervisionCmd::RemoveChild {
                 child: id.to_owned(),
             }));
+        }
+    }
+
+    /// Stops every connection (no more polls); the rest of the tree runs on.
+    pub async fn stop_polling(&self, timeout: Duration) {
+        if let Some(connections) = self.registry.cell("connections") {
+            let _ = connections
+                .stop_and_wait(Some("shutdown".into()), Some(timeout))
+                .await;
+        }
+    }
+
+    /// Waits until the equipment actors have handled every batch sent to them,
+    /// or `timeout`.
+    pub async fn drain(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let queued: u64 = self.equipment.values().map(|a| a.gauge().depth()).sum();
+            if queued == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

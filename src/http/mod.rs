@@ -49,13 +49,15 @@ pub struct AppState {
         equipment::list, equipment::get, ws::upgrade,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
+        web::index, web::openapi, web::docs,
     ),
     components(schemas(error::ErrorResponse)),
     modifiers(&BearerAuth),
     tags((name = "equipment", description = "Live equipment state"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
-         (name = "admin", description = "Actor tree and simulators (bearer token)")),
+         (name = "admin", description = "Actor tree and simulators (bearer token)"),
+         (name = "web", description = "Wallboard and documentation")),
 )]
 pub struct ApiDoc;
 

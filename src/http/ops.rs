@@ -114,7 +114,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Default::default();
     for actor in registry.snapshot() {
         if let Some(depth) = actor.mailbox_depth {
-            let entry = depth_by_kind.entry(kind_label(actor.kind)).or_default();
+            let entry = depth_by_kind.entry(actor.kind.as_str()).or_default();
             entry.0 += depth;
             entry.1 = entry.1.max(depth);
         }
@@ -129,7 +129,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ActorKind::Connection,
         ActorKind::Session,
     ] {
-        metrics::gauge!("hydrowatch_actors_running", "kind" => kind_label(kind))
+        metrics::gauge!("hydrowatch_actors_running", "kind" => kind.as_str())
             .set(registry.count_running(kind) as f64);
     }
     let connections = super::admin::connection_statuses(&state);
@@ -146,14 +146,4 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
-}
-
-fn kind_label(kind: ActorKind) -> &'static str {
-    match kind {
-        ActorKind::Supervisor => "supervisor",
-        ActorKind::Connection => "connection",
-        ActorKind::Equipment => "equipment",
-        ActorKind::Sensor => "sensor",
-        ActorKind::Session => "session",
-    }
 }

@@ -10,7 +10,8 @@ const CSS: &str = include_str!("../web/wallboard.css");
 const JS: &str = include_str!("../web/wallboard.js");
 const DOCS: &str = include_str!("../web/docs.html");
 
-/// The wallboard.
+/// The wallboard: a tile per equipment unit, live over the WebSocket API.
+#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, content_type = "text/html", description = "The wallboard page")))]
 pub async fn index() -> Html<&'static str> {
     Html(INDEX)
 }
@@ -25,12 +26,14 @@ pub async fn js() -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], JS)
 }
 
-/// The OpenAPI document.
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "web", responses((status = 200, content_type = "application/json", description = "OpenAPI 3.1 document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::ApiDoc::openapi())
 }
 
 /// A self-contained page rendering the OpenAPI document (works offline).
+#[utoipa::path(get, path = "/api/v1/docs", tag = "web", responses((status = 200, content_type = "text/html", description = "API documentation page")))]
 pub async fn docs() -> Html<&'static str> {
     Html(DOCS)
 }

@@ -116,3 +116,44 @@ pub fn sensor_state<'a>(frame: &'a Value, sensor: &str) -> Option<&'a Value> {
         _ => None,
     }
 }
+
+/// `POST url` with the admin token.
+pub async fn admin_post(url: String) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request")
+}
+
+/// `GET url` with the admin token, as JSON.
+pub async fn admin_get(url: String) -> Value {
+    http()
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The close frame the server sends next (other frames skipped), within `within`.
+pub async fn next_close(
+    ws: &mut WsClient,
+    within: Duration,
+) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(message)) = ws.stream.next().await {
+            if let Message::Close(frame) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time")
+    .expect("with a close frame, not a dropped connection")
+}

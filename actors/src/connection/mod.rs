@@ -112,15 +112,21 @@ impl Actor for Connection {
         args: ConnectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let poller = ModbusPoller::new(args.spec.poller.clone(), args.spec.map.clone());
-        // A random phase within one period, so that a thousand connections started
-        // together do not poll (and load the tree) in lockstep.
-        let phase = args.spec.period.mul_f64(rand::random::<f64>());
-        myself.send_after(phase, || ConnectionMsg::Poll);
+        // The first poll goes out at once (data on screen right after start); the
+        // next one at a random phase within the period, so that a thousand
+        // connections started together do not poll (and load the tree) in lockstep.
+        myself.cast(ConnectionMsg::Poll)?;
+        let period = args.spec.period;
+        let phase = period.mul_f64(rand::random::<f64>());
         let meters = Meters::new(&args.spec.id);
         Ok(ConnectionState {
             args,
             poller,
-            next_poll: Instant::now() + phase,
+            // `handle` adds one period after the first poll: the second one comes
+            // `phase` after start.
+            next_poll: (Instant::now() + phase)
+                .checked_sub(period)
+                .unwrap_or_else(Instant::now),
             meters,
         })
     }

@@ -268,7 +268,7 @@ impl Supervision {
         };
         if abnormal {
             tracing::warn!(actor = %child.path, reason = reason.as_deref().unwrap_or("-"), "child exited abnormally");
-            metrics::counter!("hydrowatch_actor_failures_total", "kind" => kind_label(child.spec.kind)).increment(1);
+            metrics::counter!("hydrowatch_actor_failures_total", "kind" => child.spec.kind.as_str()).increment(1);
         } else {
             tracing::debug!(actor = %child.path, "child exited normally");
         }
@@ -394,7 +394,7 @@ impl Supervision {
                 Ok(_) => {
                     let path = self.children[idx].path.clone();
                     self.registry.restarted(&path);
-                    metrics::counter!("hydrowatch_actor_restarts_total", "kind" => kind_label(self.children[idx].spec.kind)).increment(1);
+                    metrics::counter!("hydrowatch_actor_restarts_total", "kind" => self.children[idx].spec.kind.as_str()).increment(1);
                     tracing::info!(actor = %path, "child restarted");
                 }
                 Err(err) => {
@@ -559,16 +559,6 @@ fn prune(times: &mut VecDeque<Instant>, now: Instant, within: std::time::Duratio
 /// `shutdown`.
 fn is_abnormal(reason: Option<&str>) -> bool {
     !matches!(reason, None | Some("normal") | Some("shutdown"))
-}
-
-fn kind_label(kind: ActorKind) -> &'static str {
-    match kind {
-        ActorKind::Supervisor => "supervisor",
-        ActorKind::Connection => "connection",
-        ActorKind::Equipment => "equipment",
-        ActorKind::Sensor => "sensor",
-        ActorKind::Session => "session",
-    }
 }
 
 /// A [`StartFn`] that spawns a fresh `A` built by `make` each time, linked to the
