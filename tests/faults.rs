@@ -297,3 +297,63 @@ async fn when_the_root_gives_up_the_app_exits_with_failure() {
         .root_failed
         .load(std::sync::atomic::Ordering::Relaxed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reads_time_out_with_504_and_report_restarting_actors_with_503() {
+    use hydrowatch_actors::plant::EquipmentMsg;
+
+    let app = spawn_with(demo_config(&[("HYDROWATCH_LIVE__ACTOR_TIMEOUT_MS", "300")])).await;
+    let url = |id: &str| format!("http://{}/api/v1/equipment/{id}", app.addr);
+
+    // A busy equipment actor: the façade gives up after the configured timeout.
+    let rig1 = app
+        .state
+        .tree
+        .equipment
+        .get(&hydrowatch_models::EquipmentId::parse("rig-1").unwrap())
+        .unwrap()
+        .clone();
+    rig1.cast(EquipmentMsg::Stall(Duration::from_secs(2)))
+        .unwrap();
+    let resp = http().get(url("rig-1")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 504);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "actor_timeout");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("300 ms"));
+    // Its neighbours answer meanwhile.
+    assert_eq!(
+        http()
+            .get(url("rig-2"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    // A stopped equipment actor: 503, not a hang.
+    let resp = admin_post(format!(
+        "http://{}/api/v1/admin/actors/plant/rig-3/stop",
+        app.addr
+    ))
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = http().get(url("rig-3")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "actor_unavailable");
+    // The list still answers, with that unit's health unknown.
+    let list: Value = http()
+        .get(format!("http://{}/api/v1/equipment", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["equipment"][2]["health"]["status"], "unknown");
+}

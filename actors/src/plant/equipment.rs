@@ -32,6 +32,9 @@ pub enum EquipmentMsg {
     GetSnapshot(RpcReplyPort<EquipmentSnapshot>),
     /// Supervision of the sensors.
     Supervision(SupervisionCmd),
+    /// Keeps the actor busy for a while, to exercise timeouts in tests.
+    #[cfg(feature = "fault-injection")]
+    Stall(Duration),
 }
 
 impl From<SupervisionCmd> for EquipmentMsg {
@@ -234,6 +237,8 @@ impl Actor for Equipment {
             EquipmentMsg::Supervision(cmd) => {
                 st.supervision.handle_cmd(&myself.get_cell(), cmd).await?;
             }
+            #[cfg(feature = "fault-injection")]
+            EquipmentMsg::Stall(duration) => tokio::time::sleep(duration).await,
         }
         Ok(())
     }
