@@ -163,3 +163,65 @@ fn serve_refuses_to_start_on_a_bad_config() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("backoff.jitter"), "{err}");
 }
+
+#[test]
+fn simulate_serves_the_rigs_to_any_modbus_client() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    // Port 0: let the OS pick, the command prints where each rig listens.
+    let dir = config_with("plant.toml", |t| {
+        t.lines()
+            .map(|l| {
+                if l.starts_with("port = ") {
+                    "port = 0".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let mut child = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .arg("simulate")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulate starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().expect("a line per rig").expect("utf-8");
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        addrs.push(addr);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio_modbus::client::{tcp, Reader};
+        for addr in &addrs {
+            let mut ctx = tcp::connect(addr.parse().unwrap())
+                .await
+                .expect("modbus connects");
+            let regs = ctx
+                .read_holding_registers(0, 34)
+                .await
+                .expect("transport ok")
+                .expect("no exception");
+            // PS1 as f32 ABCD: a rig pressure in bar.
+            let ps1 = f32::from_bits(((regs[0] as u32) << 16) | regs[1] as u32);
+            assert!((100.0..250.0).contains(&ps1), "PS1 = {ps1} bar from {addr}");
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -30,6 +30,9 @@ pub struct ConnectionSpec {
     pub period: Duration,
 }
 
+/// Polls a connection may fall behind and still catch up on.
+const MAX_BACKLOG: u32 = 5;
+
 /// Health of a connection as operators and `/health/ready` see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionStatus {
@@ -140,13 +143,13 @@ impl Actor for Connection {
         match msg {
             ConnectionMsg::Poll => {
                 poll_once(st).await;
-                // Fixed rate. A poll that ran late is followed at once by the next
-                // (the rate holds); more than a period behind, the backlog is
-                // dropped rather than bunched.
+                // Fixed rate. Polls that ran late are caught up at once (the rate
+                // holds through a hiccup); more than MAX_BACKLOG periods behind,
+                // the backlog is dropped rather than bunched.
                 let period = st.args.spec.period;
                 let now = Instant::now();
                 st.next_poll += period;
-                if st.next_poll + period <= now {
+                if st.next_poll + period * MAX_BACKLOG <= now {
                     st.next_poll = now;
                 }
                 let delay = st.next_poll.saturating_duration_since(now);

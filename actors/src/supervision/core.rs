@@ -502,14 +502,41 @@ impl Supervision {
     /// Stops every child in reverse start order. Called when the hosting actor
     /// stops.
     pub async fn stop_all(&mut self) {
-        for idx in (0..self.children.len()).rev() {
-            self.stop_child(idx, LifecycleStatus::Stopped).await;
-        }
+        self.stop_every_child(LifecycleStatus::Stopped).await;
     }
 
     async fn give_up(&mut self) {
-        for idx in (0..self.children.len()).rev() {
-            self.stop_child(idx, LifecycleStatus::Failed).await;
+        self.stop_every_child(LifecycleStatus::Failed).await;
+    }
+
+    /// Under one_for_one the children are independent and are stopped all at
+    /// once (as OTP's simple_one_for_one does): a thousand connections each
+    /// finishing a poll must not take a thousand poll times. Otherwise they stop
+    /// one by one in reverse start order, as their dependencies require.
+    async fn stop_every_child(&mut self, status: LifecycleStatus) {
+        if self.spec.strategy != Strategy::OneForOne {
+            for idx in (0..self.children.len()).rev() {
+                self.stop_child(idx, status).await;
+            }
+            return;
+        }
+        let timeout = self.spec.shutdown_timeout;
+        let mut stopping = Vec::new();
+        for child in &mut self.children {
+            if let ChildState::Running(cell) =
+                std::mem::replace(&mut child.state, ChildState::Stopped)
+            {
+                stopping.push((cell, child.path.clone()));
+            }
+        }
+        futures::future::join_all(
+            stopping
+                .iter()
+                .map(|(cell, path)| stop_cell(cell, timeout, path)),
+        )
+        .await;
+        for child in &self.children {
+            self.registry.exited(&child.path, status, None);
         }
     }
 
