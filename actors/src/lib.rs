@@ -3,6 +3,7 @@
 //!
 //! This crate knows nothing of HTTP or SQL; it defines the ports the application
 //! plugs into.
+#![warn(missing_docs)]
 
 pub mod address;
 pub mod config;
