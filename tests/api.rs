@@ -414,3 +414,38 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "idle timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_depths_return_to_zero_when_idle() {
+    let app = spawn_app().await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = WsClient::connect(&app).await;
+        ws.send_json(json!({"type": "subscribe", "equipment": RIGS}))
+            .await;
+        ws.next_of("snapshot", Duration::from_secs(3))
+            .await
+            .expect("snapshot");
+        clients.push(ws);
+    }
+    // Between polls (1 s apart) every mailbox on the sample path is empty again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tree: Value = admin_get(format!("http://{}/api/v1/admin/actors", app.addr)).await;
+        let busiest = tree["actors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["mailbox_depth"].as_u64())
+            .max()
+            .unwrap();
+        if busiest == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mailbox depth stuck at {busiest}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -225,3 +225,26 @@ fn simulate_serves_the_rigs_to_any_modbus_client() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = config_with("none", |t| t);
+    let out = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .args(["--log-format", "json", "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "start-up is logged");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}

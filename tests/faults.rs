@@ -313,7 +313,9 @@ async fn live_reads_time_out_with_504_and_report_restarting_actors_with_503() {
         .get(&hydrowatch_models::EquipmentId::parse("rig-1").unwrap())
         .unwrap()
         .clone();
-    rig1.cast(EquipmentMsg::Stall(Duration::from_secs(2)))
+    rig1.get()
+        .expect("rig-1 running")
+        .cast(EquipmentMsg::Stall(Duration::from_secs(2)))
         .unwrap();
     let resp = http().get(url("rig-1")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 504);

@@ -32,7 +32,8 @@ pub enum EquipmentMsg {
     GetSnapshot(RpcReplyPort<EquipmentSnapshot>),
     /// Supervision of the sensors.
     Supervision(SupervisionCmd),
-    /// Keeps the actor busy for a while, to exercise timeouts in tests.
+    /// Keeps the actor busy for a while, to exercise timeouts in tests (sent
+    /// straight to the actor, not through its address).
     #[cfg(feature = "fault-injection")]
     Stall(Duration),
 }
@@ -187,9 +188,12 @@ impl Actor for Equipment {
         msg: EquipmentMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Messages sent through the address are counted in its mailbox gauge.
+        if matches!(msg, EquipmentMsg::Samples(_) | EquipmentMsg::Subscribe(_)) {
+            st.args.address.handled();
+        }
         match msg {
             EquipmentMsg::Samples(batch) => {
-                st.args.address.handled();
                 st.processed.increment(batch.readings.len() as u64);
                 for reading in batch.readings {
                     let Some(&i) = st.index.get(&reading.sensor) else {
