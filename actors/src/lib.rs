@@ -12,6 +12,7 @@ pub mod hub;
 pub mod plant;
 pub mod registry;
 pub mod session;
+pub mod storage;
 pub mod supervision;
 pub mod tree;
 
