@@ -149,14 +149,10 @@ impl App {
                 return;
             }
             health.root_failed.store(true, Ordering::Relaxed);
-            // The root fails because one of its children exceeded its restart
-            // intensity: that child's last error says why.
-            let actors = registry.snapshot();
-            let why = actors
-                .iter()
-                .filter(|a| a.parent.as_deref() == Some("root"))
-                .chain(actors.iter())
-                .find_map(|a| a.last_error.as_ref().map(|e| format!("{}: {e}", a.path)))
+            // The root records why it gave up (its restart intensity was exceeded).
+            let why = registry
+                .info("root")
+                .and_then(|root| root.last_error)
                 .unwrap_or_else(|| "root supervisor stopped".into());
             tracing::error!(reason = %why, "the supervision tree's root gave up; exiting so the process manager can restart us");
             let _ = failure_tx.send(Some(why));

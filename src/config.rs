@@ -48,7 +48,7 @@ fn err(file: &str, message: impl Into<String>) -> ConfigError {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
@@ -67,7 +67,7 @@ impl Default for ServerSettings {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Bearer token for `/api/v1/admin/*`; empty disables the admin API.
@@ -75,7 +75,7 @@ pub struct AdminSettings {
 }
 
 /// `[websocket]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketSettings {
     /// Server ping period, s.
@@ -97,7 +97,7 @@ impl Default for WebSocketSettings {
 }
 
 /// `[live]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveSettings {
     /// How long a live read waits for the owning actor, ms.
@@ -116,7 +116,7 @@ impl Default for LiveSettings {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `text` or `json`.
@@ -135,7 +135,7 @@ impl Default for LogSettings {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -145,7 +145,7 @@ pub enum LogFormat {
 }
 
 /// `[files]`: where the other files are, relative to `hydrowatch.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSettings {
     /// The plant.
@@ -164,7 +164,7 @@ impl Default for FileSettings {
 }
 
 /// `hydrowatch.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// HTTP server.
@@ -540,12 +540,17 @@ impl PlantConfig {
                     ),
                 ));
             }
-            if c.max_registers_per_read == 0 || c.max_registers_per_read > 125 {
+            let widest = sensors
+                .iter()
+                .map(|s| s.data_type.registers())
+                .max()
+                .unwrap_or(1);
+            if c.max_registers_per_read < widest || c.max_registers_per_read > 125 {
                 return Err(err(
                     file,
                     format!(
-                        "{ckey}.max_registers_per_read = {}: must be between 1 and 125",
-                        c.max_registers_per_read
+                        "{ckey}.max_registers_per_read = {}: must be between {widest} (the widest point of sensor set {:?}) and 125",
+                        c.max_registers_per_read, e.sensor_set
                     ),
                 ));
             }
@@ -718,7 +723,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
                 format!("{name}: expected HYDROWATCH_<SECTION>__<KEY>"),
             ));
         }
-        let value = parse_scalar(raw);
+        let value = typed_like_default(&parts[0], &parts[1], raw);
         let section = table
             .entry(parts[0].clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -731,6 +736,31 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         section.insert(parts[1].clone(), value);
     }
     Ok(())
+}
+
+/// Reads an override as the type the setting has (a token of digits stays a
+/// string); for keys without a default it guesses, and the typed parse refuses
+/// unknown keys anyway.
+fn typed_like_default(section: &str, key: &str, raw: &str) -> toml::Value {
+    let default = toml::Value::try_from(Settings::default())
+        .ok()
+        .and_then(|d| d.get(section).and_then(|s| s.get(key)).cloned());
+    match default {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
+        Some(toml::Value::Integer(_)) => raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Some(toml::Value::Float(_)) => raw
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        Some(toml::Value::Boolean(_)) => raw
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .unwrap_or_else(|_| toml::Value::String(raw.to_owned())),
+        _ => parse_scalar(raw),
+    }
 }
 
 fn parse_scalar(raw: &str) -> toml::Value {
@@ -773,6 +803,22 @@ mod tests {
         let env = vec![("HYDROWATCH_SERVER__LISTN".to_owned(), "x".to_owned())];
         let e = load(None, &env).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn a_numeric_token_stays_a_string() {
+        let env = vec![(
+            "HYDROWATCH_ADMIN__TOKEN".to_owned(),
+            "1234567890123456".to_owned(),
+        )];
+        let loaded = load(None, &env).unwrap();
+        assert_eq!(loaded.settings.admin.token, "1234567890123456");
+        let env = vec![(
+            "HYDROWATCH_LIVE__ACTOR_TIMEOUT_MS".to_owned(),
+            "soon".to_owned(),
+        )];
+        let e = load(None, &env).unwrap_err();
+        assert!(e.to_string().contains("actor_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -449,3 +449,35 @@ async fn mailbox_depths_return_to_zero_when_idle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_and_plain_requests_to_the_socket_get_the_error_shape() {
+    let app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let cases = [
+        (
+            http().post(format!("{base}/api/v1/equipment")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http().delete(format!("{base}/health/ready")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http()
+                .get(format!("{base}/api/v1/admin/actors/plant/rig-1/restart"))
+                .bearer_auth(ADMIN_TOKEN),
+            405,
+            "method_not_allowed",
+        ),
+        (http().get(format!("{base}/api/v1/ws")), 400, "bad_request"),
+    ];
+    for (request, status, code) in cases {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        let body: Value = resp.json().await.expect("JSON error body");
+        assert_eq!(body["error"]["code"], code);
+    }
+}

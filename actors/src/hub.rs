@@ -47,6 +47,13 @@ impl Hub {
         }
     }
 
+    /// Removes a session from every equipment (its socket is gone).
+    pub fn remove_session(&self, session: &str) {
+        for mut list in self.subscribers.iter_mut() {
+            list.retain(|s| &*s.session != session);
+        }
+    }
+
     /// Calls `f` with every subscriber of `equipment`.
     pub fn for_each(&self, equipment: &EquipmentId, mut f: impl FnMut(&Subscriber)) {
         if let Some(list) = self.subscribers.get(equipment) {

@@ -142,9 +142,6 @@ impl Registry {
         supervisor: Option<Arc<dyn SupervisorControl>>,
         mailbox: Option<Arc<MailboxGauge>>,
     ) {
-        if let Some(gauge) = &mailbox {
-            gauge.reset();
-        }
         let mut entry = self
             .entries
             .entry(path.to_owned())
@@ -175,6 +172,18 @@ impl Registry {
             entry.cell = None;
             if error.is_some() {
                 entry.last_error = error;
+            }
+        }
+    }
+
+    /// Records that everything below `path` went down with it (ractor kills the
+    /// children of an actor that exits; a crashed actor's `post_stop` never runs).
+    pub(crate) fn exited_below(&self, path: &str, status: LifecycleStatus) {
+        let prefix = format!("{path}/");
+        for mut entry in self.entries.iter_mut() {
+            if entry.key().starts_with(&prefix) && entry.status == LifecycleStatus::Running {
+                entry.status = status;
+                entry.cell = None;
             }
         }
     }

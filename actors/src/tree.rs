@@ -19,7 +19,8 @@ use crate::plant::{Equipment, EquipmentArgs, EquipmentMsg};
 use crate::registry::{ActorKind, Registry};
 use crate::session::{Outbox, Session, SessionArgs};
 use crate::supervision::{
-    spawn_fn, ChildSpec, RestartType, SupervisionCmd, Supervisor, SupervisorArgs, SupervisorMsg,
+    spawn_fn, AdminOp, ChildSpec, RestartType, SupervisionCmd, Supervisor, SupervisorArgs,
+    SupervisorMsg,
 };
 use crate::Address;
 
@@ -249,12 +250,17 @@ impl Tree {
         }
     }
 
-    /// Stops every connection (no more polls); the rest of the tree runs on.
+    /// Stops every connection (no more polls); the rest of the tree runs on. The
+    /// stop goes through the root supervisor so that it is not taken for a crash.
     pub async fn stop_polling(&self, timeout: Duration) {
-        if let Some(connections) = self.registry.cell("connections") {
-            let _ = connections
-                .stop_and_wait(Some("shutdown".into()), Some(timeout))
-                .await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cmd = SupervisionCmd::Admin {
+            child: "connections".into(),
+            op: AdminOp::Stop,
+            reply: tx.into(),
+        };
+        if self.root.cast(SupervisorMsg::Cmd(cmd)).is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
         }
     }
 

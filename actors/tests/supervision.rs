@@ -417,3 +417,92 @@ async fn admin_stop_start_restart_and_dynamic_children() {
     settle().await;
     assert!(!registry.contains("g/dyn"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_restart_delays_do_not_cancel_each_other() {
+    let registry = Registry::new();
+    let mut s = spec(Strategy::OneForOne, 10, 60);
+    s.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.0,
+    };
+    let _sup = start_supervisor(
+        &registry,
+        "g",
+        s,
+        vec![
+            worker("a", RestartType::Permanent),
+            worker("b", RestartType::Permanent),
+        ],
+    )
+    .await;
+    settle().await;
+    crash(&registry, "g/a", WorkerMsg::Panic).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    crash(&registry, "g/b", WorkerMsg::Panic).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(registry.cell("g/a").is_some(), "a restarted");
+    assert!(registry.cell("g/b").is_some(), "b restarted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_fails_to_start_is_retried_with_the_rest_of_its_round() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    // `b` refuses to start once (after its first crash); `c` comes after it in a
+    // rest_for_one round and must not be forgotten.
+    let refusals = Arc::new(AtomicU32::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flaky = {
+        let refusals = refusals.clone();
+        let armed = armed.clone();
+        ChildSpec {
+            id: "b".into(),
+            kind: ActorKind::Sensor,
+            restart: RestartType::Permanent,
+            start: Arc::new(move |sup| {
+                let refuse = armed.swap(false, Ordering::SeqCst);
+                if refuse {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                }
+                Box::pin(async move {
+                    if refuse {
+                        return Err(ractor::SpawnErr::StartupFailed("not yet".into()));
+                    }
+                    let (r, _) = Actor::spawn_linked(None, Worker, (), sup).await?;
+                    Ok(r.get_cell())
+                })
+            }),
+            mailbox: None,
+        }
+    };
+    let mut s = spec(Strategy::RestForOne, 10, 60);
+    s.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.0,
+    };
+    let registry = Registry::new();
+    let _sup = start_supervisor(
+        &registry,
+        "g",
+        s,
+        vec![
+            worker("a", RestartType::Permanent),
+            flaky,
+            worker("c", RestartType::Permanent),
+        ],
+    )
+    .await;
+    settle().await;
+    armed.store(true, Ordering::SeqCst);
+    crash(&registry, "g/b", WorkerMsg::Panic).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(refusals.load(Ordering::SeqCst), 1, "b refused once");
+    assert!(registry.cell("g/b").is_some(), "b started on retry");
+    assert!(registry.cell("g/c").is_some(), "c not forgotten");
+}

@@ -237,3 +237,35 @@ async fn the_condition_register_switches_the_replayed_condition() {
         "unknown condition code refused with an exception"
     );
 }
+
+#[tokio::test]
+async fn a_device_that_accepts_but_never_answers_is_not_reconnected_every_poll() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut sink = [0u8; 1024];
+                while socket.read(&mut sink).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    let mut poller = ModbusPoller::new(config(addr), rig_register_map());
+    for _ in 0..8 {
+        let outcome = poller.poll().await;
+        assert!(outcome.readings.iter().all(|r| r.quality != Quality::Good));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= 4,
+        "{n} connections for 8 polls: backoff must apply to a link that never answered"
+    );
+}

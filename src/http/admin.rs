@@ -102,8 +102,9 @@ pub struct ActorCommandResult {
               (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn actor_command(
     State(state): State<AppState>,
-    Path(rest): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ActorCommandResult>, ApiError> {
+    let Path(rest) = path?;
     let rest = rest.trim_matches('/');
     let (path, action) = rest.rsplit_once('/').ok_or_else(|| ApiError::BadRequest {
         message: "expected /api/v1/admin/actors/{path}/{restart|stop|start}".into(),
@@ -209,9 +210,10 @@ pub struct ConditionRequest {
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn set_condition(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Result<Json<ConditionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SimulatorInfo>, ApiError> {
+    let Path(id) = path?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest {
         message: e.body_text(),
         details: None,
@@ -239,8 +241,9 @@ pub async fn set_condition(
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse)))]
 pub async fn simulator_power(
     State(state): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<SimulatorInfo>, ApiError> {
+    let Path((id, action)) = path?;
     let sim = find_simulator(&state, &id)?;
     let mut sim = sim.lock().await;
     match action.as_str() {

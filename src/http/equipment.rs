@@ -73,8 +73,9 @@ pub async fn list(State(state): State<AppState>) -> Json<EquipmentList> {
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<EquipmentSnapshot>, ApiError> {
+    let Path(id) = path?;
     let id =
         EquipmentId::parse(&id).map_err(|_| ApiError::NotFound(format!("no equipment {id:?}")))?;
     snapshot(&state, &id).await.map(Json)

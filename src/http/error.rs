@@ -40,6 +40,13 @@ pub enum ApiError {
         /// Which field.
         details: Option<serde_json::Value>,
     },
+    /// The request is not understood at the HTTP level (bad path encoding, a
+    /// plain GET to the WebSocket route).
+    #[error("{0}")]
+    Protocol(String),
+    /// The route exists but not with this method.
+    #[error("method {0} not allowed here")]
+    MethodNotAllowed(String),
     /// Admin API disabled (no token configured).
     #[error("the admin API is disabled: set admin.token (HYDROWATCH_ADMIN__TOKEN) to enable it")]
     AdminDisabled,
@@ -65,6 +72,8 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Protocol(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
@@ -79,6 +88,8 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest { .. } => "invalid_request",
+            ApiError::Protocol(_) => "bad_request",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Timeout(..) => "actor_timeout",
@@ -117,6 +128,17 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::Protocol(rejection.body_text())
+    }
+}
+
+/// A route that exists, asked with another method.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
 }
 
 /// A route that does not exist.

@@ -92,7 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))
-        .nest("/admin", admin);
+        .nest("/admin", admin)
+        .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .route("/", get(web::index))
         .route("/wallboard.css", get(web::css))
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .nest("/api/v1", api)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

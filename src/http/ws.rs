@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use hydrowatch_actors::session::{ErrorBody, Outbox, ServerFrame, SessionMsg};
@@ -46,12 +48,29 @@ enum ClientFrame {
 #[utoipa::path(get, path = "/api/v1/ws", tag = "live",
     description = "WebSocket upgrade. See the README section 'Live WebSocket protocol'.",
     responses((status = 101, description = "Switching protocols")))]
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn upgrade(
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    State(state): State<AppState>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return super::error::ApiError::Protocol(format!(
+                "{} (connect with a WebSocket client)",
+                rejection.body_text()
+            ))
+            .into_response()
+        }
+    };
     let max = state.settings.websocket.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| run(socket, state))
 }
+
+/// Longest a single write to a client may take; a client that stops reading is
+/// dropped instead of holding its task (and its session) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn run(socket: WebSocket, state: AppState) {
     let id = format!("ws-{}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
@@ -61,9 +80,9 @@ async fn run(socket: WebSocket, state: AppState) {
         Ok(actor) => actor,
         Err(err) => {
             tracing::warn!(session = %id, error = %err, "could not open session");
-            let _ = tx
-                .send(close(CLOSE_TRY_LATER, "sessions unavailable"))
-                .await;
+            // A start that timed out may still complete later: make sure it ends.
+            state.tree.close_session(&id);
+            let _ = send(&mut tx, close(CLOSE_TRY_LATER, "sessions unavailable")).await;
             return;
         }
     };
@@ -78,12 +97,25 @@ async fn run(socket: WebSocket, state: AppState) {
 
     loop {
         tokio::select! {
+            // Shutdown first: its close code (1001) must win over the session
+            // ending, which the tree's shutdown causes right after.
+            biased;
+            _ = stopping(&mut shutdown) => {
+                let _ = flush(&mut tx, &outbox).await;
+                let _ = send(&mut tx, close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                break;
+            }
             _ = outbox.ready() => {
                 if !flush(&mut tx, &outbox).await {
                     break;
                 }
                 if let Some(reason) = outbox.closed() {
-                    let _ = tx.send(close(CLOSE_SESSION_ENDED, &reason)).await;
+                    let (code, reason) = if *shutdown.borrow() {
+                        (CLOSE_GOING_AWAY, "server shutting down".to_owned())
+                    } else {
+                        (CLOSE_SESSION_ENDED, reason)
+                    };
+                    let _ = send(&mut tx, close(code, &reason)).await;
                     break;
                 }
             }
@@ -103,23 +135,28 @@ async fn run(socket: WebSocket, state: AppState) {
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() >= idle_timeout {
-                    let _ = tx.send(close(CLOSE_IDLE, "idle timeout")).await;
+                    let _ = send(&mut tx, close(CLOSE_IDLE, "idle timeout")).await;
                     break;
                 }
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                if !send(&mut tx, Message::Ping(Default::default())).await {
                     break;
                 }
-            }
-            _ = stopping(&mut shutdown) => {
-                let _ = flush(&mut tx, &outbox).await;
-                let _ = tx.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                break;
             }
         }
     }
     state.tree.close_session(&id);
+    // Also when the session actor died without its cleanup (killed).
+    state.tree.hub.remove_session(&id);
     metrics::gauge!("hydrowatch_websocket_clients").decrement(1.0);
     tracing::debug!(session = %id, "websocket session closed");
+}
+
+/// Sends one message within [`WRITE_TIMEOUT`]; false when it failed or timed out.
+async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, tx.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Completes once shutdown begins (the watch guard is not held across awaits).
@@ -127,21 +164,23 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
+/// Writes every ready frame, then flushes once: one write for a burst. False
+/// when the client is gone or does not read within [`WRITE_TIMEOUT`].
 async fn flush(tx: &mut futures::stream::SplitSink<WebSocket, Message>, outbox: &Outbox) -> bool {
-    for frame in outbox.drain() {
-        let text = match serde_json::to_string(&frame) {
-            Ok(text) => text,
-            Err(err) => {
-                tracing::error!(error = %err, "frame not serialisable");
-                continue;
-            }
-        };
-        // Queue every ready frame, then flush once: one write for a burst.
-        if tx.feed(Message::Text(text.into())).await.is_err() {
-            return false;
+    let write = async {
+        for frame in outbox.drain() {
+            let text = match serde_json::to_string(&frame) {
+                Ok(text) => text,
+                Err(err) => {
+                    tracing::error!(error = %err, "frame not serialisable");
+                    continue;
+                }
+            };
+            tx.feed(Message::Text(text.into())).await?;
         }
-    }
-    tx.flush().await.is_ok()
+        tx.flush().await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox) {

@@ -114,6 +114,7 @@ impl Actor for Connection {
         myself: ActorRef<ConnectionMsg>,
         args: ConnectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        set_link(&args.status, LinkState::Disconnected);
         let poller = ModbusPoller::new(args.spec.poller.clone(), args.spec.map.clone());
         // The first poll goes out at once (data on screen right after start); the
         // next one at a random phase within the period, so that a thousand
@@ -132,6 +133,15 @@ impl Actor for Connection {
                 .unwrap_or_else(Instant::now),
             meters,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        set_link(&st.args.status, LinkState::Disconnected);
+        Ok(())
     }
 
     async fn handle(
@@ -161,6 +171,12 @@ impl Actor for Connection {
             }
         }
         Ok(())
+    }
+}
+
+fn set_link(status: &SharedStatus, link: LinkState) {
+    if let Ok(mut status) = status.lock() {
+        status.link = link;
     }
 }
 

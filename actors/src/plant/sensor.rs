@@ -69,7 +69,13 @@ impl Actor for Sensor {
         msg: SensorMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        st.args.address.handled();
+        // Readings and staleness checks come through the address and are counted.
+        if matches!(
+            msg,
+            SensorMsg::Reading { .. } | SensorMsg::CheckStale { .. }
+        ) {
+            st.args.address.handled();
+        }
         match msg {
             SensorMsg::Reading { reading, ts_ms } => {
                 st.state = st.args.spec.assess(&reading, ts_ms);

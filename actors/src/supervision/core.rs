@@ -76,7 +76,8 @@ pub enum SupervisionCmd {
     RestartDue {
         /// Children to start, in order.
         children: Vec<String>,
-        /// Round number; a stale round (cancelled by an admin) is ignored.
+        /// Round number: only children still waiting for this round start (an
+        /// admin may have started or stopped them meanwhile).
         round: u64,
     },
     /// An operator's request.
@@ -119,8 +120,8 @@ where
 
 enum ChildState {
     Running(ActorCell),
-    /// Waiting for its restart round.
-    Waiting,
+    /// Waiting for the restart round of this number.
+    Waiting(u64),
     Stopped,
 }
 
@@ -261,6 +262,12 @@ impl Supervision {
         };
         let child = &mut self.children[idx];
         child.state = ChildState::Stopped;
+        let below = if abnormal {
+            LifecycleStatus::Failed
+        } else {
+            LifecycleStatus::Stopped
+        };
+        self.registry.exited_below(&child.path, below);
         let restart = match child.spec.restart {
             RestartType::Permanent => true,
             RestartType::Transient => abnormal,
@@ -286,7 +293,7 @@ impl Supervision {
             .exited(&child.path, LifecycleStatus::Restarting, reason);
 
         if let Err(err) = self.note_restart() {
-            self.give_up().await;
+            self.give_up(&err).await;
             return Err(err.into());
         }
         let group: Vec<usize> = match self.spec.strategy {
@@ -308,7 +315,7 @@ impl Supervision {
                 continue;
             }
             if matches!(child.state, ChildState::Stopped) {
-                child.state = ChildState::Waiting;
+                child.state = ChildState::Waiting(0);
                 ids.push(child.spec.id.clone());
             }
         }
@@ -353,6 +360,9 @@ impl Supervision {
         Ok(())
     }
 
+    /// Marks `children` as waiting for a new round and starts it after the
+    /// backoff delay. Each child remembers its own round, so rounds of different
+    /// failures never cancel each other.
     async fn schedule(
         &mut self,
         myself: &ActorCell,
@@ -361,6 +371,11 @@ impl Supervision {
     ) -> Result<(), ActorProcessingErr> {
         self.round += 1;
         let round = self.round;
+        for child in self.children.iter_mut() {
+            if children.contains(&child.spec.id) {
+                child.state = ChildState::Waiting(round);
+            }
+        }
         let delay = self.spec.backoff.delay(attempt, rand::random::<f64>());
         if delay.is_zero() {
             return self.restart_round(myself, children, round).await;
@@ -380,14 +395,11 @@ impl Supervision {
         children: Vec<String>,
         round: u64,
     ) -> Result<(), ActorProcessingErr> {
-        if round != self.round {
-            return Ok(());
-        }
-        for id in children {
-            let Some(idx) = self.children.iter().position(|c| c.spec.id == id) else {
+        for (pos, id) in children.iter().enumerate() {
+            let Some(idx) = self.children.iter().position(|c| &c.spec.id == id) else {
                 continue;
             };
-            if !matches!(self.children[idx].state, ChildState::Waiting) {
+            if !matches!(self.children[idx].state, ChildState::Waiting(r) if r == round) {
                 continue;
             }
             match self.start_child(myself, idx).await {
@@ -398,22 +410,22 @@ impl Supervision {
                     tracing::info!(actor = %path, "child restarted");
                 }
                 Err(err) => {
-                    // A failed start is one more restart; try again after backoff.
+                    // A failed start is one more restart: this child and the rest of
+                    // its round try again after backoff.
                     let path = self.children[idx].path.clone();
                     self.registry
                         .exited(&path, LifecycleStatus::Restarting, Some(err));
                     if let Err(err) = self.note_restart() {
-                        self.give_up().await;
+                        self.give_up(&err).await;
                         return Err(err.into());
                     }
-                    self.children[idx].state = ChildState::Waiting;
                     let now = Instant::now();
                     let within = self.spec.intensity.within;
                     let child = &mut self.children[idx];
                     prune(&mut child.restarts, now, within);
                     child.restarts.push_back(now);
                     let attempt = child.restarts.len() as u32;
-                    let rest: Vec<String> = vec![child.spec.id.clone()];
+                    let rest: Vec<String> = children[pos..].to_vec();
                     return Box::pin(self.schedule(myself, rest, attempt)).await;
                 }
             }
@@ -505,8 +517,11 @@ impl Supervision {
         self.stop_every_child(LifecycleStatus::Stopped).await;
     }
 
-    async fn give_up(&mut self) {
+    async fn give_up(&mut self, why: &str) {
         self.stop_every_child(LifecycleStatus::Failed).await;
+        // The parent records this too; the root has no parent to do it.
+        self.registry
+            .exited(&self.path, LifecycleStatus::Failed, Some(why.to_owned()));
     }
 
     /// Under one_for_one the children are independent and are stopped all at

@@ -92,9 +92,12 @@ pub struct ModbusPoller {
     context: Option<tokio::sync::Mutex<Context>>,
     /// Last good value per point, held over a single missed poll as uncertain.
     last_values: Vec<Option<f64>>,
+    /// Consecutive attempts that did not end in a good answer (backoff exponent).
     failed_attempts: u32,
     next_connect_at: Instant,
     ever_connected: bool,
+    /// The current link has delivered at least one good answer.
+    link_proven: bool,
 }
 
 impl ModbusPoller {
@@ -111,6 +114,7 @@ impl ModbusPoller {
             failed_attempts: 0,
             next_connect_at: Instant::now(),
             ever_connected: false,
+            link_proven: false,
         }
     }
 
@@ -143,11 +147,11 @@ impl ModbusPoller {
                     self.context = Some(tokio::sync::Mutex::new(ctx));
                     reconnected = self.ever_connected;
                     self.ever_connected = true;
-                    self.failed_attempts = 0;
+                    self.link_proven = false;
                     tracing::info!(device = %self.config.addr, "modbus connected");
                 }
                 Err(err) => {
-                    self.schedule_reconnect();
+                    self.schedule_reconnect(false);
                     return self.all_bad(err, 1, false);
                 }
             }
@@ -177,6 +181,8 @@ impl ModbusPoller {
             match timeout(self.config.request_timeout, request).await {
                 Ok(Ok(Ok(words))) if words.len() == block.count as usize => {
                     self.decode_block(&mut readings, block, &words);
+                    self.link_proven = true;
+                    self.failed_attempts = 0;
                 }
                 Ok(Ok(Ok(words))) => {
                     // A short or long answer cannot be decoded safely.
@@ -222,7 +228,10 @@ impl ModbusPoller {
         self.plan = blocks;
         if link_lost {
             self.context = None;
-            self.schedule_reconnect();
+            // A link that worked gets one immediate retry; one that never answered
+            // (a hung PLC, a full gateway) backs off.
+            let immediate = std::mem::take(&mut self.link_proven);
+            self.schedule_reconnect(immediate);
             tracing::warn!(device = %self.config.addr, error = first_error.as_deref().unwrap_or("-"), "modbus link dropped");
         }
         let readings = readings
@@ -258,10 +267,9 @@ impl ModbusPoller {
         }
     }
 
-    fn schedule_reconnect(&mut self) {
+    fn schedule_reconnect(&mut self, immediate: bool) {
         self.failed_attempts += 1;
-        let delay = if self.failed_attempts == 1 && self.ever_connected {
-            // The first attempt after losing a working link goes out at once.
+        let delay = if immediate {
             Duration::ZERO
         } else {
             self.config.reconnect.delay(self.failed_attempts)
@@ -302,13 +310,15 @@ impl ModbusPoller {
     }
 
     fn fill_block(
-        &self,
+        &mut self,
         out: &mut [Option<Reading>],
         block: &ReadBlock,
         quality: Quality,
         reason: &str,
     ) {
         for &i in &block.points {
+            // A value is only ever held over the poll right after it was read.
+            self.last_values[i] = None;
             out[i] = Some(self.reading(i, None, quality, Some(reason.to_owned())));
         }
     }
@@ -331,6 +341,7 @@ impl ModbusPoller {
     }
 
     fn all_bad(&mut self, reason: String, errors: u32, reconnected: bool) -> PollOutcome {
+        self.last_values.iter_mut().for_each(|v| *v = None);
         let readings = (0..self.map.points.len())
             .map(|i| self.reading(i, None, Quality::Bad, Some(reason.clone())))
             .collect();
