@@ -129,7 +129,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".into(),
+            filter: "info,ractor=warn".into(),
         }
     }
 }
