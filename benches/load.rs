@@ -30,6 +30,8 @@ struct Args {
     warmup_secs: f64,
     /// Also measure sample→outbox with an in-process subscriber (costs CPU).
     probe: bool,
+    /// Run the simulators as a separate `hydrowatch simulate` process.
+    external_sim: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +41,7 @@ fn parse_args() -> Args {
         secs: 20.0,
         warmup_secs: 5.0,
         probe: false,
+        external_sim: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -54,6 +57,11 @@ fn parse_args() -> Args {
                 i += 1;
                 continue;
             }
+            "--external-sim" => {
+                args.external_sim = true;
+                i += 1;
+                continue;
+            }
             // cargo bench passes --bench; ignore anything else.
             _ => {
                 i += 1;
@@ -66,10 +74,18 @@ fn parse_args() -> Args {
 }
 
 /// Writes a config for `rigs` simulated rigs polled at `rate_hz` into a temp dir.
-fn write_config(rigs: usize, rate_hz: f64) -> PathBuf {
+/// First port of the external simulators (`--external-sim`).
+const SIM_BASE_PORT: u16 = 17000;
+
+/// Writes a config for `rigs` simulated rigs polled at `rate_hz` into a temp dir.
+/// In-process simulators by default; with `external`, a second config for a
+/// `hydrowatch simulate` process (fixed ports) and endpoints pointing at it.
+/// Returns the app's config and, when external, the simulator's.
+fn write_config(rigs: usize, rate_hz: f64, external: bool) -> (PathBuf, Option<PathBuf>) {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = std::env::temp_dir().join(format!("hydrowatch-load-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("config")).expect("temp dir");
+    std::fs::create_dir_all(dir.join("sim/config")).expect("temp dir");
     let shipped = std::fs::read_to_string(format!("{root}/config/plant.toml")).expect("plant.toml");
     // Keep the site and the sensor set; replace the equipment.
     let head = &shipped[..shipped
@@ -77,27 +93,48 @@ fn write_config(rigs: usize, rate_hz: f64) -> PathBuf {
         .expect("equipment in plant.toml")];
     let period_ms = (1000.0 / rate_hz).round().max(5.0) as u64;
     let mut plant = head.to_owned();
+    let mut sim_plant = head.to_owned();
     for n in 1..=rigs {
-        plant.push_str(&format!(
-            "[[equipment]]\nid = \"rig-{n}\"\nname = \"Rig {n}\"\nsensor_set = \"zema-rig\"\n\
-             [equipment.connection]\nprotocol = \"modbus_tcp\"\nendpoint = \"simulator\"\nperiod_ms = {period_ms}\n\
-             request_timeout_ms = 1000\n\
-             [equipment.simulator]\ncondition = \"healthy\"\nphase_secs = {}.0\nport = 0\n\n",
-            (n * 7) % 360
-        ));
+        let port = SIM_BASE_PORT as usize + n;
+        let endpoint = if external {
+            format!("127.0.0.1:{port}")
+        } else {
+            "simulator".to_owned()
+        };
+        let equipment = |endpoint: &str, port: usize| {
+            format!(
+                "[[equipment]]\nid = \"rig-{n}\"\nname = \"Rig {n}\"\nsensor_set = \"zema-rig\"\n\
+                 [equipment.connection]\nprotocol = \"modbus_tcp\"\nendpoint = \"{endpoint}\"\nperiod_ms = {period_ms}\n\
+                 request_timeout_ms = 1000\n\
+                 [equipment.simulator]\ncondition = \"healthy\"\nphase_secs = {}.0\nport = {port}\n\n",
+                (n * 7) % 360
+            )
+        };
+        plant.push_str(&equipment(&endpoint, 0));
+        sim_plant.push_str(&equipment("simulator", port));
     }
-    std::fs::write(dir.join("config/plant.toml"), plant).expect("write plant");
-    std::fs::copy(
-        format!("{root}/supervision.toml"),
-        dir.join("supervision.toml"),
-    )
-    .expect("copy supervision");
-    std::fs::write(
-        dir.join("config/hydrowatch.toml"),
-        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nfilter = \"warn\"\n[websocket]\nmax_message_bytes = 65536\n",
-    )
-    .expect("write settings");
-    dir.join("config/hydrowatch.toml")
+    let settings = "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nfilter = \"warn\"\n[websocket]\nmax_message_bytes = 65536\n";
+    for (sub, plant) in [("", &plant), ("sim/", &sim_plant)] {
+        std::fs::write(dir.join(format!("{sub}config/plant.toml")), plant).expect("write plant");
+        std::fs::copy(
+            format!("{root}/supervision.toml"),
+            dir.join(format!("{sub}supervision.toml")),
+        )
+        .expect("copy supervision");
+        std::fs::write(dir.join(format!("{sub}config/hydrowatch.toml")), settings)
+            .expect("write settings");
+    }
+    let sim = external.then(|| dir.join("sim/config/hydrowatch.toml"));
+    (dir.join("config/hydrowatch.toml"), sim)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -200,7 +237,26 @@ fn main() {
 }
 
 async fn run(args: Args) {
-    let path = write_config(args.rigs, args.rate_hz);
+    let (path, sim_config) = write_config(args.rigs, args.rate_hz, args.external_sim);
+    // Devices elsewhere: the simulators in their own process, as real PLCs are.
+    let _simulators = sim_config.map(|config| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hydrowatch"))
+            .arg("--config")
+            .arg(&config)
+            .arg("simulate")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("simulate starts");
+        KillOnDrop(child)
+    });
+    if args.external_sim {
+        // Wait until the last simulator listens.
+        let last = format!("127.0.0.1:{}", SIM_BASE_PORT as usize + args.rigs);
+        while tokio::net::TcpStream::connect(&last).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let loaded = config::load(Some(&path), &[]).expect("config");
     hydrowatch::telemetry::init_logging(config::LogFormat::Text, "warn");
     let rss_before = rss_kib("VmRSS:");
