@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::{
-    admin_get, admin_post, http, next_close, sensor_state, spawn_app, WsClient, ADMIN_TOKEN,
+    admin_get, admin_post, get_json, get_text, http, next_close, sensor_state, spawn_app, WsClient,
+    ADMIN_TOKEN,
 };
 
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -161,14 +162,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
     let client = http();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let list: Value = client
-        .get(format!("{base}/api/v1/equipment"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("{base}/api/v1/equipment")).await;
     let ids: Vec<&str> = list["equipment"]
         .as_array()
         .unwrap()
@@ -177,14 +171,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         .collect();
     assert_eq!(ids, RIGS);
 
-    let snap: Value = client
-        .get(format!("{base}/api/v1/equipment/rig-2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap: Value = get_json(format!("{base}/api/v1/equipment/rig-2")).await;
     assert_eq!(snap["id"], "rig-2");
     let sensors = snap["sensors"].as_array().unwrap();
     assert_eq!(sensors.len(), 17);
@@ -214,14 +201,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
     assert_eq!(ready["actors_running"]["sensor"], 51);
     assert_eq!(ready["connections_up"], 3);
 
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{base}/metrics")).await;
     for name in [
         "hydrowatch_samples_polled_total",
         "hydrowatch_samples_processed_total",
@@ -231,14 +211,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
 
-    let doc: Value = client
-        .get(format!("{base}/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(format!("{base}/api/v1/openapi.json")).await;
     for path in [
         "/api/v1/equipment",
         "/api/v1/equipment/{id}",
@@ -249,26 +222,12 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
-    let docs = client
-        .get(format!("{base}/api/v1/docs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let docs = get_text(format!("{base}/api/v1/docs")).await;
     assert!(
         docs.contains("/api/v1/openapi.json") && !docs.contains("https://"),
         "docs page must work offline"
     );
-    let page = client
-        .get(format!("{base}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(format!("{base}/")).await;
     assert!(
         page.contains("CC BY 4.0"),
         "wallboard carries the data attribution"

@@ -13,7 +13,9 @@ use hydrowatch::{App, Exit};
 use hydrowatch_actors::plant::SensorMsg;
 use hydrowatch_models::{Quality, SensorState};
 
-use common::{admin_post, demo_config, http, sensor_state, spawn_app, spawn_with, WsClient};
+use common::{
+    admin_post, demo_config, get_json, http, sensor_state, spawn_app, spawn_with, WsClient,
+};
 
 async fn sensor_ref(app: &App, path: &str) -> ActorRef<SensorMsg> {
     for _ in 0..100 {
@@ -95,14 +97,7 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
         assert_eq!(during[rig].0, "good", "{rig} unaffected: {during:?}");
         assert!(during[rig].1 > before[rig].1, "{rig} still updating");
     }
-    let snap: Value = http()
-        .get(format!("http://{}/api/v1/equipment/rig-2", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap: Value = get_json(format!("http://{}/api/v1/equipment/rig-2", app.addr)).await;
     assert_eq!(snap["health"]["status"], "fault");
     let reason = snap["sensors"][0]["state"]["reason"]
         .as_str()
@@ -349,13 +344,6 @@ async fn live_reads_time_out_with_504_and_report_restarting_actors_with_503() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "actor_unavailable");
     // The list still answers, with that unit's health unknown.
-    let list: Value = http()
-        .get(format!("http://{}/api/v1/equipment", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(format!("http://{}/api/v1/equipment", app.addr)).await;
     assert_eq!(list["equipment"][2]["health"]["status"], "unknown");
 }

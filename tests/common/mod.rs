@@ -157,3 +157,27 @@ pub async fn next_close(
     .expect("closed in time")
     .expect("with a close frame, not a dropped connection")
 }
+
+/// `GET url` as text.
+pub async fn get_text(url: String) -> String {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// `GET url` as JSON.
+pub async fn get_json(url: String) -> Value {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON body")
+}
