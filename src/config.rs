@@ -144,6 +144,23 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// `sqlite://PATH` (embedded; a relative path is relative to the working
+    /// directory) or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/hydrowatch.db".into(),
+        }
+    }
+}
+
 /// `[files]`: where the other files are, relative to `hydrowatch.toml`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -177,6 +194,8 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Database.
+    pub storage: StorageSettings,
     /// The other files.
     pub files: FileSettings,
 }
@@ -220,6 +239,16 @@ impl Settings {
         }
         if self.live.stale_check_ms < 10 {
             return Err(err(file, "live.stale_check_ms: must be at least 10"));
+        }
+        let url = &self.storage.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(err(
+                file,
+                format!("storage.url = {url:?}: expected sqlite://PATH or postgres://…"),
+            ));
         }
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(err(
@@ -429,6 +458,8 @@ pub struct PlannedConnection {
 /// The validated plant.
 #[derive(Debug, Clone)]
 pub struct Plant {
+    /// The site.
+    pub site: SiteConfig,
     /// Equipment units.
     pub equipment: Vec<EquipmentSpec>,
     /// Their connections.
@@ -445,6 +476,7 @@ impl PlantConfig {
         }
         let mut seen = HashSet::new();
         let mut plant = Plant {
+            site: self.site.clone(),
             equipment: Vec::new(),
             connections: Vec::new(),
             simulators: Vec::new(),

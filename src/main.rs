@@ -31,6 +31,8 @@ enum Command {
     Simulate,
     /// Load and validate the configuration, then exit.
     CheckConfig,
+    /// Create or upgrade the database schema (storage.url) and record the plant.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(loaded).await,
             Command::Simulate => simulate(loaded).await,
+            Command::Migrate => migrate(loaded).await,
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     });
@@ -102,6 +105,37 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+async fn migrate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let url = &loaded.settings.storage.url;
+    let store = hydrowatch::store::Store::connect(url)
+        .await
+        .with_context(|| format!("cannot open storage.url {url}"))?;
+    store.migrate().await.context("migrations failed")?;
+    let periods = loaded
+        .plant
+        .connections
+        .iter()
+        .map(|c| (c.equipment.clone(), c.config.period_ms))
+        .collect();
+    let ids = store
+        .sync_plant(
+            &loaded.plant.site.id,
+            &loaded.plant.site.name,
+            &loaded.plant.equipment,
+            &periods,
+        )
+        .await
+        .context("recording the plant failed")?;
+    println!(
+        "{} schema up to date; plant recorded: {} equipment units, {} sensors",
+        store.backend(),
+        loaded.plant.equipment.len(),
+        ids.sensors.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn simulate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {

@@ -248,3 +248,30 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+#[test]
+fn migrate_creates_the_embedded_database_and_records_the_plant() {
+    let dir = config_with("none", |t| t);
+    let db = dir.path().join("data/hydrowatch.db");
+    let out = hydrowatch()
+        .arg("--config")
+        .arg(dir.path().join("config/hydrowatch.toml"))
+        .arg("migrate")
+        .env(
+            "HYDROWATCH_STORAGE__URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("sqlite schema up to date") && text.contains("51 sensors"),
+        "{text}"
+    );
+    assert!(db.exists());
+}

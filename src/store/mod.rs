@@ -1,0 +1,224 @@
+//! Storage adapters: one [`Store`], two backends chosen by URL — `sqlite://`
+//! (embedded, the default, zero setup) and `postgres://` (production).
+//!
+//! Only parameterised SQL; never SQL built from input.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use hydrowatch_models::{EquipmentId, EquipmentSpec, SensorId};
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://…")]
+    Url(String),
+    /// The directory of the SQLite file could not be created.
+    #[error("cannot create {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connection pool to one of the two backends.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Embedded SQLite file (WAL mode).
+    Sqlite(SqlitePool),
+    /// PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// What [`Store::sync_plant`] found and wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlantIds {
+    /// Database id of each sensor.
+    pub sensors: HashMap<(EquipmentId, SensorId), i64>,
+}
+
+impl Store {
+    /// Connects to `url`; a SQLite file (and its directory) is created on first use.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::Url(url.to_owned()))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the backend's migrations (embedded in the binary); idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Writes the site, equipment and sensors of the plant (insert or update)
+    /// and returns the sensors' database ids.
+    pub async fn sync_plant(
+        &self,
+        site_id: &str,
+        site_name: &str,
+        equipment: &[EquipmentSpec],
+        period_ms: &HashMap<EquipmentId, u64>,
+    ) -> Result<PlantIds, StoreError> {
+        const SITE: &str = "INSERT INTO sites (id, name) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name";
+        const EQUIPMENT: &str = "INSERT INTO equipment (id, site_id, name) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET site_id = excluded.site_id, name = excluded.name";
+        const SENSOR: &str = "INSERT INTO sensors \
+             (equipment_id, sensor, name, unit, range_min, range_max, period_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (equipment_id, sensor) DO UPDATE SET name = excluded.name, \
+             unit = excluded.unit, range_min = excluded.range_min, \
+             range_max = excluded.range_max, period_ms = excluded.period_ms \
+             RETURNING id";
+        let mut ids = HashMap::new();
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(SITE)
+                    .bind(site_id)
+                    .bind(site_name)
+                    .execute(&mut *tx)
+                    .await?;
+                for e in equipment {
+                    sqlx::query(EQUIPMENT)
+                        .bind(e.id.as_str())
+                        .bind(site_id)
+                        .bind(&e.name)
+                        .execute(&mut *tx)
+                        .await?;
+                    let period = period_ms.get(&e.id).map(|p| *p as i64);
+                    for s in &e.sensors {
+                        let row = sqlx::query(SENSOR)
+                            .bind(e.id.as_str())
+                            .bind(s.id.as_str())
+                            .bind(&s.name)
+                            .bind(&s.unit)
+                            .bind(s.range.min)
+                            .bind(s.range.max)
+                            .bind(period)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        ids.insert((e.id.clone(), s.id.clone()), row.try_get::<i64, _>(0)?);
+                    }
+                }
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(SITE)
+                    .bind(site_id)
+                    .bind(site_name)
+                    .execute(&mut *tx)
+                    .await?;
+                for e in equipment {
+                    sqlx::query(EQUIPMENT)
+                        .bind(e.id.as_str())
+                        .bind(site_id)
+                        .bind(&e.name)
+                        .execute(&mut *tx)
+                        .await?;
+                    let period = period_ms.get(&e.id).map(|p| *p as i64);
+                    for s in &e.sensors {
+                        let row = sqlx::query(SENSOR)
+                            .bind(e.id.as_str())
+                            .bind(s.id.as_str())
+                            .bind(&s.name)
+                            .bind(&s.unit)
+                            .bind(s.range.min)
+                            .bind(s.range.max)
+                            .bind(period)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        ids.insert(
+                            (e.id.clone(), s.id.clone()),
+                            row.try_get::<i32, _>(0)? as i64,
+                        );
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(PlantIds { sensors: ids })
+    }
+
+    /// Names of the tables the migrations created (for checks and tests).
+    pub async fn tables(&self) -> Result<Vec<String>, StoreError> {
+        let names = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' ORDER BY name",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%' \
+                 ORDER BY table_name",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(names)
+    }
+}

@@ -1,0 +1,126 @@
+//! The store against real databases: a fresh SQLite file and a fresh PostgreSQL
+//! database per test.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use hydrowatch::config::{self, Loaded};
+use hydrowatch::store::{Store, StoreError};
+
+const TABLES: [&str; 6] = [
+    "equipment",
+    "ingest_batches",
+    "quarantine",
+    "samples",
+    "sensors",
+    "sites",
+];
+
+fn demo() -> Loaded {
+    config::load(None, &[]).expect("demo config")
+}
+
+fn periods(loaded: &Loaded) -> HashMap<hydrowatch_models::EquipmentId, u64> {
+    loaded
+        .plant
+        .connections
+        .iter()
+        .map(|c| (c.equipment.clone(), c.config.period_ms))
+        .collect()
+}
+
+async fn migrate_and_sync_twice(store: &Store) {
+    let loaded = demo();
+    store.migrate().await.expect("migrations from empty");
+    let tables = store.tables().await.unwrap();
+    assert_eq!(tables, TABLES, "{} tables", store.backend());
+    let site = &loaded.plant.site;
+    let first = store
+        .sync_plant(
+            &site.id,
+            &site.name,
+            &loaded.plant.equipment,
+            &periods(&loaded),
+        )
+        .await
+        .expect("plant recorded");
+    assert_eq!(first.sensors.len(), 51);
+    // Both idempotent: same ids the second time.
+    store.migrate().await.expect("migrations again");
+    let second = store
+        .sync_plant(
+            &site.id,
+            &site.name,
+            &loaded.plant.equipment,
+            &periods(&loaded),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_in_wal_mode_and_migrated() {
+    let dir = std::env::temp_dir().join(unique("hydrowatch-store"));
+    let path = dir.join("nested/hydrowatch.db");
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("sqlite opens");
+    assert!(path.exists(), "file and directory created on first use");
+    migrate_and_sync_twice(&store).await;
+    let Store::Sqlite(pool) = &store else {
+        panic!("sqlite expected")
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn postgres_database_is_migrated_from_empty() {
+    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
+    let admin = Store::connect(admin_url)
+        .await
+        .expect("local PostgreSQL (scripts/test starts it)");
+    let Store::Postgres(admin_pool) = &admin else {
+        panic!("postgres expected")
+    };
+    let db = unique("hw_store");
+    // A name we generated ourselves (letters, digits, '_'): safe to splice.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"))
+        .await
+        .unwrap();
+    migrate_and_sync_twice(&store).await;
+    if let Store::Postgres(pool) = &store {
+        pool.close().await;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db} WITH (FORCE)"
+    )))
+    .execute(admin_pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    let err = Store::connect("mysql://localhost/x").await.unwrap_err();
+    assert!(matches!(err, StoreError::Url(_)), "{err}");
+}
