@@ -15,7 +15,7 @@ CREATE TABLE equipment (
 );
 
 CREATE TABLE sensors (
-    id           INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     equipment_id TEXT             NOT NULL REFERENCES equipment (id),
     sensor       TEXT             NOT NULL,
     name         TEXT             NOT NULL,
@@ -28,7 +28,7 @@ CREATE TABLE sensors (
 
 -- One row per (sensor, instant); quality: 0 good, 1 uncertain, 2 bad.
 CREATE TABLE samples (
-    sensor_id INTEGER          NOT NULL REFERENCES sensors (id),
+    sensor_id BIGINT           NOT NULL REFERENCES sensors (id),
     ts        TIMESTAMPTZ      NOT NULL,
     value     DOUBLE PRECISION,
     quality   SMALLINT         NOT NULL,

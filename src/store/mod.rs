@@ -128,9 +128,10 @@ impl Store {
              range_max = excluded.range_max, period_ms = excluded.period_ms \
              RETURNING id";
         let mut ids = HashMap::new();
-        match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+        // The same statements on either pool (their transaction types differ).
+        macro_rules! sync_in {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
                 sqlx::query(SITE)
                     .bind(site_id)
                     .bind(site_name)
@@ -159,41 +160,11 @@ impl Store {
                     }
                 }
                 tx.commit().await?;
-            }
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(SITE)
-                    .bind(site_id)
-                    .bind(site_name)
-                    .execute(&mut *tx)
-                    .await?;
-                for e in equipment {
-                    sqlx::query(EQUIPMENT)
-                        .bind(e.id.as_str())
-                        .bind(site_id)
-                        .bind(&e.name)
-                        .execute(&mut *tx)
-                        .await?;
-                    let period = period_ms.get(&e.id).map(|p| *p as i64);
-                    for s in &e.sensors {
-                        let row = sqlx::query(SENSOR)
-                            .bind(e.id.as_str())
-                            .bind(s.id.as_str())
-                            .bind(&s.name)
-                            .bind(&s.unit)
-                            .bind(s.range.min)
-                            .bind(s.range.max)
-                            .bind(period)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        ids.insert(
-                            (e.id.clone(), s.id.clone()),
-                            row.try_get::<i32, _>(0)? as i64,
-                        );
-                    }
-                }
-                tx.commit().await?;
-            }
+            }};
+        }
+        match self {
+            Store::Sqlite(pool) => sync_in!(pool),
+            Store::Postgres(pool) => sync_in!(pool),
         }
         Ok(PlantIds { sensors: ids })
     }
