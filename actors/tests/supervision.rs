@@ -71,6 +71,16 @@ fn spec(strategy: Strategy, max_restarts: u32, within_secs: u64) -> SupervisorSp
     }
 }
 
+/// Backoff doubling from `initial` up to `max`, without jitter (deterministic).
+fn doubling(initial: Duration, max: Duration) -> Backoff {
+    Backoff {
+        initial,
+        max,
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
 async fn start_supervisor(
     registry: &Registry,
     path: &str,
@@ -334,12 +344,7 @@ async fn restarts_spread_beyond_the_period_do_not_escalate() {
 async fn backoff_delays_restarts_exponentially() {
     let registry = Registry::new();
     let mut s = spec(Strategy::OneForOne, 10, 60);
-    s.backoff = Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(3),
-        multiplier: 2.0,
-        jitter: 0.0,
-    };
+    s.backoff = doubling(Duration::from_secs(1), Duration::from_secs(3));
     let _sup = start_supervisor(&registry, "g", s, vec![worker("w", RestartType::Permanent)]).await;
     settle().await;
 
@@ -422,12 +427,7 @@ async fn admin_stop_start_restart_and_dynamic_children() {
 async fn overlapping_restart_delays_do_not_cancel_each_other() {
     let registry = Registry::new();
     let mut s = spec(Strategy::OneForOne, 10, 60);
-    s.backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        multiplier: 2.0,
-        jitter: 0.0,
-    };
+    s.backoff = doubling(Duration::from_millis(100), Duration::from_secs(1));
     let _sup = start_supervisor(
         &registry,
         "g",
@@ -480,12 +480,7 @@ async fn a_child_that_fails_to_start_is_retried_with_the_rest_of_its_round() {
         }
     };
     let mut s = spec(Strategy::RestForOne, 10, 60);
-    s.backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        multiplier: 2.0,
-        jitter: 0.0,
-    };
+    s.backoff = doubling(Duration::from_millis(100), Duration::from_secs(1));
     let registry = Registry::new();
     let _sup = start_supervisor(
         &registry,
