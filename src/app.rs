@@ -14,12 +14,13 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use hydrowatch_actors::connection::ConnectionSpec;
-use hydrowatch_actors::{Tree, TreeConfig};
+use hydrowatch_actors::{Tree, TreeConfig, TreeStorage};
 use hydrowatch_protocols::modbus::{PollerConfig, ReconnectPolicy, SimulatorHandle};
 use hydrowatch_protocols::rig::RigRecording;
 
 use crate::config::{Loaded, Plant};
 use crate::http::{self, ops::HealthFlags, AppState, Simulators};
+use crate::store::{PlantIds, Store};
 use crate::telemetry;
 
 /// How the application ended.
@@ -64,10 +65,71 @@ pub async fn start_simulators(
     Ok(out)
 }
 
+/// Opens the database of `storage.url` (waiting up to `connect_timeout_secs`
+/// for it), applies the migrations and records the plant.
+pub async fn open_storage(loaded: &Loaded) -> anyhow::Result<(Store, PlantIds)> {
+    let settings = &loaded.settings.storage;
+    let url = &settings.url;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.connect_timeout_secs);
+    let mut delay = Duration::from_millis(200);
+    let store = loop {
+        match Store::connect(url).await {
+            Ok(store) => break store,
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %err, retry_in = ?delay, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "cannot open storage.url {} (waited {} s)",
+                        redact(url),
+                        settings.connect_timeout_secs
+                    )
+                })
+            }
+        }
+    };
+    store.migrate().await.context("migrations failed")?;
+    let periods = loaded
+        .plant
+        .connections
+        .iter()
+        .map(|c| (c.equipment.clone(), c.config.period_ms))
+        .collect();
+    let ids = store
+        .sync_plant(
+            &loaded.plant.site.id,
+            &loaded.plant.site.name,
+            &loaded.plant.equipment,
+            &periods,
+        )
+        .await
+        .context("recording the plant failed")?;
+    Ok((store, ids))
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl App {
     /// Starts everything; the HTTP server is accepting when this returns.
     pub async fn start(loaded: Loaded) -> anyhow::Result<App> {
         let metrics = telemetry::metrics_handle();
+        let (store, plant_ids) = open_storage(&loaded).await?;
+        tracing::info!(backend = store.backend(), url = %redact(&loaded.settings.storage.url), "storage open");
         let simulators = start_simulators(&loaded.plant, false).await?;
         let mut connections = Vec::new();
         for planned in &loaded.plant.connections {
@@ -107,6 +169,12 @@ impl App {
             equipment: loaded.plant.equipment.clone(),
             connections,
             stale_check: Duration::from_millis(loaded.settings.live.stale_check_ms),
+            storage: Some(TreeStorage {
+                config: loaded.settings.storage.writer(),
+                store: Arc::new(store.clone()),
+                sensors: plant_ids.by_equipment(),
+                poll_slowdown: loaded.settings.storage.poll_slowdown,
+            }),
         })
         .await
         .context("supervision tree failed to start")?;
@@ -120,6 +188,7 @@ impl App {
         let state = AppState {
             settings: Arc::new(loaded.settings),
             tree,
+            store,
             simulators: Simulators::new(simulators),
             shutdown: shutdown_rx.clone(),
             health: health.clone(),
@@ -186,13 +255,16 @@ impl App {
     pub async fn shutdown(&mut self) {
         let grace = Duration::from_millis(self.state.settings.server.shutdown_grace_ms);
         self.state.health.stopping.store(true, Ordering::Relaxed);
-        // 1. Stop polling; 2. let the equipment actors drain what was polled;
-        // 3. WebSockets flush their outboxes and close with 1001; 4. stop the tree.
+        // 1. Stop polling; 2. let the equipment actors drain what was polled and
+        // the storage writer write (or spool) what it holds; 3. WebSockets flush
+        // their outboxes and close with 1001; 4. stop the tree (the writer spools
+        // anything still in memory as it stops).
         self.state.tree.stop_polling(grace).await;
         self.state
             .tree
             .drain(grace.min(Duration::from_secs(1)))
             .await;
+        self.state.tree.flush_storage(grace).await;
         let _ = self.shutdown.send(true);
         self.state.tree.shutdown(grace).await;
         for sim in self.state.simulators.values() {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use hydrowatch_actors::storage::WriterConfig;
 use hydrowatch_actors::SupervisionConfig;
 use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
 use hydrowatch_protocols::rig::RigCondition;
@@ -151,13 +152,101 @@ pub struct StorageSettings {
     /// `sqlite://PATH` (embedded; a relative path is relative to the working
     /// directory) or `postgres://USER@HOST:PORT/DB`.
     pub url: String,
+    /// How long start-up waits for the database before giving up, seconds.
+    pub connect_timeout_secs: u64,
+    /// Rows per database write.
+    pub batch_rows: usize,
+    /// Longest a sample waits before it is written, ms.
+    pub flush_interval_ms: u64,
+    /// Rows held in memory while a write is in flight; beyond that they go to
+    /// the spool.
+    pub max_buffered_rows: usize,
+    /// Directory of the spool that holds samples while the database is
+    /// unreachable (relative to the working directory).
+    pub spool_dir: PathBuf,
+    /// Spool size past which sources are pushed back, MiB.
+    pub spool_pushback_mib: u64,
+    /// First retry delay after a database failure, ms (doubles up to
+    /// `retry_max_ms`).
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// A write taking longer counts as failed and is spooled, ms.
+    pub write_timeout_ms: u64,
+    /// While pushed back, connections poll this many times less often.
+    pub poll_slowdown: u32,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
+        let writer = WriterConfig::default();
         Self {
             url: "sqlite://data/hydrowatch.db".into(),
+            connect_timeout_secs: 30,
+            batch_rows: writer.batch_rows,
+            flush_interval_ms: writer.flush_interval.as_millis() as u64,
+            max_buffered_rows: writer.max_buffered_rows,
+            spool_dir: "data/spool".into(),
+            spool_pushback_mib: writer.spool_pushback_bytes / (1024 * 1024),
+            retry_initial_ms: writer.retry_initial.as_millis() as u64,
+            retry_max_ms: writer.retry_max.as_millis() as u64,
+            write_timeout_ms: writer.write_timeout.as_millis() as u64,
+            poll_slowdown: 4,
         }
+    }
+}
+
+impl StorageSettings {
+    /// The writer's configuration.
+    pub fn writer(&self) -> WriterConfig {
+        WriterConfig {
+            batch_rows: self.batch_rows,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_buffered_rows: self.max_buffered_rows,
+            spool_path: self.spool_dir.join("samples.spool"),
+            spool_pushback_bytes: self.spool_pushback_mib * 1024 * 1024,
+            retry_initial: Duration::from_millis(self.retry_initial_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        }
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let url = &self.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(err(
+                file,
+                format!("storage.url = {url:?}: expected sqlite://PATH or postgres://…"),
+            ));
+        }
+        let at_least = |key: &str, value: u64, min: u64| {
+            if value < min {
+                Err(err(
+                    file,
+                    format!("storage.{key} = {value}: must be at least {min}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("batch_rows", self.batch_rows as u64, 1)?;
+        at_least("flush_interval_ms", self.flush_interval_ms, 1)?;
+        at_least("retry_initial_ms", self.retry_initial_ms, 1)?;
+        at_least("retry_max_ms", self.retry_max_ms, self.retry_initial_ms)?;
+        at_least("write_timeout_ms", self.write_timeout_ms, 100)?;
+        at_least("poll_slowdown", self.poll_slowdown as u64, 1)?;
+        at_least(
+            "max_buffered_rows",
+            self.max_buffered_rows as u64,
+            self.batch_rows as u64,
+        )?;
+        if self.spool_dir.as_os_str().is_empty() {
+            return Err(err(file, "storage.spool_dir: must not be empty"));
+        }
+        Ok(())
     }
 }
 
@@ -240,16 +329,7 @@ impl Settings {
         if self.live.stale_check_ms < 10 {
             return Err(err(file, "live.stale_check_ms: must be at least 10"));
         }
-        let url = &self.storage.url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres:")
-            || url.starts_with("postgresql:"))
-        {
-            return Err(err(
-                file,
-                format!("storage.url = {url:?}: expected sqlite://PATH or postgres://…"),
-            ));
-        }
+        self.storage.validate(file)?;
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(err(
                 file,

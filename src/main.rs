@@ -108,27 +108,7 @@ async fn serve(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
-    let url = &loaded.settings.storage.url;
-    let store = hydrowatch::store::Store::connect(url)
-        .await
-        .with_context(|| format!("cannot open storage.url {url}"))?;
-    store.migrate().await.context("migrations failed")?;
-    let periods = loaded
-        .plant
-        .connections
-        .iter()
-        .map(|c| (c.equipment.clone(), c.config.period_ms))
-        .collect();
-    let ids = store
-        .sync_plant(
-            &loaded.plant.site.id,
-            &loaded.plant.site.name,
-            &loaded.plant.equipment,
-            &periods,
-        )
-        .await
-        .context("recording the plant failed")?;
+    let (store, ids) = hydrowatch::app::open_storage(&loaded).await?;
     println!(
         "{} schema up to date; plant recorded: {} equipment units, {} sensors",
         store.backend(),

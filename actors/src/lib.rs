@@ -19,4 +19,4 @@ pub mod tree;
 pub use address::{Address, Unavailable};
 pub use config::SupervisionConfig;
 pub use registry::{ActorInfo, ActorKind, LifecycleStatus, MailboxGauge, Registry};
-pub use tree::{Tree, TreeConfig};
+pub use tree::{StorageHandle, Tree, TreeConfig, TreeStorage};

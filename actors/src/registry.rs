@@ -27,6 +27,8 @@ pub enum ActorKind {
     Sensor,
     /// A client session.
     Session,
+    /// The storage writer.
+    Storage,
 }
 
 impl ActorKind {
@@ -38,6 +40,7 @@ impl ActorKind {
             ActorKind::Equipment => "equipment",
             ActorKind::Sensor => "sensor",
             ActorKind::Session => "session",
+            ActorKind::Storage => "storage",
         }
     }
 }

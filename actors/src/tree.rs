@@ -12,12 +12,15 @@ use hydrowatch_protocols::modbus::LinkState;
 
 use crate::config::SupervisionConfig;
 use crate::connection::{
-    Connection, ConnectionArgs, ConnectionSpec, ConnectionStatus, SharedStatus,
+    Connection, ConnectionArgs, ConnectionSpec, ConnectionStatus, SharedStatus, StorageLink,
 };
 use crate::hub::Hub;
 use crate::plant::{Equipment, EquipmentArgs, EquipmentMsg};
 use crate::registry::{ActorKind, Registry};
 use crate::session::{Outbox, Session, SessionArgs};
+use crate::storage::{
+    SampleStore, StorageStatus, StorageWriter, WriterArgs, WriterConfig, WriterMsg,
+};
 use crate::supervision::{
     spawn_fn, AdminOp, ChildSpec, RestartType, SupervisionCmd, Supervisor, SupervisorArgs,
     SupervisorMsg,
@@ -34,7 +37,33 @@ pub struct TreeConfig {
     pub connections: Vec<ConnectionSpec>,
     /// Period of the equipment's staleness check.
     pub stale_check: Duration,
+    /// Where samples are persisted; `None` keeps them live only.
+    pub storage: Option<TreeStorage>,
 }
+
+/// Persistence of the tree's samples.
+pub struct TreeStorage {
+    /// Batching, spooling and retries.
+    pub config: WriterConfig,
+    /// The database.
+    pub store: Arc<dyn SampleStore>,
+    /// Database id of every sensor, by equipment.
+    pub sensors: HashMap<EquipmentId, HashMap<hydrowatch_models::SensorId, i64>>,
+    /// Poll period multiplier while storage pushes back.
+    pub poll_slowdown: u32,
+}
+
+/// The running storage writer.
+#[derive(Clone)]
+pub struct StorageHandle {
+    /// Its stable address.
+    pub writer: Address<WriterMsg>,
+    /// Its status (shared across restarts).
+    pub status: Arc<StorageStatus>,
+}
+
+/// Path of the storage writer.
+pub const STORAGE: &str = "storage";
 
 /// Handles into a running tree.
 #[derive(Clone)]
@@ -51,6 +80,8 @@ pub struct Tree {
     pub equipment: Arc<HashMap<EquipmentId, Address<EquipmentMsg>>>,
     /// Connection statuses, in config order.
     pub connections: Arc<Vec<SharedStatus>>,
+    /// The storage writer, when samples are persisted.
+    pub storage: Option<StorageHandle>,
     /// How session actors are restarted (`[sessions] children`).
     session_restart: RestartType,
 }
@@ -103,6 +134,37 @@ impl Tree {
             });
         }
 
+        let mut storage_child = None;
+        let mut storage_link = None;
+        let mut storage_handle = None;
+        if let Some(storage) = config.storage {
+            let status = Arc::new(StorageStatus::default());
+            let address = Address::<WriterMsg>::new();
+            let args = WriterArgs {
+                config: Arc::new(storage.config),
+                store: storage.store,
+                sensors: Arc::new(storage.sensors),
+                status: status.clone(),
+                address: address.clone(),
+            };
+            storage_link = Some(StorageLink {
+                writer: address.clone(),
+                status: status.clone(),
+                slowdown: storage.poll_slowdown,
+            });
+            storage_handle = Some(StorageHandle {
+                writer: address.clone(),
+                status,
+            });
+            storage_child = Some(ChildSpec {
+                id: STORAGE.to_owned(),
+                kind: ActorKind::Storage,
+                restart: RestartType::Permanent,
+                start: spawn_fn(move || (StorageWriter, args.clone())),
+                mailbox: Some(address.gauge()),
+            });
+        }
+
         let mut statuses = Vec::new();
         let mut connection_children = Vec::new();
         for spec in config.connections {
@@ -115,10 +177,12 @@ impl Tree {
                 errors: 0,
                 reconnects: 0,
                 last_error: None,
+                throttled: false,
             }));
             statuses.push(status.clone());
             let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
             let id = spec.id.clone();
+            let storage_link = storage_link.clone();
             connection_children.push(ChildSpec {
                 id,
                 kind: ActorKind::Connection,
@@ -130,6 +194,7 @@ impl Tree {
                             spec: spec.clone(),
                             equipment: target.clone(),
                             status: status.clone(),
+                            storage: storage_link.clone(),
                         },
                     )
                 }),
@@ -159,12 +224,14 @@ impl Tree {
                 mailbox: None,
             }
         };
-        // Equipment before connections: a connection's batches need somewhere to go.
-        let root_children = vec![
+        // Storage and equipment before connections: a connection's batches need
+        // somewhere to go.
+        let mut root_children: Vec<ChildSpec> = storage_child.into_iter().collect();
+        root_children.extend([
             level("plant", &sup.plant, plant_children),
             level("connections", &sup.connections, connection_children),
             level(SESSIONS, &sup.sessions, Vec::new()),
-        ];
+        ]);
         let (root, handle) = Actor::spawn(
             None,
             Supervisor,
@@ -191,6 +258,7 @@ impl Tree {
             equipment_specs: Arc::new(equipment_specs),
             equipment: Arc::new(equipment),
             connections: Arc::new(statuses),
+            storage: storage_handle,
             session_restart: sup.sessions.children,
         };
         Ok((tree, handle))
@@ -275,6 +343,15 @@ impl Tree {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Waits until the storage writer holds nothing only in memory (written
+    /// or spooled), or `timeout`.
+    pub async fn flush_storage(&self, timeout: Duration) {
+        let Some(writer) = self.storage.as_ref().and_then(|s| s.writer.get()) else {
+            return;
+        };
+        let _ = ractor::call_t!(writer, WriterMsg::Flush, timeout.as_millis() as u64);
     }
 
     /// Stops the whole tree gracefully: children in reverse order, each level

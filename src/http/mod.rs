@@ -31,6 +31,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The supervision tree.
     pub tree: Tree,
+    /// The database.
+    pub store: crate::store::Store,
     /// The in-process simulators.
     pub simulators: Simulators,
     /// Becomes `true` when the process is shutting down.

@@ -51,6 +51,10 @@ pub struct Ready {
     pub connections_up: usize,
     /// Total connections.
     pub connections_total: usize,
+    /// The storage writer: `state` (ok, replaying, spooling), `backpressure`,
+    /// spool size, rows written, replayed and dropped, the last database error.
+    #[schema(value_type = Object)]
+    pub storage: serde_json::Value,
 }
 
 /// Ready to serve: the supervision tree is up and the process is not stopping.
@@ -76,6 +80,25 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             reasons.push(format!("supervisor {level} is not running"));
         }
     }
+    // A database outage does not make us unready: samples are spooled and the
+    // live view works. A writer that is not running does.
+    let storage = match &state.tree.storage {
+        Some(handle) => {
+            if handle.writer.get().is_none()
+                || state
+                    .tree
+                    .registry
+                    .cell(hydrowatch_actors::tree::STORAGE)
+                    .is_none()
+            {
+                reasons.push("the storage writer is not running".to_owned());
+            }
+            let mut report = serde_json::to_value(handle.status.report()).unwrap_or_default();
+            report["backend"] = state.store.backend().into();
+            report
+        }
+        None => serde_json::Value::Null,
+    };
     let connections = super::admin::connection_statuses(&state);
     let up = connections
         .iter()
@@ -95,6 +118,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         actors_down,
         connections_up: up,
         connections_total: connections.len(),
+        storage,
     };
     let code = if ok {
         StatusCode::OK

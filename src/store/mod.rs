@@ -3,6 +3,8 @@
 //!
 //! Only parameterised SQL; never SQL built from input.
 
+pub mod samples;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -52,6 +54,19 @@ pub enum Store {
 pub struct PlantIds {
     /// Database id of each sensor.
     pub sensors: HashMap<(EquipmentId, SensorId), i64>,
+}
+
+impl PlantIds {
+    /// The sensor ids grouped by equipment, as the storage writer looks them up.
+    pub fn by_equipment(&self) -> HashMap<EquipmentId, HashMap<SensorId, i64>> {
+        let mut out: HashMap<EquipmentId, HashMap<SensorId, i64>> = HashMap::new();
+        for ((equipment, sensor), id) in &self.sensors {
+            out.entry(equipment.clone())
+                .or_default()
+                .insert(sensor.clone(), *id);
+        }
+        out
+    }
 }
 
 impl Store {

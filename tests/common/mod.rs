@@ -16,13 +16,37 @@ use hydrowatch::App;
 /// The admin token the test apps use.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The embedded demo configuration on port 0 with the admin API on, plus `env`
-/// overrides (`HYDROWATCH_*` pairs).
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hydrowatch-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The embedded demo configuration on port 0 with the admin API on, its own
+/// SQLite file and spool in a fresh temp dir, plus `env` overrides
+/// (`HYDROWATCH_*` pairs; later ones win).
 pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
+    let dir = temp_dir("app");
     let mut pairs: Vec<(String, String)> = vec![
         ("HYDROWATCH_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
         ("HYDROWATCH_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
         ("HYDROWATCH_SERVER__SHUTDOWN_GRACE_MS".into(), "2000".into()),
+        (
+            "HYDROWATCH_STORAGE__URL".into(),
+            format!("sqlite://{}", dir.join("hydrowatch.db").display()),
+        ),
+        (
+            "HYDROWATCH_STORAGE__SPOOL_DIR".into(),
+            dir.join("spool").display().to_string(),
+        ),
     ];
     pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     config::load(None, &pairs).expect("demo config loads")
@@ -180,4 +204,135 @@ pub async fn get_json(url: String) -> Value {
         .json()
         .await
         .expect("JSON body")
+}
+
+/// The local PostgreSQL server's maintenance database.
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A fresh PostgreSQL database, dropped by [`TestDatabase::drop_now`].
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name.
+    pub async fn create(prefix: &str) -> TestDatabase {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "hw_{prefix}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = admin_pool().await;
+        // A name we generated ourselves (letters, digits, '_'): safe to splice.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("CREATE DATABASE");
+        admin.close().await;
+        TestDatabase { name }
+    }
+
+    /// Its URL on the server itself.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// Its URL through `proxy`.
+    pub fn url_via(&self, proxy: &Proxy) -> String {
+        format!("postgres://postgres@{}/{}", proxy.addr, self.name)
+    }
+
+    /// Drops it, closing whatever is still connected.
+    pub async fn drop_now(self) {
+        let admin = admin_pool().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
+}
+
+async fn admin_pool() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(POSTGRES_ADMIN_URL)
+        .await
+        .expect("local PostgreSQL on 127.0.0.1:5432 (scripts/test starts it)")
+}
+
+/// A TCP proxy the test controls: [`Proxy::cut`] closes every connection through
+/// it and refuses new ones (the database "goes away"); [`Proxy::restore`] lets
+/// connections through again.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free loopback port to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listens");
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let flag = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                let generation = *cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.wait_for(|g| *g != generation) => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
 }

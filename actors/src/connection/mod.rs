@@ -13,6 +13,7 @@ use hydrowatch_protocols::modbus::{LinkState, ModbusPoller, PollerConfig};
 use hydrowatch_protocols::RegisterMap;
 
 use crate::plant::{now_ms, EquipmentMsg};
+use crate::storage::{StorageStatus, WriterMsg};
 use crate::Address;
 
 /// Everything needed to run one connection.
@@ -52,6 +53,8 @@ pub struct ConnectionStatus {
     pub reconnects: u64,
     /// The last error seen.
     pub last_error: Option<String>,
+    /// Polling slowed down because storage pushes back (its spool is full).
+    pub throttled: bool,
 }
 
 /// A connection's status, shared with the façade (readable while a poll runs).
@@ -65,6 +68,19 @@ pub struct ConnectionArgs {
     pub equipment: Address<EquipmentMsg>,
     /// Where its status is published.
     pub status: SharedStatus,
+    /// Where samples are persisted, if anywhere.
+    pub storage: Option<StorageLink>,
+}
+
+/// A connection's way to the storage writer.
+#[derive(Clone)]
+pub struct StorageLink {
+    /// The writer.
+    pub writer: Address<WriterMsg>,
+    /// Its status, for back-pressure.
+    pub status: Arc<StorageStatus>,
+    /// Poll period multiplier while storage pushes back.
+    pub slowdown: u32,
 }
 
 /// Messages of a connection actor.
@@ -90,6 +106,7 @@ struct Meters {
     errors: metrics::Counter,
     reconnects: metrics::Counter,
     duration: metrics::Histogram,
+    throttled: metrics::Gauge,
 }
 
 impl Meters {
@@ -98,7 +115,8 @@ impl Meters {
         Self {
             polled: metrics::counter!("hydrowatch_samples_polled_total", "connection" => label.clone()),
             errors: metrics::counter!("hydrowatch_poll_errors_total", "connection" => label.clone()),
-            reconnects: metrics::counter!("hydrowatch_reconnects_total", "connection" => label),
+            reconnects: metrics::counter!("hydrowatch_reconnects_total", "connection" => label.clone()),
+            throttled: metrics::gauge!("hydrowatch_poll_throttled", "connection" => label),
             duration: metrics::histogram!("hydrowatch_poll_duration_seconds"),
         }
     }
@@ -155,8 +173,9 @@ impl Actor for Connection {
                 poll_once(st).await;
                 // Fixed rate. Polls that ran late are caught up at once (the rate
                 // holds through a hiccup); more than MAX_BACKLOG periods behind,
-                // the backlog is dropped rather than bunched.
-                let period = st.args.spec.period;
+                // the backlog is dropped rather than bunched. While storage
+                // pushes back, polls come `slowdown` times less often.
+                let period = st.args.spec.period * throttle(st);
                 let now = Instant::now();
                 st.next_poll += period;
                 if st.next_poll + period * MAX_BACKLOG <= now {
@@ -172,6 +191,27 @@ impl Actor for Connection {
         }
         Ok(())
     }
+}
+
+/// The poll period multiplier: 1, or the storage's slowdown while it pushes back.
+fn throttle(st: &ConnectionState) -> u32 {
+    let factor = match &st.args.storage {
+        Some(link) if link.status.backpressure() => link.slowdown.max(1),
+        _ => 1,
+    };
+    let throttled = factor > 1;
+    if let Ok(mut status) = st.args.status.lock() {
+        if status.throttled != throttled {
+            status.throttled = throttled;
+            if throttled {
+                tracing::warn!(connection = %st.args.spec.id, factor, "storage pushes back: polling slower");
+            } else {
+                tracing::info!(connection = %st.args.spec.id, "polling at full rate again");
+            }
+        }
+    }
+    st.meters.throttled.set(if throttled { 1.0 } else { 0.0 });
+    factor
 }
 
 fn set_link(status: &SharedStatus, link: LinkState) {
@@ -206,6 +246,11 @@ async fn poll_once(st: &mut ConnectionState) {
         ts_ms,
         readings: outcome.readings,
     };
+    if let Some(link) = &st.args.storage {
+        if link.writer.cast(WriterMsg::Batch(batch.clone())).is_err() {
+            metrics::counter!("hydrowatch_storage_unavailable_batches_total").increment(1);
+        }
+    }
     if st
         .args
         .equipment

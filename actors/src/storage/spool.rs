@@ -7,10 +7,13 @@
 //! or corrupt tail (the record being written when the process died) is cut off;
 //! everything before it is kept, in order.
 //!
-//! Replay hands records back in order. When the consumer fails part-way, the
-//! records not yet consumed are written to a new file that atomically replaces the
-//! spool, so nothing is lost; a crash between the consumer's commit and that
-//! rewrite replays some records twice, which the database's (sensor, timestamp)
+//! Records are handed back in order, either all at once ([`Spool::replay`]) or a
+//! few at a time ([`Spool::peek`] then [`Spool::consume`], for a consumer that
+//! awaits a database between the two). Consumed records are forgotten in memory
+//! first and on disk when the spool empties (truncated) or the consumed prefix
+//! grows large (the rest is rewritten to a new file that atomically replaces the
+//! spool), so nothing unconsumed is ever lost. A crash before the disk catches
+//! up replays some records twice, which the database's (sensor, timestamp)
 //! deduplication absorbs.
 
 use std::fs::{self, File, OpenOptions};
@@ -51,9 +54,18 @@ pub enum ReplayError<E> {
 pub struct Spool {
     path: PathBuf,
     file: File,
+    /// Bytes of intact records in the file.
     bytes: u64,
+    /// Records in the file.
     records: u64,
+    /// Byte offset of the first record not yet consumed.
+    head: u64,
+    /// Records before `head`.
+    consumed: u64,
 }
+
+/// A consumed prefix this large is cut off the file rather than skipped.
+const COMPACT_AT: u64 = 64 * 1024 * 1024;
 
 impl Spool {
     /// Opens (or creates) the spool at `path`, cutting off a torn tail.
@@ -85,6 +97,8 @@ impl Spool {
                 file,
                 bytes: good,
                 records,
+                head: 0,
+                consumed: 0,
             },
             recovery,
         ))
@@ -117,19 +131,76 @@ impl Spool {
         Ok(())
     }
 
-    /// Bytes on disk.
+    /// Bytes of records waiting (not yet consumed).
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes - self.head
     }
 
     /// Records waiting.
     pub fn records(&self) -> u64 {
-        self.records
+        self.records - self.consumed
     }
 
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.records == 0
+        self.records() == 0
+    }
+
+    /// The oldest waiting records, without consuming them: at most `max_records`,
+    /// and no more than `max_bytes` of payload unless the first alone is larger.
+    pub fn peek(&mut self, max_records: usize, max_bytes: usize) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        if self.is_empty() || max_records == 0 {
+            return Ok(out);
+        }
+        self.file.seek(SeekFrom::Start(self.head))?;
+        let mut reader = BufReader::new(&self.file).take(self.bytes - self.head);
+        let mut total = 0usize;
+        let mut header = [0u8; HEADER];
+        while out.len() < max_records {
+            match reader.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            if !out.is_empty() && total + len > max_bytes {
+                break;
+            }
+            let mut payload = vec![0u8; len];
+            reader.read_exact(&mut payload)?;
+            total += len;
+            out.push(payload);
+        }
+        Ok(out)
+    }
+
+    /// Consumes the `n` oldest waiting records (those [`Spool::peek`] returned and
+    /// the consumer has made durable elsewhere).
+    pub fn consume(&mut self, n: usize) -> io::Result<()> {
+        let n = (n as u64).min(self.records());
+        if n == 0 {
+            return Ok(());
+        }
+        if n == self.records() {
+            return self.clear();
+        }
+        self.file.seek(SeekFrom::Start(self.head))?;
+        let mut reader = BufReader::new(&self.file);
+        let mut header = [0u8; HEADER];
+        let mut advanced = 0u64;
+        for _ in 0..n {
+            reader.read_exact(&mut header)?;
+            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as u64;
+            reader.seek_relative(len as i64)?;
+            advanced += HEADER as u64 + len;
+        }
+        self.head += advanced;
+        self.consumed += n;
+        if self.head >= COMPACT_AT && self.head * 2 >= self.bytes {
+            self.keep_from(self.head)?;
+        }
+        Ok(())
     }
 
     /// Hands every record to `consume`, oldest first. All consumed: the spool is
@@ -141,7 +212,13 @@ impl Spool {
         let mut done = 0u64;
         let mut failed_at: Option<(u64, E)> = None;
         let mut offset = 0u64;
+        let mut skip = self.consumed;
         scan(&mut self.file, |payload| {
+            if skip > 0 {
+                skip -= 1;
+                offset += (HEADER + payload.len()) as u64;
+                return;
+            }
             if failed_at.is_none() {
                 match consume(payload) {
                     Ok(()) => {
@@ -154,10 +231,7 @@ impl Spool {
         })?;
         match failed_at {
             None => {
-                self.file.set_len(0)?;
-                self.file.sync_all()?;
-                self.bytes = 0;
-                self.records = 0;
+                self.clear()?;
                 Ok(done)
             }
             Some((replayed, error)) => {
@@ -165,6 +239,17 @@ impl Spool {
                 Err(ReplayError::Consumer { replayed, error })
             }
         }
+    }
+
+    /// Empties the file: everything in it was consumed.
+    fn clear(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_all()?;
+        self.bytes = 0;
+        self.records = 0;
+        self.head = 0;
+        self.consumed = 0;
+        Ok(())
     }
 
     /// Replaces the spool with its records from byte `offset` on, atomically.
@@ -198,6 +283,8 @@ impl Spool {
         let (records, good) = scan(&mut self.file, |_| {})?;
         self.records = records;
         self.bytes = good;
+        self.head = 0;
+        self.consumed = 0;
         Ok(())
     }
 }
@@ -354,6 +441,42 @@ mod tests {
             collect(&mut s),
             vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]
         );
+    }
+
+    #[test]
+    fn peek_and_consume_hand_out_records_a_few_at_a_time() {
+        let path = temp("peek");
+        let (mut s, _) = Spool::open(&path).unwrap();
+        for i in 0..10u8 {
+            s.append(&[i; 3]).unwrap();
+        }
+        let first = s.peek(4, usize::MAX).unwrap();
+        assert_eq!(first, (0..4u8).map(|i| vec![i; 3]).collect::<Vec<_>>());
+        // Peeking again without consuming gives the same records.
+        assert_eq!(s.peek(4, usize::MAX).unwrap(), first);
+        s.consume(4).unwrap();
+        assert_eq!(s.records(), 6);
+        assert_eq!(s.bytes(), 6 * (HEADER as u64 + 3));
+        // The byte limit stops early but always yields at least one record.
+        assert_eq!(s.peek(10, 7).unwrap().len(), 2);
+        assert_eq!(s.peek(10, 1).unwrap().len(), 1);
+        s.append(&[99; 3]).unwrap();
+        // Nothing consumed is forgotten on disk yet: a reopen replays it (the
+        // database's deduplication absorbs that), and order holds.
+        drop(s);
+        let (mut s, rec) = Spool::open(&path).unwrap();
+        assert_eq!(rec.records, 11);
+        s.consume(4).unwrap();
+        let rest = collect(&mut s);
+        assert_eq!(rest.len(), 7);
+        assert_eq!(rest[0], vec![4; 3]);
+        assert_eq!(rest[6], vec![99; 3]);
+        // Consuming everything empties the file.
+        s.append(b"x").unwrap();
+        assert_eq!(s.peek(5, usize::MAX).unwrap(), vec![b"x".to_vec()]);
+        s.consume(1).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
     }
 
     /// Re-runs this test binary as a child that appends and acknowledges records
