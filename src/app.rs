@@ -92,18 +92,12 @@ pub async fn open_storage(loaded: &Loaded) -> anyhow::Result<(Store, PlantIds)> 
         }
     };
     store.migrate().await.context("migrations failed")?;
-    let periods = loaded
-        .plant
-        .connections
-        .iter()
-        .map(|c| (c.equipment.clone(), c.config.period_ms))
-        .collect();
     let ids = store
         .sync_plant(
             &loaded.plant.site.id,
             &loaded.plant.site.name,
             &loaded.plant.equipment,
-            &periods,
+            &loaded.plant.poll_periods_ms(),
         )
         .await
         .context("recording the plant failed")?;

@@ -548,6 +548,16 @@ pub struct Plant {
     pub simulators: Vec<SimulatedDevice>,
 }
 
+impl Plant {
+    /// Poll period of each polled equipment unit, ms (as the database records it).
+    pub fn poll_periods_ms(&self) -> std::collections::HashMap<EquipmentId, u64> {
+        self.connections
+            .iter()
+            .map(|c| (c.equipment.clone(), c.config.period_ms))
+            .collect()
+    }
+}
+
 impl PlantConfig {
     /// Checks the plant and turns it into runtime specs.
     pub fn build(&self, file: &str) -> Result<Plant, ConfigError> {

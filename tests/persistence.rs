@@ -179,7 +179,6 @@ async fn a_postgres_outage_mid_ingest_loses_nothing_and_stores_nothing_twice() {
                 write_timeout: Duration::from_secs(3),
             }),
             store: Arc::new(store.clone()),
-            sensors: Arc::new(ids.by_equipment()),
             status: status.clone(),
             address: address.clone(),
         },

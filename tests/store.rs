@@ -1,7 +1,6 @@
 //! The store against real databases: a fresh SQLite file and a fresh PostgreSQL
 //! database per test.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use hydrowatch::config::{self, Loaded};
@@ -20,42 +19,19 @@ fn demo() -> Loaded {
     config::load(None, &[]).expect("demo config")
 }
 
-fn periods(loaded: &Loaded) -> HashMap<hydrowatch_models::EquipmentId, u64> {
-    loaded
-        .plant
-        .connections
-        .iter()
-        .map(|c| (c.equipment.clone(), c.config.period_ms))
-        .collect()
-}
-
 async fn migrate_and_sync_twice(store: &Store) {
     let loaded = demo();
     store.migrate().await.expect("migrations from empty");
     let tables = store.tables().await.unwrap();
     assert_eq!(tables, TABLES, "{} tables", store.backend());
     let site = &loaded.plant.site;
-    let first = store
-        .sync_plant(
-            &site.id,
-            &site.name,
-            &loaded.plant.equipment,
-            &periods(&loaded),
-        )
-        .await
-        .expect("plant recorded");
+    let periods = loaded.plant.poll_periods_ms();
+    let sync = || store.sync_plant(&site.id, &site.name, &loaded.plant.equipment, &periods);
+    let first = sync().await.expect("plant recorded");
     assert_eq!(first.sensors.len(), 51);
     // Both idempotent: same ids the second time.
     store.migrate().await.expect("migrations again");
-    let second = store
-        .sync_plant(
-            &site.id,
-            &site.name,
-            &loaded.plant.equipment,
-            &periods(&loaded),
-        )
-        .await
-        .unwrap();
+    let second = sync().await.unwrap();
     assert_eq!(first, second);
 }
 

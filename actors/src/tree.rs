@@ -143,15 +143,18 @@ impl Tree {
             let args = WriterArgs {
                 config: Arc::new(storage.config),
                 store: storage.store,
-                sensors: Arc::new(storage.sensors),
                 status: status.clone(),
                 address: address.clone(),
             };
-            storage_link = Some(StorageLink {
-                writer: address.clone(),
-                status: status.clone(),
-                slowdown: storage.poll_slowdown,
-            });
+            storage_link = Some((
+                StorageLink {
+                    writer: address.clone(),
+                    status: status.clone(),
+                    slowdown: storage.poll_slowdown,
+                    sensors: Arc::default(),
+                },
+                storage.sensors,
+            ));
             storage_handle = Some(StorageHandle {
                 writer: address.clone(),
                 status,
@@ -182,7 +185,10 @@ impl Tree {
             statuses.push(status.clone());
             let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
             let id = spec.id.clone();
-            let storage_link = storage_link.clone();
+            let storage_link = storage_link.as_ref().map(|(link, sensors)| StorageLink {
+                sensors: Arc::new(sensors.get(&spec.equipment).cloned().unwrap_or_default()),
+                ..link.clone()
+            });
             connection_children.push(ChildSpec {
                 id,
                 kind: ActorKind::Connection,

@@ -13,7 +13,7 @@ use hydrowatch_protocols::modbus::{LinkState, ModbusPoller, PollerConfig};
 use hydrowatch_protocols::RegisterMap;
 
 use crate::plant::{now_ms, EquipmentMsg};
-use crate::storage::{StorageStatus, WriterMsg};
+use crate::storage::{StorageStatus, StoredSample, WriterMsg};
 use crate::Address;
 
 /// Everything needed to run one connection.
@@ -81,6 +81,35 @@ pub struct StorageLink {
     pub status: Arc<StorageStatus>,
     /// Poll period multiplier while storage pushes back.
     pub slowdown: u32,
+    /// Database id of each of this connection's sensors.
+    pub sensors: Arc<std::collections::HashMap<hydrowatch_models::SensorId, i64>>,
+}
+
+impl StorageLink {
+    /// Sends one poll's readings to the writer as stored rows. Readings of a
+    /// sensor the database does not know (impossible with a plant synchronised
+    /// at start) are counted, not stored.
+    fn store(&self, batch: &SampleBatch) {
+        let mut rows = Vec::with_capacity(batch.readings.len());
+        for r in &batch.readings {
+            match self.sensors.get(&r.sensor) {
+                Some(&sensor) => rows.push(StoredSample {
+                    sensor,
+                    ts_ms: batch.ts_ms,
+                    value: r.value,
+                    quality: r.quality,
+                }),
+                None => metrics::counter!("hydrowatch_storage_unmapped_rows_total").increment(1),
+            }
+        }
+        if self
+            .writer
+            .cast(WriterMsg::Rows { rows, ack: None })
+            .is_err()
+        {
+            metrics::counter!("hydrowatch_storage_unavailable_batches_total").increment(1);
+        }
+    }
 }
 
 /// Messages of a connection actor.
@@ -247,9 +276,7 @@ async fn poll_once(st: &mut ConnectionState) {
         readings: outcome.readings,
     };
     if let Some(link) = &st.args.storage {
-        if link.writer.cast(WriterMsg::Batch(batch.clone())).is_err() {
-            metrics::counter!("hydrowatch_storage_unavailable_batches_total").increment(1);
-        }
+        link.store(&batch);
     }
     if st
         .args

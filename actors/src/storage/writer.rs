@@ -20,7 +20,6 @@
 //! - **Acknowledgement.** A sender may ask to be told when its rows are durable
 //!   ([`Durability`]): committed, or spooled on disk.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +29,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-
-use hydrowatch_models::{EquipmentId, SampleBatch, SensorId};
 
 use super::{decode_into, encode, SampleStore, StoreFailure, StoredSample, Written};
 use crate::storage::spool::Spool;
@@ -177,6 +174,12 @@ impl StorageStatus {
         }
     }
 
+    /// Adds `n` to one of the counters and to its metric.
+    fn count(&self, counter: fn(&StorageStatus) -> &AtomicU64, metric: &'static str, n: u64) {
+        counter(self).fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(metric).increment(n);
+    }
+
     fn set_state(&self, state: StorageState) {
         let v = match state {
             StorageState::Ok => 0,
@@ -201,8 +204,6 @@ pub struct WriterArgs {
     pub config: Arc<WriterConfig>,
     /// The database.
     pub store: Arc<dyn SampleStore>,
-    /// Database id of every sensor, by equipment.
-    pub sensors: Arc<HashMap<EquipmentId, HashMap<SensorId, i64>>>,
     /// Shared status.
     pub status: Arc<StorageStatus>,
     /// The writer's stable address, filled in at start.
@@ -211,10 +212,8 @@ pub struct WriterArgs {
 
 /// Messages of the writer.
 pub enum WriterMsg {
-    /// One poll's readings (from a connection); stored without acknowledgement.
-    Batch(SampleBatch),
-    /// Rows already resolved to sensor ids (from the ingest API); `ack` is told
-    /// when they are durable.
+    /// Rows resolved to sensor ids (one poll of a connection, or an ingest
+    /// request); `ack`, if any, is told when they are durable.
     Rows {
         /// The rows.
         rows: Vec<StoredSample>,
@@ -262,7 +261,6 @@ pub struct WriterState {
     retry_pending: bool,
     retry_delay: Duration,
     waiters: Vec<RpcReplyPort<()>>,
-    unmapped_warned: bool,
 }
 
 impl Actor for StorageWriter {
@@ -301,7 +299,6 @@ impl Actor for StorageWriter {
             in_flight: None,
             retry_pending: false,
             waiters: Vec::new(),
-            unmapped_warned: false,
         };
         st.publish_spool();
         st.pump(&myself, true);
@@ -337,11 +334,6 @@ impl Actor for StorageWriter {
         st: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WriterMsg::Batch(batch) => {
-                st.args.address.handled();
-                st.take_batch(batch);
-                st.pump(&myself, false);
-            }
             WriterMsg::Rows { rows, ack } => {
                 st.args.address.handled();
                 st.buffer.extend_from_slice(&rows);
@@ -371,37 +363,6 @@ impl Actor for StorageWriter {
 }
 
 impl WriterState {
-    fn take_batch(&mut self, batch: SampleBatch) {
-        let sensors = self.args.sensors.clone();
-        let Some(ids) = sensors.get(&batch.equipment) else {
-            self.unmapped(batch.readings.len(), &batch.equipment, None);
-            return;
-        };
-        self.buffer.reserve(batch.readings.len());
-        for r in batch.readings {
-            match ids.get(&r.sensor) {
-                Some(&sensor) => self.buffer.push(StoredSample {
-                    sensor,
-                    ts_ms: batch.ts_ms,
-                    value: r.value,
-                    quality: r.quality,
-                }),
-                None => self.unmapped(1, &batch.equipment, Some(&r.sensor)),
-            }
-        }
-    }
-
-    /// Readings of sensors the database does not know: counted and reported
-    /// once. Cannot happen with a plant synchronised at start.
-    fn unmapped(&mut self, n: usize, equipment: &EquipmentId, sensor: Option<&SensorId>) {
-        metrics::counter!("hydrowatch_storage_unmapped_rows_total").increment(n as u64);
-        if !self.unmapped_warned {
-            self.unmapped_warned = true;
-            tracing::error!(%equipment, sensor = ?sensor.map(|s| s.to_string()),
-                "readings of a sensor unknown to the database are not stored");
-        }
-    }
-
     /// Starts the next write if one is due and none is in flight.
     fn pump(&mut self, myself: &ActorRef<WriterMsg>, force: bool) {
         let cfg = self.args.config.clone();
@@ -526,10 +487,11 @@ impl WriterState {
                 }
                 self.publish_spool();
                 self.written(written, started);
-                status
-                    .replayed_rows
-                    .fetch_add(rows as u64, Ordering::Relaxed);
-                metrics::counter!("hydrowatch_storage_replayed_rows_total").increment(rows as u64);
+                status.count(
+                    |s| &s.replayed_rows,
+                    "hydrowatch_storage_replayed_rows_total",
+                    rows as u64,
+                );
                 if self.spool.is_empty() {
                     tracing::info!("spool replayed; writing directly again");
                 }
@@ -544,9 +506,11 @@ impl WriterState {
             (InFlight::Direct { rows, acks, .. }, Err(StoreFailure::Rejected(why))) => {
                 tracing::error!(rows = rows.len(), reason = %why, "database rejected a batch; set aside");
                 self.set_aside(&[encode(&rows)], &why);
-                status
-                    .rejected_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                status.count(
+                    |s| &s.rejected_rows,
+                    "hydrowatch_storage_rejected_rows_total",
+                    rows.len() as u64,
+                );
                 for ack in acks {
                     let _ = ack.send(Durability::Rejected(why.clone()));
                 }
@@ -560,9 +524,11 @@ impl WriterState {
                     }
                     Err(e) => self.failed(myself, format!("spool unreadable: {e}")),
                 }
-                status
-                    .rejected_rows
-                    .fetch_add(rows as u64, Ordering::Relaxed);
+                status.count(
+                    |s| &s.rejected_rows,
+                    "hydrowatch_storage_rejected_rows_total",
+                    rows as u64,
+                );
                 self.publish_spool();
             }
         }
@@ -570,14 +536,16 @@ impl WriterState {
 
     fn written(&mut self, written: Written, started: Instant) {
         let status = &self.args.status;
-        status
-            .rows_written
-            .fetch_add(written.inserted, Ordering::Relaxed);
-        status
-            .duplicates
-            .fetch_add(written.duplicates, Ordering::Relaxed);
-        metrics::counter!("hydrowatch_storage_rows_written_total").increment(written.inserted);
-        metrics::counter!("hydrowatch_storage_duplicates_total").increment(written.duplicates);
+        status.count(
+            |s| &s.rows_written,
+            "hydrowatch_storage_rows_written_total",
+            written.inserted,
+        );
+        status.count(
+            |s| &s.duplicates,
+            "hydrowatch_storage_duplicates_total",
+            written.duplicates,
+        );
         metrics::histogram!("hydrowatch_storage_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         if self.retry_delay != self.args.config.retry_initial {
@@ -630,11 +598,11 @@ impl WriterState {
         }
         match result {
             Ok(()) => {
-                status
-                    .spooled_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                metrics::counter!("hydrowatch_storage_spooled_rows_total")
-                    .increment(rows.len() as u64);
+                status.count(
+                    |s| &s.spooled_rows,
+                    "hydrowatch_storage_spooled_rows_total",
+                    rows.len() as u64,
+                );
                 for ack in acks {
                     let _ = ack.send(Durability::Spooled);
                 }
@@ -643,11 +611,11 @@ impl WriterState {
                 // The one way to lose samples: database and local disk both gone.
                 let why = format!("spool append failed: {e}");
                 tracing::error!(rows = rows.len(), error = %why, "samples dropped");
-                status
-                    .dropped_rows
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                metrics::counter!("hydrowatch_storage_dropped_rows_total")
-                    .increment(rows.len() as u64);
+                status.count(
+                    |s| &s.dropped_rows,
+                    "hydrowatch_storage_dropped_rows_total",
+                    rows.len() as u64,
+                );
                 for ack in acks {
                     let _ = ack.send(Durability::Lost(why.clone()));
                 }
