@@ -38,40 +38,34 @@ fn sample(sensor: i64, ts_ms: i64, value: f64) -> StoredSample {
     }
 }
 
-/// Every stored sample: (sensor, ts_ms) → (value, quality).
+/// Every stored sample: (sensor, ts_ms) → (value, quality), read back
+/// through the store's own read path.
 async fn stored(store: &Store) -> BTreeMap<(i64, i64), (Option<f64>, i16)> {
-    let rows: Vec<(i64, i64, Option<f64>, i16)> = match store {
-        Store::Postgres(pool) => sqlx::query_as(
-            "SELECT sensor_id, (extract(epoch FROM ts) * 1000)::bigint, value, quality FROM samples",
-        )
-        .fetch_all(pool)
+    let sql = "SELECT DISTINCT sensor_id FROM sample_blocks";
+    let sensors: Vec<i64> = match store {
+        Store::Postgres(pg) => sqlx::query_scalar(sql).fetch_all(&pg.pool).await,
+        Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+    }
+    .unwrap_or_default();
+    if sensors.is_empty() {
+        // Also while the table does not exist yet.
+        return BTreeMap::new();
+    }
+    store
+        .read_samples(&sensors, 0, 4_000_000_000_000)
         .await
-        .unwrap(),
-        Store::Sqlite(pool) => sqlx::query_as("SELECT sensor_id, ts_ms, value, quality FROM samples")
-            .fetch_all(pool)
-            .await
-            .unwrap(),
-    };
-    rows.into_iter()
-        .map(|(s, t, v, q)| ((s, t), (v, q)))
+        .expect("samples read back")
+        .into_iter()
+        .map(|s| {
+            let quality = hydrowatch::store::blocks::quality_code(s.quality);
+            ((s.sensor, s.ts_ms), (s.value, quality))
+        })
         .collect()
 }
 
-/// Rows in `samples` (0 while the table does not exist yet).
-async fn count(store: &Store) -> i64 {
-    let n = match store {
-        Store::Postgres(pool) => {
-            sqlx::query_scalar("SELECT count(*) FROM samples")
-                .fetch_one(pool)
-                .await
-        }
-        Store::Sqlite(pool) => {
-            sqlx::query_scalar("SELECT count(*) FROM samples")
-                .fetch_one(pool)
-                .await
-        }
-    };
-    n.unwrap_or(0)
+/// Stored samples (0 while the table does not exist yet).
+async fn count(store: &Store) -> usize {
+    stored(store).await.len()
 }
 
 /// The write path's contract, on either backend: all rows or none, gaps kept,
@@ -136,9 +130,7 @@ async fn postgres_copy_writes_are_atomic_and_the_first_value_wins() {
     let db = TestDatabase::create("write").await;
     let (store, ids) = open(&db.url()).await;
     write_contract(&store, &ids).await;
-    if let Store::Postgres(pool) = &store {
-        pool.close().await;
-    }
+    store.close().await;
     db.drop_now().await;
 }
 
@@ -274,12 +266,8 @@ async fn a_postgres_outage_mid_ingest_loses_nothing_and_stores_nothing_twice() {
 
     _writer.stop(None);
     let _ = handle.await;
-    if let Store::Postgres(pool) = &store {
-        pool.close().await;
-    }
-    if let Store::Postgres(pool) = &direct {
-        pool.close().await;
-    }
+    store.close().await;
+    direct.close().await;
     db.drop_now().await;
 }
 
@@ -391,8 +379,6 @@ async fn samples_in_the_spool_of_a_killed_process_are_stored_after_restart() {
     .await;
     second.kill().unwrap();
     second.wait().unwrap();
-    if let Store::Postgres(pool) = &direct {
-        pool.close().await;
-    }
+    direct.close().await;
     db.drop_now().await;
 }

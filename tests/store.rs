@@ -6,13 +6,33 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
-const TABLES: [&str; 6] = [
+/// Tables both backends have, in name order.
+const SQLITE_TABLES: [&str; 9] = [
     "equipment",
     "ingest_batches",
     "quarantine",
-    "samples",
+    "rollup_1d",
+    "rollup_1h",
+    "rollup_1m",
+    "sample_blocks",
     "sensors",
     "sites",
+];
+
+/// PostgreSQL without TimescaleDB adds its partition registry and the layout
+/// record (partitions of `sample_blocks` are not listed).
+const POSTGRES_TABLES: [&str; 11] = [
+    "equipment",
+    "hw_partitions",
+    "ingest_batches",
+    "quarantine",
+    "rollup_1d",
+    "rollup_1h",
+    "rollup_1m",
+    "sample_blocks",
+    "sensors",
+    "sites",
+    "storage_layout",
 ];
 
 fn demo() -> Loaded {
@@ -23,7 +43,10 @@ async fn migrate_and_sync_twice(store: &Store) {
     let loaded = demo();
     store.migrate().await.expect("migrations from empty");
     let tables = store.tables().await.unwrap();
-    assert_eq!(tables, TABLES, "{} tables", store.backend());
+    match store {
+        Store::Sqlite(_) => assert_eq!(tables, SQLITE_TABLES),
+        Store::Postgres(_) => assert_eq!(tables, POSTGRES_TABLES),
+    }
     let site = &loaded.plant.site;
     let periods = loaded.plant.poll_periods_ms();
     let sync = || store.sync_plant(&site.id, &site.name, &loaded.plant.equipment, &periods);
@@ -71,7 +94,10 @@ async fn postgres_database_is_migrated_from_empty() {
     let admin = Store::connect(admin_url)
         .await
         .expect("local PostgreSQL (scripts/test starts it)");
-    let Store::Postgres(admin_pool) = &admin else {
+    let Store::Postgres(hydrowatch::store::Postgres {
+        pool: admin_pool, ..
+    }) = &admin
+    else {
         panic!("postgres expected")
     };
     let db = unique("hw_store");
@@ -84,9 +110,7 @@ async fn postgres_database_is_migrated_from_empty() {
         .await
         .unwrap();
     migrate_and_sync_twice(&store).await;
-    if let Store::Postgres(pool) = &store {
-        pool.close().await;
-    }
+    store.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {db} WITH (FORCE)"
     )))

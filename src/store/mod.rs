@@ -3,11 +3,15 @@
 //!
 //! Only parameterised SQL; never SQL built from input.
 
+pub mod blocks;
+pub mod history;
+pub mod layout;
 pub mod samples;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -17,6 +21,8 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use hydrowatch_models::{EquipmentId, EquipmentSpec, SensorId};
+
+pub use layout::{LayoutSettings, PgLayout, TimescaleMode};
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,24 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The request makes no sense (an unknown table, an empty range).
+    #[error("{0}")]
+    Invalid(String),
+    /// This backend or layout cannot do that.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// The PostgreSQL backend: a pool and what it knows of its layout.
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    /// The connection pool.
+    pub pool: PgPool,
+    /// The time-series layout (TimescaleDB or native partitions).
+    pub layout: Arc<PgLayout>,
 }
 
 /// A connection pool to one of the two backends.
@@ -46,7 +70,7 @@ pub enum Store {
     /// Embedded SQLite file (WAL mode).
     Sqlite(SqlitePool),
     /// PostgreSQL server.
-    Postgres(PgPool),
+    Postgres(Postgres),
 }
 
 /// What [`Store::sync_plant`] found and wrote.
@@ -70,8 +94,14 @@ impl PlantIds {
 }
 
 impl Store {
-    /// Connects to `url`; a SQLite file (and its directory) is created on first use.
+    /// Connects to `url` with the default layout; a SQLite file (and its
+    /// directory) is created on first use.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, LayoutSettings::default()).await
+    }
+
+    /// Connects to `url`; on PostgreSQL, samples are laid out per `layout`.
+    pub async fn connect_with(url: &str, layout: LayoutSettings) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -99,9 +129,20 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Store::Postgres(Postgres {
+                pool,
+                layout: Arc::new(PgLayout::new(layout)),
+            }))
         } else {
             Err(StoreError::Url(url.to_owned()))
+        }
+    }
+
+    /// Closes the pool, waiting for its connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pg) => pg.pool.close().await,
         }
     }
 
@@ -113,11 +154,17 @@ impl Store {
         }
     }
 
-    /// Applies the backend's migrations (embedded in the binary); idempotent.
+    /// Applies the backend's migrations (embedded in the binary) and, on
+    /// PostgreSQL, prepares the samples' layout; idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            Store::Postgres(pg) => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pg.pool)
+                    .await?;
+                layout::prepare(&pg.pool, &pg.layout).await?;
+            }
         }
         Ok(())
     }
@@ -179,7 +226,7 @@ impl Store {
         }
         match self {
             Store::Sqlite(pool) => sync_in!(pool),
-            Store::Postgres(pool) => sync_in!(pool),
+            Store::Postgres(pg) => sync_in!(pg.pool),
         }
         Ok(PlantIds { sensors: ids })
     }
@@ -195,13 +242,14 @@ impl Store {
                 .fetch_all(pool)
                 .await?
             }
-            Store::Postgres(pool) => {
+            Store::Postgres(pg) => {
                 sqlx::query_scalar::<_, String>(
-                    "SELECT table_name::text FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name NOT LIKE '_sqlx%' \
-                 ORDER BY table_name",
+                    "SELECT c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+                 AND NOT c.relispartition AND c.relname NOT LIKE '_sqlx%' ORDER BY 1",
                 )
-                .fetch_all(pool)
+                .fetch_all(&pg.pool)
                 .await?
             }
         };

@@ -1,28 +1,33 @@
-//! Writing samples: the [`SampleStore`] port of the tree, for both backends.
+//! Writing and reading samples: the [`SampleStore`] port of the tree, for both
+//! backends, over the block layout of [`super::blocks`].
 //!
-//! - PostgreSQL: one binary `COPY` straight into `samples` — the fast path, taken
-//!   by every batch without duplicates. A batch that hits a (sensor, instant)
-//!   already stored fails as a whole with a unique violation; it is then written
-//!   again through a staging table with `ON CONFLICT DO NOTHING`.
-//! - SQLite: multi-row prepared `INSERT … ON CONFLICT DO NOTHING` statements in
-//!   one transaction.
+//! A write, in one transaction: split the rows into fragments (first of each
+//! (sensor, instant) in the batch wins), look up stored fragments of the same
+//! blocks whose time range overlaps (normally none: a new fragment starts after
+//! the last one), drop samples already stored (the stored value wins), insert
+//! the fragments and add them to the rollups.
 //!
-//! Either way the first value stored for a (sensor, instant) wins: a later
-//! duplicate, in the same batch or another, is counted and dropped. That makes
-//! every write idempotent, which the writer's replay relies on.
+//! - PostgreSQL: fragments by binary `COPY`, rollups by one `INSERT … SELECT
+//!   unnest(…) ON CONFLICT DO UPDATE` per level (TimescaleDB maintains its own
+//!   continuous aggregates instead). A transaction-scoped advisory lock keeps two
+//!   writers from missing each other's fragments.
+//! - SQLite: prepared statements in one transaction (SQLite has one writer).
+//!
+//! So the first value to reach the database wins and every write is
+//! idempotent, which the writer's replay relies on.
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
 
 use futures::future::BoxFuture;
-use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::Connection as _;
+use sqlx::Row;
 
 use hydrowatch_actors::storage::{SampleStore, StoreFailure, StoredSample, Written};
-use hydrowatch_models::Quality;
 
-use super::Store;
+use super::blocks::{
+    self, bucket_start, copy_payload, decode_payload, encode_payload, Fragment, BLOCK_MS, ROLLUPS,
+};
+use super::{Postgres, Store, StoreError};
 
 impl SampleStore for Store {
     fn write<'a>(
@@ -34,22 +39,31 @@ impl SampleStore for Store {
                 return Ok(Written::default());
             }
             let result = match self {
-                Store::Postgres(pool) => write_postgres(pool, rows).await,
+                Store::Postgres(pg) => write_postgres(pg, rows).await,
                 Store::Sqlite(pool) => write_sqlite(pool, rows).await,
             };
-            result.map_err(classify)
+            result.map_err(|e| classify(self, e))
         })
     }
 }
 
 /// Whether an error will go away by itself (retry) or never (set the rows aside).
-fn classify(error: sqlx::Error) -> StoreFailure {
-    let rejected = match &error {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => permanent_code(&code),
-            None => false,
-        },
-        sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. } => true,
+fn classify(store: &Store, error: sqlx::Error) -> StoreFailure {
+    let code = match &error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    if code.as_deref() == Some(NO_PARTITION) {
+        // A partition was dropped under the cache (retention ran elsewhere):
+        // forget what is known and let the retry create it again.
+        if let Store::Postgres(pg) = store {
+            pg.layout.forget_partitions();
+        }
+        return StoreFailure::Unavailable(error.to_string());
+    }
+    let rejected = match (&error, code) {
+        (sqlx::Error::Database(_), Some(code)) => permanent_code(&code),
+        (sqlx::Error::Encode(_) | sqlx::Error::TypeNotFound { .. }, _) => true,
         _ => false,
     };
     if rejected {
@@ -58,6 +72,9 @@ fn classify(error: sqlx::Error) -> StoreFailure {
         StoreFailure::Unavailable(error.to_string())
     }
 }
+
+/// "no partition of relation … found for row" (check_violation).
+const NO_PARTITION: &str = "23514";
 
 /// SQLSTATE classes 22 (data exception) and 23 (integrity constraint) on
 /// PostgreSQL; SQLITE_TOOBIG, _CONSTRAINT and _MISMATCH (with their extended
@@ -74,158 +91,297 @@ fn permanent_code(code: &str) -> bool {
     }
 }
 
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
+/// Key of the advisory lock writers hold while they write samples.
+const WRITER_LOCK: i64 = 0x6877_7772_6974; // "hwwrit"
 
-/// `rows` in PostgreSQL's binary COPY format for
-/// `(sensor_id int8, ts timestamptz, value float8, quality int2)`.
-pub fn copy_payload(rows: &[StoredSample]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(19 + rows.len() * 46 + 2);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes()); // flags
-    out.extend_from_slice(&0i32.to_be_bytes()); // header extension
-    for r in rows {
-        out.extend_from_slice(&4i16.to_be_bytes());
-        out.extend_from_slice(&8i32.to_be_bytes());
-        out.extend_from_slice(&r.sensor.to_be_bytes());
-        out.extend_from_slice(&8i32.to_be_bytes());
-        out.extend_from_slice(&(r.ts_ms * 1000 - PG_EPOCH_US).to_be_bytes());
-        match r.value {
-            Some(v) => {
-                out.extend_from_slice(&8i32.to_be_bytes());
-                out.extend_from_slice(&v.to_be_bytes());
-            }
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-        out.extend_from_slice(&2i32.to_be_bytes());
-        out.extend_from_slice(&quality_code(r.quality).to_be_bytes());
-    }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
-}
+/// Instants stored in the blocks `fragments` touch, where a stored fragment's
+/// range overlaps a new one: (sensor, block start) → instants.
+type Stored = HashMap<(i64, i64), HashSet<i64>>;
 
-/// Quality as stored: 0 good, 1 uncertain, 2 bad.
-pub fn quality_code(q: Quality) -> i16 {
-    match q {
-        Quality::Good => 0,
-        Quality::Uncertain => 1,
-        Quality::Bad => 2,
-    }
-}
+/// The COPY statement for [`copy_payload`]; its column list must match [`COPY_COLUMNS`].
+const COPY_BLOCKS: &str =
+    "COPY sample_blocks (sensor_id, block_start, first_ts, last_ts, samples, \
+     n, vmin, vmax, vsum, vlast, offsets, vals, quality) FROM STDIN (FORMAT binary)";
 
-async fn write_postgres(pool: &PgPool, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let payload = copy_payload(rows);
-    {
-        let mut tx = conn.begin().await?;
-        let mut copy = tx
-            .copy_in_raw("COPY samples (sensor_id, ts, value, quality) FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(payload).await?;
-        match copy.finish().await {
-            Ok(n) => {
-                tx.commit().await?;
-                return Ok(Written {
-                    inserted: n,
-                    duplicates: 0,
-                });
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-                tx.rollback().await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // Some rows are stored already (a replay, a retried request): keep the first
-    // of each (sensor, instant) in this batch, then let the database skip the
-    // ones it has.
-    let (unique, in_batch) = first_of_each(rows);
-    let mut tx = conn.begin().await?;
-    sqlx::query(
-        "CREATE TEMP TABLE samples_incoming \
-         (sensor_id BIGINT, ts TIMESTAMPTZ, value DOUBLE PRECISION, quality SMALLINT) \
-         ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY samples_incoming (sensor_id, ts, value, quality) FROM STDIN (FORMAT binary)",
-        )
+async fn write_postgres(pg: &Postgres, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
+    let (mut fragments, in_batch) = blocks::fragments(rows);
+    pg.layout
+        .ensure_for_blocks(&pg.pool, fragments.iter().map(|f| f.block_start))
         .await?;
-    copy.send(copy_payload(&unique)).await?;
-    copy.finish().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO samples (sensor_id, ts, value, quality) \
-         SELECT sensor_id, ts, value, quality FROM samples_incoming \
-         ON CONFLICT (sensor_id, ts) DO NOTHING",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let mut tx = pg.pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITER_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let stored = stored_postgres(&mut tx, &fragments).await?;
+    let already = blocks::drop_stored(&mut fragments, &stored);
+    let mut inserted = 0;
+    if !fragments.is_empty() {
+        let mut copy = tx.copy_in_raw(COPY_BLOCKS).await?;
+        copy.send(copy_payload(&fragments)).await?;
+        copy.finish().await?;
+        inserted = fragments.iter().map(|f| f.ts.len() as u64).sum();
+        if !pg.layout.timescale() {
+            for (table, width) in ROLLUPS {
+                upsert_rollup_postgres(&mut tx, table, &blocks::rollup_deltas(&fragments, width))
+                    .await?;
+            }
+        }
+    }
     tx.commit().await?;
     Ok(Written {
         inserted,
-        duplicates: in_batch + (unique.len() as u64 - inserted),
+        duplicates: in_batch + already,
     })
 }
 
-/// The first row of each (sensor, instant), in order, and how many were dropped.
-fn first_of_each(rows: &[StoredSample]) -> (Vec<StoredSample>, u64) {
-    let mut seen = HashSet::with_capacity(rows.len());
-    let unique: Vec<StoredSample> = rows
-        .iter()
-        .filter(|r| seen.insert((r.sensor, r.ts_ms)))
-        .copied()
-        .collect();
-    let dropped = (rows.len() - unique.len()) as u64;
-    (unique, dropped)
+async fn stored_postgres(
+    tx: &mut sqlx::PgConnection,
+    fragments: &[Fragment],
+) -> Result<Stored, sqlx::Error> {
+    let sensors: Vec<i64> = fragments.iter().map(|f| f.sensor).collect();
+    let starts: Vec<i64> = fragments.iter().map(|f| f.block_start).collect();
+    let firsts: Vec<i64> = fragments.iter().map(Fragment::first_ts).collect();
+    let lasts: Vec<i64> = fragments.iter().map(Fragment::last_ts).collect();
+    let rows = sqlx::query(
+        "SELECT b.sensor_id, f.block_ms, b.offsets \
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) \
+              AS f (sensor_id, block_ms, first_ms, last_ms) \
+         JOIN sample_blocks b ON b.sensor_id = f.sensor_id \
+          AND b.block_start = timestamptz 'epoch' + f.block_ms * interval '1 millisecond' \
+          AND b.first_ts <= timestamptz 'epoch' + f.last_ms * interval '1 millisecond' \
+          AND b.last_ts >= timestamptz 'epoch' + f.first_ms * interval '1 millisecond'",
+    )
+    .bind(&sensors)
+    .bind(&starts)
+    .bind(&firsts)
+    .bind(&lasts)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut stored = Stored::new();
+    for row in rows {
+        let sensor: i64 = row.try_get(0)?;
+        let block: i64 = row.try_get(1)?;
+        let offsets: Vec<i32> = row.try_get(2)?;
+        stored
+            .entry((sensor, block))
+            .or_default()
+            .extend(offsets.into_iter().map(|o| block + i64::from(o)));
+    }
+    Ok(stored)
 }
 
-/// Rows per SQLite statement (4 parameters each, well under its limit).
-const SQLITE_CHUNK: usize = 256;
-
-fn sqlite_insert(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO samples (sensor_id, ts_ms, value, quality) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?,?)");
+/// Adds `deltas` to a rollup table (native layout).
+async fn upsert_rollup_postgres(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    deltas: &[blocks::RollupDelta],
+) -> Result<(), sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(());
     }
-    sql.push_str(" ON CONFLICT (sensor_id, ts_ms) DO NOTHING");
-    sql
+    let col = |f: fn(&blocks::RollupDelta) -> f64| deltas.iter().map(f).collect::<Vec<f64>>();
+    let sensors: Vec<i64> = deltas.iter().map(|d| d.sensor).collect();
+    let buckets: Vec<i64> = deltas.iter().map(|d| d.bucket).collect();
+    let counts: Vec<i64> = deltas.iter().map(|d| d.summary.count).collect();
+    let last_ts: Vec<i64> = deltas.iter().map(|d| d.summary.last_ts).collect();
+    // `table` is one of the constant ROLLUPS names.
+    let sql = format!(
+        "INSERT INTO {table} AS r (sensor_id, bucket, n, vmin, vmax, vsum, vlast, last_ts) \
+         SELECT s, timestamptz 'epoch' + b * interval '1 millisecond', n, lo, hi, total, v, \
+                timestamptz 'epoch' + t * interval '1 millisecond' \
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], \
+                     $6::float8[], $7::float8[], $8::int8[]) AS d (s, b, n, lo, hi, total, v, t) \
+         ON CONFLICT (sensor_id, bucket) DO UPDATE SET \
+           n = r.n + excluded.n, vmin = least(r.vmin, excluded.vmin), \
+           vmax = greatest(r.vmax, excluded.vmax), vsum = r.vsum + excluded.vsum, \
+           vlast = CASE WHEN excluded.last_ts >= r.last_ts THEN excluded.vlast ELSE r.vlast END, \
+           last_ts = greatest(r.last_ts, excluded.last_ts)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&sensors)
+        .bind(&buckets)
+        .bind(&counts)
+        .bind(col(|d| d.summary.min))
+        .bind(col(|d| d.summary.max))
+        .bind(col(|d| d.summary.sum))
+        .bind(col(|d| d.summary.last))
+        .bind(&last_ts)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
-    static FULL: OnceLock<String> = OnceLock::new();
-    let full = FULL.get_or_init(|| sqlite_insert(SQLITE_CHUNK));
-    // Only the last chunk can be shorter.
-    let tail = sqlite_insert(rows.len() % SQLITE_CHUNK);
+    let (mut fragments, in_batch) = blocks::fragments(rows);
     let mut tx = pool.begin().await?;
-    let mut inserted = 0;
-    for chunk in rows.chunks(SQLITE_CHUNK) {
-        // The full statement is prepared once per connection and cached.
-        let mut query = if chunk.len() == SQLITE_CHUNK {
-            sqlx::query(full.as_str())
-        } else {
-            // Built from constant fragments and a row count only.
-            sqlx::query(sqlx::AssertSqlSafe(tail.clone()))
-        };
-        for r in chunk {
-            query = query
-                .bind(r.sensor)
-                .bind(r.ts_ms)
-                .bind(r.value)
-                .bind(quality_code(r.quality));
+    let mut stored = Stored::new();
+    for f in &fragments {
+        let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT payload FROM sample_blocks WHERE sensor_id = ? AND block_start = ? \
+             AND first_ts <= ? AND last_ts >= ?",
+        )
+        .bind(f.sensor)
+        .bind(f.block_start)
+        .bind(f.last_ts())
+        .bind(f.first_ts())
+        .fetch_all(&mut *tx)
+        .await?;
+        for p in payloads {
+            let old = decode_payload(f.sensor, f.block_start, &p)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            stored
+                .entry((f.sensor, f.block_start))
+                .or_default()
+                .extend(old.ts);
         }
-        inserted += query.execute(&mut *tx).await?.rows_affected();
+    }
+    let already = blocks::drop_stored(&mut fragments, &stored);
+    let mut inserted = 0;
+    for f in &fragments {
+        let summary = f.summary();
+        sqlx::query(
+            "INSERT INTO sample_blocks (sensor_id, block_start, first_ts, last_ts, samples, n, \
+             vmin, vmax, vsum, vlast, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(f.sensor)
+        .bind(f.block_start)
+        .bind(f.first_ts())
+        .bind(f.last_ts())
+        .bind(f.ts.len() as i64)
+        .bind(summary.map_or(0, |s| s.count))
+        .bind(summary.map(|s| s.min))
+        .bind(summary.map(|s| s.max))
+        .bind(summary.map(|s| s.sum))
+        .bind(summary.map(|s| s.last))
+        .bind(encode_payload(f))
+        .execute(&mut *tx)
+        .await?;
+        inserted += f.ts.len() as u64;
+    }
+    for (table, width) in ROLLUPS {
+        // `table` is one of the constant ROLLUPS names.
+        let sql = format!(
+            "INSERT INTO {table} AS r (sensor_id, bucket, n, vmin, vmax, vsum, vlast, last_ts) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (sensor_id, bucket) DO UPDATE SET \
+               n = r.n + excluded.n, vmin = min(r.vmin, excluded.vmin), \
+               vmax = max(r.vmax, excluded.vmax), vsum = r.vsum + excluded.vsum, \
+               vlast = CASE WHEN excluded.last_ts >= r.last_ts THEN excluded.vlast ELSE r.vlast END, \
+               last_ts = max(r.last_ts, excluded.last_ts)"
+        );
+        for d in blocks::rollup_deltas(&fragments, width) {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(d.sensor)
+                .bind(d.bucket)
+                .bind(d.summary.count)
+                .bind(d.summary.min)
+                .bind(d.summary.max)
+                .bind(d.summary.sum)
+                .bind(d.summary.last)
+                .bind(d.summary.last_ts)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     tx.commit().await?;
     Ok(Written {
         inserted,
-        duplicates: rows.len() as u64 - inserted,
+        duplicates: in_batch + already,
     })
+}
+
+impl Store {
+    /// Every stored sample of `sensors` in [from_ms, to_ms), by sensor then time.
+    pub async fn read_samples(
+        &self,
+        sensors: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StoredSample>, StoreError> {
+        let fragments = self.read_fragments(sensors, from_ms, to_ms).await?;
+        Ok(fragments
+            .iter()
+            .flat_map(Fragment::samples)
+            .filter(|s| s.ts_ms >= from_ms && s.ts_ms < to_ms)
+            .collect())
+    }
+
+    /// The stored fragments of `sensors` whose blocks meet [from_ms, to_ms),
+    /// ordered by sensor, block and first instant (so their samples are in order).
+    pub async fn read_fragments(
+        &self,
+        sensors: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Fragment>, StoreError> {
+        let first_block = bucket_start(from_ms, BLOCK_MS);
+        let mut out = Vec::new();
+        match self {
+            Store::Postgres(pg) => {
+                let rows = sqlx::query(
+                    "SELECT sensor_id, (extract(epoch FROM block_start) * 1000)::int8, \
+                     offsets, vals, quality FROM sample_blocks \
+                     WHERE sensor_id = ANY($1) \
+                       AND block_start >= timestamptz 'epoch' + $2 * interval '1 millisecond' \
+                       AND block_start < timestamptz 'epoch' + $3 * interval '1 millisecond' \
+                     ORDER BY sensor_id, block_start, first_ts",
+                )
+                .bind(sensors)
+                .bind(first_block)
+                .bind(to_ms)
+                .fetch_all(&pg.pool)
+                .await?;
+                for row in rows {
+                    let block_start: i64 = row.try_get(1)?;
+                    let offsets: Vec<i32> = row.try_get(2)?;
+                    let values: Vec<Option<f64>> = row.try_get(3)?;
+                    let quality: Option<Vec<i16>> = row.try_get(4)?;
+                    let quality = quality.unwrap_or_else(|| vec![0; offsets.len()]);
+                    if values.len() != offsets.len() || quality.len() != offsets.len() {
+                        return Err(StoreError::Corrupt(format!(
+                            "block of sensor {} at {block_start}: arrays of unequal length",
+                            row.try_get::<i64, _>(0)?
+                        )));
+                    }
+                    out.push(Fragment {
+                        sensor: row.try_get(0)?,
+                        block_start,
+                        ts: offsets
+                            .iter()
+                            .map(|o| block_start + i64::from(*o))
+                            .collect(),
+                        values,
+                        quality,
+                    });
+                }
+            }
+            Store::Sqlite(pool) => {
+                for sensor in sensors {
+                    let rows = sqlx::query(
+                        "SELECT block_start, payload FROM sample_blocks \
+                         WHERE sensor_id = ? AND block_start >= ? AND block_start < ? \
+                         ORDER BY block_start, first_ts",
+                    )
+                    .bind(sensor)
+                    .bind(first_block)
+                    .bind(to_ms)
+                    .fetch_all(pool)
+                    .await?;
+                    for row in rows {
+                        let block_start: i64 = row.try_get(0)?;
+                        let payload: Vec<u8> = row.try_get(1)?;
+                        out.push(
+                            decode_payload(*sensor, block_start, &payload)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        );
+                    }
+                }
+                out.sort_by_key(|f| (f.sensor, f.block_start, f.first_ts()));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -245,42 +401,5 @@ mod tests {
         assert!(permanent_code("787"));
         assert!(!permanent_code("5"));
         assert!(!permanent_code("13"));
-    }
-
-    #[test]
-    fn copy_payload_frames_every_row() {
-        let rows = [
-            StoredSample {
-                sensor: 3,
-                ts_ms: 946_684_800_000,
-                value: Some(1.5),
-                quality: Quality::Good,
-            },
-            StoredSample {
-                sensor: 4,
-                ts_ms: 946_684_800_001,
-                value: None,
-                quality: Quality::Bad,
-            },
-        ];
-        let p = copy_payload(&rows);
-        // Header 19, a full row 2+12+12+12+6 = 44, a null-valued row 36, trailer 2.
-        assert_eq!(p.len(), 19 + 44 + 36 + 2);
-        // The PostgreSQL epoch is zero microseconds.
-        assert_eq!(&p[19 + 14 + 4..19 + 14 + 12], &0i64.to_be_bytes());
-        assert_eq!(&p[p.len() - 2..], &(-1i16).to_be_bytes());
-    }
-
-    #[test]
-    fn the_first_of_each_duplicate_is_kept() {
-        let s = |sensor, ts_ms, v| StoredSample {
-            sensor,
-            ts_ms,
-            value: Some(v),
-            quality: Quality::Good,
-        };
-        let (unique, dropped) = first_of_each(&[s(1, 1, 1.0), s(1, 1, 2.0), s(2, 1, 3.0)]);
-        assert_eq!(unique, vec![s(1, 1, 1.0), s(2, 1, 3.0)]);
-        assert_eq!(dropped, 1);
     }
 }

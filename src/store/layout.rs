@@ -1,0 +1,712 @@
+//! The time-series layout of samples on PostgreSQL, and its operations.
+//!
+//! With TimescaleDB (`CREATE EXTENSION` finds it and `timescale` is not `off`):
+//! `sample_blocks` is a hypertable chunked by `block_start`, compressed after
+//! `compress_after` segmented by sensor, dropped after `retention`, and the
+//! rollups `rollup_1m`/`_1h`/`_1d` are continuous aggregates (hierarchical,
+//! real-time). Without it: `sample_blocks` is range-partitioned by
+//! `block_start`, the application creates partitions ahead and drops them after
+//! retention, and the rollups are tables the writer updates in the same
+//! transaction as the samples. Either way the same tables and columns are
+//! queried. The layout is chosen once, when the database is first migrated, and
+//! recorded in `storage_layout`.
+//!
+//! On SQLite only retention applies: `cleanup_old_partitions` deletes old blocks.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+
+use super::blocks::{bucket_start, ROLLUPS};
+use super::{Store, StoreError};
+
+/// Whether to use TimescaleDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMode {
+    /// When `CREATE EXTENSION timescaledb` succeeds.
+    #[default]
+    Auto,
+    /// Never (native partitions).
+    Off,
+}
+
+/// How samples are laid out and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutSettings {
+    /// Use TimescaleDB when available.
+    pub timescale: TimescaleMode,
+    /// Length of a partition or chunk, hours.
+    pub chunk_interval_hours: u32,
+    /// Partitions created ahead of now (native layout).
+    pub partitions_ahead: u32,
+    /// Chunks older than this are compressed (TimescaleDB), days.
+    pub compress_after_days: u32,
+    /// Samples older than this are dropped, days.
+    pub retention_days: u32,
+}
+
+impl Default for LayoutSettings {
+    fn default() -> Self {
+        LayoutSettings {
+            timescale: TimescaleMode::Auto,
+            chunk_interval_hours: 24,
+            partitions_ahead: 2,
+            compress_after_days: 7,
+            retention_days: 5 * 365 + 1,
+        }
+    }
+}
+
+impl LayoutSettings {
+    /// A chunk's length, ms.
+    pub fn chunk_ms(&self) -> i64 {
+        i64::from(self.chunk_interval_hours) * 3_600_000
+    }
+}
+
+/// The PostgreSQL side of a [`Store`]: its pool and what it knows of its layout.
+#[derive(Debug)]
+pub struct PgLayout {
+    /// How samples are laid out and kept.
+    pub settings: LayoutSettings,
+    timescale: AtomicBool,
+    /// Chunk starts (ms) whose partitions are known to exist.
+    covered: Mutex<HashSet<i64>>,
+}
+
+impl PgLayout {
+    /// Layout state before [`prepare`] ran.
+    pub fn new(settings: LayoutSettings) -> PgLayout {
+        PgLayout {
+            settings,
+            timescale: AtomicBool::new(false),
+            covered: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether samples live in a TimescaleDB hypertable.
+    pub fn timescale(&self) -> bool {
+        self.timescale.load(Ordering::Relaxed)
+    }
+
+    /// Forgets which partitions exist (after some were dropped).
+    pub fn forget_partitions(&self) {
+        if let Ok(mut covered) = self.covered.lock() {
+            covered.clear();
+        }
+    }
+
+    /// Creates the partitions that blocks starting at `block_starts` (ms) need,
+    /// unless known to exist. Nothing to do with TimescaleDB.
+    pub async fn ensure_for_blocks(
+        &self,
+        pool: &PgPool,
+        block_starts: impl Iterator<Item = i64>,
+    ) -> Result<(), sqlx::Error> {
+        if self.timescale() {
+            return Ok(());
+        }
+        let chunk = self.settings.chunk_ms();
+        let needed: Vec<i64> = {
+            let covered = self.covered.lock().map_err(|_| poisoned())?;
+            let mut needed: Vec<i64> = block_starts
+                .map(|b| bucket_start(b, chunk))
+                .filter(|c| !covered.contains(c))
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            needed
+        };
+        for chunk_start in needed {
+            ensure_partitions(pool, chunk_start, chunk_start + chunk, chunk).await?;
+            self.covered
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(chunk_start);
+        }
+        Ok(())
+    }
+}
+
+fn poisoned() -> sqlx::Error {
+    sqlx::Error::Protocol("partition cache lock poisoned".into())
+}
+
+/// SQL for a timestamp parameter given in ms since the epoch.
+const TS: &str = "(timestamptz 'epoch' + $::int8 * interval '1 millisecond')";
+
+/// `TS` for parameter `n`.
+fn ts_param(n: usize) -> String {
+    TS.replace('$', &format!("${n}"))
+}
+
+/// Creates partitions of `sample_blocks` for [from_ms, to_ms); returns their names.
+async fn ensure_partitions(
+    pool: &PgPool,
+    from_ms: i64,
+    to_ms: i64,
+    chunk_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = format!(
+        "SELECT hw_ensure_partitions('sample_blocks', {}, {}, $3::int8 * interval '1 millisecond')",
+        ts_param(1),
+        ts_param(2)
+    );
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(chunk_ms)
+        .fetch_all(pool)
+        .await
+}
+
+/// The tables whose layout the operations manage.
+pub const MANAGED_TABLES: [&str; 1] = ["sample_blocks"];
+
+/// An operation on a table that is not one of [`MANAGED_TABLES`].
+fn check_table(table: &str) -> Result<(), StoreError> {
+    if MANAGED_TABLES.contains(&table) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "table {table:?} is not managed; expected one of {MANAGED_TABLES:?}"
+        )))
+    }
+}
+
+/// Creates `sample_blocks` and the rollups for this database (first start), or
+/// reads which layout it has. Idempotent.
+pub async fn prepare(pool: &PgPool, layout: &PgLayout) -> Result<(), StoreError> {
+    let recorded: Option<String> = sqlx::query_scalar("SELECT kind FROM storage_layout")
+        .fetch_optional(pool)
+        .await?;
+    let timescale = match recorded.as_deref() {
+        Some(kind) => kind == "timescaledb",
+        None => {
+            let wanted = layout.settings.timescale == TimescaleMode::Auto
+                && timescale_available(pool).await?;
+            if wanted {
+                create_timescale(pool, &layout.settings).await?;
+            } else {
+                create_native(pool).await?;
+            }
+            sqlx::query("INSERT INTO storage_layout (kind) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(if wanted { "timescaledb" } else { "native" })
+                .execute(pool)
+                .await?;
+            wanted
+        }
+    };
+    layout.timescale.store(timescale, Ordering::Relaxed);
+    if timescale {
+        tracing::info!("samples in a TimescaleDB hypertable");
+    } else {
+        let now = now_ms();
+        let chunk = layout.settings.chunk_ms();
+        let ahead = i64::from(layout.settings.partitions_ahead.max(1)) * chunk;
+        ensure_partitions(pool, now - chunk, now + ahead, chunk).await?;
+        tracing::info!("samples in native range partitions");
+    }
+    Ok(())
+}
+
+/// Whether the server can install TimescaleDB.
+pub async fn timescale_available(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Columns of a block row (see blocks.rs); the same in both layouts.
+const BLOCK_COLUMNS: &str = "
+    sensor_id   BIGINT           NOT NULL REFERENCES sensors (id),
+    block_start TIMESTAMPTZ      NOT NULL,
+    first_ts    TIMESTAMPTZ      NOT NULL,
+    last_ts     TIMESTAMPTZ      NOT NULL,
+    samples     INTEGER          NOT NULL,
+    n           INTEGER          NOT NULL,
+    vmin        DOUBLE PRECISION,
+    vmax        DOUBLE PRECISION,
+    vsum        DOUBLE PRECISION,
+    vlast       DOUBLE PRECISION,
+    offsets     INTEGER[]        NOT NULL,
+    vals        DOUBLE PRECISION[] NOT NULL,
+    quality     SMALLINT[],
+    PRIMARY KEY (sensor_id, block_start, first_ts)";
+
+async fn create_native(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let blocks = format!(
+        "CREATE TABLE IF NOT EXISTS sample_blocks ({BLOCK_COLUMNS}) PARTITION BY RANGE (block_start)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(blocks))
+        .execute(&mut *tx)
+        .await?;
+    for (table, _) in ROLLUPS {
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                sensor_id BIGINT NOT NULL, bucket TIMESTAMPTZ NOT NULL, n BIGINT NOT NULL,
+                vmin DOUBLE PRECISION, vmax DOUBLE PRECISION, vsum DOUBLE PRECISION,
+                vlast DOUBLE PRECISION, last_ts TIMESTAMPTZ,
+                PRIMARY KEY (sensor_id, bucket))"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// The TimescaleDB statements for `settings`, in order. Public so that their
+/// text can be reviewed and checked without the extension.
+pub fn timescale_statements(settings: &LayoutSettings) -> Vec<String> {
+    let chunk = format!("{} hours", settings.chunk_interval_hours);
+    let compress = format!("{} days", settings.compress_after_days);
+    let retention = format!("{} days", settings.retention_days);
+    let mut out = vec![
+        "CREATE EXTENSION IF NOT EXISTS timescaledb".to_owned(),
+        format!("CREATE TABLE IF NOT EXISTS sample_blocks ({BLOCK_COLUMNS})"),
+        format!(
+            "SELECT create_hypertable('sample_blocks', by_range('block_start', INTERVAL '{chunk}'), \
+             if_not_exists => TRUE)"
+        ),
+        "ALTER TABLE sample_blocks SET (timescaledb.compress, \
+         timescaledb.compress_segmentby = 'sensor_id', \
+         timescaledb.compress_orderby = 'block_start, first_ts')"
+            .to_owned(),
+        format!(
+            "SELECT add_compression_policy('sample_blocks', INTERVAL '{compress}', if_not_exists => TRUE)"
+        ),
+        format!(
+            "SELECT add_retention_policy('sample_blocks', INTERVAL '{retention}', if_not_exists => TRUE)"
+        ),
+    ];
+    // Hierarchical continuous aggregates: 1 min over the blocks (a block is one
+    // minute, so its summary is exact), 1 h over 1 min, 1 day over 1 h.
+    let levels = [
+        (
+            "rollup_1m",
+            "1 minute",
+            "sample_blocks",
+            "block_start",
+            "n",
+            "3 days",
+            "1 minute",
+        ),
+        (
+            "rollup_1h",
+            "1 hour",
+            "rollup_1m",
+            "bucket",
+            "n",
+            "7 days",
+            "1 hour",
+        ),
+        (
+            "rollup_1d",
+            "1 day",
+            "rollup_1h",
+            "bucket",
+            "n",
+            "30 days",
+            "1 day",
+        ),
+    ];
+    for (view, width, source, time, count, start_offset, end_offset) in levels {
+        let filter = if source == "sample_blocks" {
+            " WHERE n > 0"
+        } else {
+            ""
+        };
+        out.push(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {view} \
+             WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
+             SELECT sensor_id, time_bucket(INTERVAL '{width}', {time}) AS bucket, \
+             sum({count})::bigint AS n, min(vmin) AS vmin, max(vmax) AS vmax, \
+             sum(vsum) AS vsum, last(vlast, last_ts) AS vlast, max(last_ts) AS last_ts \
+             FROM {source}{filter} GROUP BY sensor_id, time_bucket(INTERVAL '{width}', {time}) \
+             WITH NO DATA"
+        ));
+        out.push(format!(
+            "SELECT add_continuous_aggregate_policy('{view}', \
+             start_offset => INTERVAL '{start_offset}', end_offset => INTERVAL '{end_offset}', \
+             schedule_interval => INTERVAL '{end_offset}', if_not_exists => TRUE)"
+        ));
+    }
+    out
+}
+
+async fn create_timescale(pool: &PgPool, settings: &LayoutSettings) -> Result<(), sqlx::Error> {
+    // Continuous aggregates cannot be created inside a transaction block, so
+    // these run one by one; each is idempotent, so a failed start-up can rerun them.
+    for sql in timescale_statements(settings) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One partition or chunk of a managed table.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PartitionInfo {
+    /// Table name.
+    pub name: String,
+    /// First instant it holds, ms since the epoch.
+    pub from_ms: i64,
+    /// End of its range (exclusive), ms since the epoch.
+    pub to_ms: i64,
+    /// Bytes on disk, indexes and TOAST included.
+    pub bytes: i64,
+    /// Rows (blocks) it holds.
+    pub rows: i64,
+    /// Whether TimescaleDB compressed it.
+    pub compressed: bool,
+}
+
+/// The layout of a managed table and its partitions.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct LayoutStats {
+    /// `sqlite`, `native` (PostgreSQL range partitions) or `timescaledb`.
+    pub layout: String,
+    /// The table.
+    pub table: String,
+    /// Its partitions or chunks, oldest first (empty on SQLite).
+    pub partitions: Vec<PartitionInfo>,
+    /// Blocks stored.
+    pub rows: i64,
+    /// Bytes on disk.
+    pub bytes: i64,
+}
+
+/// What TimescaleDB reports about itself.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct TimescaleHealth {
+    /// The server offers the extension.
+    pub available: bool,
+    /// Installed version, if installed.
+    pub installed_version: Option<String>,
+    /// Whether this database's samples use it.
+    pub in_use: bool,
+    /// Background jobs (policies) and how they fare.
+    pub jobs: Vec<JobHealth>,
+    /// Most recent job errors (TimescaleDB records some jobs as failed even
+    /// when their work was done, so errors are reported, not trusted away).
+    pub recent_errors: Vec<String>,
+    /// No job has failed and none has errors.
+    pub healthy: bool,
+}
+
+/// One TimescaleDB background job.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct JobHealth {
+    /// Job id.
+    pub id: i32,
+    /// What it runs (e.g. `policy_compression`).
+    pub kind: String,
+    /// The table or view it works on.
+    pub target: Option<String>,
+    /// `Success`, `Failed` or none yet.
+    pub last_run_status: Option<String>,
+    /// Failed runs in all.
+    pub total_failures: i64,
+}
+
+impl Store {
+    /// Creates the partitions `table` needs for [from_ms, to_ms), chunks of
+    /// `chunk_hours`; returns their names. TimescaleDB creates chunks itself
+    /// (nothing to do); SQLite has no partitions.
+    pub async fn ensure_partitions_for_range(
+        &self,
+        table: &str,
+        from_ms: i64,
+        to_ms: i64,
+        chunk_hours: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        check_table(table)?;
+        if from_ms >= to_ms || chunk_hours == 0 {
+            return Err(StoreError::Invalid(
+                "need start < end and a chunk interval of at least one hour".into(),
+            ));
+        }
+        match self {
+            Store::Postgres(pg) if !pg.layout.timescale() => {
+                let chunk = i64::from(chunk_hours) * 3_600_000;
+                Ok(ensure_partitions(&pg.pool, from_ms, to_ms, chunk).await?)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Drops what is older than `retention_days` from `table`: whole partitions
+    /// (native), chunks (TimescaleDB), blocks (SQLite). Returns what was dropped.
+    pub async fn cleanup_old_partitions(
+        &self,
+        table: &str,
+        retention_days: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        check_table(table)?;
+        let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+        match self {
+            Store::Postgres(pg) if pg.layout.timescale() => {
+                let sql = format!(
+                    "SELECT drop_chunks('sample_blocks', older_than => {})::text",
+                    ts_param(1)
+                );
+                Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(cutoff)
+                    .fetch_all(&pg.pool)
+                    .await?)
+            }
+            Store::Postgres(pg) => {
+                let sql = format!(
+                    "SELECT hw_drop_partitions_before('sample_blocks', {})",
+                    ts_param(1)
+                );
+                let dropped = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(cutoff)
+                    .fetch_all(&pg.pool)
+                    .await?;
+                pg.layout.forget_partitions();
+                Ok(dropped)
+            }
+            Store::Sqlite(pool) => {
+                let n = sqlx::query("DELETE FROM sample_blocks WHERE block_start < ?")
+                    .bind(bucket_start(cutoff, 60_000))
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok(if n == 0 {
+                    Vec::new()
+                } else {
+                    vec![format!("{n} blocks")]
+                })
+            }
+        }
+    }
+
+    /// Compresses the chunks of `table` older than `age_days` (TimescaleDB);
+    /// returns the chunks compressed. Without TimescaleDB there is nothing to
+    /// compress: block arrays are TOAST-compressed as they are written.
+    pub async fn compress_old_chunks(
+        &self,
+        table: &str,
+        age_days: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        check_table(table)?;
+        match self {
+            Store::Postgres(pg) if pg.layout.timescale() => {
+                let sql = format!(
+                    "SELECT compress_chunk(c, if_not_compressed => TRUE)::text \
+                     FROM show_chunks('sample_blocks', older_than => {}) c",
+                    ts_param(1)
+                );
+                Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(now_ms() - i64::from(age_days) * 86_400_000)
+                    .fetch_all(&pg.pool)
+                    .await?)
+            }
+            _ => Err(StoreError::Unsupported(
+                "compress_old_chunks needs TimescaleDB; without it block arrays are \
+                 compressed by PostgreSQL's TOAST as they are written"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The partitions (or chunks) of `table`, their sizes and rows.
+    pub async fn layout_stats(&self, table: &str) -> Result<LayoutStats, StoreError> {
+        check_table(table)?;
+        let epoch_ms = |col: &str| format!("(extract(epoch FROM {col}) * 1000)::int8");
+        let (layout, partitions) = match self {
+            Store::Postgres(pg) if pg.layout.timescale() => {
+                let sql = format!(
+                    "SELECT c.chunk_schema || '.' || c.chunk_name, {}, {}, \
+                     coalesce(s.total_bytes, 0)::int8, \
+                     coalesce((SELECT reltuples FROM pg_class \
+                               WHERE oid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass), 0)::int8, \
+                     c.is_compressed \
+                     FROM timescaledb_information.chunks c \
+                     LEFT JOIN chunks_detailed_size('sample_blocks') s \
+                       ON s.chunk_schema = c.chunk_schema AND s.chunk_name = c.chunk_name \
+                     WHERE c.hypertable_name = 'sample_blocks' ORDER BY c.range_start",
+                    epoch_ms("c.range_start"),
+                    epoch_ms("c.range_end")
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&pg.pool)
+                    .await?;
+                ("timescaledb", partitions_from(rows)?)
+            }
+            Store::Postgres(pg) => {
+                // Exact counts: an admin asks rarely, and estimates read 0 before ANALYZE.
+                let names: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT name, {}, {} FROM hw_partitions WHERE parent = $1 ORDER BY from_ts",
+                    epoch_ms("from_ts"),
+                    epoch_ms("to_ts")
+                )))
+                .bind(table)
+                .fetch_all(&pg.pool)
+                .await?;
+                let mut out = Vec::with_capacity(names.len());
+                for (name, from_ms, to_ms) in names {
+                    // The name comes from hw_partitions, quoted as an identifier.
+                    let sql = format!(
+                        "SELECT pg_total_relation_size(to_regclass($1))::int8, count(*)::int8 FROM \"{}\"",
+                        name.replace('"', "\"\"")
+                    );
+                    let (bytes, rows): (Option<i64>, i64) =
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                            .bind(&name)
+                            .fetch_one(&pg.pool)
+                            .await?;
+                    out.push(PartitionInfo {
+                        name,
+                        from_ms,
+                        to_ms,
+                        bytes: bytes.unwrap_or(0),
+                        rows,
+                        compressed: false,
+                    });
+                }
+                ("native", out)
+            }
+            Store::Sqlite(pool) => {
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sample_blocks")
+                    .fetch_one(pool)
+                    .await?;
+                let bytes: i64 = sqlx::query_scalar(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                )
+                .fetch_one(pool)
+                .await?;
+                return Ok(LayoutStats {
+                    layout: "sqlite".into(),
+                    table: table.into(),
+                    partitions: Vec::new(),
+                    rows,
+                    bytes,
+                });
+            }
+        };
+        Ok(LayoutStats {
+            layout: layout.into(),
+            table: table.into(),
+            rows: partitions.iter().map(|p| p.rows).sum(),
+            bytes: partitions.iter().map(|p| p.bytes).sum(),
+            partitions,
+        })
+    }
+
+    /// TimescaleDB's state: extension, jobs and their failures.
+    pub async fn timescale_health(&self) -> Result<TimescaleHealth, StoreError> {
+        let Store::Postgres(pg) = self else {
+            return Ok(TimescaleHealth {
+                available: false,
+                installed_version: None,
+                in_use: false,
+                jobs: Vec::new(),
+                recent_errors: Vec::new(),
+                healthy: true,
+            });
+        };
+        let available = timescale_available(&pg.pool).await?;
+        let installed_version: Option<String> = sqlx::query_scalar(
+            "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
+        )
+        .fetch_optional(&pg.pool)
+        .await?;
+        let mut jobs = Vec::new();
+        let mut recent_errors = Vec::new();
+        if installed_version.is_some() {
+            let rows = sqlx::query(
+                "SELECT j.job_id, j.proc_name::text, j.hypertable_name::text, \
+                 s.last_run_status::text, coalesce(s.total_failures, 0)::int8 \
+                 FROM timescaledb_information.jobs j \
+                 LEFT JOIN timescaledb_information.job_stats s USING (job_id) \
+                 WHERE j.job_id >= 1000 ORDER BY j.job_id",
+            )
+            .fetch_all(&pg.pool)
+            .await?;
+            for r in rows {
+                jobs.push(JobHealth {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    target: r.try_get(2)?,
+                    last_run_status: r.try_get(3)?,
+                    total_failures: r.try_get(4)?,
+                });
+            }
+            recent_errors = sqlx::query_scalar(
+                "SELECT format('job %s (%s) at %s: %s', job_id, proc_name, finish_time, err_message) \
+                 FROM timescaledb_information.job_errors \
+                 ORDER BY finish_time DESC LIMIT 20",
+            )
+            .fetch_all(&pg.pool)
+            .await?;
+        }
+        let healthy = jobs.iter().all(|j| j.total_failures == 0) && recent_errors.is_empty();
+        Ok(TimescaleHealth {
+            available,
+            installed_version,
+            in_use: pg.layout.timescale(),
+            jobs,
+            recent_errors,
+            healthy,
+        })
+    }
+}
+
+fn partitions_from(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<PartitionInfo>, sqlx::Error> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(PartitionInfo {
+                name: r.try_get(0)?,
+                from_ms: r.try_get(1)?,
+                to_ms: r.try_get(2)?,
+                bytes: r.try_get(3)?,
+                rows: r.try_get(4)?,
+                compressed: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timescale_statements_follow_the_settings() {
+        let sql = timescale_statements(&LayoutSettings::default()).join(";\n");
+        assert!(sql.contains("by_range('block_start', INTERVAL '24 hours')"));
+        assert!(sql.contains("add_compression_policy('sample_blocks', INTERVAL '7 days'"));
+        assert!(sql.contains("add_retention_policy('sample_blocks', INTERVAL '1826 days'"));
+        assert!(sql.contains("timescaledb.compress_segmentby = 'sensor_id'"));
+        for view in ["rollup_1m", "rollup_1h", "rollup_1d"] {
+            assert!(sql.contains(&format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {view}")));
+            assert!(sql.contains(&format!("add_continuous_aggregate_policy('{view}'")));
+        }
+    }
+
+    #[test]
+    fn only_managed_tables_are_accepted() {
+        assert!(check_table("sample_blocks").is_ok());
+        assert!(check_table("sensors; DROP TABLE sites").is_err());
+    }
+}
