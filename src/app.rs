@@ -18,7 +18,7 @@ use hydrowatch_actors::{Tree, TreeConfig, TreeStorage};
 use hydrowatch_protocols::modbus::{PollerConfig, ReconnectPolicy, SimulatorHandle};
 use hydrowatch_protocols::rig::RigRecording;
 
-use crate::config::{Loaded, Plant};
+use crate::config::{Loaded, Plant, StorageSettings};
 use crate::http::{self, ops::HealthFlags, AppState, Simulators};
 use crate::store::{PlantIds, Store};
 use crate::telemetry;
@@ -73,7 +73,7 @@ pub async fn open_storage(loaded: &Loaded) -> anyhow::Result<(Store, PlantIds)> 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.connect_timeout_secs);
     let mut delay = Duration::from_millis(200);
     let store = loop {
-        match Store::connect(url).await {
+        match Store::connect_with(url, settings.layout()).await {
             Ok(store) => break store,
             Err(err) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::warn!(error = %err, retry_in = ?delay, "database not reachable yet");
@@ -102,6 +102,40 @@ pub async fn open_storage(loaded: &Loaded) -> anyhow::Result<(Store, PlantIds)> 
         .await
         .context("recording the plant failed")?;
     Ok((store, ids))
+}
+
+/// Keeps partitions ahead of time and applies retention, every
+/// `maintenance_interval_secs` (the first round at start-up), until shutdown.
+/// A failed round is logged and retried at the next; the writer creates any
+/// partition it needs itself, so nothing waits on this.
+async fn maintain_storage(
+    store: Store,
+    settings: StorageSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let layout = settings.layout();
+    let mut every = tokio::time::interval(Duration::from_secs(settings.maintenance_interval_secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match store.maintain(&layout).await {
+            Ok(done) => {
+                metrics::counter!("hydrowatch_storage_maintenance_runs_total", "outcome" => "ok")
+                    .increment(1);
+                if !done.created.is_empty() || !done.dropped.is_empty() {
+                    tracing::info!(created = ?done.created, dropped = ?done.dropped, "storage maintenance");
+                }
+            }
+            Err(err) => {
+                metrics::counter!("hydrowatch_storage_maintenance_runs_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(error = %err, "storage maintenance failed; retrying next round");
+            }
+        }
+    }
 }
 
 /// A database URL without its password, for messages.
@@ -203,6 +237,12 @@ impl App {
                 })
                 .await
         });
+
+        tokio::spawn(maintain_storage(
+            state.store.clone(),
+            state.settings.storage.clone(),
+            shutdown_rx.clone(),
+        ));
 
         let (failure_tx, root_failure) = watch::channel(None);
         let registry = state.tree.registry.clone();

@@ -24,6 +24,8 @@ use hydrowatch_protocols::{
     ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
 };
 
+use crate::store::{LayoutSettings, TimescaleMode};
+
 /// The demo configuration compiled into the binary, used when no file is found.
 pub const EMBEDDED_SETTINGS: &str = include_str!("../config/hydrowatch.toml");
 /// The demo plant compiled into the binary.
@@ -175,11 +177,26 @@ pub struct StorageSettings {
     pub write_timeout_ms: u64,
     /// While pushed back, connections poll this many times less often.
     pub poll_slowdown: u32,
+    /// `auto`: samples go into a TimescaleDB hypertable when the server has the
+    /// extension (decided when the database is first migrated); `off`: native
+    /// partitions always. PostgreSQL only.
+    pub timescale: TimescaleMode,
+    /// Length of a partition or chunk of samples, hours (PostgreSQL).
+    pub chunk_interval_hours: u32,
+    /// Partitions kept created ahead of now (native PostgreSQL layout).
+    pub partitions_ahead: u32,
+    /// Chunks older than this are compressed, days (TimescaleDB).
+    pub compress_after_days: u32,
+    /// Samples older than this are dropped, days.
+    pub retention_days: u32,
+    /// How often partitions ahead are ensured and retention is applied, seconds.
+    pub maintenance_interval_secs: u64,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         let writer = WriterConfig::default();
+        let layout = LayoutSettings::default();
         Self {
             url: "sqlite://data/hydrowatch.db".into(),
             connect_timeout_secs: 30,
@@ -192,6 +209,12 @@ impl Default for StorageSettings {
             retry_max_ms: writer.retry_max.as_millis() as u64,
             write_timeout_ms: writer.write_timeout.as_millis() as u64,
             poll_slowdown: 4,
+            timescale: layout.timescale,
+            chunk_interval_hours: layout.chunk_interval_hours,
+            partitions_ahead: layout.partitions_ahead,
+            compress_after_days: layout.compress_after_days,
+            retention_days: layout.retention_days,
+            maintenance_interval_secs: 3600,
         }
     }
 }
@@ -208,6 +231,17 @@ impl StorageSettings {
             retry_initial: Duration::from_millis(self.retry_initial_ms),
             retry_max: Duration::from_millis(self.retry_max_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+        }
+    }
+
+    /// How samples are laid out and kept.
+    pub fn layout(&self) -> LayoutSettings {
+        LayoutSettings {
+            timescale: self.timescale,
+            chunk_interval_hours: self.chunk_interval_hours,
+            partitions_ahead: self.partitions_ahead,
+            compress_after_days: self.compress_after_days,
+            retention_days: self.retention_days,
         }
     }
 
@@ -242,6 +276,15 @@ impl StorageSettings {
             "max_buffered_rows",
             self.max_buffered_rows as u64,
             self.batch_rows as u64,
+        )?;
+        at_least("chunk_interval_hours", self.chunk_interval_hours.into(), 1)?;
+        at_least("partitions_ahead", self.partitions_ahead.into(), 1)?;
+        at_least("compress_after_days", self.compress_after_days.into(), 1)?;
+        at_least("retention_days", self.retention_days.into(), 1)?;
+        at_least(
+            "maintenance_interval_secs",
+            self.maintenance_interval_secs,
+            1,
         )?;
         if self.spool_dir.as_os_str().is_empty() {
             return Err(err(file, "storage.spool_dir: must not be empty"));

@@ -427,7 +427,37 @@ pub struct JobHealth {
     pub total_failures: i64,
 }
 
+/// What one round of [`Store::maintain`] did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Maintenance {
+    /// Partitions created (native PostgreSQL layout).
+    pub created: Vec<String>,
+    /// Partitions, chunks or blocks dropped by retention.
+    pub dropped: Vec<String>,
+}
+
 impl Store {
+    /// The periodic upkeep: partitions from the current chunk to
+    /// `partitions_ahead` chunks ahead exist, and samples older than the
+    /// retention are gone. TimescaleDB does both itself (its retention policy);
+    /// then this only reports.
+    pub async fn maintain(&self, settings: &LayoutSettings) -> Result<Maintenance, StoreError> {
+        if matches!(self, Store::Postgres(pg) if pg.layout.timescale()) {
+            return Ok(Maintenance::default());
+        }
+        let now = now_ms();
+        let chunk = settings.chunk_ms();
+        let from = bucket_start(now, chunk);
+        let to = from + chunk * (1 + i64::from(settings.partitions_ahead));
+        let created = self
+            .ensure_partitions_for_range("sample_blocks", from, to, settings.chunk_interval_hours)
+            .await?;
+        let dropped = self
+            .cleanup_old_partitions("sample_blocks", settings.retention_days)
+            .await?;
+        Ok(Maintenance { created, dropped })
+    }
+
     /// Creates the partitions `table` needs for [from_ms, to_ms), chunks of
     /// `chunk_hours`; returns their names. TimescaleDB creates chunks itself
     /// (nothing to do); SQLite has no partitions.
@@ -567,7 +597,7 @@ impl Store {
                 for (name, from_ms, to_ms) in names {
                     // The name comes from hw_partitions, quoted as an identifier.
                     let sql = format!(
-                        "SELECT pg_total_relation_size(to_regclass($1))::int8, count(*)::int8 FROM \"{}\"",
+                        "SELECT pg_total_relation_size(to_regclass(quote_ident($1)))::int8, count(*)::int8 FROM \"{}\"",
                         name.replace('"', "\"\"")
                     );
                     let (bytes, rows): (Option<i64>, i64) =

@@ -22,7 +22,7 @@ use sqlx::Row;
 
 use hydrowatch_models::{EquipmentId, EquipmentSpec, SensorId};
 
-pub use layout::{LayoutSettings, PgLayout, TimescaleMode};
+pub use layout::{LayoutSettings, Maintenance, PgLayout, TimescaleMode};
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]
