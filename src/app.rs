@@ -217,6 +217,7 @@ impl App {
             settings: Arc::new(loaded.settings),
             tree,
             store,
+            sensor_ids: Arc::new(plant_ids.by_equipment()),
             simulators: Simulators::new(simulators),
             shutdown: shutdown_rx.clone(),
             health: health.clone(),

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod instant;
 pub mod store;
 pub mod telemetry;
 

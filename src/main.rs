@@ -33,6 +33,55 @@ enum Command {
     CheckConfig,
     /// Create or upgrade the database schema (storage.url) and record the plant.
     Migrate,
+    /// Operate on the samples' layout in storage.url (prints JSON).
+    #[command(subcommand)]
+    Storage(StorageOp),
+}
+
+/// `hydrowatch storage …`: the same operations as `/api/v1/admin/storage/…`.
+#[derive(Subcommand)]
+enum StorageOp {
+    /// Create the partitions a time range needs (native PostgreSQL layout).
+    EnsurePartitions {
+        /// The table.
+        #[arg(long, default_value = "sample_blocks")]
+        table: String,
+        /// Start: RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        start: String,
+        /// End (exclusive): RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        end: String,
+        /// Partition length in hours (default: storage.chunk_interval_hours).
+        #[arg(long)]
+        chunk_interval_hours: Option<u32>,
+    },
+    /// Drop samples older than the retention (partitions, chunks or blocks).
+    Cleanup {
+        /// The table.
+        #[arg(long, default_value = "sample_blocks")]
+        table: String,
+        /// Days to keep (default: storage.retention_days).
+        #[arg(long)]
+        retention_days: Option<u32>,
+    },
+    /// Compress chunks older than an age (TimescaleDB only).
+    Compress {
+        /// The table.
+        #[arg(long, default_value = "sample_blocks")]
+        table: String,
+        /// Age in days (default: storage.compress_after_days).
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
+    /// Partitions or chunks with their ranges, sizes and rows.
+    Stats {
+        /// The table.
+        #[arg(long, default_value = "sample_blocks")]
+        table: String,
+    },
+    /// TimescaleDB: extension, jobs, failures.
+    TimescaleHealth,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +132,7 @@ fn main() -> ExitCode {
             Command::Serve => serve(loaded).await,
             Command::Simulate => simulate(loaded).await,
             Command::Migrate => migrate(loaded).await,
+            Command::Storage(op) => storage(loaded, op).await,
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     });
@@ -115,6 +165,55 @@ async fn migrate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
         loaded.plant.equipment.len(),
         ids.sensors.len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use hydrowatch::instant::parse_instant;
+
+    let (store, _) = hydrowatch::app::open_storage(&loaded).await?;
+    let settings = &loaded.settings.storage;
+    let json = match op {
+        StorageOp::EnsurePartitions {
+            table,
+            start,
+            end,
+            chunk_interval_hours,
+        } => {
+            let start = parse_instant(&start)
+                .map_err(anyhow::Error::msg)
+                .context("--start")?;
+            let end = parse_instant(&end)
+                .map_err(anyhow::Error::msg)
+                .context("--end")?;
+            let chunk = chunk_interval_hours.unwrap_or(settings.chunk_interval_hours);
+            let created = store
+                .ensure_partitions_for_range(&table, start, end, chunk)
+                .await?;
+            serde_json::json!({ "created": created })
+        }
+        StorageOp::Cleanup {
+            table,
+            retention_days,
+        } => {
+            let days = retention_days.unwrap_or(settings.retention_days);
+            let dropped = store.cleanup_old_partitions(&table, days).await?;
+            serde_json::json!({ "dropped": dropped })
+        }
+        StorageOp::Compress {
+            table,
+            older_than_days,
+        } => {
+            let days = older_than_days.unwrap_or(settings.compress_after_days);
+            let compressed = store.compress_old_chunks(&table, days).await?;
+            serde_json::json!({ "compressed": compressed })
+        }
+        StorageOp::Stats { table } => serde_json::to_value(store.layout_stats(&table).await?)?,
+        StorageOp::TimescaleHealth => serde_json::to_value(store.timescale_health().await?)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

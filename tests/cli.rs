@@ -275,3 +275,42 @@ fn migrate_creates_the_embedded_database_and_records_the_plant() {
     );
     assert!(db.exists());
 }
+
+#[test]
+fn storage_subcommands_print_json() {
+    let dir = config_with("none", |t| t);
+    let db = dir.path().join("data/hydrowatch.db");
+    let run = |args: &[&str]| {
+        let out = hydrowatch()
+            .arg("--config")
+            .arg(dir.path().join("config/hydrowatch.toml"))
+            .arg("storage")
+            .args(args)
+            .env(
+                "HYDROWATCH_STORAGE__URL",
+                format!("sqlite://{}", db.display()),
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text, err) = run(&["stats"]);
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        (stats["layout"].as_str(), stats["rows"].as_i64()),
+        (Some("sqlite"), Some(0))
+    );
+    let (ok, text, _) = run(&["cleanup", "--retention-days", "30"]);
+    assert!(ok);
+    assert!(text.contains("\"dropped\": []"), "{text}");
+    let (ok, _, err) = run(&["compress"]);
+    assert!(!ok && err.contains("needs TimescaleDB"), "{err}");
+    let (ok, _, err) = run(&["ensure-partitions", "--start", "x", "--end", "0"]);
+    assert!(!ok && err.contains("--start"), "{err}");
+}

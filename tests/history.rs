@@ -322,3 +322,208 @@ async fn sqlite_retention_deletes_old_blocks() {
     let stats = store.layout_stats("sample_blocks").await.unwrap();
     assert_eq!((stats.layout.as_str(), stats.rows), ("sqlite", 1));
 }
+
+/// Two hours of PS1 and PS2 of rig-1 from `t0`, a spike in PS1 at `t0 + 61 min`.
+async fn seed_rig1(app: &hydrowatch::App, t0: i64) -> Vec<StoredSample> {
+    let ids = &app.state.sensor_ids[&hydrowatch_models::EquipmentId::parse("rig-1").unwrap()];
+    let id = |s: &str| ids[&hydrowatch_models::SensorId::parse(s).unwrap()];
+    let mut rows = Vec::new();
+    for i in 0..7200i64 {
+        for (sensor, base) in [(id("PS1"), 150.0), (id("PS2"), 100.0)] {
+            let spike = sensor == id("PS1") && i == 3660;
+            rows.push(StoredSample {
+                sensor,
+                ts_ms: t0 + i * 1000,
+                value: Some(if spike {
+                    999.0
+                } else {
+                    base + (i % 60) as f64 * 0.1
+                }),
+                quality: Quality::Good,
+            });
+        }
+    }
+    app.state.store.write(&rows).await.expect("seeded");
+    rows
+}
+
+#[tokio::test]
+async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
+    let app = common::spawn_app().await;
+    let base = format!("http://{}/api/v1", app.addr);
+    let t0 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    seed_rig1(&app, t0).await;
+    let http = common::http();
+
+    let url = format!(
+        "{base}/equipment/rig-1/series?sensors=PS1,PS2&from=2025-01-01T00:00:00Z&to={}&max_points=100",
+        t0 + 7_200_000
+    );
+    let body = common::get_json(url).await;
+    assert_eq!(body["level"], "1m", "{body}");
+    assert_eq!(body["bucket_ms"], 120_000);
+    let series = body["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    assert_eq!(
+        (series[0]["sensor"].as_str(), series[0]["unit"].as_str()),
+        (Some("PS1"), Some("bar"))
+    );
+    let points = series[0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    assert!(points.iter().all(|p| p["count"] == 120));
+    // The one-second spike survives 120-second buckets as the bucket's max.
+    let spiked = &points[30];
+    assert_eq!(spiked["ts_ms"], t0 + 60 * 60_000);
+    assert_eq!(spiked["max"], 999.0);
+    assert!(points.iter().filter(|p| p["max"] == 999.0).count() == 1);
+    assert_eq!(series[1]["points"][0]["min"], 100.0);
+
+    // A short range reads the raw samples.
+    let body = common::get_json(format!(
+        "{base}/equipment/rig-1/series?sensors=PS1&from={}&to={}&max_points=30",
+        t0 + 3_600_000,
+        t0 + 3_720_000
+    ))
+    .await;
+    assert_eq!(
+        (body["level"].as_str(), body["bucket_ms"].as_i64()),
+        (Some("raw"), Some(4000))
+    );
+    assert_eq!(body["series"][0]["points"].as_array().unwrap().len(), 30);
+    assert_eq!(body["series"][0]["points"][15]["max"], 999.0);
+
+    // Bad input: 404 for an unknown unit, 422 naming the field otherwise.
+    let status = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let code = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (
+                code,
+                body["error"]["details"]["field"]
+                    .as_str()
+                    .map(str::to_owned),
+                body,
+            )
+        }
+    };
+    let (code, _, body) = status(format!("{base}/equipment/rig-9/series")).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    for (query, field) in [
+        ("sensors=PS1,XX9", "sensors"),
+        ("from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z", "from"),
+        ("to=tomorrow", "to"),
+        ("max_points=0", "max_points"),
+        ("max_points=100000", "max_points"),
+    ] {
+        let (code, got, body) = status(format!("{base}/equipment/rig-1/series?{query}")).await;
+        assert_eq!(
+            (code, got.as_deref()),
+            (422, Some(field)),
+            "{query}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "invalid_request");
+    }
+    let (code, _, body) = status(format!("{base}/equipment/rig-1/series?max_points=abc")).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
+
+    // KPIs over the last hour come from what the live rigs wrote.
+    let mut tries = 0;
+    let stats = loop {
+        let stats = common::get_json(format!("{base}/equipment/rig-1/stats?range=1h")).await;
+        if stats["sensors"][0]["count"].as_i64().unwrap_or(0) > 0 || tries == 100 {
+            break stats;
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats["range"], "1h");
+    assert_eq!(stats["sensors"].as_array().unwrap().len(), 17);
+    let ps1 = &stats["sensors"][0];
+    assert_eq!(ps1["sensor"], "PS1");
+    assert!(ps1["count"].as_i64().unwrap() > 0, "{stats}");
+    assert!(ps1["min"].as_f64().unwrap() <= ps1["max"].as_f64().unwrap());
+    let (code, field, _) = status(format!("{base}/equipment/rig-1/stats?range=2h")).await;
+    assert_eq!((code, field.as_deref()), (422, Some("range")));
+}
+
+#[tokio::test]
+async fn admin_storage_operations_over_http() {
+    let app = common::spawn_app().await;
+    let base = format!("http://{}/api/v1/admin/storage", app.addr);
+    let t0 = (now_ms() - 40 * DAY_MS) / 60_000 * 60_000;
+    seed_rig1(&app, t0).await;
+    let http = common::http();
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{base}/{path}"))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    let stats = common::admin_get(format!("{base}/stats")).await;
+    assert_eq!(stats["layout"], "sqlite");
+    assert!(stats["rows"].as_i64().unwrap() >= 240, "{stats}");
+    let health = common::admin_get(format!("{base}/timescale")).await;
+    assert_eq!(health["in_use"], false);
+
+    let r = call(reqwest::Method::POST, "compress", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 501);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported");
+
+    let r = call(
+        reqwest::Method::POST,
+        "cleanup",
+        serde_json::json!({"retention_days": 0}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let r = call(
+        reqwest::Method::POST,
+        "cleanup",
+        serde_json::json!({"table": "sensors"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let r = call(
+        reqwest::Method::POST,
+        "cleanup",
+        serde_json::json!({"retention_days": 30}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["affected"],
+        serde_json::json!(["240 blocks"]),
+        "{body}"
+    );
+
+    let r = call(
+        reqwest::Method::POST,
+        "partitions",
+        serde_json::json!({"start": "2030-01-01T00:00:00Z", "end": "later"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["details"]["field"], "end");
+
+    // Without the token: 401.
+    let r = http.get(format!("{base}/stats")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}

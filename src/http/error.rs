@@ -62,6 +62,12 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// This backend or layout cannot do that.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The database did not answer or failed.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,6 +85,8 @@ impl ApiError {
             ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +103,8 @@ impl ApiError {
             ApiError::Timeout(..) => "actor_timeout",
             ApiError::Unavailable(_) => "actor_unavailable",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unsupported(_) => "unsupported",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -127,6 +137,55 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl ApiError {
+    /// A malformed request naming the field at fault.
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: Some(serde_json::json!({ "field": field })),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match err {
+            StoreError::Invalid(message) => ApiError::BadRequest {
+                message,
+                details: None,
+            },
+            StoreError::Unsupported(message) => ApiError::Unsupported(message),
+            StoreError::Corrupt(_) => ApiError::Internal(err.to_string()),
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::Directory { .. }
+            | StoreError::Url(_) => {
+                tracing::warn!(error = %err, "storage request failed");
+                ApiError::StorageUnavailable(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest {
+            message: rejection.body_text(),
+            details: None,
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::BadRequest {
+            message: rejection.body_text(),
+            details: None,
+        }
     }
 }
 

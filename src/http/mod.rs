@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod equipment;
 pub mod error;
+pub mod history;
 pub mod ops;
+pub mod storage;
 pub mod web;
 pub mod ws;
 
@@ -16,7 +18,7 @@ use tokio::sync::{watch, Mutex};
 use utoipa::OpenApi;
 
 use hydrowatch_actors::Tree;
-use hydrowatch_models::EquipmentId;
+use hydrowatch_models::{EquipmentId, SensorId};
 use hydrowatch_protocols::modbus::SimulatorHandle;
 
 use crate::config::Settings;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub tree: Tree,
     /// The database.
     pub store: crate::store::Store,
+    /// Database id of each sensor, by equipment.
+    pub sensor_ids: Arc<HashMap<EquipmentId, HashMap<SensorId, i64>>>,
     /// The in-process simulators.
     pub simulators: Simulators,
     /// Becomes `true` when the process is shutting down.
@@ -48,14 +52,16 @@ pub struct AppState {
 #[openapi(
     info(title = "hydrowatch API", description = "Real-time supervision of hydraulic equipment."),
     paths(
-        equipment::list, equipment::get, ws::upgrade,
+        equipment::list, equipment::get, history::series, history::stats, ws::upgrade,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
+        storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress,
         web::index, web::openapi, web::docs,
     ),
     components(schemas(error::ErrorResponse)),
     modifiers(&BearerAuth),
     tags((name = "equipment", description = "Live equipment state"),
+         (name = "history", description = "Stored samples: chart series and KPIs"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
          (name = "admin", description = "Actor tree and simulators (bearer token)"),
@@ -84,6 +90,11 @@ pub fn router(state: AppState) -> Router {
         .route("/simulators", get(admin::simulators))
         .route("/simulators/{id}/condition", put(admin::set_condition))
         .route("/simulators/{id}/{action}", post(admin::simulator_power))
+        .route("/storage/stats", get(storage::stats))
+        .route("/storage/timescale", get(storage::timescale))
+        .route("/storage/partitions", post(storage::ensure_partitions))
+        .route("/storage/cleanup", post(storage::cleanup))
+        .route("/storage/compress", post(storage::compress))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -91,6 +102,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))
+        .route("/equipment/{id}/series", get(history::series))
+        .route("/equipment/{id}/stats", get(history::stats))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))
