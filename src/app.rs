@@ -218,6 +218,7 @@ impl App {
             tree,
             store,
             sensor_ids: Arc::new(plant_ids.by_equipment()),
+            ingest: Arc::default(),
             simulators: Simulators::new(simulators),
             shutdown: shutdown_rx.clone(),
             health: health.clone(),
@@ -232,11 +233,15 @@ impl App {
         });
         let mut server_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = server_shutdown.wait_for(|s| *s).await;
-                })
-                .await
+            // The peer address identifies a client for the ingest rate limit.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|s| *s).await;
+            })
+            .await
         });
 
         tokio::spawn(maintain_storage(

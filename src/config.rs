@@ -118,6 +118,58 @@ impl Default for LiveSettings {
     }
 }
 
+/// `[ingest]`: `POST /api/v1/ingest`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Largest request body, bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Most rows in one request (413 beyond it).
+    pub max_rows: usize,
+    /// Timestamps further ahead of the server's clock are quarantined, seconds.
+    pub max_future_secs: u64,
+    /// Requests per second each client may make (429 beyond it).
+    pub rate_per_sec: f64,
+    /// Requests a client may make at once after being idle.
+    pub rate_burst: u32,
+    /// How long a request waits for its rows to be committed or spooled, ms.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_rows: 100_000,
+            max_future_secs: 300,
+            rate_per_sec: 20.0,
+            rate_burst: 40,
+            ack_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl IngestSettings {
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(err(file, "ingest.max_body_bytes: must be at least 1024"));
+        }
+        if self.max_rows == 0 {
+            return Err(err(file, "ingest.max_rows: must be at least 1"));
+        }
+        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0) {
+            return Err(err(file, "ingest.rate_per_sec: must be a positive number"));
+        }
+        if self.rate_burst == 0 {
+            return Err(err(file, "ingest.rate_burst: must be at least 1"));
+        }
+        if self.ack_timeout_ms < 100 {
+            return Err(err(file, "ingest.ack_timeout_ms: must be at least 100"));
+        }
+        Ok(())
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -328,6 +380,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Database.
     pub storage: StorageSettings,
+    /// The ingest API.
+    pub ingest: IngestSettings,
     /// The other files.
     pub files: FileSettings,
 }
@@ -373,6 +427,7 @@ impl Settings {
             return Err(err(file, "live.stale_check_ms: must be at least 10"));
         }
         self.storage.validate(file)?;
+        self.ingest.validate(file)?;
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(err(
                 file,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ractor::Actor;
 use tokio::sync::oneshot;
 
-use common::{temp_dir, Proxy, TestDatabase};
+use common::{eventually, temp_dir, Proxy, TestDatabase};
 use hydrowatch::store::{PlantIds, Store};
 use hydrowatch_actors::storage::{
     decode_into, Durability, SampleStore, Spool, StorageState, StorageStatus, StorageWriter,
@@ -132,15 +132,6 @@ async fn postgres_copy_writes_are_atomic_and_the_first_value_wins() {
     write_contract(&store, &ids).await;
     store.close().await;
     db.drop_now().await;
-}
-
-/// Waits until `done` holds, polling; panics with `what` after `within`.
-async fn eventually(within: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

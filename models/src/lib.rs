@@ -8,6 +8,7 @@ pub mod health;
 pub mod id;
 pub mod sample;
 pub mod sensor;
+pub mod units;
 
 pub use health::{Health, HealthStatus};
 pub use id::{EquipmentId, IdError, SensorId};

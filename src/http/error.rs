@@ -65,6 +65,18 @@ pub enum ApiError {
     /// This backend or layout cannot do that.
     #[error("{0}")]
     Unsupported(String),
+    /// Too many requests from this client; retry after this many seconds.
+    #[error("rate limit exceeded; retry in {0} s")]
+    RateLimited(u64),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body is in a format the route does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Storage has pushed back (its spool is past its limit): retry later.
+    #[error("storage is behind (the database is unreachable and the spool is full); retry later")]
+    Backpressure,
     /// The database did not answer or failed.
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
@@ -86,6 +98,10 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Backpressure => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,6 +120,10 @@ impl ApiError {
             ApiError::Unavailable(_) => "actor_unavailable",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unsupported(_) => "unsupported",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Backpressure => "storage_backpressure",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -130,11 +150,19 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "internal error");
         }
         let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        use axum::http::{header, HeaderValue};
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::Backpressure | ApiError::StorageUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         response
     }

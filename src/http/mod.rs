@@ -4,6 +4,7 @@ pub mod admin;
 pub mod equipment;
 pub mod error;
 pub mod history;
+pub mod ingest;
 pub mod ops;
 pub mod storage;
 pub mod web;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub tree: Tree,
     /// The database.
     pub store: crate::store::Store,
+    /// Rate limits and batch ids in flight of the ingest API.
+    pub ingest: Arc<ingest::IngestState>,
     /// Database id of each sensor, by equipment.
     pub sensor_ids: Arc<HashMap<EquipmentId, HashMap<SensorId, i64>>>,
     /// The in-process simulators.
@@ -52,16 +55,17 @@ pub struct AppState {
 #[openapi(
     info(title = "hydrowatch API", description = "Real-time supervision of hydraulic equipment."),
     paths(
-        equipment::list, equipment::get, history::series, history::stats, ws::upgrade,
+        equipment::list, equipment::get, history::series, history::stats, ingest::ingest, ws::upgrade,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
-        storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress,
+        storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
         web::index, web::openapi, web::docs,
     ),
     components(schemas(error::ErrorResponse)),
     modifiers(&BearerAuth),
     tags((name = "equipment", description = "Live equipment state"),
          (name = "history", description = "Stored samples: chart series and KPIs"),
+         (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
          (name = "admin", description = "Actor tree and simulators (bearer token)"),
@@ -95,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/partitions", post(storage::ensure_partitions))
         .route("/storage/cleanup", post(storage::cleanup))
         .route("/storage/compress", post(storage::compress))
+        .route("/quarantine", get(storage::quarantine))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -102,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))
+        .route("/ingest", post(ingest::ingest))
         .route("/equipment/{id}/series", get(history::series))
         .route("/equipment/{id}/stats", get(history::stats))
         .route("/ws", get(ws::upgrade))

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::instant::parse_instant;
+use crate::store::ingest::QuarantinedRow;
 use crate::store::layout::{LayoutStats, TimescaleHealth};
 
 fn default_table() -> String {
@@ -154,4 +155,42 @@ pub async fn compress(
         .unwrap_or(state.settings.storage.compress_after_days);
     let affected = state.store.compress_old_chunks(&b.table, days).await?;
     Ok(Json(Affected { affected }))
+}
+
+/// `GET /admin/quarantine` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QuarantineQuery {
+    /// Only rows of this batch.
+    pub batch_id: Option<String>,
+    /// Most rows, 1–10000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// Quarantined rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantineList {
+    /// Newest first.
+    pub rows: Vec<QuarantinedRow>,
+}
+
+/// The latest quarantined ingest rows, as received, with their reasons.
+#[utoipa::path(get, path = "/api/v1/admin/quarantine", tag = "admin",
+    security(("bearer" = [])), params(QuarantineQuery),
+    responses((status = 200, body = QuarantineList), (status = 422, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)))]
+pub async fn quarantine(
+    State(state): State<AppState>,
+    query: Result<Query<QuarantineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<QuarantineList>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 10000"));
+    }
+    let rows = state
+        .store
+        .quarantined(q.batch_id.as_deref(), limit)
+        .await?;
+    Ok(Json(QuarantineList { rows }))
 }

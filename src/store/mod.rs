@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod history;
+pub mod ingest;
 pub mod layout;
 pub mod samples;
 

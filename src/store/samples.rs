@@ -212,11 +212,13 @@ async fn upsert_rollup_postgres(
     Ok(())
 }
 
-async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
-    let (mut fragments, in_batch) = blocks::fragments(rows);
-    let mut tx = pool.begin().await?;
+/// The stored instants of the blocks `fragments` overlap.
+async fn stored_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    fragments: &[Fragment],
+) -> Result<Stored, sqlx::Error> {
     let mut stored = Stored::new();
-    for f in &fragments {
+    for f in fragments {
         let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT payload FROM sample_blocks WHERE sensor_id = ? AND block_start = ? \
              AND first_ts <= ? AND last_ts >= ?",
@@ -236,6 +238,13 @@ async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Writte
                 .extend(old.ts);
         }
     }
+    Ok(stored)
+}
+
+async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
+    let (mut fragments, in_batch) = blocks::fragments(rows);
+    let mut tx = pool.begin().await?;
+    let stored = stored_sqlite(&mut tx, &fragments).await?;
     let already = blocks::drop_stored(&mut fragments, &stored);
     let mut inserted = 0;
     for f in &fragments {
@@ -292,6 +301,30 @@ async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Writte
 }
 
 impl Store {
+    /// Which of `rows`' (sensor, instant) pairs are already stored.
+    pub async fn stored_instants(
+        &self,
+        rows: &[StoredSample],
+    ) -> Result<HashSet<(i64, i64)>, StoreError> {
+        let (fragments, _) = blocks::fragments(rows);
+        let stored = match self {
+            Store::Postgres(pg) => {
+                let mut conn = pg.pool.acquire().await?;
+                stored_postgres(&mut conn, &fragments).await?
+            }
+            Store::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                stored_sqlite(&mut conn, &fragments).await?
+            }
+        };
+        let wanted: HashSet<(i64, i64)> = rows.iter().map(|r| (r.sensor, r.ts_ms)).collect();
+        Ok(stored
+            .into_iter()
+            .flat_map(|((sensor, _), instants)| instants.into_iter().map(move |ts| (sensor, ts)))
+            .filter(|pair| wanted.contains(pair))
+            .collect())
+    }
+
     /// Every stored sample of `sensors` in [from_ms, to_ms), by sensor then time.
     pub async fn read_samples(
         &self,

@@ -206,6 +206,15 @@ pub async fn get_json(url: String) -> Value {
         .expect("JSON body")
 }
 
+/// Waits until `done` holds, polling; panics with `what` after `within`.
+pub async fn eventually(within: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The local PostgreSQL server's maintenance database.
 pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

@@ -203,6 +203,11 @@ impl Actor for Equipment {
                     // The live picture applies the sensor's own pure checks at once,
                     // so publishing never waits for 17 actors; the sensor actor gets
                     // the reading for its state and the detectors that need history.
+                    // Rows ingested late (backfill) are history: they are stored,
+                    // but the live picture never goes back in time.
+                    if batch.ts_ms < st.states[i].ts_ms {
+                        continue;
+                    }
                     let state = st.args.spec.sensors[i].assess(&reading, batch.ts_ms);
                     st.pending
                         .sensors
