@@ -163,6 +163,12 @@ impl IngestSettings {
         if self.rate_burst == 0 {
             return Err(err(file, "ingest.rate_burst: must be at least 1"));
         }
+        if self.max_future_secs > 366 * 86_400 {
+            return Err(err(
+                file,
+                "ingest.max_future_secs: must be at most a year (31622400)",
+            ));
+        }
         if self.ack_timeout_ms < 100 {
             return Err(err(file, "ingest.ack_timeout_ms: must be at least 100"));
         }
@@ -333,6 +339,9 @@ impl StorageSettings {
         at_least("partitions_ahead", self.partitions_ahead.into(), 1)?;
         at_least("compress_after_days", self.compress_after_days.into(), 1)?;
         at_least("retention_days", self.retention_days.into(), 1)?;
+        if self.retention_days > 100 * 366 {
+            return Err(err(file, "storage.retention_days: must be at most 36600"));
+        }
         at_least(
             "maintenance_interval_secs",
             self.maintenance_interval_secs,

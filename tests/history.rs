@@ -115,11 +115,24 @@ async fn rollups_agree_with_raw(store: &Store, ids: &PlantIds) {
     // 20 minutes into a day, so hours and the day are partly covered.
     let t0 = 1_750_032_000_000 - 1_750_032_000_000 % DAY_MS + 20 * 60_000;
     let samples = three_hours(sensors, t0);
-    for batch in samples.chunks(1500) {
+    // Even seconds first, then the odd ones: every minute ends up in
+    // fragments that interleave in time (as a late backfill makes them).
+    let (even, odd): (Vec<StoredSample>, Vec<StoredSample>) = samples
+        .iter()
+        .cloned()
+        .partition(|s| (s.ts_ms / 1000) % 2 == 0);
+    for batch in even.chunks(1500).chain(odd.chunks(1500)) {
         store.write(batch).await.expect("batch written");
     }
     let again = store.write(&samples[3000..4500]).await.expect("retried");
     assert_eq!((again.inserted, again.duplicates), (0, 1500));
+    let read = store
+        .read_samples(&sensors, t0, t0 + 3 * 3_600_000)
+        .await
+        .unwrap();
+    let mut want = samples.clone();
+    want.sort_by_key(|s| (s.sensor, s.ts_ms));
+    assert!(read == want, "read back in (sensor, time) order");
 
     let end = t0 + 3 * 3_600_000;
     let cases = [

@@ -124,3 +124,140 @@ async fn unsupported_urls_are_refused() {
     let err = Store::connect("mysql://localhost/x").await.unwrap_err();
     assert!(matches!(err, StoreError::Url(_)), "{err}");
 }
+
+/// A database migrated by the first schema only, holding samples in the old
+/// one-row-per-sample table.
+async fn legacy_database(store: &Store, backend: &str) -> Vec<i64> {
+    let dir = std::env::temp_dir().join(unique("hydrowatch-legacy-migrations"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("0001")
+        {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let first = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+    match store {
+        Store::Sqlite(pool) => first.run(pool).await.unwrap(),
+        Store::Postgres(pg) => first.run(&pg.pool).await.unwrap(),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let loaded = demo();
+    let site = &loaded.plant.site;
+    let ids = store
+        .sync_plant(
+            &site.id,
+            &site.name,
+            &loaded.plant.equipment,
+            &loaded.plant.poll_periods_ms(),
+        )
+        .await
+        .unwrap();
+    let mut sensors: Vec<i64> = ids.sensors.values().copied().collect();
+    sensors.sort();
+    // Three samples: good, a gap (bad, no value), uncertain.
+    let rows = [
+        (sensors[0], 1_700_000_000_000i64, Some(1.5), 0i16),
+        (sensors[0], 1_700_000_001_000, None, 2),
+        (sensors[1], 1_700_000_000_500, Some(-2.0), 1),
+    ];
+    for (sensor, ts, value, quality) in rows {
+        match store {
+            Store::Sqlite(pool) => {
+                sqlx::query("INSERT INTO samples VALUES (?, ?, ?, ?)")
+                    .bind(sensor)
+                    .bind(ts)
+                    .bind(value)
+                    .bind(quality)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Store::Postgres(pg) => {
+                sqlx::query(
+                    "INSERT INTO samples VALUES ($1, timestamptz 'epoch' + $2 * interval '1 millisecond', $3, $4)",
+                )
+                .bind(sensor)
+                .bind(ts)
+                .bind(value)
+                .bind(quality)
+                .execute(&pg.pool)
+                .await
+                .unwrap();
+            }
+        }
+    }
+    sensors
+}
+
+async fn legacy_samples_survive_the_block_migration(store: &Store, backend: &str) {
+    let sensors = legacy_database(store, backend).await;
+    store.migrate().await.expect("migrated to blocks");
+    let got = store
+        .read_samples(&sensors[..2], 1_699_999_999_000, 1_700_000_002_000)
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64, Option<f64>, hydrowatch_models::Quality)> = got
+        .into_iter()
+        .map(|s| (s.sensor, s.ts_ms, s.value, s.quality))
+        .collect();
+    use hydrowatch_models::Quality::*;
+    assert_eq!(
+        got,
+        vec![
+            (sensors[0], 1_700_000_000_000, Some(1.5), Good),
+            (sensors[0], 1_700_000_001_000, None, Bad),
+            (sensors[1], 1_700_000_000_500, Some(-2.0), Uncertain),
+        ]
+    );
+    let tables = store.tables().await.unwrap();
+    assert!(
+        !tables.iter().any(|t| t.starts_with("samples")),
+        "{tables:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_samples_of_the_row_layout_are_kept_as_blocks() {
+    let dir = std::env::temp_dir().join(unique("hydrowatch-legacy"));
+    let store = Store::connect(&format!("sqlite://{}", dir.join("hw.db").display()))
+        .await
+        .unwrap();
+    legacy_samples_survive_the_block_migration(&store, "sqlite").await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn postgres_samples_of_the_row_layout_are_kept_as_blocks() {
+    let admin = Store::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    let Store::Postgres(hydrowatch::store::Postgres {
+        pool: admin_pool, ..
+    }) = &admin
+    else {
+        panic!("postgres expected")
+    };
+    let db = unique("hw_legacy");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin_pool)
+        .await
+        .unwrap();
+    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"))
+        .await
+        .unwrap();
+    legacy_samples_survive_the_block_migration(&store, "postgres").await;
+    store.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db} WITH (FORCE)"
+    )))
+    .execute(admin_pool)
+    .await
+    .unwrap();
+}

@@ -1,12 +1,15 @@
 -- Samples move from one row per sample to blocks per sensor and minute (see
--- src/store/blocks.rs and BENCHMARKS.md for why). No installation stored samples
--- in the row layout outside development, so the old table is dropped.
+-- src/store/blocks.rs and BENCHMARKS.md for why). The old table is kept as
+-- samples_legacy; Store::migrate rewrites its rows as blocks, then drops it.
 --
 -- `sample_blocks` and the rollups are created at start-up by src/store/layout.rs,
 -- because their shape depends on whether TimescaleDB is available: a hypertable
 -- and continuous aggregates with it, native range partitions and rollup tables
 -- without. What stays the same either way is created here.
-DROP TABLE samples;
+ALTER TABLE samples RENAME TO samples_legacy;
+
+-- A batch id answers a retry only when the retry is the same request.
+ALTER TABLE ingest_batches ADD COLUMN request_sha256 TEXT;
 
 -- Which layout this database uses ('timescaledb' or 'native'); one row.
 CREATE TABLE storage_layout (

@@ -1,8 +1,12 @@
 -- Samples move from one row per sample to blocks per sensor and minute (see
 -- src/store/blocks.rs and BENCHMARKS.md). Keep in step with
--- src/store/layout.rs, which creates the same tables on PostgreSQL. No
--- installation stored samples in the row layout outside development.
-DROP TABLE samples;
+-- src/store/layout.rs, which creates the same tables on PostgreSQL. The old
+-- table is kept as samples_legacy; Store::migrate rewrites its rows as blocks,
+-- then drops it.
+ALTER TABLE samples RENAME TO samples_legacy;
+
+-- A batch id answers a retry only when the retry is the same request.
+ALTER TABLE ingest_batches ADD COLUMN request_sha256 TEXT;
 
 -- A fragment: the samples of one sensor within one minute that one write
 -- stored. Instants in ms since the epoch; payload per src/store/blocks.rs.

@@ -324,7 +324,7 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
     let durability = if valid.is_empty() {
         "committed"
     } else {
-        send_live(&state, &valid);
+        send_live(&state, &valid, now_ms());
         store_rows(&state, &valid).await?
     };
     let accepted = valid.len();
@@ -662,6 +662,12 @@ impl<'a> PlantIndex<'a> {
                 UnitError::Incompatible { .. } => ("incompatible_unit", e.to_string()),
             })?,
         };
+        if !value.is_finite() {
+            return Err((
+                "non_finite_value",
+                format!("value {value_text} is not finite in {}", spec.unit),
+            ));
+        }
         Ok(Valid {
             equipment: equipment_id.clone(),
             sensor: spec.id.clone(),
@@ -674,9 +680,11 @@ impl<'a> PlantIndex<'a> {
 
 /// Hands the rows to their equipment actors, one batch per instant in time
 /// order. An actor that is restarting misses them live; storage has them.
-fn send_live(state: &AppState, rows: &[Valid]) {
+/// Rows stamped after `now_ms` are stored only: shown live, they would hide
+/// the polled readings (older by then) until their time came.
+fn send_live(state: &AppState, rows: &[Valid], now_ms: i64) {
     let mut by_instant: BTreeMap<(&EquipmentId, i64), Vec<Reading>> = BTreeMap::new();
-    for r in rows {
+    for r in rows.iter().filter(|r| r.ts_ms <= now_ms) {
         by_instant
             .entry((&r.equipment, r.ts_ms))
             .or_default()

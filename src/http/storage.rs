@@ -117,12 +117,6 @@ pub async fn cleanup(
     let days = b
         .retention_days
         .unwrap_or(state.settings.storage.retention_days);
-    if days == 0 {
-        return Err(ApiError::invalid(
-            "retention_days",
-            "retention_days must be at least 1",
-        ));
-    }
     let affected = state.store.cleanup_old_partitions(&b.table, days).await?;
     Ok(Json(Affected { affected }))
 }

@@ -7,6 +7,8 @@
 //! at most `max_points` of them, each with min and max (peaks survive), mean,
 //! count and last value.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sqlx::Row;
 
@@ -111,7 +113,9 @@ impl Store {
             return Err(StoreError::Invalid("`from` must be before `to`".into()));
         }
         let (level, bucket_ms) = plan(to_ms - from_ms, max_points);
-        let mut per_sensor: Vec<Vec<(i64, Summary)>> = vec![Vec::new(); sensors.len()];
+        // Fragments of one minute may interleave in time (a backfill between
+        // samples already stored), so buckets are keyed, not appended.
+        let mut per_sensor: Vec<BTreeMap<i64, Summary>> = vec![BTreeMap::new(); sensors.len()];
         let index_of = |sensor: i64| sensors.iter().position(|s| *s == sensor);
         // Buckets are aligned to `from` rounded down to the level's width.
         let origin = match level.table() {
@@ -122,11 +126,10 @@ impl Store {
         let mut add = |sensor: i64, ts: i64, s: Summary| {
             if let Some(i) = index_of(sensor) {
                 let k = key(ts);
-                let buckets = &mut per_sensor[i];
-                match buckets.last_mut() {
-                    Some((at, sum)) if *at == k => *sum = sum.merge(s),
-                    _ => buckets.push((k, s)),
-                }
+                per_sensor[i]
+                    .entry(k)
+                    .and_modify(|sum| *sum = sum.merge(s))
+                    .or_insert(s);
             }
         };
         match level.table() {

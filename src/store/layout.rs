@@ -165,6 +165,9 @@ async fn ensure_partitions(
         .await
 }
 
+/// Most partitions one [`Store::ensure_partitions_for_range`] creates.
+pub const MAX_PARTITIONS_PER_CALL: i64 = 1000;
+
 /// The tables whose layout the operations manage.
 pub const MANAGED_TABLES: [&str; 1] = ["sample_blocks"];
 
@@ -474,9 +477,14 @@ impl Store {
                 "need start < end and a chunk interval of at least one hour".into(),
             ));
         }
+        let chunk = i64::from(chunk_hours) * 3_600_000;
+        if (to_ms - from_ms) / chunk > MAX_PARTITIONS_PER_CALL {
+            return Err(StoreError::Invalid(format!(
+                "that range needs more than {MAX_PARTITIONS_PER_CALL} partitions; ask for less at a time"
+            )));
+        }
         match self {
             Store::Postgres(pg) if !pg.layout.timescale() => {
-                let chunk = i64::from(chunk_hours) * 3_600_000;
                 Ok(ensure_partitions(&pg.pool, from_ms, to_ms, chunk).await?)
             }
             _ => Ok(Vec::new()),
@@ -491,6 +499,11 @@ impl Store {
         retention_days: u32,
     ) -> Result<Vec<String>, StoreError> {
         check_table(table)?;
+        if retention_days == 0 {
+            return Err(StoreError::Invalid(
+                "a retention of 0 days would drop everything; keep at least 1".into(),
+            ));
+        }
         let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
         match self {
             Store::Postgres(pg) if pg.layout.timescale() => {

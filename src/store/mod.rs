@@ -167,6 +167,13 @@ impl Store {
                 layout::prepare(&pg.pool, &pg.layout).await?;
             }
         }
+        let converted = self.convert_legacy_samples().await?;
+        if converted > 0 {
+            tracing::info!(
+                samples = converted,
+                "samples of the row layout rewritten as blocks"
+            );
+        }
         Ok(())
     }
 

@@ -300,7 +300,102 @@ async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Writte
     })
 }
 
+/// Rows of `samples_legacy` converted per round.
+const LEGACY_PAGE: i64 = 50_000;
+
 impl Store {
+    /// Rewrites the rows of the old one-row-per-sample table (renamed
+    /// `samples_legacy` by migration 0002) as blocks, oldest key first, deleting
+    /// each page once written, then drops the table. Interrupted, it resumes
+    /// where it stopped (writes drop what is already stored). Returns the
+    /// samples converted.
+    pub(crate) async fn convert_legacy_samples(&self) -> Result<u64, StoreError> {
+        let exists: bool = match self {
+            Store::Postgres(pg) => {
+                sqlx::query_scalar("SELECT to_regclass('samples_legacy') IS NOT NULL")
+                    .fetch_one(&pg.pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' \
+                     AND name = 'samples_legacy'",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        if !exists {
+            return Ok(0);
+        }
+        let mut converted = 0u64;
+        loop {
+            let page: Vec<(i64, i64, Option<f64>, i16)> =
+                match self {
+                    Store::Postgres(pg) => sqlx::query_as(
+                        "SELECT sensor_id, (extract(epoch FROM ts) * 1000)::int8, value, quality \
+                         FROM samples_legacy ORDER BY sensor_id, ts LIMIT $1",
+                    )
+                    .bind(LEGACY_PAGE)
+                    .fetch_all(&pg.pool)
+                    .await?,
+                    Store::Sqlite(pool) => {
+                        sqlx::query_as(
+                            "SELECT sensor_id, ts_ms, value, quality FROM samples_legacy \
+                         ORDER BY sensor_id, ts_ms LIMIT ?",
+                        )
+                        .bind(LEGACY_PAGE)
+                        .fetch_all(pool)
+                        .await?
+                    }
+                };
+            let Some(&(last_sensor, last_ts, _, _)) = page.last() else {
+                break;
+            };
+            let rows: Vec<StoredSample> = page
+                .iter()
+                .map(|&(sensor, ts_ms, value, quality)| StoredSample {
+                    sensor,
+                    ts_ms,
+                    value,
+                    quality: blocks::quality_from_code(quality),
+                })
+                .collect();
+            match self {
+                Store::Postgres(pg) => {
+                    write_postgres(pg, &rows).await?;
+                    sqlx::query(
+                        "DELETE FROM samples_legacy WHERE (sensor_id, ts) <= \
+                         ($1, timestamptz 'epoch' + $2 * interval '1 millisecond')",
+                    )
+                    .bind(last_sensor)
+                    .bind(last_ts)
+                    .execute(&pg.pool)
+                    .await?;
+                }
+                Store::Sqlite(pool) => {
+                    write_sqlite(pool, &rows).await?;
+                    sqlx::query("DELETE FROM samples_legacy WHERE (sensor_id, ts_ms) <= (?, ?)")
+                        .bind(last_sensor)
+                        .bind(last_ts)
+                        .execute(pool)
+                        .await?;
+                }
+            }
+            converted += rows.len() as u64;
+        }
+        let drop = "DROP TABLE samples_legacy";
+        match self {
+            Store::Postgres(pg) => {
+                sqlx::query(drop).execute(&pg.pool).await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(drop).execute(pool).await?;
+            }
+        }
+        Ok(converted)
+    }
+
     /// Which of `rows`' (sensor, instant) pairs are already stored.
     pub async fn stored_instants(
         &self,
@@ -333,11 +428,14 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError> {
         let fragments = self.read_fragments(sensors, from_ms, to_ms).await?;
-        Ok(fragments
+        let mut samples: Vec<StoredSample> = fragments
             .iter()
             .flat_map(Fragment::samples)
             .filter(|s| s.ts_ms >= from_ms && s.ts_ms < to_ms)
-            .collect())
+            .collect();
+        // Fragments of one minute may interleave in time (a late backfill).
+        samples.sort_by_key(|s| (s.sensor, s.ts_ms));
+        Ok(samples)
     }
 
     /// The stored fragments of `sensors` whose blocks meet [from_ms, to_ms),

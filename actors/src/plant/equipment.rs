@@ -205,7 +205,7 @@ impl Actor for Equipment {
                     // the reading for its state and the detectors that need history.
                     // Rows ingested late (backfill) are history: they are stored,
                     // but the live picture never goes back in time.
-                    if batch.ts_ms < st.states[i].ts_ms {
+                    if batch.ts_ms <= st.states[i].ts_ms {
                         continue;
                     }
                     let state = st.args.spec.sensors[i].assess(&reading, batch.ts_ms);
