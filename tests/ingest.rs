@@ -159,6 +159,13 @@ async fn validation_contract(app: &App) {
     ))
     .await;
     assert_eq!(list["rows"].as_array().unwrap().len(), 11);
+    // The same id for another request is a conflict, not that request's answer.
+    let other = json!({"batch_id": "contract-1", "rows": [batch["rows"][0].clone()]});
+    let (status, _, body) = post_json(app, &other).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
 
     // CSV, columns in any order, the batch id in a header; a short line is
     // malformed, a repeated row a duplicate.
@@ -209,7 +216,7 @@ async fn postgres_ingest_validates_converts_quarantines_and_is_idempotent() {
 }
 
 #[tokio::test]
-async fn ingested_rows_show_live_and_backfill_does_not_turn_the_clock_back() {
+async fn ingested_rows_show_live_but_backfill_and_future_rows_do_not() {
     let app = common::spawn_app().await;
     let snapshot = || common::get_json(format!("http://{}/api/v1/equipment/rig-1", app.addr));
     let value_of = |snap: &Value, sensor: &str| {
@@ -218,23 +225,42 @@ async fn ingested_rows_show_live_and_backfill_does_not_turn_the_clock_back() {
             .and_then(|all| all.iter().find(|s| s["id"] == sensor))
             .and_then(|s| s["state"]["value"].as_f64())
     };
-    // Wait for live data, so that the backfill below has something to not replace.
-    for _ in 0..100 {
-        if value_of(&snapshot().await, "PS1").is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Live data first, then rig-1's connection stopped, so that only ingested
+    // rows can change its picture.
+    common::eventually(Duration::from_secs(10), "rig-1 polled", async || {
+        value_of(&snapshot().await, "PS1").is_some()
+    })
+    .await;
+    let stop = common::admin_post(format!(
+        "http://{}/api/v1/admin/actors/connections/rig-1/stop",
+        app.addr
+    ))
+    .await;
+    assert!(stop.status().is_success(), "{}", stop.status());
+    let before = snapshot().await;
     let now = now_ms();
     let rows = json!([
         {"equipment": "rig-1", "sensor": "PS1", "ts": now - 3_600_000, "value": 99.25},
-        {"equipment": "rig-1", "sensor": "PS2", "ts": now + 20_000, "value": 12.75},
+        {"equipment": "rig-1", "sensor": "PS2", "ts": now, "value": 12.75},
+        {"equipment": "rig-1", "sensor": "PS3", "ts": now + 20_000, "value": 7.5},
     ]);
     let (status, _, body) = post_json(&app, &rows).await;
-    assert_eq!((status, &body["accepted"]), (200, &json!(2)), "{body}");
+    assert_eq!((status, &body["accepted"]), (200, &json!(3)), "{body}");
     let snap = snapshot().await;
     assert_eq!(value_of(&snap, "PS2"), Some(12.75), "{snap}");
-    assert_ne!(value_of(&snap, "PS1"), Some(99.25), "{snap}");
+    assert_eq!(
+        value_of(&snap, "PS1"),
+        value_of(&before, "PS1"),
+        "backfill is history"
+    );
+    assert_eq!(
+        value_of(&snap, "PS3"),
+        value_of(&before, "PS3"),
+        "the future is not live yet"
+    );
+    // All three are stored.
+    let ps3 = stored_value(&app, sensor_id(&app, "rig-1", "PS3"), now + 20_000).await;
+    assert_eq!(ps3, Some(7.5));
 }
 
 #[tokio::test]

@@ -11,6 +11,10 @@ ALTER TABLE samples RENAME TO samples_legacy;
 -- A batch id answers a retry only when the retry is the same request.
 ALTER TABLE ingest_batches ADD COLUMN request_sha256 TEXT;
 
+-- A retried batch (its answer lost) quarantines its bad rows once.
+CREATE UNIQUE INDEX quarantine_batch_row ON quarantine (batch_id, row_no)
+    WHERE batch_id IS NOT NULL;
+
 -- Which layout this database uses ('timescaledb' or 'native'); one row.
 CREATE TABLE storage_layout (
     singleton  BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),

@@ -8,6 +8,10 @@ ALTER TABLE samples RENAME TO samples_legacy;
 -- A batch id answers a retry only when the retry is the same request.
 ALTER TABLE ingest_batches ADD COLUMN request_sha256 TEXT;
 
+-- A retried batch (its answer lost) quarantines its bad rows once.
+CREATE UNIQUE INDEX quarantine_batch_row ON quarantine (batch_id, row_no)
+    WHERE batch_id IS NOT NULL;
+
 -- A fragment: the samples of one sensor within one minute that one write
 -- stored. Instants in ms since the epoch; payload per src/store/blocks.rs.
 CREATE TABLE sample_blocks (

@@ -184,7 +184,7 @@ struct RawRow {
     responses(
         (status = 200, body = IngestResponse, description = "rows committed (or a recorded batch answered again: header `Idempotent-Replayed: true`)"),
         (status = 202, body = IngestResponse, description = "rows spooled while the database is unreachable"),
-        (status = 409, body = ErrorResponse, description = "the same batch id is being applied right now"),
+        (status = 409, body = ErrorResponse, description = "the same batch id is being applied right now, or was used for a different request"),
         (status = 413, body = ErrorResponse, description = "body or row count over the limit"),
         (status = 415, body = ErrorResponse, description = "neither JSON nor CSV"),
         (status = 422, body = ErrorResponse, description = "the body cannot be read at all"),
@@ -240,6 +240,17 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
         )));
     }
     let batch_id = batch_id(&parts.headers, parts.uri.query(), body_batch_id)?;
+    let request_sha256 = {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(if matches!(kind, Kind::Json) {
+            b"json:"
+        } else {
+            b"csv: "
+        });
+        hash.update(&body);
+        format!("{:x}", hash.finalize())
+    };
 
     let _in_flight = match &batch_id {
         Some(id) => {
@@ -259,11 +270,24 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
                 id: id.clone(),
             };
             match state.store.recorded_batch(id).await {
+                Ok(Some(recorded))
+                    if recorded.request_sha256.as_deref() != Some(&request_sha256) =>
+                {
+                    return Err(ApiError::Conflict(format!(
+                        "batch id {id:?} was used for a different request"
+                    )));
+                }
                 Ok(Some(recorded)) => {
                     metrics::counter!("hydrowatch_ingest_requests_total", "outcome" => "replayed")
                         .increment(1);
+                    let spooled = serde_json::from_str::<IngestResponse>(&recorded.response)
+                        .is_ok_and(|r| r.durability == "spooled");
                     let mut response = (
-                        StatusCode::OK,
+                        if spooled {
+                            StatusCode::ACCEPTED
+                        } else {
+                            StatusCode::OK
+                        },
                         [(header::CONTENT_TYPE, "application/json")],
                         recorded.response,
                     )
@@ -353,7 +377,7 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
         );
         if let Err(err) = state
             .store
-            .record_batch(id, received_ms, counts, &json)
+            .record_batch(id, received_ms, counts, &json, &request_sha256)
             .await
         {
             tracing::warn!(error = %err, batch_id = %id, "batch answer not recorded; a retry re-applies it (its samples deduplicated)");
@@ -367,6 +391,7 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
     Ok((status, [(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
+#[derive(Clone, Copy)]
 enum Kind {
     Json,
     Csv,

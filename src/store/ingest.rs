@@ -37,10 +37,13 @@ pub struct QuarantinedRow {
 pub struct RecordedBatch {
     /// The JSON response the first request got.
     pub response: String,
+    /// SHA-256 (hex) of the request it answered.
+    pub request_sha256: Option<String>,
 }
 
 impl Store {
-    /// Stores `rows` in the quarantine table, all or none.
+    /// Stores `rows` in the quarantine table, all or none; a row of a batch
+    /// already there (same batch id and row) is not stored twice.
     pub async fn quarantine(&self, rows: &[QuarantinedRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -56,7 +59,8 @@ impl Store {
                      SELECT timestamptz 'epoch' + r * interval '1 millisecond', b, n, e, s, t, v, u, c, why \
                      FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::text[], \
                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
-                          AS x(r, b, n, e, s, t, v, u, c, why)",
+                          AS x(r, b, n, e, s, t, v, u, c, why) \
+                     ON CONFLICT (batch_id, row_no) WHERE batch_id IS NOT NULL DO NOTHING",
                 )
                 .bind(rows.iter().map(|r| r.received_ms).collect::<Vec<_>>())
                 .bind(col(|r| r.batch_id.clone()))
@@ -75,7 +79,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 for r in rows {
                     sqlx::query(
-                        "INSERT INTO quarantine (received_ms, batch_id, row_no, equipment, sensor, \
+                        "INSERT OR IGNORE INTO quarantine (received_ms, batch_id, row_no, equipment, sensor, \
                          ts, value, unit, code, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(r.received_ms)
@@ -139,38 +143,47 @@ impl Store {
         &self,
         batch_id: &str,
     ) -> Result<Option<RecordedBatch>, StoreError> {
-        let response: Option<String> = match self {
-            Store::Postgres(pg) => {
-                sqlx::query_scalar("SELECT response::text FROM ingest_batches WHERE batch_id = $1")
-                    .bind(batch_id)
-                    .fetch_optional(&pg.pool)
-                    .await?
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT response FROM ingest_batches WHERE batch_id = ?")
+        let found: Option<(String, Option<String>)> =
+            match self {
+                Store::Postgres(pg) => sqlx::query_as(
+                    "SELECT response::text, request_sha256 FROM ingest_batches WHERE batch_id = $1",
+                )
+                .bind(batch_id)
+                .fetch_optional(&pg.pool)
+                .await?,
+                Store::Sqlite(pool) => {
+                    sqlx::query_as(
+                        "SELECT response, request_sha256 FROM ingest_batches WHERE batch_id = ?",
+                    )
                     .bind(batch_id)
                     .fetch_optional(pool)
                     .await?
-            }
-        };
-        Ok(response.map(|response| RecordedBatch { response }))
+                }
+            };
+        Ok(found.map(|(response, request_sha256)| RecordedBatch {
+            response,
+            request_sha256,
+        }))
     }
 
-    /// Records the answer to `batch_id` (the first record stays).
+    /// Records the answer to `batch_id`, given to the request whose SHA-256
+    /// is `request_sha256` (the first record stays).
     pub async fn record_batch(
         &self,
         batch_id: &str,
         received_ms: i64,
         counts: (i64, i64, i64),
         response: &str,
+        request_sha256: &str,
     ) -> Result<(), StoreError> {
         let (accepted, quarantined, duplicates) = counts;
         match self {
             Store::Postgres(pg) => {
                 sqlx::query(
                     "INSERT INTO ingest_batches (batch_id, received_at, accepted, quarantined, \
-                     duplicates, response) VALUES ($1, timestamptz 'epoch' + $2 * interval \
-                     '1 millisecond', $3, $4, $5, $6::jsonb) ON CONFLICT (batch_id) DO NOTHING",
+                     duplicates, response, request_sha256) VALUES ($1, timestamptz 'epoch' + \
+                     $2 * interval '1 millisecond', $3, $4, $5, $6::jsonb, $7) \
+                     ON CONFLICT (batch_id) DO NOTHING",
                 )
                 .bind(batch_id)
                 .bind(received_ms)
@@ -178,13 +191,15 @@ impl Store {
                 .bind(quarantined as i32)
                 .bind(duplicates as i32)
                 .bind(response)
+                .bind(request_sha256)
                 .execute(&pg.pool)
                 .await?;
             }
             Store::Sqlite(pool) => {
                 sqlx::query(
                     "INSERT INTO ingest_batches (batch_id, received_ms, accepted, quarantined, \
-                     duplicates, response) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING",
+                     duplicates, response, request_sha256) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (batch_id) DO NOTHING",
                 )
                 .bind(batch_id)
                 .bind(received_ms)
@@ -192,6 +207,7 @@ impl Store {
                 .bind(quarantined)
                 .bind(duplicates)
                 .bind(response)
+                .bind(request_sha256)
                 .execute(pool)
                 .await?;
             }
