@@ -157,8 +157,8 @@ impl IngestSettings {
         if self.max_rows == 0 {
             return Err(err(file, "ingest.max_rows: must be at least 1"));
         }
-        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0) {
-            return Err(err(file, "ingest.rate_per_sec: must be a positive number"));
+        if !(self.rate_per_sec.is_finite() && self.rate_per_sec >= 0.001) {
+            return Err(err(file, "ingest.rate_per_sec: must be at least 0.001"));
         }
         if self.rate_burst == 0 {
             return Err(err(file, "ingest.rate_burst: must be at least 1"));

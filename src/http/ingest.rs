@@ -61,6 +61,10 @@ impl IngestState {
         if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
             buckets
                 .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
+            if buckets.len() >= MAX_CLIENTS {
+                // All busy: forget them rather than grow without bound.
+                buckets.clear();
+            }
         }
         let bucket = buckets.entry(client).or_insert(Bucket {
             tokens: burst,
@@ -73,7 +77,8 @@ impl IngestState {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
+            Err(Duration::try_from_secs_f64((1.0 - bucket.tokens) / per_sec)
+                .unwrap_or(Duration::MAX))
         }
     }
 }
