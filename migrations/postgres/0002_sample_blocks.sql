@@ -40,7 +40,7 @@ CREATE FUNCTION hw_ensure_partitions(
     parent text, range_start timestamptz, range_end timestamptz, chunk interval)
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
-    chunk_start timestamptz := date_bin(chunk, range_start, timestamptz '2000-01-01 00:00:00+00');
+    chunk_start timestamptz := date_bin(chunk, range_start, timestamptz '1970-01-01 00:00:00+00');
     lo timestamptz;
     hi timestamptz;
     covered_to timestamptz;
@@ -65,7 +65,7 @@ BEGIN
             lo := covered_to;
             CONTINUE;
         END IF;
-        hi := date_bin(chunk, lo, timestamptz '2000-01-01 00:00:00+00') + chunk;
+        hi := date_bin(chunk, lo, timestamptz '1970-01-01 00:00:00+00') + chunk;
         SELECT min(p.from_ts) INTO next_from FROM hw_partitions p
             WHERE p.parent = hw_ensure_partitions.parent AND p.from_ts > lo;
         IF next_from IS NOT NULL AND next_from < hi THEN

@@ -192,7 +192,8 @@ pub async fn prepare(pool: &PgPool, layout: &PgLayout) -> Result<(), StoreError>
         Some(kind) => kind == "timescaledb",
         None => {
             let wanted = layout.settings.timescale == TimescaleMode::Auto
-                && timescale_available(pool).await?;
+                && timescale_available(pool).await?
+                && install_timescale(pool).await;
             if wanted {
                 create_timescale(pool, &layout.settings).await?;
             } else {
@@ -214,6 +215,80 @@ pub async fn prepare(pool: &PgPool, layout: &PgLayout) -> Result<(), StoreError>
         let ahead = i64::from(layout.settings.partitions_ahead.max(1)) * chunk;
         ensure_partitions(pool, now - chunk, now + ahead, chunk).await?;
         tracing::info!("samples in native range partitions");
+    }
+    Ok(())
+}
+
+/// The oldest TimescaleDB whose SQL we use (`by_range` came in 2.13).
+pub const TIMESCALE_MIN_VERSION: (u32, u32) = (2, 13);
+
+/// Installs TimescaleDB; whether it is there in a version we can use. A server
+/// that offers the package but cannot load it (not in
+/// `shared_preload_libraries`, no privilege) or an old version means the
+/// native layout, with a warning, not a failed start.
+async fn install_timescale(pool: &PgPool) -> bool {
+    if let Err(err) = sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %err, "TimescaleDB is offered but cannot be installed; using native partitions");
+        return false;
+    }
+    let version: Option<String> = sqlx::query_scalar(
+        "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    match version.as_deref().and_then(major_minor) {
+        Some(v) if v >= TIMESCALE_MIN_VERSION => true,
+        _ => {
+            tracing::warn!(
+                version = ?version,
+                "TimescaleDB is older than {}.{}; using native partitions",
+                TIMESCALE_MIN_VERSION.0,
+                TIMESCALE_MIN_VERSION.1
+            );
+            false
+        }
+    }
+}
+
+/// `2.13.1` → (2, 13).
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
+    Some((major, minor))
+}
+
+/// The oldest instant a TimescaleDB continuous aggregate policy refreshes:
+/// rows written before it reach the rollups only by an explicit refresh.
+pub const TIMESCALE_REFRESH_WINDOW_MS: i64 = 3 * 86_400_000 - 3_600_000;
+
+/// Refreshes the continuous aggregates over [from_ms, to_ms) (rounded out to
+/// days), finest first, so backfilled rows older than the policies' windows
+/// reach the rollups. Not inside a transaction (TimescaleDB refuses that).
+pub async fn refresh_rollups(pool: &PgPool, from_ms: i64, to_ms: i64) -> Result<(), sqlx::Error> {
+    let from = bucket_start(from_ms, 86_400_000);
+    let to = bucket_start(to_ms, 86_400_000) + 86_400_000;
+    for (view, _) in ROLLUPS {
+        // `view` is one of the constant rollup names.
+        let sql = format!(
+            "CALL refresh_continuous_aggregate('{view}', {}, {})",
+            ts_param(1),
+            ts_param(2)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .execute(pool)
+            .await?;
     }
     Ok(())
 }
@@ -733,6 +808,15 @@ fn partitions_from(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<PartitionInfo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timescale_versions_are_compared_by_major_and_minor() {
+        assert_eq!(major_minor("2.13.1"), Some((2, 13)));
+        assert_eq!(major_minor("2.9.0-dev"), Some((2, 9)));
+        assert_eq!(major_minor("2.17"), Some((2, 17)));
+        assert!(major_minor("2.9.0").unwrap() < TIMESCALE_MIN_VERSION);
+        assert_eq!(major_minor("x"), None);
+    }
 
     #[test]
     fn timescale_statements_follow_the_settings() {

@@ -27,7 +27,7 @@ use hydrowatch_actors::storage::{SampleStore, StoreFailure, StoredSample, Writte
 use super::blocks::{
     self, bucket_start, copy_payload, decode_payload, encode_payload, Fragment, BLOCK_MS, ROLLUPS,
 };
-use super::{Postgres, Store, StoreError};
+use super::{layout, Postgres, Store, StoreError};
 
 impl SampleStore for Store {
     fn write<'a>(
@@ -129,10 +129,33 @@ async fn write_postgres(pg: &Postgres, rows: &[StoredSample]) -> Result<Written,
         }
     }
     tx.commit().await?;
+    if pg.layout.timescale() && inserted > 0 {
+        refresh_backfilled_rollups(pg, &fragments).await;
+    }
     Ok(Written {
         inserted,
         duplicates: in_batch + already,
     })
+}
+
+/// Rows older than the continuous aggregate policies' window reach the
+/// rollups only through an explicit refresh. A failed refresh leaves the rows
+/// stored and the rollups behind: logged and counted, not failed (the rows must
+/// not be spooled again).
+async fn refresh_backfilled_rollups(pg: &Postgres, fragments: &[Fragment]) {
+    let horizon = layout::now_ms() - layout::TIMESCALE_REFRESH_WINDOW_MS;
+    let old: Vec<i64> = fragments
+        .iter()
+        .map(|f| f.block_start)
+        .filter(|b| *b < horizon)
+        .collect();
+    let (Some(&from), Some(&to)) = (old.iter().min(), old.iter().max()) else {
+        return;
+    };
+    if let Err(err) = layout::refresh_rollups(&pg.pool, from, to + BLOCK_MS).await {
+        metrics::counter!("hydrowatch_storage_rollup_refresh_failures_total").increment(1);
+        tracing::warn!(error = %err, from, to, "rollups of backfilled samples not refreshed");
+    }
 }
 
 async fn stored_postgres(
