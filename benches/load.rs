@@ -113,7 +113,13 @@ fn write_config(rigs: usize, rate_hz: f64, external: bool) -> (PathBuf, Option<P
         plant.push_str(&equipment(&endpoint, 0));
         sim_plant.push_str(&equipment("simulator", port));
     }
-    let settings = "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nfilter = \"warn\"\n[websocket]\nmax_message_bytes = 65536\n";
+    // Its own database and spool in the temp dir, never the working directory's.
+    let settings = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nfilter = \"warn\"\n[websocket]\nmax_message_bytes = 65536\n\
+         [storage]\nurl = \"sqlite://{db}\"\nspool_dir = \"{spool}\"\n",
+        db = dir.join("hydrowatch.db").display(),
+        spool = dir.join("spool").display()
+    );
     for (sub, plant) in [("", &plant), ("sim/", &sim_plant)] {
         std::fs::write(dir.join(format!("{sub}config/plant.toml")), plant).expect("write plant");
         std::fs::copy(
@@ -121,7 +127,7 @@ fn write_config(rigs: usize, rate_hz: f64, external: bool) -> (PathBuf, Option<P
             dir.join(format!("{sub}supervision.toml")),
         )
         .expect("copy supervision");
-        std::fs::write(dir.join(format!("{sub}config/hydrowatch.toml")), settings)
+        std::fs::write(dir.join(format!("{sub}config/hydrowatch.toml")), &settings)
             .expect("write settings");
     }
     let sim = external.then(|| dir.join("sim/config/hydrowatch.toml"));

@@ -138,6 +138,56 @@ async fn maintain_storage(
     }
 }
 
+/// Blocks compacted per call, so one round never holds the writers' lock long.
+const COMPACT_BATCH: i64 = 2000;
+
+/// Merges the fragments of closed minutes, every `every`, until shutdown. Each
+/// round covers the minutes closed since the previous one (and ten before, for
+/// writes that arrived late); the first round looks a day back. Older
+/// fragments (a backfill) stay as written: `hydrowatch storage compact`.
+async fn compact_storage(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    use crate::store::blocks::{bucket_start, BLOCK_MS};
+    let mut since = crate::store::layout::now_ms() - 86_400_000;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // A minute is closed once the flush after its end is done.
+        let until = bucket_start(crate::store::layout::now_ms() - 2 * BLOCK_MS, BLOCK_MS);
+        let from = since - 10 * BLOCK_MS;
+        let mut merged = crate::store::samples::Compaction::default();
+        let outcome = loop {
+            match store.compact_blocks(from, until, COMPACT_BATCH).await {
+                Ok(round) if round.blocks > 0 => {
+                    merged.blocks += round.blocks;
+                    merged.fragments += round.fragments;
+                    if *shutdown.borrow() {
+                        break Ok(());
+                    }
+                }
+                Ok(_) => break Ok(()),
+                Err(err) => break Err(err),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                since = until;
+                metrics::counter!("hydrowatch_storage_compacted_fragments_total")
+                    .increment(merged.fragments);
+                tracing::debug!(
+                    blocks = merged.blocks,
+                    fragments = merged.fragments,
+                    "blocks compacted"
+                );
+            }
+            Err(err) => tracing::warn!(error = %err, "compaction failed; retrying next round"),
+        }
+    }
+}
+
 /// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -247,6 +297,11 @@ impl App {
         tokio::spawn(maintain_storage(
             state.store.clone(),
             state.settings.storage.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(compact_storage(
+            state.store.clone(),
+            Duration::from_secs(state.settings.storage.compact_interval_secs),
             shutdown_rx.clone(),
         ));
 

@@ -249,6 +249,9 @@ pub struct StorageSettings {
     pub retention_days: u32,
     /// How often partitions ahead are ensured and retention is applied, seconds.
     pub maintenance_interval_secs: u64,
+    /// How often the fragments of closed minutes are merged into one row per
+    /// sensor and minute, seconds.
+    pub compact_interval_secs: u64,
 }
 
 impl Default for StorageSettings {
@@ -273,6 +276,7 @@ impl Default for StorageSettings {
             compress_after_days: layout.compress_after_days,
             retention_days: layout.retention_days,
             maintenance_interval_secs: 3600,
+            compact_interval_secs: 60,
         }
     }
 }

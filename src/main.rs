@@ -74,6 +74,15 @@ enum StorageOp {
         #[arg(long)]
         older_than_days: Option<u32>,
     },
+    /// Merge the fragments of each minute in a range into one row per sensor.
+    Compact {
+        /// Start: RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        start: String,
+        /// End (exclusive): RFC 3339 or ms since the epoch.
+        #[arg(long)]
+        end: String,
+    },
     /// Partitions or chunks with their ranges, sizes and rows.
     Stats {
         /// The table.
@@ -208,6 +217,24 @@ async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCo
             let days = older_than_days.unwrap_or(settings.compress_after_days);
             let compressed = store.compress_old_chunks(&table, days).await?;
             serde_json::json!({ "compressed": compressed })
+        }
+        StorageOp::Compact { start, end } => {
+            let start = parse_instant(&start)
+                .map_err(anyhow::Error::msg)
+                .context("--start")?;
+            let end = parse_instant(&end)
+                .map_err(anyhow::Error::msg)
+                .context("--end")?;
+            let (mut blocks, mut fragments) = (0, 0);
+            loop {
+                let round = store.compact_blocks(start, end, 2000).await?;
+                if round.blocks == 0 {
+                    break;
+                }
+                blocks += round.blocks;
+                fragments += round.fragments;
+            }
+            serde_json::json!({ "blocks": blocks, "fragments": fragments })
         }
         StorageOp::Stats { table } => serde_json::to_value(store.layout_stats(&table).await?)?,
         StorageOp::TimescaleHealth => serde_json::to_value(store.timescale_health().await?)?,

@@ -309,6 +309,9 @@ fn storage_subcommands_print_json() {
     let (ok, text, _) = run(&["cleanup", "--retention-days", "30"]);
     assert!(ok);
     assert!(text.contains("\"dropped\": []"), "{text}");
+    let (ok, text, err) = run(&["compact", "--start", "0", "--end", "2030-01-01T00:00:00Z"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("\"blocks\": 0"), "{text}");
     let (ok, _, err) = run(&["compress"]);
     assert!(!ok && err.contains("needs TimescaleDB"), "{err}");
     let (ok, _, err) = run(&["ensure-partitions", "--start", "x", "--end", "0"]);

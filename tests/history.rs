@@ -126,11 +126,39 @@ async fn rollups_agree_with_raw(store: &Store, ids: &PlantIds) {
     }
     let again = store.write(&samples[3000..4500]).await.expect("retried");
     assert_eq!((again.inserted, again.duplicates), (0, 1500));
+    history_matches(store, sensors, &samples, t0).await;
+
+    // Compaction leaves one row per sensor and minute and changes no answer.
+    let before = store.layout_stats("sample_blocks").await.unwrap().rows;
+    let mut done = hydrowatch::store::samples::Compaction::default();
+    loop {
+        let round = store
+            .compact_blocks(t0 - DAY_MS, t0 + DAY_MS, 100)
+            .await
+            .expect("compaction");
+        if round.blocks == 0 {
+            break;
+        }
+        done.blocks += round.blocks;
+        done.fragments += round.fragments;
+    }
+    assert_eq!(done.blocks, 2 * 180, "{done:?}");
+    assert_eq!(done.fragments as i64, before, "{done:?}");
+    let after = store.layout_stats("sample_blocks").await.unwrap().rows;
+    assert_eq!(after, 2 * 180);
+    history_matches(store, sensors, &samples, t0).await;
+    // Writing after compaction still finds every stored instant.
+    let again = store.write(&samples[..100]).await.expect("retried");
+    assert_eq!((again.inserted, again.duplicates), (0, 100));
+}
+
+/// Raw reads, every level of `series` and `stats` agree with `samples`.
+async fn history_matches(store: &Store, sensors: [i64; 2], samples: &[StoredSample], t0: i64) {
     let read = store
         .read_samples(&sensors, t0, t0 + 3 * 3_600_000)
         .await
         .unwrap();
-    let mut want = samples.clone();
+    let mut want = samples.to_vec();
     want.sort_by_key(|s| (s.sensor, s.ts_ms));
     assert!(read == want, "read back in (sensor, time) order");
 
@@ -163,7 +191,7 @@ async fn rollups_agree_with_raw(store: &Store, ids: &PlantIds) {
             }
         };
         for (i, sensor) in sensors.iter().enumerate() {
-            let want = expected(&samples, *sensor, origin, bucket, from_in, to_in);
+            let want = expected(samples, *sensor, origin, bucket, from_in, to_in);
             assert!(!want.is_empty());
             assert_points(&series.points[i], &want, &what);
         }
@@ -174,7 +202,7 @@ async fn rollups_agree_with_raw(store: &Store, ids: &PlantIds) {
     let stats = store.stats(&sensors, end, 3_600_000).await.expect("stats");
     let from = end - 3_600_000;
     for (i, sensor) in sensors.iter().enumerate() {
-        let want = expected(&samples, *sensor, from, 2 * 3_600_000, from, end + 60_000);
+        let want = expected(samples, *sensor, from, 2 * 3_600_000, from, end + 60_000);
         let got = stats[i].expect("stats of a sensor with data");
         assert_eq!(
             (got.count, got.min, got.max, got.last),

@@ -264,31 +264,45 @@ async fn stored_sqlite(
     Ok(stored)
 }
 
+/// Write transactions on SQLite take the write lock at once: a transaction
+/// that reads first and writes later fails (instead of waiting) when another
+/// writer committed in between.
+const SQLITE_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// Inserts one fragment as a row of `sample_blocks`.
+async fn insert_sqlite_block(
+    tx: &mut sqlx::SqliteConnection,
+    f: &Fragment,
+) -> Result<(), sqlx::Error> {
+    let summary = f.summary();
+    sqlx::query(
+        "INSERT INTO sample_blocks (sensor_id, block_start, first_ts, last_ts, samples, n, \
+         vmin, vmax, vsum, vlast, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(f.sensor)
+    .bind(f.block_start)
+    .bind(f.first_ts())
+    .bind(f.last_ts())
+    .bind(f.ts.len() as i64)
+    .bind(summary.map_or(0, |s| s.count))
+    .bind(summary.map(|s| s.min))
+    .bind(summary.map(|s| s.max))
+    .bind(summary.map(|s| s.sum))
+    .bind(summary.map(|s| s.last))
+    .bind(encode_payload(f))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
     let (mut fragments, in_batch) = blocks::fragments(rows);
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with(SQLITE_WRITE).await?;
     let stored = stored_sqlite(&mut tx, &fragments).await?;
     let already = blocks::drop_stored(&mut fragments, &stored);
     let mut inserted = 0;
     for f in &fragments {
-        let summary = f.summary();
-        sqlx::query(
-            "INSERT INTO sample_blocks (sensor_id, block_start, first_ts, last_ts, samples, n, \
-             vmin, vmax, vsum, vlast, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(f.sensor)
-        .bind(f.block_start)
-        .bind(f.first_ts())
-        .bind(f.last_ts())
-        .bind(f.ts.len() as i64)
-        .bind(summary.map_or(0, |s| s.count))
-        .bind(summary.map(|s| s.min))
-        .bind(summary.map(|s| s.max))
-        .bind(summary.map(|s| s.sum))
-        .bind(summary.map(|s| s.last))
-        .bind(encode_payload(f))
-        .execute(&mut *tx)
-        .await?;
+        insert_sqlite_block(&mut tx, f).await?;
         inserted += f.ts.len() as u64;
     }
     for (table, width) in ROLLUPS {
@@ -323,10 +337,177 @@ async fn write_sqlite(pool: &SqlitePool, rows: &[StoredSample]) -> Result<Writte
     })
 }
 
+/// A stored fragment from a row of (sensor_id, block_start ms, offsets, vals,
+/// quality).
+fn fragment_from_pg(row: &sqlx::postgres::PgRow) -> Result<Fragment, StoreError> {
+    let block_start: i64 = row.try_get(1)?;
+    let offsets: Vec<i32> = row.try_get(2)?;
+    let values: Vec<Option<f64>> = row.try_get(3)?;
+    let quality: Option<Vec<i16>> = row.try_get(4)?;
+    let quality = quality.unwrap_or_else(|| vec![0; offsets.len()]);
+    if values.len() != offsets.len() || quality.len() != offsets.len() {
+        return Err(StoreError::Corrupt(format!(
+            "block of sensor {} at {block_start}: arrays of unequal length",
+            row.try_get::<i64, _>(0)?
+        )));
+    }
+    Ok(Fragment {
+        sensor: row.try_get(0)?,
+        block_start,
+        ts: offsets
+            .iter()
+            .map(|o| block_start + i64::from(*o))
+            .collect(),
+        values,
+        quality,
+    })
+}
+
+/// What one [`Store::compact_blocks`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Compaction {
+    /// Blocks now held in one row each.
+    pub blocks: u64,
+    /// Rows (fragments) they were held in before.
+    pub fragments: u64,
+}
+
+/// Merges fragments into one per (sensor, block); they hold no instant twice.
+fn merge(fragments: &[Fragment]) -> Vec<Fragment> {
+    let samples: Vec<StoredSample> = fragments.iter().flat_map(Fragment::samples).collect();
+    blocks::fragments(&samples).0
+}
+
 /// Rows of `samples_legacy` converted per round.
 const LEGACY_PAGE: i64 = 50_000;
 
 impl Store {
+    /// Rewrites the blocks in [from_ms, to_ms) that are held in more than one
+    /// fragment (every write adds one: at 1 Hz and a 500 ms flush, one sample
+    /// each) as one row each, at most `max_blocks` of them per call. Samples and
+    /// rollups are unchanged. Runs under the writers' lock, so no write of
+    /// those blocks interleaves.
+    pub async fn compact_blocks(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        max_blocks: i64,
+    ) -> Result<Compaction, StoreError> {
+        match self {
+            Store::Postgres(pg) => {
+                let mut tx = pg.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let groups: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT sensor_id, (extract(epoch FROM block_start) * 1000)::int8 \
+                     FROM sample_blocks \
+                     WHERE block_start >= timestamptz 'epoch' + $1 * interval '1 millisecond' \
+                       AND block_start < timestamptz 'epoch' + $2 * interval '1 millisecond' \
+                     GROUP BY sensor_id, block_start HAVING count(*) > 1 LIMIT $3",
+                )
+                .bind(from_ms)
+                .bind(to_ms)
+                .bind(max_blocks)
+                .fetch_all(&mut *tx)
+                .await?;
+                if groups.is_empty() {
+                    return Ok(Compaction::default());
+                }
+                let sensors: Vec<i64> = groups.iter().map(|g| g.0).collect();
+                let starts: Vec<i64> = groups.iter().map(|g| g.1).collect();
+                let rows = sqlx::query(
+                    "SELECT b.sensor_id, g.block_ms, b.offsets, b.vals, b.quality \
+                     FROM sample_blocks b \
+                     JOIN unnest($1::int8[], $2::int8[]) AS g (sensor_id, block_ms) \
+                       ON b.sensor_id = g.sensor_id \
+                      AND b.block_start = timestamptz 'epoch' + g.block_ms * interval '1 millisecond' \
+                     WHERE b.block_start >= timestamptz 'epoch' + $3 * interval '1 millisecond' \
+                       AND b.block_start < timestamptz 'epoch' + $4 * interval '1 millisecond' \
+                     ORDER BY b.sensor_id, b.block_start, b.first_ts",
+                )
+                .bind(&sensors)
+                .bind(&starts)
+                .bind(from_ms)
+                .bind(to_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                let stored = rows
+                    .iter()
+                    .map(fragment_from_pg)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let merged = merge(&stored);
+                let deleted = sqlx::query(
+                    "DELETE FROM sample_blocks b \
+                     USING unnest($1::int8[], $2::int8[]) AS g (sensor_id, block_ms) \
+                     WHERE b.sensor_id = g.sensor_id \
+                       AND b.block_start = timestamptz 'epoch' + g.block_ms * interval '1 millisecond' \
+                       AND b.block_start >= timestamptz 'epoch' + $3 * interval '1 millisecond' \
+                       AND b.block_start < timestamptz 'epoch' + $4 * interval '1 millisecond'",
+                )
+                .bind(&sensors)
+                .bind(&starts)
+                .bind(from_ms)
+                .bind(to_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let mut copy = tx.copy_in_raw(COPY_BLOCKS).await?;
+                copy.send(copy_payload(&merged)).await?;
+                copy.finish().await?;
+                tx.commit().await?;
+                Ok(Compaction {
+                    blocks: merged.len() as u64,
+                    fragments: deleted,
+                })
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin_with(SQLITE_WRITE).await?;
+                let groups: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT sensor_id, block_start FROM sample_blocks \
+                     WHERE block_start >= ? AND block_start < ? \
+                     GROUP BY sensor_id, block_start HAVING count(*) > 1 LIMIT ?",
+                )
+                .bind(from_ms)
+                .bind(to_ms)
+                .bind(max_blocks)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut result = Compaction::default();
+                for (sensor, block_start) in groups {
+                    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT payload FROM sample_blocks WHERE sensor_id = ? AND block_start = ? \
+                         ORDER BY first_ts",
+                    )
+                    .bind(sensor)
+                    .bind(block_start)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let stored = payloads
+                        .iter()
+                        .map(|p| decode_payload(sensor, block_start, p))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query(
+                        "DELETE FROM sample_blocks WHERE sensor_id = ? AND block_start = ?",
+                    )
+                    .bind(sensor)
+                    .bind(block_start)
+                    .execute(&mut *tx)
+                    .await?;
+                    for f in merge(&stored) {
+                        insert_sqlite_block(&mut tx, &f).await?;
+                        result.blocks += 1;
+                    }
+                    result.fragments += stored.len() as u64;
+                }
+                tx.commit().await?;
+                Ok(result)
+            }
+        }
+    }
+
     /// Rewrites the rows of the old one-row-per-sample table (renamed
     /// `samples_legacy` by migration 0002) as blocks, oldest key first, deleting
     /// each page once written, then drops the table. Interrupted, it resumes
@@ -487,27 +668,7 @@ impl Store {
                 .fetch_all(&pg.pool)
                 .await?;
                 for row in rows {
-                    let block_start: i64 = row.try_get(1)?;
-                    let offsets: Vec<i32> = row.try_get(2)?;
-                    let values: Vec<Option<f64>> = row.try_get(3)?;
-                    let quality: Option<Vec<i16>> = row.try_get(4)?;
-                    let quality = quality.unwrap_or_else(|| vec![0; offsets.len()]);
-                    if values.len() != offsets.len() || quality.len() != offsets.len() {
-                        return Err(StoreError::Corrupt(format!(
-                            "block of sensor {} at {block_start}: arrays of unequal length",
-                            row.try_get::<i64, _>(0)?
-                        )));
-                    }
-                    out.push(Fragment {
-                        sensor: row.try_get(0)?,
-                        block_start,
-                        ts: offsets
-                            .iter()
-                            .map(|o| block_start + i64::from(*o))
-                            .collect(),
-                        values,
-                        quality,
-                    });
+                    out.push(fragment_from_pg(&row)?);
                 }
             }
             Store::Sqlite(pool) => {
