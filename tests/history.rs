@@ -167,6 +167,8 @@ async fn history_matches(store: &Store, sensors: [i64; 2], samples: &[StoredSamp
         // (from, to, max_points, level, bucket)
         (t0 + 600_000, t0 + 1_200_000, 100, Level::Raw, 6_000),
         (t0, end, 200, Level::Minute, 60_000),
+        (t0 + 30_000, end, 60, Level::Minute, 180_000),
+        (t0 - 600_000, end + 3_600_000, 3, Level::Hour, 2 * 3_600_000),
         (t0, end, 8, Level::Hour, 3_600_000),
         (t0 - DAY_MS / 2, end + DAY_MS, 4, Level::Day, DAY_MS),
     ];
@@ -177,17 +179,18 @@ async fn history_matches(store: &Store, sensors: [i64; 2], samples: &[StoredSamp
             .expect("series");
         let what = format!("{} {level:?}", store.backend());
         assert_eq!((series.level, series.bucket_ms), (level, bucket), "{what}");
-        // Rollup buckets start at `from` rounded down to their width, and the
-        // last bucket runs to its end.
         let (origin, from_in, to_in) = match level {
             Level::Raw => (from, from, to),
             _ => {
-                let origin = from - from.rem_euclid(bucket);
-                (
-                    origin,
-                    origin,
-                    to + bucket - 1 - (to - 1).rem_euclid(bucket),
-                )
+                // Rows of the rollup (of `width`) that start in [from, to),
+                // rounded out, merged into buckets from `from` rounded down.
+                let width = match level {
+                    Level::Minute => 60_000,
+                    Level::Hour => 3_600_000,
+                    _ => DAY_MS,
+                };
+                let origin = from - from.rem_euclid(width);
+                (origin, origin, to + width - 1 - (to - 1).rem_euclid(width))
             }
         };
         for (i, sensor) in sensors.iter().enumerate() {
