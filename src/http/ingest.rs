@@ -209,7 +209,12 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
     {
         metrics::counter!("hydrowatch_ingest_requests_total", "outcome" => "rate_limited")
             .increment(1);
-        return Err(ApiError::RateLimited(wait.as_secs().max(1)));
+        // Retry-After is whole seconds: round up, so a client that obeys it
+        // finds a token.
+        let secs = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
+        return Err(ApiError::RateLimited(secs.max(1)));
     }
     if let Some(storage) = &state.tree.storage {
         if storage.status.backpressure() {
