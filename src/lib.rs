@@ -7,8 +7,10 @@
 
 pub mod app;
 pub mod config;
+pub mod evaluate;
 pub mod http;
 pub mod instant;
+pub mod rigdata;
 pub mod store;
 pub mod telemetry;
 

@@ -33,6 +33,38 @@ enum Command {
     CheckConfig,
     /// Create or upgrade the database schema (storage.url) and record the plant.
     Migrate,
+    /// Train the RandomForest cycle classifiers on rig data (a folder in the
+    /// format of the hydraulic rig data set) and write them as JSON.
+    Train {
+        /// The data folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the model.
+        #[arg(long, default_value = "models/artifacts/rf-cycle.json.gz")]
+        out: PathBuf,
+        /// Trees per target.
+        #[arg(long, default_value_t = 100)]
+        trees: u16,
+    },
+    /// Evaluate the cycle classifiers on rig data: the trained model on a
+    /// folder, or (--cv) cross-validation on it.
+    Evaluate {
+        /// The data folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// The model to evaluate (without --cv).
+        #[arg(long, default_value = "models/artifacts/rf-cycle.json.gz")]
+        model: PathBuf,
+        /// Stratified 5-fold CV and 5-fold CV that keeps runs of cycles together.
+        #[arg(long)]
+        cv: bool,
+        /// Trees per target in CV.
+        #[arg(long, default_value_t = 100)]
+        trees: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Operate on the samples' layout in storage.url (prints JSON).
     #[command(subcommand)]
     Storage(StorageOp),
@@ -142,6 +174,14 @@ fn main() -> ExitCode {
             Command::Simulate => simulate(loaded).await,
             Command::Migrate => migrate(loaded).await,
             Command::Storage(op) => storage(loaded, op).await,
+            Command::Train { data, out, trees } => train(&data, &out, trees),
+            Command::Evaluate {
+                data,
+                model,
+                cv,
+                trees,
+                json,
+            } => evaluate(&data, &model, cv, trees, json),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     });
@@ -241,6 +281,108 @@ async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCo
     };
     println!("{}", serde_json::to_string_pretty(&json)?);
     store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_rig(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    hydrowatch::rigdata::RigData,
+    Vec<[f64; hydrowatch_models::cycle::FEATURES]>,
+)> {
+    use anyhow::Context as _;
+    let data = hydrowatch::rigdata::RigData::load(dir)
+        .with_context(|| format!("reading rig data in {}", dir.display()))?;
+    let features = hydrowatch::evaluate::features_of(&data).map_err(anyhow::Error::msg)?;
+    eprintln!("{} cycles from {}", data.cycles.len(), dir.display());
+    Ok((data, features))
+}
+
+fn train(data: &std::path::Path, out: &std::path::Path, trees: u16) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let (data, features) = load_rig(data)?;
+    let params = hydrowatch_models::forest::ForestParams {
+        n_trees: trees,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let forests = hydrowatch::evaluate::Forests::train(&features, &data.conditions, &params)?;
+    let mut json = serde_json::to_vec(&forests)?;
+    if out.extension().is_some_and(|e| e == "gz") {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&json)?;
+        json = gz.finish()?;
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "trained {} forests of {trees} trees in {:.1} s; {} ({} KiB)",
+        forests.forests.len(),
+        started.elapsed().as_secs_f64(),
+        out.display(),
+        json.len() / 1024
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn evaluate(
+    data: &std::path::Path,
+    model: &std::path::Path,
+    cv: bool,
+    trees: u16,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use hydrowatch::evaluate as ev;
+    let (data, features) = load_rig(data)?;
+    let mut reports = Vec::new();
+    if cv {
+        let params = hydrowatch_models::forest::ForestParams {
+            n_trees: trees,
+            ..Default::default()
+        };
+        let stratified = ev::folds_stratified(&data.conditions, 5, 1);
+        let runs = ev::folds_by_runs(&data.conditions, 5);
+        reports.push((
+            "random forest, stratified 5-fold CV",
+            ev::cross_validate(&features, &data.conditions, &stratified, &params)?,
+        ));
+        reports.push((
+            "random forest, 5-fold CV keeping runs of cycles together",
+            ev::cross_validate(&features, &data.conditions, &runs, &params)?,
+        ));
+    } else {
+        let mut bytes =
+            std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+        if model.extension().is_some_and(|e| e == "gz") {
+            use std::io::Read as _;
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(bytes.as_slice())
+                .read_to_end(&mut plain)
+                .with_context(|| format!("{}: not valid gzip", model.display()))?;
+            bytes = plain;
+        }
+        let forests: ev::Forests = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a trained model", model.display()))?;
+        reports.push((
+            "random forest",
+            ev::evaluate(&forests, &features, &data.conditions)?,
+        ));
+    }
+    if json {
+        let out: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(title, s)| serde_json::json!({ "evaluation": title, "scores": s }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (title, scores) in &reports {
+            println!("{}", ev::render(title, scores));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -317,3 +317,92 @@ fn storage_subcommands_print_json() {
     let (ok, _, err) = run(&["ensure-partitions", "--start", "x", "--end", "0"]);
     assert!(!ok && err.contains("--start"), "{err}");
 }
+
+/// A folder in the rig data format: `cycles` cycles whose cooler condition
+/// (3 or 100, alternating in runs of 5) shows in TS1; everything else healthy.
+fn rig_folder(dir: &std::path::Path, cycles: usize) {
+    const SENSORS: [&str; 17] = [
+        "PS1", "PS2", "PS3", "PS4", "PS5", "PS6", "EPS1", "FS1", "FS2", "TS1", "TS2", "TS3", "TS4",
+        "VS1", "CE", "CP", "SE",
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    let cooler = |c: usize| if (c / 5).is_multiple_of(2) { 3 } else { 100 };
+    for (s, name) in SENSORS.iter().enumerate() {
+        let mut text = String::new();
+        for c in 0..cycles {
+            let base = if *name == "TS1" && cooler(c) == 3 {
+                55.0
+            } else {
+                35.0
+            };
+            let row: Vec<String> = (0..60)
+                .map(|t| format!("{:.3}", base + s as f64 + ((c * 60 + t) % 7) as f64 * 0.1))
+                .collect();
+            text.push_str(&row.join("\t"));
+            text.push('\n');
+        }
+        std::fs::write(dir.join(format!("{name}.txt")), text).unwrap();
+    }
+    let profile: String = (0..cycles)
+        .map(|c| format!("{}\t100\t0\t130\t0\n", cooler(c)))
+        .collect();
+    std::fs::write(dir.join("profile.txt"), profile).unwrap();
+}
+
+#[test]
+fn train_and_evaluate_on_a_rig_data_folder() {
+    let dir = tempdir::Dir::new();
+    let data = dir.path().join("rig");
+    rig_folder(&data, 40);
+    let model = dir.path().join("rf.json");
+    let out = hydrowatch()
+        .args(["train", "--trees", "10", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(model.exists());
+    let out = hydrowatch()
+        .args(["evaluate", "--json", "--data"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let cooler = &report[0]["scores"]["targets"][0];
+    assert_eq!(cooler[0], "cooler");
+    assert_eq!(cooler[1]["accuracy"], 1.0, "{report}");
+    let out = hydrowatch()
+        .args(["evaluate", "--cv", "--trees", "10", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("keeping runs of cycles together"), "{text}");
+    // A folder that is not rig data is refused, naming the file.
+    std::fs::write(data.join("PS3.txt"), "1\t2\n").unwrap();
+    let out = hydrowatch()
+        .args(["evaluate", "--cv", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("PS3.txt"), "{err}");
+}

@@ -4,7 +4,9 @@
 //! unit-tested without a runtime and reused by actors, storage and the façade alike.
 #![warn(missing_docs)]
 
+pub mod cycle;
 pub mod detect;
+pub mod forest;
 pub mod health;
 pub mod id;
 pub mod sample;

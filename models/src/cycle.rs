@@ -1,0 +1,222 @@
+//! Per-cycle features: what the cycle models see of one 60 s load cycle of a
+//! hydraulic rig.
+//!
+//! A cycle is the 17 sensors of the rig at 1 Hz for [`CYCLE_SECONDS`] seconds,
+//! in [`SENSORS`] order (the order of the rig data set). For each sensor the
+//! features are, in this order ([`FEATURES_PER_SENSOR`] of them):
+//!
+//! | # | feature | why |
+//! |---|---|---|
+//! | 0 | mean | the operating level (accumulator pressure, cooler temperature) |
+//! | 1 | standard deviation | how much the load cycle moves the signal |
+//! | 2 | minimum | |
+//! | 3 | maximum | |
+//! | 4 | slope (unit per second, least squares) | warming or cooling over the cycle |
+//! | 5–10 | mean of each 10 s segment | the shape of the cycle: the valve's switching lag and the accumulator's charge show as when pressures rise and fall within the cycle |
+//!
+//! 17 × 11 = 187 features, named `SENSOR_feature` by [`feature_names`].
+
+use serde::{Deserialize, Serialize};
+
+/// The rig's sensors, in the order of the data set and of a cycle's rows.
+pub const SENSORS: [&str; 17] = [
+    "PS1", "PS2", "PS3", "PS4", "PS5", "PS6", "EPS1", "FS1", "FS2", "TS1", "TS2", "TS3", "TS4",
+    "VS1", "CE", "CP", "SE",
+];
+
+/// Seconds (samples at 1 Hz) in a cycle.
+pub const CYCLE_SECONDS: usize = 60;
+
+/// Segments a cycle is cut into for the shape features.
+pub const SEGMENTS: usize = 6;
+
+/// Features computed per sensor.
+pub const FEATURES_PER_SENSOR: usize = 5 + SEGMENTS;
+
+/// Features of a cycle.
+pub const FEATURES: usize = SENSORS.len() * FEATURES_PER_SENSOR;
+
+/// One cycle: per sensor (in [`SENSORS`] order), one value per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cycle {
+    /// `values[s][t]`: sensor `s` at second `t`.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Why a cycle cannot be scored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CycleError {
+    /// Not 17 sensors.
+    #[error("a cycle has {expected} sensors ({names}); got {got}")]
+    SensorCount {
+        /// Sensors expected.
+        expected: usize,
+        /// Their names.
+        names: String,
+        /// Sensors given.
+        got: usize,
+    },
+    /// A sensor without 60 values.
+    #[error("sensor {sensor} has {got} values; a cycle has {expected}")]
+    Length {
+        /// The sensor.
+        sensor: &'static str,
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
+    /// A value that is not a finite number.
+    #[error("sensor {sensor} at second {second} is not a finite number")]
+    NotFinite {
+        /// The sensor.
+        sensor: &'static str,
+        /// The second.
+        second: usize,
+    },
+}
+
+impl Cycle {
+    /// Checks the shape and values.
+    pub fn validate(&self) -> Result<(), CycleError> {
+        if self.values.len() != SENSORS.len() {
+            return Err(CycleError::SensorCount {
+                expected: SENSORS.len(),
+                names: SENSORS.join(", "),
+                got: self.values.len(),
+            });
+        }
+        for (name, row) in SENSORS.iter().zip(&self.values) {
+            if row.len() != CYCLE_SECONDS {
+                return Err(CycleError::Length {
+                    sensor: name,
+                    expected: CYCLE_SECONDS,
+                    got: row.len(),
+                });
+            }
+            if let Some(second) = row.iter().position(|v| !v.is_finite()) {
+                return Err(CycleError::NotFinite {
+                    sensor: name,
+                    second,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The cycle's features (see the module documentation), after validation.
+    pub fn features(&self) -> Result<[f64; FEATURES], CycleError> {
+        self.validate()?;
+        let mut out = [0.0; FEATURES];
+        for (s, row) in self.values.iter().enumerate() {
+            sensor_features(
+                row,
+                &mut out[s * FEATURES_PER_SENSOR..(s + 1) * FEATURES_PER_SENSOR],
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Writes one sensor's features into `out` (length [`FEATURES_PER_SENSOR`]).
+fn sensor_features(row: &[f64], out: &mut [f64]) {
+    let n = row.len() as f64;
+    let mean = row.iter().sum::<f64>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let min = row.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Least-squares slope against t = 0..n-1.
+    let t_mean = (n - 1.0) / 2.0;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (t, v) in row.iter().enumerate() {
+        let dt = t as f64 - t_mean;
+        sxy += dt * (v - mean);
+        sxx += dt * dt;
+    }
+    out[0] = mean;
+    out[1] = var.sqrt();
+    out[2] = min;
+    out[3] = max;
+    out[4] = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let seg = row.len() / SEGMENTS;
+    for k in 0..SEGMENTS {
+        let part = &row[k * seg..(k + 1) * seg];
+        out[5 + k] = part.iter().sum::<f64>() / part.len() as f64;
+    }
+}
+
+/// The features' names, `SENSOR_feature`, in order.
+pub fn feature_names() -> Vec<String> {
+    let mut names = Vec::with_capacity(FEATURES);
+    for sensor in SENSORS {
+        for f in ["mean", "std", "min", "max", "slope"] {
+            names.push(format!("{sensor}_{f}"));
+        }
+        for k in 0..SEGMENTS {
+            let from = k * CYCLE_SECONDS / SEGMENTS;
+            let to = (k + 1) * CYCLE_SECONDS / SEGMENTS;
+            names.push(format!("{sensor}_mean_{from}_{to}s"));
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cycle(f: impl Fn(usize, usize) -> f64) -> Cycle {
+        Cycle {
+            values: (0..17)
+                .map(|s| (0..60).map(|t| f(s, t)).collect())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn features_of_a_ramp_and_a_constant() {
+        // Sensor 0 ramps 0..59, the others are constant at their index.
+        let c = cycle(|s, t| if s == 0 { t as f64 } else { s as f64 });
+        let f = c.features().unwrap();
+        assert_eq!(f.len(), FEATURES);
+        assert_eq!(&f[0..5], &[29.5, (3599.0f64 / 12.0).sqrt(), 0.0, 59.0, 1.0]);
+        assert_eq!(&f[5..11], &[4.5, 14.5, 24.5, 34.5, 44.5, 54.5]);
+        let ps2 = &f[FEATURES_PER_SENSOR..2 * FEATURES_PER_SENSOR];
+        assert_eq!(
+            ps2,
+            &[1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+        );
+        let names = feature_names();
+        assert_eq!(names.len(), FEATURES);
+        assert_eq!(names[0], "PS1_mean");
+        assert_eq!(names[10], "PS1_mean_50_60s");
+        assert_eq!(names[FEATURES - 1], "SE_mean_50_60s");
+    }
+
+    #[test]
+    fn malformed_cycles_name_what_is_wrong() {
+        let mut c = cycle(|_, _| 1.0);
+        c.values[13][7] = f64::NAN;
+        assert_eq!(
+            c.features().unwrap_err(),
+            CycleError::NotFinite {
+                sensor: "VS1",
+                second: 7
+            }
+        );
+        c.values[13].pop();
+        assert!(matches!(
+            c.features().unwrap_err(),
+            CycleError::Length {
+                sensor: "VS1",
+                got: 59,
+                ..
+            }
+        ));
+        c.values.pop();
+        assert!(matches!(
+            c.features().unwrap_err(),
+            CycleError::SensorCount { got: 16, .. }
+        ));
+    }
+}

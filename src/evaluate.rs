@@ -1,0 +1,312 @@
+//! Training and evaluation of the cycle classifiers on rig data: per-target
+//! accuracy, per-component false-alarm and miss rates, with stratified 5-fold
+//! cross-validation and cross-validation that keeps runs of neighbouring
+//! cycles together.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use hydrowatch_models::cycle::FEATURES;
+use hydrowatch_models::forest::{ForestError, ForestParams, TargetForest};
+
+use crate::rigdata::{Conditions, RigData};
+
+/// What a classifier predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Cooler efficiency.
+    Cooler,
+    /// Valve condition.
+    Valve,
+    /// Internal pump leakage.
+    Pump,
+    /// Accumulator pressure.
+    Accumulator,
+    /// Stable flag.
+    Stable,
+}
+
+impl Target {
+    /// Every target, in `profile.txt` order.
+    pub const ALL: [Target; 5] = [
+        Target::Cooler,
+        Target::Valve,
+        Target::Pump,
+        Target::Accumulator,
+        Target::Stable,
+    ];
+
+    /// The label of this target in `c`.
+    pub fn label(self, c: &Conditions) -> i32 {
+        match self {
+            Target::Cooler => c.cooler,
+            Target::Valve => c.valve,
+            Target::Pump => c.pump,
+            Target::Accumulator => c.accumulator,
+            Target::Stable => c.stable,
+        }
+    }
+
+    /// The healthy label, for the four components.
+    pub fn healthy(self) -> Option<i32> {
+        match self {
+            Target::Cooler => Some(100),
+            Target::Valve => Some(100),
+            Target::Pump => Some(0),
+            Target::Accumulator => Some(130),
+            Target::Stable => None,
+        }
+    }
+}
+
+/// The trained classifiers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forests {
+    /// How they were grown.
+    pub params: ForestParams,
+    /// One per target, in [`Target::ALL`] order.
+    pub forests: Vec<(Target, TargetForest)>,
+}
+
+impl Forests {
+    /// Trains one forest per target on `rows` of `data`.
+    pub fn train(
+        features: &[[f64; FEATURES]],
+        conditions: &[Conditions],
+        params: &ForestParams,
+    ) -> Result<Forests, ForestError> {
+        let mut forests = Vec::new();
+        for target in Target::ALL {
+            let y: Vec<i32> = conditions.iter().map(|c| target.label(c)).collect();
+            forests.push((target, TargetForest::train(features, &y, params)?));
+        }
+        Ok(Forests {
+            params: params.clone(),
+            forests,
+        })
+    }
+}
+
+/// How one target fared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetScore {
+    /// Cycles judged.
+    pub cycles: usize,
+    /// Cycles whose label was predicted exactly.
+    pub correct: usize,
+    /// Exact-label accuracy.
+    pub accuracy: f64,
+    /// Healthy cycles of this component called degraded, of all healthy ones
+    /// (components only).
+    pub false_alarm_rate: Option<f64>,
+    /// Degraded cycles called healthy, of all degraded ones.
+    pub miss_rate: Option<f64>,
+}
+
+/// Scores of every target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Scores {
+    /// Per target, in [`Target::ALL`] order.
+    pub targets: Vec<(Target, TargetScore)>,
+}
+
+fn score(target: Target, truth: &[i32], predicted: &[i32]) -> TargetScore {
+    let cycles = truth.len();
+    let correct = truth.iter().zip(predicted).filter(|(t, p)| t == p).count();
+    let (mut healthy, mut alarms, mut degraded, mut missed) = (0, 0, 0, 0);
+    if let Some(h) = target.healthy() {
+        for (t, p) in truth.iter().zip(predicted) {
+            if *t == h {
+                healthy += 1;
+                alarms += usize::from(*p != h);
+            } else {
+                degraded += 1;
+                missed += usize::from(*p == h);
+            }
+        }
+    }
+    let rate = |n: usize, of: usize| (of > 0).then(|| n as f64 / of as f64);
+    TargetScore {
+        cycles,
+        correct,
+        accuracy: correct as f64 / cycles.max(1) as f64,
+        false_alarm_rate: target.healthy().and(rate(alarms, healthy)),
+        miss_rate: target.healthy().and(rate(missed, degraded)),
+    }
+}
+
+/// Scores the predictions of `forests` on `features` against `conditions`.
+pub fn evaluate(
+    forests: &Forests,
+    features: &[[f64; FEATURES]],
+    conditions: &[Conditions],
+) -> Result<Scores, ForestError> {
+    let mut targets = Vec::new();
+    for (target, forest) in &forests.forests {
+        let truth: Vec<i32> = conditions.iter().map(|c| target.label(c)).collect();
+        let predicted = forest.predict(features)?;
+        targets.push((*target, score(*target, &truth, &predicted)));
+    }
+    Ok(Scores { targets })
+}
+
+/// Fold of each cycle: runs of consecutive cycles with the same component
+/// conditions stay together; runs are dealt to the `k` folds in turn.
+pub fn folds_by_runs(conditions: &[Conditions], k: usize) -> Vec<usize> {
+    let key = |c: &Conditions| (c.cooler, c.valve, c.pump, c.accumulator);
+    let mut folds = Vec::with_capacity(conditions.len());
+    let mut run = 0;
+    for (i, c) in conditions.iter().enumerate() {
+        if i > 0 && key(c) != key(&conditions[i - 1]) {
+            run += 1;
+        }
+        folds.push(run % k);
+    }
+    folds
+}
+
+/// Fold of each cycle: within each combination of component conditions, the
+/// cycles (in a seeded shuffled order) are dealt to the `k` folds in turn.
+pub fn folds_stratified(conditions: &[Conditions], k: usize, seed: u64) -> Vec<usize> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<(i32, i32, i32, i32), Vec<usize>> = BTreeMap::new();
+    for (i, c) in conditions.iter().enumerate() {
+        groups
+            .entry((c.cooler, c.valve, c.pump, c.accumulator))
+            .or_default()
+            .push(i);
+    }
+    let mut folds = vec![0; conditions.len()];
+    let mut state = seed;
+    for members in groups.values_mut() {
+        // Fisher–Yates with SplitMix64.
+        for i in (1..members.len()).rev() {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            members.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        for (n, i) in members.iter().enumerate() {
+            folds[*i] = n % k;
+        }
+    }
+    folds
+}
+
+/// Cross-validated scores: for each fold, train on the others and judge it.
+pub fn cross_validate(
+    features: &[[f64; FEATURES]],
+    conditions: &[Conditions],
+    folds: &[usize],
+    params: &ForestParams,
+) -> Result<Scores, ForestError> {
+    let k = folds.iter().max().map_or(0, |m| m + 1);
+    let mut truth: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
+    let mut predicted: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
+    for fold in 0..k {
+        let (train, test): (Vec<usize>, Vec<usize>) =
+            (0..features.len()).partition(|&i| folds[i] != fold);
+        if test.is_empty() || train.is_empty() {
+            continue;
+        }
+        let pick_x = |idx: &[usize]| idx.iter().map(|&i| features[i]).collect::<Vec<_>>();
+        let pick_c = |idx: &[usize]| idx.iter().map(|&i| conditions[i]).collect::<Vec<_>>();
+        let forests = Forests::train(&pick_x(&train), &pick_c(&train), params)?;
+        let test_x = pick_x(&test);
+        for (t, (target, forest)) in forests.forests.iter().enumerate() {
+            truth[t].extend(test.iter().map(|&i| target.label(&conditions[i])));
+            predicted[t].extend(forest.predict(&test_x)?);
+        }
+    }
+    Ok(Scores {
+        targets: Target::ALL
+            .iter()
+            .enumerate()
+            .map(|(t, target)| (*target, score(*target, &truth[t], &predicted[t])))
+            .collect(),
+    })
+}
+
+/// The features of every cycle of `data`.
+pub fn features_of(data: &RigData) -> Result<Vec<[f64; FEATURES]>, String> {
+    data.cycles
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.features().map_err(|e| format!("cycle {}: {e}", i + 1)))
+        .collect()
+}
+
+/// A human-readable table of `scores` under `title`.
+pub fn render(title: &str, scores: &Scores) -> String {
+    let pct = |x: Option<f64>| x.map_or("—".to_owned(), |x| format!("{:.2} %", x * 100.0));
+    let mut out = format!("{title}\n  target        accuracy   false alarms   misses\n");
+    for (target, s) in &scores.targets {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>9}   {:>12}   {:>6}   ({}/{})",
+            format!("{target:?}").to_lowercase(),
+            pct(Some(s.accuracy)),
+            pct(s.false_alarm_rate),
+            pct(s.miss_rate),
+            s.correct,
+            s.cycles
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(cooler: i32) -> Conditions {
+        Conditions {
+            cooler,
+            valve: 100,
+            pump: 0,
+            accumulator: 130,
+            stable: 0,
+        }
+    }
+
+    #[test]
+    fn runs_stay_in_one_fold() {
+        let conditions = [c(3), c(3), c(20), c(20), c(20), c(100), c(3)];
+        assert_eq!(folds_by_runs(&conditions, 2), vec![0, 0, 1, 1, 1, 0, 1]);
+    }
+
+    #[test]
+    fn stratified_folds_spread_each_class() {
+        let conditions: Vec<Conditions> =
+            (0..30).map(|i| c(if i < 10 { 3 } else { 100 })).collect();
+        let folds = folds_stratified(&conditions, 5, 7);
+        for fold in 0..5 {
+            let of = |cooler: i32| {
+                (0..30)
+                    .filter(|&i| folds[i] == fold && conditions[i].cooler == cooler)
+                    .count()
+            };
+            assert_eq!((of(3), of(100)), (2, 4));
+        }
+    }
+
+    #[test]
+    fn false_alarms_and_misses_are_counted_per_component() {
+        let s = score(
+            Target::Cooler,
+            &[100, 100, 100, 3, 20],
+            &[100, 20, 100, 100, 3],
+        );
+        assert_eq!((s.correct, s.cycles), (2, 5));
+        assert_eq!(s.false_alarm_rate, Some(1.0 / 3.0));
+        assert_eq!(s.miss_rate, Some(0.5));
+        assert_eq!(
+            score(Target::Stable, &[0, 1], &[0, 0]).false_alarm_rate,
+            None
+        );
+    }
+}
