@@ -339,6 +339,7 @@ fn evaluate(
     use hydrowatch::evaluate as ev;
     let (data, features) = load_rig(data)?;
     let mut reports = Vec::new();
+    let mut novelty = None;
     if cv {
         let params = hydrowatch_models::forest::ForestParams {
             n_trees: trees,
@@ -354,6 +355,10 @@ fn evaluate(
             "random forest, 5-fold CV keeping runs of cycles together",
             ev::cross_validate(&features, &data.conditions, &runs, &params)?,
         ));
+        novelty = Some(
+            ev::novelty_withheld(&features, &data.conditions, &Default::default())
+                .map_err(anyhow::Error::msg)?,
+        );
     } else {
         let mut bytes =
             std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
@@ -373,14 +378,22 @@ fn evaluate(
         ));
     }
     if json {
-        let out: Vec<serde_json::Value> = reports
+        let mut out: Vec<serde_json::Value> = reports
             .iter()
             .map(|(title, s)| serde_json::json!({ "evaluation": title, "scores": s }))
             .collect();
+        if let Some(n) = &novelty {
+            out.push(
+                serde_json::json!({ "evaluation": "novelty, withheld classes", "classes": n }),
+            );
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (title, scores) in &reports {
             println!("{}", ev::render(title, scores));
+        }
+        if let Some(n) = &novelty {
+            println!("{}", ev::render_novelty(n));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -396,6 +396,12 @@ fn train_and_evaluate_on_a_rig_data_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("keeping runs of cycles together"), "{text}");
+    // TS1 moves 20 °C with the cooler: a withheld cooler class is novel.
+    let novelty = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("cooler           3"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(novelty.contains("100.00 %"), "{novelty}");
     // A folder that is not rig data is refused, naming the file.
     std::fs::write(data.join("PS3.txt"), "1\t2\n").unwrap();
     let out = hydrowatch()

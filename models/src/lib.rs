@@ -9,6 +9,7 @@ pub mod detect;
 pub mod forest;
 pub mod health;
 pub mod id;
+pub mod novelty;
 pub mod sample;
 pub mod sensor;
 pub mod units;

@@ -1,0 +1,208 @@
+//! An unsupervised novelty score: how far a cycle's features lie from the
+//! cycles the model was fitted on, as a Mahalanobis distance.
+//!
+//! Fitting standardises each feature (mean, standard deviation of the fitted
+//! cycles), estimates their correlation with shrinkage towards the identity
+//! (`shrinkage` λ: Σ' = (1 − λ)·Σ + λ·I, so 187 features from a few hundred
+//! cycles still give an invertible matrix), and sets the threshold at a
+//! quantile of the fitted cycles' own distances. A cycle beyond it is novel:
+//! it does not look like anything the models were trained on — a fault of a
+//! kind never seen, or a sensor gone wrong.
+
+use serde::{Deserialize, Serialize};
+
+/// How the novelty model is fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoveltyParams {
+    /// Shrinkage towards the identity, in [0, 1].
+    pub shrinkage: f64,
+    /// Quantile of the fitted cycles' distances taken as the threshold.
+    pub quantile: f64,
+    /// The threshold is that quantile times this margin.
+    pub margin: f64,
+}
+
+impl Default for NoveltyParams {
+    fn default() -> Self {
+        NoveltyParams {
+            shrinkage: 0.1,
+            quantile: 0.995,
+            margin: 1.5,
+        }
+    }
+}
+
+/// Why a novelty model could not be fitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("novelty model: {0}")]
+pub struct NoveltyError(pub String);
+
+/// A fitted novelty model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Novelty {
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    /// Lower-triangular Cholesky factor of the shrunk correlation, row-major.
+    chol: Vec<f64>,
+    /// Distances beyond this are novel.
+    pub threshold: f64,
+}
+
+impl Novelty {
+    /// Fits on `rows` (all of one width).
+    pub fn fit(rows: &[Vec<f64>], params: &NoveltyParams) -> Result<Novelty, NoveltyError> {
+        let n = rows.len();
+        let d = rows.first().map_or(0, Vec::len);
+        if n < 2 || d == 0 || rows.iter().any(|r| r.len() != d) {
+            return Err(NoveltyError(format!(
+                "need at least 2 rows of equal, non-zero width; got {n}"
+            )));
+        }
+        if !(0.0..=1.0).contains(&params.shrinkage) || !(0.0..1.0).contains(&params.quantile) {
+            return Err(NoveltyError(
+                "shrinkage in [0, 1], quantile in [0, 1)".into(),
+            ));
+        }
+        let mut mean = vec![0.0; d];
+        for r in rows {
+            for (m, v) in mean.iter_mut().zip(r) {
+                *m += v / n as f64;
+            }
+        }
+        let mut scale = vec![0.0; d];
+        for r in rows {
+            for j in 0..d {
+                scale[j] += (r[j] - mean[j]).powi(2) / (n - 1) as f64;
+            }
+        }
+        for s in scale.iter_mut() {
+            // A constant feature carries no information: it still counts, on
+            // a unit scale, if it ever moves.
+            *s = if *s > 1e-24 { s.sqrt() } else { 1.0 };
+        }
+        let z: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| (0..d).map(|j| (r[j] - mean[j]) / scale[j]).collect())
+            .collect();
+        let lambda = params.shrinkage;
+        let mut cov = vec![0.0; d * d];
+        for r in &z {
+            for i in 0..d {
+                let ri = r[i];
+                for j in 0..=i {
+                    cov[i * d + j] += ri * r[j];
+                }
+            }
+        }
+        for i in 0..d {
+            for j in 0..=i {
+                let c = cov[i * d + j] / (n - 1) as f64 * (1.0 - lambda)
+                    + if i == j { lambda } else { 0.0 };
+                cov[i * d + j] = c;
+                cov[j * d + i] = c;
+            }
+        }
+        let chol = cholesky(&cov, d)
+            .ok_or_else(|| NoveltyError("correlation matrix is not positive definite".into()))?;
+        let mut model = Novelty {
+            mean,
+            scale,
+            chol,
+            threshold: f64::INFINITY,
+        };
+        let mut distances: Vec<f64> = rows.iter().map(|r| model.distance(r)).collect();
+        distances.sort_by(f64::total_cmp);
+        let at = ((n - 1) as f64 * params.quantile).round() as usize;
+        model.threshold = distances[at.min(n - 1)] * params.margin;
+        Ok(model)
+    }
+
+    /// The Mahalanobis distance of `row` from the fitted cycles.
+    pub fn distance(&self, row: &[f64]) -> f64 {
+        let d = self.mean.len();
+        // Solve L y = z by forward substitution; distance = |y|.
+        let mut y = vec![0.0; d];
+        let mut sum_sq = 0.0;
+        for i in 0..d {
+            let zi = (row.get(i).copied().unwrap_or(f64::NAN) - self.mean[i]) / self.scale[i];
+            let mut s = zi;
+            for (k, yk) in y.iter().enumerate().take(i) {
+                s -= self.chol[i * d + k] * yk;
+            }
+            y[i] = s / self.chol[i * d + i];
+            sum_sq += y[i] * y[i];
+        }
+        sum_sq.sqrt()
+    }
+
+    /// Distance over threshold: above 1 is novel.
+    pub fn score(&self, row: &[f64]) -> f64 {
+        self.distance(row) / self.threshold
+    }
+}
+
+/// Lower-triangular `L` with `L Lᵀ = a` (row-major, `d × d`), if `a` is
+/// positive definite.
+fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut s = a[i * d + j];
+            for k in 0..j {
+                s -= l[i * d + k] * l[j * d + k];
+            }
+            if i == j {
+                if s <= 0.0 {
+                    return None;
+                }
+                l[i * d + i] = s.sqrt();
+            } else {
+                l[i * d + j] = s / l[j * d + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uniform(seed: u64) -> f64 {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
+    /// Two strongly correlated features and a constant one.
+    fn row(i: u64) -> Vec<f64> {
+        let a = uniform(i) * 10.0;
+        vec![a, 2.0 * a + uniform(i + 1_000_000), 5.0]
+    }
+
+    #[test]
+    fn it_flags_what_breaks_the_learned_correlation() {
+        let rows: Vec<Vec<f64>> = (0..500).map(row).collect();
+        let model = Novelty::fit(&rows, &NoveltyParams::default()).unwrap();
+        let false_alarms = (1_000..2_000)
+            .filter(|&i| model.score(&row(i)) > 1.0)
+            .count();
+        assert!(false_alarms <= 10, "{false_alarms} of 1000");
+        // Each value within its own range, but the pair breaks the correlation.
+        assert!(model.score(&[3.0, -6.0, 5.0]) > 1.0);
+        // The constant feature moving is novel too.
+        assert!(model.score(&[1.0, 2.0, 9.0]) > 1.0);
+        assert!(Novelty::fit(&rows[..1], &NoveltyParams::default()).is_err());
+    }
+
+    #[test]
+    fn cholesky_reproduces_the_matrix() {
+        let a = [4.0, 2.0, 2.0, 3.0];
+        let l = cholesky(&a, 2).unwrap();
+        assert_eq!(l, vec![2.0, 0.0, 1.0, 2f64.sqrt()]);
+        assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+}
