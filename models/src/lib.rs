@@ -6,6 +6,7 @@
 
 pub mod cycle;
 pub mod detect;
+pub mod ensemble;
 pub mod forest;
 pub mod health;
 pub mod id;

@@ -1,0 +1,281 @@
+//! The ensemble: combines what each enabled model says about a cycle into one
+//! verdict, with weights and on/off switches from config.
+//!
+//! Each classifier member gives, per component, the probability that the
+//! component is degraded (for a forest: the share of its votes for a
+//! non-healthy label). The ensemble's probability per component is the
+//! weighted mean over the members that are enabled **and present**: a member
+//! that cannot run (the XGBoost member without ONNX Runtime) drops out and
+//! the others' weights are renormalised. The novelty member gives a score
+//! (distance over threshold; above 1 is novel); a novel cycle is an anomaly
+//! even when no classifier names a component.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A monitored component of a hydraulic rig.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// The cooler.
+    Cooler,
+    /// The switching valve.
+    Valve,
+    /// The pump (internal leakage).
+    Pump,
+    /// The hydraulic accumulator.
+    Accumulator,
+}
+
+impl Component {
+    /// All of them.
+    pub const ALL: [Component; 4] = [
+        Component::Cooler,
+        Component::Valve,
+        Component::Pump,
+        Component::Accumulator,
+    ];
+}
+
+/// One member's switch and weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Whether the member takes part.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Its weight among the classifiers (> 0).
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The ensemble's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnsembleConfig {
+    /// Members by name (`random_forest`, `xgboost`, `novelty`).
+    pub members: BTreeMap<String, MemberConfig>,
+    /// A component with a degraded probability at or above this is reported.
+    pub threshold: f64,
+}
+
+impl Default for EnsembleConfig {
+    fn default() -> Self {
+        let member = |weight| MemberConfig {
+            enabled: true,
+            weight,
+        };
+        EnsembleConfig {
+            members: BTreeMap::from([
+                ("random_forest".to_owned(), member(1.0)),
+                ("xgboost".to_owned(), member(1.0)),
+                ("novelty".to_owned(), member(1.0)),
+            ]),
+            threshold: 0.5,
+        }
+    }
+}
+
+impl EnsembleConfig {
+    /// Checks weights and threshold.
+    pub fn validate(&self) -> Result<(), crate::detect::ConfigError> {
+        for (name, m) in &self.members {
+            if !(m.weight.is_finite() && m.weight > 0.0) {
+                return Err(crate::detect::ConfigError {
+                    field: "weight",
+                    reason: format!("member {name}: must be a number > 0"),
+                });
+            }
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(crate::detect::ConfigError {
+                field: "threshold",
+                reason: "must be between 0 and 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn member(&self, name: &str) -> Option<&MemberConfig> {
+        self.members.get(name).filter(|m| m.enabled)
+    }
+}
+
+/// What one member said about a cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberVerdict {
+    /// Member name, as in the config.
+    pub model: String,
+    /// Version of the member's model.
+    pub model_version: String,
+    /// Per component, the probability it is degraded (classifiers).
+    pub degraded: BTreeMap<Component, f64>,
+    /// Novelty score (novelty member): above 1 is novel.
+    pub novelty: Option<f64>,
+}
+
+/// The ensemble's verdict on a cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Some component is degraded, or the cycle is novel.
+    pub is_anomaly: bool,
+    /// The highest degraded probability, or the novelty score over 2 when
+    /// higher (so 0.5 is the edge either way), capped at 1.
+    pub score: f64,
+    /// The component most likely degraded, when one is.
+    pub affected_component: Option<Component>,
+    /// How sure the ensemble is of the verdict on that component (or, with
+    /// none, of all being healthy): |2p − 1|.
+    pub confidence: f64,
+    /// Per component, the weighted degraded probability.
+    pub components: BTreeMap<Component, f64>,
+    /// The versions of the members that took part, `name@version` joined by `+`.
+    pub model_version: String,
+    /// What each member that took part said.
+    pub per_model: Vec<MemberVerdict>,
+}
+
+/// Combines the verdicts of the members that ran (`verdicts`) per `config`.
+/// Members not enabled are ignored; enabled members that did not run are
+/// simply absent, and the weights of the others are renormalised.
+pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
+    let taking_part: Vec<&MemberVerdict> = verdicts
+        .iter()
+        .filter(|v| config.member(&v.model).is_some())
+        .collect();
+    let mut components = BTreeMap::new();
+    for component in Component::ALL {
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for v in &taking_part {
+            if let (Some(p), Some(m)) = (v.degraded.get(&component), config.member(&v.model)) {
+                sum += m.weight * p.clamp(0.0, 1.0);
+                weights += m.weight;
+            }
+        }
+        if weights > 0.0 {
+            components.insert(component, sum / weights);
+        }
+    }
+    let worst = components
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(c, p)| (*c, *p));
+    let novelty = taking_part
+        .iter()
+        .filter_map(|v| v.novelty)
+        .fold(None, |acc: Option<f64>, s| {
+            Some(acc.map_or(s, |a| a.max(s)))
+        });
+    let degraded = worst.filter(|(_, p)| *p >= config.threshold);
+    let novel = novelty.is_some_and(|s| s > 1.0);
+    let p_max = worst.map_or(0.0, |(_, p)| p);
+    let score = p_max.max(novelty.map_or(0.0, |s| (s / 2.0).min(1.0)));
+    Verdict {
+        is_anomaly: degraded.is_some() || novel,
+        score,
+        affected_component: degraded.map(|(c, _)| c),
+        confidence: (2.0 * p_max - 1.0).abs(),
+        components,
+        model_version: taking_part
+            .iter()
+            .map(|v| format!("{}@{}", v.model, v.model_version))
+            .collect::<Vec<_>>()
+            .join("+"),
+        per_model: taking_part.into_iter().cloned().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classifier(model: &str, valve: f64, accumulator: f64) -> MemberVerdict {
+        MemberVerdict {
+            model: model.into(),
+            model_version: "1".into(),
+            degraded: BTreeMap::from([
+                (Component::Cooler, 0.0),
+                (Component::Valve, valve),
+                (Component::Pump, 0.0),
+                (Component::Accumulator, accumulator),
+            ]),
+            novelty: None,
+        }
+    }
+
+    fn novelty(score: f64) -> MemberVerdict {
+        MemberVerdict {
+            model: "novelty".into(),
+            model_version: "1".into(),
+            degraded: BTreeMap::new(),
+            novelty: Some(score),
+        }
+    }
+
+    #[test]
+    fn weights_decide_and_a_missing_member_is_reweighted_away() {
+        let mut config = EnsembleConfig::default();
+        config.members.get_mut("xgboost").unwrap().weight = 3.0;
+        let both = combine(
+            &config,
+            &[
+                classifier("random_forest", 0.2, 0.0),
+                classifier("xgboost", 0.8, 0.0),
+            ],
+        );
+        // (1 × 0.2 + 3 × 0.8) / 4 = 0.65.
+        assert!((both.components[&Component::Valve] - 0.65).abs() < 1e-12);
+        assert_eq!(both.affected_component, Some(Component::Valve));
+        assert!(both.is_anomaly);
+        assert_eq!(both.model_version, "random_forest@1+xgboost@1");
+        // Without ONNX Runtime the XGBoost member does not run: the forest
+        // alone decides, at full weight.
+        let alone = combine(&config, &[classifier("random_forest", 0.2, 0.0)]);
+        assert!((alone.components[&Component::Valve] - 0.2).abs() < 1e-12);
+        assert!(!alone.is_anomaly);
+        assert_eq!(alone.affected_component, None);
+        assert!((alone.confidence - 0.6).abs() < 1e-12);
+        assert_eq!(alone.per_model.len(), 1);
+    }
+
+    #[test]
+    fn disabled_members_are_ignored_and_novelty_alone_is_an_anomaly() {
+        let mut config = EnsembleConfig::default();
+        config.members.get_mut("xgboost").unwrap().enabled = false;
+        let v = combine(
+            &config,
+            &[
+                classifier("random_forest", 0.1, 0.1),
+                classifier("xgboost", 0.9, 0.9),
+                novelty(1.6),
+            ],
+        );
+        assert!((v.components[&Component::Valve] - 0.1).abs() < 1e-12);
+        assert!(v.is_anomaly, "novel");
+        assert_eq!(v.affected_component, None);
+        assert!((v.score - 0.8).abs() < 1e-12);
+        assert_eq!(v.model_version, "random_forest@1+novelty@1");
+        config.members.get_mut("novelty").unwrap().enabled = false;
+        let v = combine(
+            &config,
+            &[classifier("random_forest", 0.1, 0.1), novelty(9.0)],
+        );
+        assert!(!v.is_anomaly);
+    }
+
+    #[test]
+    fn bad_weights_are_refused() {
+        let mut config = EnsembleConfig::default();
+        config.members.get_mut("novelty").unwrap().weight = 0.0;
+        assert_eq!(config.validate().unwrap_err().field, "weight");
+    }
+}
