@@ -2,6 +2,8 @@
 //! valve, pump leakage, accumulator, stable flag), trained and run in Rust
 //! with smartcore.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
@@ -52,9 +54,14 @@ pub struct TargetForest {
 enum Model {
     /// The training data held one label only: nothing to split on.
     Constant(i32),
-    /// The forest.
-    Forest(Box<Inner>),
+    /// The forest, grown as [`GROVES`] groves of a tenth of its trees each
+    /// (smartcore reports a forest's majority only; the groves' votes give the
+    /// share of each label).
+    Groves(Vec<Inner>),
 }
+
+/// Groves a forest is grown as (fewer when it has fewer trees).
+pub const GROVES: u16 = 10;
 
 fn matrix(rows: &[[f64; FEATURES]]) -> Result<DenseMatrix<f64>, ForestError> {
     let rows: Vec<Vec<f64>> = rows.iter().map(|r| r.to_vec()).collect();
@@ -75,24 +82,29 @@ impl TargetForest {
                 y.len()
             )));
         }
-        let mut p = RandomForestClassifierParameters::default()
-            .with_n_trees(params.n_trees)
-            .with_seed(params.seed);
-        if let Some(depth) = params.max_depth {
-            p = p.with_max_depth(depth);
-        }
-        if let Some(m) = params.features_per_split {
-            p = p.with_m(m);
-        }
         if y.iter().all(|l| *l == y[0]) {
             return Ok(TargetForest {
                 model: Model::Constant(y[0]),
             });
         }
-        let forest =
-            Inner::fit(&matrix(x)?, &y.to_vec(), p).map_err(|e| ForestError(e.to_string()))?;
+        let groves = GROVES.min(params.n_trees.max(1));
+        let x = matrix(x)?;
+        let y = y.to_vec();
+        let mut fitted = Vec::with_capacity(usize::from(groves));
+        for g in 0..groves {
+            let mut p = RandomForestClassifierParameters::default()
+                .with_n_trees((params.n_trees / groves).max(1))
+                .with_seed(params.seed.wrapping_add(u64::from(g) * 1_000_003));
+            if let Some(depth) = params.max_depth {
+                p = p.with_max_depth(depth);
+            }
+            if let Some(m) = params.features_per_split {
+                p = p.with_m(m);
+            }
+            fitted.push(Inner::fit(&x, &y, p).map_err(|e| ForestError(e.to_string()))?);
+        }
         Ok(TargetForest {
-            model: Model::Forest(Box::new(forest)),
+            model: Model::Groves(fitted),
         })
     }
 
@@ -101,11 +113,40 @@ impl TargetForest {
         if x.is_empty() {
             return Ok(Vec::new());
         }
+        Ok(self
+            .votes(x)?
+            .into_iter()
+            .map(|v| {
+                // The most votes; a tie goes to the smaller label.
+                v.iter()
+                    .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+                    .map_or(0, |(label, _)| *label)
+            })
+            .collect())
+    }
+
+    /// For each row, the share of the groves voting for each label.
+    pub fn votes(&self, x: &[[f64; FEATURES]]) -> Result<Vec<BTreeMap<i32, f64>>, ForestError> {
         match &self.model {
-            Model::Constant(label) => Ok(vec![*label; x.len()]),
-            Model::Forest(forest) => forest
-                .predict(&matrix(x)?)
-                .map_err(|e| ForestError(e.to_string())),
+            Model::Constant(label) => Ok(vec![BTreeMap::from([(*label, 1.0)]); x.len()]),
+            Model::Groves(groves) => {
+                let mut counts: Vec<BTreeMap<i32, usize>> = vec![BTreeMap::new(); x.len()];
+                if x.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let m = matrix(x)?;
+                for grove in groves {
+                    let labels = grove.predict(&m).map_err(|e| ForestError(e.to_string()))?;
+                    for (row, label) in counts.iter_mut().zip(labels) {
+                        *row.entry(label).or_insert(0) += 1;
+                    }
+                }
+                let n = groves.len() as f64;
+                Ok(counts
+                    .into_iter()
+                    .map(|row| row.into_iter().map(|(l, c)| (l, c as f64 / n)).collect())
+                    .collect())
+            }
         }
     }
 }
@@ -142,5 +183,8 @@ mod tests {
         let back: TargetForest = serde_json::from_str(&json).unwrap();
         assert_eq!(back.predict(&[row(2.0), row(55.0)]).unwrap(), vec![90, 130]);
         assert!(TargetForest::train(&x, &y[..10], &params).is_err());
+        // Ten groves of one tree each vote; a clear case is unanimous.
+        let votes = forest.votes(&[row(2.0)]).unwrap();
+        assert_eq!(votes[0].get(&90), Some(&1.0));
     }
 }
