@@ -103,6 +103,51 @@ pub struct TargetScore {
     pub false_alarm_rate: Option<f64>,
     /// Degraded cycles called healthy, of all degraded ones.
     pub miss_rate: Option<f64>,
+    /// Components: false-alarm and miss rates when a cycle is called degraded
+    /// only if at least this share of the groves votes for a degraded label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarm_thresholds: Vec<AlarmPoint>,
+}
+
+/// False alarms and misses at one decision threshold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlarmPoint {
+    /// Share of votes for a degraded label needed to call the cycle degraded.
+    pub threshold: f64,
+    /// Healthy cycles called degraded, of all healthy ones.
+    pub false_alarm_rate: f64,
+    /// Degraded cycles called healthy, of all degraded ones.
+    pub miss_rate: f64,
+}
+
+/// Thresholds the CV reports false alarms and misses at.
+pub const ALARM_THRESHOLDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// The alarm curve of a component from each cycle's truth and the share of
+/// votes for a degraded label.
+fn alarm_curve(healthy: i32, truth: &[i32], p_degraded: &[f64]) -> Vec<AlarmPoint> {
+    ALARM_THRESHOLDS
+        .iter()
+        .map(|&threshold| {
+            let (mut h, mut fa, mut d, mut miss) = (0, 0, 0, 0);
+            for (t, p) in truth.iter().zip(p_degraded) {
+                // Votes are tenths: compare with a little slack.
+                let alarm = *p >= threshold - 1e-9;
+                if *t == healthy {
+                    h += 1;
+                    fa += usize::from(alarm);
+                } else {
+                    d += 1;
+                    miss += usize::from(!alarm);
+                }
+            }
+            AlarmPoint {
+                threshold,
+                false_alarm_rate: fa as f64 / h.max(1) as f64,
+                miss_rate: miss as f64 / d.max(1) as f64,
+            }
+        })
+        .collect()
 }
 
 /// Scores of every target.
@@ -134,6 +179,7 @@ fn score(target: Target, truth: &[i32], predicted: &[i32]) -> TargetScore {
         accuracy: correct as f64 / cycles.max(1) as f64,
         false_alarm_rate: target.healthy().and(rate(alarms, healthy)),
         miss_rate: target.healthy().and(rate(missed, degraded)),
+        alarm_thresholds: Vec::new(),
     }
 }
 
@@ -207,6 +253,7 @@ pub fn cross_validate(
     let k = folds.iter().max().map_or(0, |m| m + 1);
     let mut truth: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
     let mut predicted: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
+    let mut p_degraded: Vec<Vec<f64>> = vec![Vec::new(); Target::ALL.len()];
     for fold in 0..k {
         let (train, test): (Vec<usize>, Vec<usize>) =
             (0..features.len()).partition(|&i| folds[i] != fold);
@@ -220,13 +267,27 @@ pub fn cross_validate(
         for (t, (target, forest)) in forests.forests.iter().enumerate() {
             truth[t].extend(test.iter().map(|&i| target.label(&conditions[i])));
             predicted[t].extend(forest.predict(&test_x)?);
+            if let Some(h) = target.healthy() {
+                p_degraded[t].extend(
+                    forest
+                        .votes(&test_x)?
+                        .iter()
+                        .map(|v| 1.0 - v.get(&h).copied().unwrap_or(0.0)),
+                );
+            }
         }
     }
     Ok(Scores {
         targets: Target::ALL
             .iter()
             .enumerate()
-            .map(|(t, target)| (*target, score(*target, &truth[t], &predicted[t])))
+            .map(|(t, target)| {
+                let mut s = score(*target, &truth[t], &predicted[t]);
+                if let Some(h) = target.healthy() {
+                    s.alarm_thresholds = alarm_curve(h, &truth[t], &p_degraded[t]);
+                }
+                (*target, s)
+            })
             .collect(),
     })
 }
@@ -340,6 +401,30 @@ pub fn render(title: &str, scores: &Scores) -> String {
             pct(s.miss_rate),
             s.correct,
             s.cycles
+        );
+    }
+    for (target, s) in scores
+        .targets
+        .iter()
+        .filter(|(_, s)| !s.alarm_thresholds.is_empty())
+    {
+        let points: Vec<String> = s
+            .alarm_thresholds
+            .iter()
+            .map(|p| {
+                format!(
+                    "≥{:.1}: {:.2} %/{:.2} %",
+                    p.threshold,
+                    p.false_alarm_rate * 100.0,
+                    p.miss_rate * 100.0
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:<12} degraded votes → false alarms/misses  {}",
+            format!("{target:?}").to_lowercase(),
+            points.join("  ")
         );
     }
     out
