@@ -64,6 +64,10 @@ impl Target {
 /// The trained classifiers.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Forests {
+    /// Features per cycle they were trained on ([`FEATURES`] when trained;
+    /// a model of another feature set must not be used).
+    #[serde(default)]
+    pub features: usize,
     /// How they were grown.
     pub params: ForestParams,
     /// One per target, in [`Target::ALL`] order.
@@ -83,6 +87,7 @@ impl Forests {
             forests.push((target, TargetForest::train(features, &y, params)?));
         }
         Ok(Forests {
+            features: FEATURES,
             params: params.clone(),
             forests,
         })

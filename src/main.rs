@@ -372,6 +372,13 @@ fn evaluate(
         }
         let forests: ev::Forests = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a trained model", model.display()))?;
+        anyhow::ensure!(
+            forests.features == hydrowatch_models::cycle::FEATURES,
+            "{} was trained on {} features per cycle; this build computes {}: train again",
+            model.display(),
+            forests.features,
+            hydrowatch_models::cycle::FEATURES
+        );
         reports.push((
             "random forest",
             ev::evaluate(&forests, &features, &data.conditions)?,

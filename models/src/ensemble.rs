@@ -129,12 +129,14 @@ pub struct Verdict {
     /// Some component is degraded, or the cycle is novel.
     pub is_anomaly: bool,
     /// The highest degraded probability, or the novelty score over 2 when
-    /// higher (so 0.5 is the edge either way), capped at 1.
+    /// higher (novelty's edge, 1, maps to 0.5), capped at 1.
     pub score: f64,
     /// The component most likely degraded, when one is.
     pub affected_component: Option<Component>,
-    /// How sure the ensemble is of the verdict on that component (or, with
-    /// none, of all being healthy): |2p − 1|.
+    /// How sure the ensemble is of what decided the verdict, 0–1: the named
+    /// component's degraded probability; for novelty alone 1 − 1/score; for
+    /// a healthy verdict 1 − (worst probability / threshold); 0 when no
+    /// member took part.
     pub confidence: f64,
     /// Per component, the weighted degraded probability.
     pub components: BTreeMap<Component, f64>,
@@ -157,8 +159,11 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
         let (mut sum, mut weights) = (0.0, 0.0);
         for v in &taking_part {
             if let (Some(p), Some(m)) = (v.degraded.get(&component), config.member(&v.model)) {
-                sum += m.weight * p.clamp(0.0, 1.0);
-                weights += m.weight;
+                // A member that could not judge this component (NaN) abstains.
+                if p.is_finite() {
+                    sum += m.weight * p.clamp(0.0, 1.0);
+                    weights += m.weight;
+                }
             }
         }
         if weights > 0.0 {
@@ -169,9 +174,12 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
         .iter()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(c, p)| (*c, *p));
+    // A novelty score that is not a number means the cycle could not be
+    // placed at all: treated as novel (fail safe), not ignored.
     let novelty = taking_part
         .iter()
         .filter_map(|v| v.novelty)
+        .map(|s| if s.is_nan() { f64::INFINITY } else { s })
         .fold(None, |acc: Option<f64>, s| {
             Some(acc.map_or(s, |a| a.max(s)))
         });
@@ -179,11 +187,20 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
     let novel = novelty.is_some_and(|s| s > 1.0);
     let p_max = worst.map_or(0.0, |(_, p)| p);
     let score = p_max.max(novelty.map_or(0.0, |s| (s / 2.0).min(1.0)));
+    // Confidence in what decided the verdict: the named component's
+    // probability; for novelty alone, how far past its threshold; for a
+    // healthy verdict, how far below the threshold the worst component is.
+    let confidence = match (degraded, novel) {
+        (Some((_, p)), _) => p,
+        (None, true) => novelty.map_or(0.0, |s| (1.0 - 1.0 / s).clamp(0.0, 1.0)),
+        (None, false) if taking_part.is_empty() => 0.0,
+        (None, false) => (1.0 - p_max / config.threshold).clamp(0.0, 1.0),
+    };
     Verdict {
         is_anomaly: degraded.is_some() || novel,
         score,
         affected_component: degraded.map(|(c, _)| c),
-        confidence: (2.0 * p_max - 1.0).abs(),
+        confidence,
         components,
         model_version: taking_part
             .iter()
@@ -243,7 +260,18 @@ mod tests {
         assert!((alone.components[&Component::Valve] - 0.2).abs() < 1e-12);
         assert!(!alone.is_anomaly);
         assert_eq!(alone.affected_component, None);
+        // Healthy, the worst component at 0.2 against a threshold of 0.5.
         assert!((alone.confidence - 0.6).abs() < 1e-12);
+        // A member that cannot judge a component abstains instead of hiding
+        // the others' findings.
+        let mut nan = classifier("xgboost", f64::NAN, 0.0);
+        nan.degraded.insert(Component::Cooler, f64::NAN);
+        let mixed = combine(&config, &[classifier("random_forest", 0.9, 0.0), nan]);
+        assert_eq!(mixed.affected_component, Some(Component::Valve));
+        assert!((mixed.confidence - 0.9).abs() < 1e-12);
+        assert!(combine(&config, &[novelty(f64::NAN)]).is_anomaly);
+        let nobody = combine(&config, &[]);
+        assert!(!nobody.is_anomaly && nobody.confidence == 0.0);
         assert_eq!(alone.per_model.len(), 1);
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Fitting standardises each feature (mean, standard deviation of the fitted
 //! cycles), estimates their correlation with shrinkage towards the identity
-//! (`shrinkage` λ: Σ' = (1 − λ)·Σ + λ·I, so 187 features from a few hundred
+//! (`shrinkage` λ: Σ' = (1 − λ)·Σ + λ·I, so hundreds of features from a few hundred
 //! cycles still give an invertible matrix), and sets the threshold at a
 //! quantile of the fitted cycles' own distances. A cycle beyond it is novel:
 //! it does not look like anything the models were trained on — a fault of a
