@@ -217,9 +217,12 @@ async fn migrate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A command-line instant (RFC 3339 or ms), the option named in the error.
+fn instant_arg(text: &str, option: &str) -> anyhow::Result<i64> {
+    hydrowatch::instant::parse_instant(text).map_err(|e| anyhow::anyhow!("{option}: {e}"))
+}
+
 async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
-    use hydrowatch::instant::parse_instant;
 
     let (store, _) = hydrowatch::app::open_storage(&loaded).await?;
     let settings = &loaded.settings.storage;
@@ -230,12 +233,8 @@ async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCo
             end,
             chunk_interval_hours,
         } => {
-            let start = parse_instant(&start)
-                .map_err(anyhow::Error::msg)
-                .context("--start")?;
-            let end = parse_instant(&end)
-                .map_err(anyhow::Error::msg)
-                .context("--end")?;
+            let start = instant_arg(&start, "--start")?;
+            let end = instant_arg(&end, "--end")?;
             let chunk = chunk_interval_hours.unwrap_or(settings.chunk_interval_hours);
             let created = store
                 .ensure_partitions_for_range(&table, start, end, chunk)
@@ -259,12 +258,8 @@ async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCo
             serde_json::json!({ "compressed": compressed })
         }
         StorageOp::Compact { start, end } => {
-            let start = parse_instant(&start)
-                .map_err(anyhow::Error::msg)
-                .context("--start")?;
-            let end = parse_instant(&end)
-                .map_err(anyhow::Error::msg)
-                .context("--end")?;
+            let start = instant_arg(&start, "--start")?;
+            let end = instant_arg(&end, "--end")?;
             let (mut blocks, mut fragments) = (0, 0);
             loop {
                 let round = store.compact_blocks(start, end, 2000).await?;

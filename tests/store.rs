@@ -1,6 +1,8 @@
 //! The store against real databases: a fresh SQLite file and a fresh PostgreSQL
 //! database per test.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use hydrowatch::config::{self, Loaded};
@@ -235,29 +237,9 @@ async fn sqlite_samples_of_the_row_layout_are_kept_as_blocks() {
 
 #[tokio::test]
 async fn postgres_samples_of_the_row_layout_are_kept_as_blocks() {
-    let admin = Store::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .unwrap();
-    let Store::Postgres(hydrowatch::store::Postgres {
-        pool: admin_pool, ..
-    }) = &admin
-    else {
-        panic!("postgres expected")
-    };
-    let db = unique("hw_legacy");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(admin_pool)
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"))
-        .await
-        .unwrap();
+    let db = common::TestDatabase::create("legacy").await;
+    let store = Store::connect(&db.url()).await.unwrap();
     legacy_samples_survive_the_block_migration(&store, "postgres").await;
     store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {db} WITH (FORCE)"
-    )))
-    .execute(admin_pool)
-    .await
-    .unwrap();
+    db.drop_now().await;
 }

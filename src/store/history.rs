@@ -146,9 +146,9 @@ impl Store {
                     }
                 }
             }
-            Some((table, _)) => {
+            Some((table, width)) => {
                 for (sensor, bucket, s) in self
-                    .rollup_rows(table, sensors, origin, to_ms, bucket_ms)
+                    .rollup_rows((table, width), sensors, origin, to_ms, bucket_ms)
                     .await?
                 {
                     add(sensor, bucket, s);
@@ -170,7 +170,7 @@ impl Store {
     /// `group_ms` from `from_ms` (the caller merges by bucket either way).
     async fn rollup_rows(
         &self,
-        table: &str,
+        (table, width): (&str, i64),
         sensors: &[i64],
         from_ms: i64,
         to_ms: i64,
@@ -196,10 +196,6 @@ impl Store {
                 // span many rollup rows, the database merges them (measured:
                 // KPIs over a day 1.5× faster); for a few rows per bucket its
                 // sort costs more than the rows it saves.
-                let width = super::blocks::ROLLUPS
-                    .iter()
-                    .find(|(t, _)| *t == table)
-                    .map_or(1, |(_, w)| *w);
                 let sql = if group_ms >= 16 * width {
                     format!(
                         "SELECT sensor_id, \
@@ -288,7 +284,13 @@ impl Store {
         let from = bucket_start(now_ms - range_ms, width);
         let mut out: Vec<Option<Summary>> = vec![None; sensors.len()];
         for (sensor, _, s) in self
-            .rollup_rows(table, sensors, from, now_ms + width, now_ms + width - from)
+            .rollup_rows(
+                (table, width),
+                sensors,
+                from,
+                now_ms + width,
+                now_ms + width - from,
+            )
             .await?
         {
             if let Some(i) = sensors.iter().position(|x| *x == sensor) {
