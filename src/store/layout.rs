@@ -432,13 +432,8 @@ async fn create_timescale(pool: &PgPool, settings: &LayoutSettings) -> Result<()
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch, now (the clock the actors stamp with).
+pub use hydrowatch_actors::plant::equipment::now_ms;
 
 /// One partition or chunk of a managed table.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
