@@ -223,7 +223,6 @@ fn instant_arg(text: &str, option: &str) -> anyhow::Result<i64> {
 }
 
 async fn storage(loaded: config::Loaded, op: StorageOp) -> anyhow::Result<ExitCode> {
-
     let (store, _) = hydrowatch::app::open_storage(&loaded).await?;
     let settings = &loaded.settings.storage;
     let json = match op {
