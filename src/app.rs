@@ -55,11 +55,15 @@ pub async fn start_simulators(
     for sim in &plant.simulators {
         let port = if fixed_ports { sim.port } else { 0 };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let handle = SimulatorHandle::start(addr, recording.clone(), sim.condition, sim.phase_secs)
-            .await
-            .with_context(|| {
-                format!("simulator for {} could not listen on {addr}", sim.equipment)
-            })?;
+        let handle = SimulatorHandle::start_with_speed(
+            addr,
+            recording.clone(),
+            sim.condition,
+            sim.phase_secs,
+            sim.speed,
+        )
+        .await
+        .with_context(|| format!("simulator for {} could not listen on {addr}", sim.equipment))?;
         out.insert(sim.equipment.clone(), Arc::new(Mutex::new(handle)));
     }
     Ok(out)
@@ -208,6 +212,12 @@ impl App {
         let metrics = telemetry::metrics_handle();
         let (store, plant_ids) = open_storage(&loaded).await?;
         tracing::info!(backend = store.backend(), url = %redact(&loaded.settings.storage.url), "storage open");
+        let scorer = Arc::new(
+            crate::scoring::load_scorer(&loaded.settings.models)
+                .context("the cycle models could not be loaded")?,
+        );
+        let recorder: Arc<dyn hydrowatch_actors::plant::VerdictSink> =
+            crate::scoring::AnomalyRecorder::start(store.clone());
         let simulators = start_simulators(&loaded.plant, false).await?;
         let mut connections = Vec::new();
         for planned in &loaded.plant.connections {
@@ -253,6 +263,10 @@ impl App {
                 sensors: plant_ids.by_equipment(),
                 poll_slowdown: loaded.settings.storage.poll_slowdown,
             }),
+            scoring: Some(hydrowatch_actors::plant::CycleScoring {
+                scorer: scorer.clone(),
+                sink: Some(recorder),
+            }),
         })
         .await
         .context("supervision tree failed to start")?;
@@ -273,6 +287,7 @@ impl App {
             shutdown: shutdown_rx.clone(),
             health: health.clone(),
             metrics,
+            scorer,
         };
         let router = http::router(state.clone());
         // Live frames are small and latency matters: no Nagle delay.

@@ -118,6 +118,18 @@ impl Default for LiveSettings {
     }
 }
 
+/// `[models]`: the cycle models and how their verdicts are combined.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsSettings {
+    /// Folder of the trained artifacts (`rf-cycle.json.gz`,
+    /// `novelty.json.gz`, `xgb-cycle.onnx`); empty: the artifacts built into
+    /// the binary (those of `models/artifacts` when it was built).
+    pub dir: Option<PathBuf>,
+    /// Members' switches and weights, and the decision threshold.
+    pub ensemble: hydrowatch_models::ensemble::EnsembleConfig,
+}
+
 /// `[ingest]`: `POST /api/v1/ingest`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -395,6 +407,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// The ingest API.
     pub ingest: IngestSettings,
+    /// The cycle models.
+    pub models: ModelsSettings,
     /// The other files.
     pub files: FileSettings,
 }
@@ -441,6 +455,10 @@ impl Settings {
         }
         self.storage.validate(file)?;
         self.ingest.validate(file)?;
+        self.models
+            .ensemble
+            .validate()
+            .map_err(|e| err(file, format!("models.ensemble.{e}")))?;
         if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
             return Err(err(
                 file,
@@ -584,8 +602,39 @@ pub struct SimulatorConfig {
     /// Seconds into the recording to start at.
     #[serde(default)]
     pub phase_secs: f64,
+    /// Recorded seconds replayed per second (1 = real time; more for demos
+    /// and tests).
+    #[serde(default = "real_time")]
+    pub speed: f64,
     /// Port for `hydrowatch simulate` (serve picks a free loopback port).
     pub port: u16,
+}
+
+fn real_time() -> f64 {
+    1.0
+}
+
+/// How an equipment unit's samples are cut into load cycles for the cycle
+/// models (`[equipment.cycle]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleConfig {
+    /// The sensor holding the PLC's cycle timer (seconds into the cycle).
+    pub phase_sensor: SensorId,
+    /// Seconds a sensor may miss in a cycle and still be scored (filled by
+    /// interpolation).
+    #[serde(default = "default_max_missing")]
+    pub max_missing: usize,
+    /// A pause between polls longer than this ends the cycle, ms.
+    #[serde(default = "default_max_gap")]
+    pub max_gap_ms: i64,
+}
+
+fn default_max_missing() -> usize {
+    3
+}
+fn default_max_gap() -> i64 {
+    10_000
 }
 
 fn healthy() -> String {
@@ -606,6 +655,8 @@ pub struct EquipmentConfig {
     pub connection: ConnectionConfig,
     /// Its simulator, when `connection.endpoint = "simulator"`.
     pub simulator: Option<SimulatorConfig>,
+    /// Cycle scoring; the unit must carry the rig's 17 sensors.
+    pub cycle: Option<CycleConfig>,
 }
 
 /// `plant.toml`.
@@ -629,6 +680,8 @@ pub struct SimulatedDevice {
     pub condition: RigCondition,
     /// Replay phase.
     pub phase_secs: f64,
+    /// Recorded seconds per second.
+    pub speed: f64,
     /// Port for `simulate`.
     pub port: u16,
 }
@@ -807,10 +860,20 @@ impl PlantConfig {
                         format!("{key}.simulator.phase_secs: must be a non-negative number"),
                     ));
                 }
+                if !(sim.speed.is_finite() && sim.speed > 0.0 && sim.speed <= 1000.0) {
+                    return Err(err(
+                        file,
+                        format!(
+                            "{key}.simulator.speed = {}: must be more than 0 and at most 1000",
+                            sim.speed
+                        ),
+                    ));
+                }
                 plant.simulators.push(SimulatedDevice {
                     equipment: e.id.clone(),
                     condition,
                     phase_secs: sim.phase_secs,
+                    speed: sim.speed,
                     port: sim.port,
                 });
                 None
@@ -825,8 +888,15 @@ impl PlantConfig {
                 endpoint,
                 map,
             });
+            let cycle = e
+                .cycle
+                .as_ref()
+                .map(|c| cycle_layout(c, sensors, &format!("{key}.cycle")))
+                .transpose()
+                .map_err(|m| err(file, m))?;
             plant.equipment.push(EquipmentSpec {
                 id: e.id.clone(),
+                cycle,
                 name: e.name.clone(),
                 site: self.site.name.clone(),
                 sensors: sensors
@@ -846,6 +916,53 @@ impl PlantConfig {
         }
         Ok(plant)
     }
+}
+
+/// The cycle layout of an equipment carrying `sensors`, or what is missing.
+fn cycle_layout(
+    c: &CycleConfig,
+    sensors: &[SensorConfig],
+    key: &str,
+) -> Result<hydrowatch_models::cycle::CycleLayout, String> {
+    use hydrowatch_models::cycle::SENSORS;
+    let index = |id: &str| sensors.iter().position(|s| s.id.as_str() == id);
+    let phase_column = index(c.phase_sensor.as_str()).ok_or_else(|| {
+        format!(
+            "{key}.phase_sensor = {:?}: not a sensor of this equipment",
+            c.phase_sensor.as_str()
+        )
+    })?;
+    let missing: Vec<&str> = SENSORS
+        .iter()
+        .copied()
+        .filter(|s| index(s).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{key}: the cycle models need the rig's 17 sensors ({}); this equipment lacks {}",
+            SENSORS.join(", "),
+            missing.join(", ")
+        ));
+    }
+    if c.max_missing >= hydrowatch_models::cycle::CYCLE_SECONDS / 2 {
+        return Err(format!(
+            "{key}.max_missing = {}: must be below {}",
+            c.max_missing,
+            hydrowatch_models::cycle::CYCLE_SECONDS / 2
+        ));
+    }
+    if c.max_gap_ms < 1 {
+        return Err(format!(
+            "{key}.max_gap_ms = {}: must be at least 1",
+            c.max_gap_ms
+        ));
+    }
+    Ok(hydrowatch_models::cycle::CycleLayout {
+        phase_column,
+        columns: SENSORS.map(|s| index(s).unwrap_or(0)),
+        max_missing: c.max_missing,
+        max_gap_ms: c.max_gap_ms,
+    })
 }
 
 /// Everything loaded and validated.

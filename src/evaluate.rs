@@ -8,91 +8,10 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use hydrowatch_models::cycle::FEATURES;
-use hydrowatch_models::forest::{ForestError, ForestParams, TargetForest};
+use hydrowatch_models::forest::{ForestError, ForestParams};
+pub use hydrowatch_models::forest::{Forests, Target};
 
 use crate::rigdata::{Conditions, RigData};
-
-/// What a classifier predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// Cooler efficiency.
-    Cooler,
-    /// Valve condition.
-    Valve,
-    /// Internal pump leakage.
-    Pump,
-    /// Accumulator pressure.
-    Accumulator,
-    /// Stable flag.
-    Stable,
-}
-
-impl Target {
-    /// Every target, in `profile.txt` order.
-    pub const ALL: [Target; 5] = [
-        Target::Cooler,
-        Target::Valve,
-        Target::Pump,
-        Target::Accumulator,
-        Target::Stable,
-    ];
-
-    /// The label of this target in `c`.
-    pub fn label(self, c: &Conditions) -> i32 {
-        match self {
-            Target::Cooler => c.cooler,
-            Target::Valve => c.valve,
-            Target::Pump => c.pump,
-            Target::Accumulator => c.accumulator,
-            Target::Stable => c.stable,
-        }
-    }
-
-    /// The healthy label, for the four components.
-    pub fn healthy(self) -> Option<i32> {
-        match self {
-            Target::Cooler => Some(100),
-            Target::Valve => Some(100),
-            Target::Pump => Some(0),
-            Target::Accumulator => Some(130),
-            Target::Stable => None,
-        }
-    }
-}
-
-/// The trained classifiers.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Forests {
-    /// Features per cycle they were trained on ([`FEATURES`] when trained;
-    /// a model of another feature set must not be used).
-    #[serde(default)]
-    pub features: usize,
-    /// How they were grown.
-    pub params: ForestParams,
-    /// One per target, in [`Target::ALL`] order.
-    pub forests: Vec<(Target, TargetForest)>,
-}
-
-impl Forests {
-    /// Trains one forest per target on `rows` of `data`.
-    pub fn train(
-        features: &[[f64; FEATURES]],
-        conditions: &[Conditions],
-        params: &ForestParams,
-    ) -> Result<Forests, ForestError> {
-        let mut forests = Vec::new();
-        for target in Target::ALL {
-            let y: Vec<i32> = conditions.iter().map(|c| target.label(c)).collect();
-            forests.push((target, TargetForest::train(features, &y, params)?));
-        }
-        Ok(Forests {
-            features: FEATURES,
-            params: params.clone(),
-            forests,
-        })
-    }
-}
 
 /// How one target fared.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -196,7 +115,7 @@ pub fn evaluate(
 ) -> Result<Scores, ForestError> {
     let mut targets = Vec::new();
     for (target, forest) in &forests.forests {
-        let truth: Vec<i32> = conditions.iter().map(|c| target.label(c)).collect();
+        let truth: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
         let predicted = forest.predict(features)?;
         targets.push((*target, score(*target, &truth, &predicted)));
     }
@@ -266,11 +185,15 @@ pub fn cross_validate(
             continue;
         }
         let pick_x = |idx: &[usize]| idx.iter().map(|&i| features[i]).collect::<Vec<_>>();
-        let pick_c = |idx: &[usize]| idx.iter().map(|&i| conditions[i]).collect::<Vec<_>>();
+        let pick_c = |idx: &[usize]| {
+            idx.iter()
+                .map(|&i| conditions[i].labels())
+                .collect::<Vec<_>>()
+        };
         let forests = Forests::train(&pick_x(&train), &pick_c(&train), params)?;
         let test_x = pick_x(&test);
         for (t, (target, forest)) in forests.forests.iter().enumerate() {
-            truth[t].extend(test.iter().map(|&i| target.label(&conditions[i])));
+            truth[t].extend(test.iter().map(|&i| conditions[i].label(*target)));
             predicted[t].extend(forest.predict(&test_x)?);
             if let Some(h) = target.healthy() {
                 p_degraded[t].extend(
@@ -327,17 +250,17 @@ pub fn novelty_withheld(
     let mut out = Vec::new();
     for target in &Target::ALL[..4] {
         let healthy = target.healthy().unwrap_or_default();
-        let mut levels: Vec<i32> = conditions.iter().map(|c| target.label(c)).collect();
+        let mut levels: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
         levels.sort_unstable();
         levels.dedup();
         for level in levels.into_iter().filter(|l| *l != healthy) {
             let withheld: Vec<usize> = (0..features.len())
-                .filter(|&i| target.label(&conditions[i]) == level)
+                .filter(|&i| conditions[i].label(*target) == level)
                 .collect();
             let (mut hits, mut tried, mut alarms, mut known_tested) = (0, 0, 0, 0);
             for fold in 0..5 {
                 let fit: Vec<Vec<f64>> = (0..features.len())
-                    .filter(|&i| target.label(&conditions[i]) != level && folds[i] != fold)
+                    .filter(|&i| conditions[i].label(*target) != level && folds[i] != fold)
                     .map(|i| features[i].to_vec())
                     .collect();
                 let model = Novelty::fit(&fit, params).map_err(|e| e.to_string())?;
@@ -346,7 +269,7 @@ pub fn novelty_withheld(
                     hits += usize::from(model.score(&features[i]) > 1.0);
                 }
                 for i in (0..features.len())
-                    .filter(|&i| target.label(&conditions[i]) != level && folds[i] == fold)
+                    .filter(|&i| conditions[i].label(*target) != level && folds[i] == fold)
                 {
                     known_tested += 1;
                     alarms += usize::from(model.score(&features[i]) > 1.0);

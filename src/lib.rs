@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod http;
 pub mod instant;
 pub mod rigdata;
+pub mod scoring;
 pub mod store;
 pub mod telemetry;
 

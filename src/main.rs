@@ -294,30 +294,46 @@ fn load_rig(
 
 fn train(data: &std::path::Path, out: &std::path::Path, trees: u16) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
+    use hydrowatch::scoring::{write_json, NoveltyArtifact, NOVELTY_ARTIFACT};
+    use hydrowatch_models::novelty::{Novelty, NoveltyParams};
     let (data, features) = load_rig(data)?;
     let params = hydrowatch_models::forest::ForestParams {
         n_trees: trees,
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let forests = hydrowatch::evaluate::Forests::train(&features, &data.conditions, &params)?;
-    let mut json = serde_json::to_vec(&forests)?;
-    if out.extension().is_some_and(|e| e == "gz") {
-        use std::io::Write as _;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&json)?;
-        json = gz.finish()?;
-    }
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    let labels: Vec<[i32; 5]> = data.conditions.iter().map(|c| c.labels()).collect();
+    let forests = hydrowatch::evaluate::Forests::train(&features, &labels, &params)?;
+    let size = write_json(out, &forests).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "trained {} forests of {trees} trees in {:.1} s; {} ({} KiB)",
         forests.forests.len(),
         started.elapsed().as_secs_f64(),
         out.display(),
-        json.len() / 1024
+        size / 1024
+    );
+    // The novelty detectors: of cycles (their features) and of single
+    // sample vectors (every second of every cycle), fitted on all of them.
+    let started = std::time::Instant::now();
+    let rows: Vec<Vec<f64>> = features.iter().map(|f| f.to_vec()).collect();
+    let cycle = Novelty::fit(&rows, &NoveltyParams::default())?;
+    let samples: Vec<Vec<f64>> = data
+        .cycles
+        .iter()
+        .flat_map(|c| {
+            (0..hydrowatch_models::cycle::CYCLE_SECONDS)
+                .map(move |t| c.values.iter().map(|row| row[t]).collect())
+        })
+        .collect();
+    let sample = Novelty::fit(&samples, &NoveltyParams::default())?;
+    let path = out.with_file_name(NOVELTY_ARTIFACT);
+    let size = write_json(&path, &NoveltyArtifact { cycle, sample })
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "fitted the novelty detectors in {:.1} s; {} ({} KiB)",
+        started.elapsed().as_secs_f64(),
+        path.display(),
+        size / 1024
     );
     Ok(ExitCode::SUCCESS)
 }

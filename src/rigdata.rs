@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use hydrowatch_models::cycle::{Cycle, CYCLE_SECONDS, SENSORS};
+use hydrowatch_models::forest::Target;
 
 /// The conditions a cycle was recorded in (`profile.txt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +30,22 @@ pub struct Conditions {
 }
 
 impl Conditions {
+    /// The label of `target`.
+    pub fn label(&self, target: Target) -> i32 {
+        match target {
+            Target::Cooler => self.cooler,
+            Target::Valve => self.valve,
+            Target::Pump => self.pump,
+            Target::Accumulator => self.accumulator,
+            Target::Stable => self.stable,
+        }
+    }
+
+    /// Every target's label, in [`Target::ALL`] order.
+    pub fn labels(&self) -> [i32; 5] {
+        Target::ALL.map(|t| self.label(t))
+    }
+
     /// No component degraded.
     pub fn healthy(&self) -> bool {
         self.cooler == 100 && self.valve == 100 && self.pump == 0 && self.accumulator == 130

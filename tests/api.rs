@@ -47,7 +47,7 @@ async fn websocket_delivers_changing_values_for_every_rig_within_5_s() {
             "snapshot" => {
                 assert_eq!(
                     frame["snapshot"]["sensors"].as_array().map(Vec::len),
-                    Some(17)
+                    Some(18)
                 );
                 snapshots.insert(rig.clone());
             }
@@ -174,7 +174,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
     let snap: Value = get_json(format!("{base}/api/v1/equipment/rig-2")).await;
     assert_eq!(snap["id"], "rig-2");
     let sensors = snap["sensors"].as_array().unwrap();
-    assert_eq!(sensors.len(), 17);
+    assert_eq!(sensors.len(), 18);
     let ts1 = sensors.iter().find(|s| s["id"] == "TS1").unwrap();
     assert_eq!(ts1["unit"], "°C");
     assert_eq!(ts1["state"]["quality"], "good");

@@ -489,7 +489,7 @@ async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(stats["range"], "1h");
-    assert_eq!(stats["sensors"].as_array().unwrap().len(), 17);
+    assert_eq!(stats["sensors"].as_array().unwrap().len(), 18);
     let ps1 = &stats["sensors"][0];
     assert_eq!(ps1["sensor"], "PS1");
     assert!(ps1["count"].as_i64().unwrap() > 0, "{stats}");

@@ -39,6 +39,9 @@ pub struct TreeConfig {
     pub stale_check: Duration,
     /// Where samples are persisted; `None` keeps them live only.
     pub storage: Option<TreeStorage>,
+    /// Cycle models for the equipment with a cycle layout; `None`: no cycle
+    /// scoring.
+    pub scoring: Option<crate::plant::CycleScoring>,
 }
 
 /// Persistence of the tree's samples.
@@ -124,6 +127,7 @@ impl Tree {
                 tick: config.stale_check,
                 hub: hub.clone(),
                 registry: registry.clone(),
+                scoring: config.scoring.clone(),
             };
             plant_children.push(ChildSpec {
                 id: spec.id.to_string(),

@@ -202,6 +202,178 @@ fn step_features(row: &[f64], t0: usize, out: &mut [f64]) {
     out[6] = step;
 }
 
+/// How an equipment unit's live samples are cut into cycles.
+///
+/// The rig's PLC exposes the second into the running load cycle (its cycle
+/// timer) as one more sensor; a cycle ends when that value wraps. Each of the
+/// 17 sensors' values is placed at the second its poll read, so the cycle is
+/// aligned with the load steps whatever the poll's phase or the wall-clock
+/// speed of the device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CycleLayout {
+    /// Index, among the equipment's sensors, of the cycle timer.
+    pub phase_column: usize,
+    /// Index, among the equipment's sensors, of each of [`SENSORS`].
+    pub columns: [usize; 17],
+    /// Seconds a sensor may miss in a cycle, filled by interpolation from
+    /// its neighbours; with more the cycle is not scored.
+    pub max_missing: usize,
+    /// A pause between two polls longer than this ends the cycle being
+    /// assembled (whatever the timer says), ms.
+    pub max_gap_ms: i64,
+}
+
+/// What [`CycleAssembler::push`] hands back when a cycle ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assembled {
+    /// A cycle to score.
+    Complete {
+        /// The values.
+        cycle: Cycle,
+        /// When its first sample was read, ms since the Unix epoch.
+        start_ms: i64,
+        /// When its last sample was read.
+        end_ms: i64,
+        /// Values filled by interpolation.
+        filled: usize,
+    },
+    /// Too many seconds were missing (the first, partial cycle after a
+    /// start, or a gap in polling): not scored.
+    Incomplete {
+        /// When its first sample was read.
+        start_ms: i64,
+        /// The most seconds missing from one sensor.
+        missing: usize,
+    },
+}
+
+/// Cuts live samples into cycles (see [`CycleLayout`]).
+#[derive(Debug, Clone)]
+pub struct CycleAssembler {
+    layout: CycleLayout,
+    values: Vec<[f64; CYCLE_SECONDS]>,
+    last_phase: Option<usize>,
+    start_ms: i64,
+    last_ms: i64,
+}
+
+impl CycleAssembler {
+    /// An empty assembler.
+    pub fn new(layout: CycleLayout) -> CycleAssembler {
+        CycleAssembler {
+            layout,
+            values: vec![[f64::NAN; CYCLE_SECONDS]; SENSORS.len()],
+            last_phase: None,
+            start_ms: 0,
+            last_ms: 0,
+        }
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &CycleLayout {
+        &self.layout
+    }
+
+    /// Adds one poll read at `ts_ms`: `values[i]` is the equipment's sensor
+    /// `i` (`None` when missing or not usable). Returns the previous cycle
+    /// when this poll starts a new one. A poll without a usable cycle timer
+    /// cannot be placed and is skipped.
+    pub fn push(&mut self, ts_ms: i64, values: &[Option<f64>]) -> Option<Assembled> {
+        let phase = values
+            .get(self.layout.phase_column)
+            .copied()
+            .flatten()
+            .filter(|p| p.is_finite() && *p >= 0.0 && *p < CYCLE_SECONDS as f64)?
+            as usize;
+        let wrapped = self.last_phase.is_some_and(|last| phase < last);
+        let gap = self.last_phase.is_some() && ts_ms - self.last_ms > self.layout.max_gap_ms;
+        let done = if wrapped || gap {
+            Some(self.finish())
+        } else {
+            None
+        };
+        if self.last_phase.is_none() {
+            self.start_ms = ts_ms;
+        }
+        self.last_phase = Some(phase);
+        self.last_ms = ts_ms;
+        for (row, &column) in self.values.iter_mut().zip(&self.layout.columns) {
+            // Two polls in one second: the first read stands.
+            if row[phase].is_nan() {
+                if let Some(v) = values
+                    .get(column)
+                    .copied()
+                    .flatten()
+                    .filter(|v| v.is_finite())
+                {
+                    row[phase] = v;
+                }
+            }
+        }
+        done
+    }
+
+    /// Ends the cycle being assembled and starts an empty one.
+    fn finish(&mut self) -> Assembled {
+        let start_ms = self.start_ms;
+        let end_ms = self.last_ms;
+        self.last_phase = None;
+        let missing = self
+            .values
+            .iter()
+            .map(|row| row.iter().filter(|v| v.is_nan()).count())
+            .max()
+            .unwrap_or(0);
+        if missing > self.layout.max_missing {
+            self.values.iter_mut().for_each(|r| r.fill(f64::NAN));
+            return Assembled::Incomplete { start_ms, missing };
+        }
+        let mut filled = 0;
+        let values = self
+            .values
+            .iter_mut()
+            .map(|row| {
+                filled += fill_gaps(row);
+                let out = row.to_vec();
+                row.fill(f64::NAN);
+                out
+            })
+            .collect();
+        Assembled::Complete {
+            cycle: Cycle { values },
+            start_ms,
+            end_ms,
+            filled,
+        }
+    }
+}
+
+/// Fills the missing (NaN) values of `row` linearly between the nearest
+/// known neighbours (the nearest one at the ends); returns how many.
+fn fill_gaps(row: &mut [f64]) -> usize {
+    let known: Vec<usize> = (0..row.len()).filter(|&i| !row[i].is_nan()).collect();
+    let (Some(&first), Some(&last)) = (known.first(), known.last()) else {
+        return 0;
+    };
+    let mut filled = 0;
+    for i in 0..row.len() {
+        if !row[i].is_nan() {
+            continue;
+        }
+        filled += 1;
+        row[i] = if i < first {
+            row[first]
+        } else if i > last {
+            row[last]
+        } else {
+            let after = known.partition_point(|&k| k < i);
+            let (a, b) = (known[after - 1], known[after]);
+            row[a] + (row[b] - row[a]) * (i - a) as f64 / (b - a) as f64
+        };
+    }
+    filled
+}
+
 /// The features' names, `SENSOR_feature`, in order.
 pub fn feature_names() -> Vec<String> {
     let mut names = Vec::with_capacity(FEATURES);
@@ -301,5 +473,92 @@ mod tests {
             c.features().unwrap_err(),
             CycleError::SensorCount { got: 16, .. }
         ));
+    }
+
+    fn layout() -> CycleLayout {
+        // The equipment lists the timer first, then the 17 sensors reversed.
+        let mut columns = [0; 17];
+        for (s, c) in columns.iter_mut().enumerate() {
+            *c = 17 - s;
+        }
+        CycleLayout {
+            phase_column: 0,
+            columns,
+            max_missing: 3,
+            max_gap_ms: 10_000,
+        }
+    }
+
+    /// One poll at `second` of the cycle: sensor `s` reads `s * 100 + second`.
+    fn poll(second: f64) -> Vec<Option<f64>> {
+        let mut v = vec![Some(second)];
+        v.extend(
+            (0..17)
+                .rev()
+                .map(|s| Some(s as f64 * 100.0 + second.floor())),
+        );
+        v
+    }
+
+    #[test]
+    fn a_cycle_ends_when_the_timer_wraps_and_gaps_are_filled() {
+        let mut a = CycleAssembler::new(layout());
+        let mut ts = 0;
+        // Start mid-cycle: that first part is incomplete.
+        for second in 30..60 {
+            assert_eq!(a.push(ts, &poll(second as f64 + 0.4)), None);
+            ts += 1000;
+        }
+        let first = a.push(ts, &poll(0.4));
+        assert!(
+            matches!(first, Some(Assembled::Incomplete { missing: 30, .. })),
+            "{first:?}"
+        );
+        let start = ts;
+        for second in 1..60 {
+            ts += 1000;
+            let mut p = poll(second as f64 + 0.4);
+            if second == 20 || second == 21 {
+                p[17] = None; // PS1 (listed last) missing twice
+            }
+            if second == 40 {
+                p[0] = None; // no timer: the poll cannot be placed
+            }
+            a.push(ts, &p);
+            if second == 10 {
+                // A second poll in the same second does not overwrite.
+                a.push(
+                    ts + 10,
+                    &poll(10.9)
+                        .into_iter()
+                        .map(|v| v.map(|x| x + 0.5))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        let Some(Assembled::Complete {
+            cycle,
+            start_ms,
+            filled,
+            ..
+        }) = a.push(ts + 1000, &poll(0.2))
+        else {
+            panic!("a complete cycle");
+        };
+        assert_eq!(start_ms, start);
+        // PS1 at 20, 21 and every sensor at 40 were filled.
+        assert_eq!(filled, 2 + 17);
+        assert_eq!(cycle.values[0][20], 20.0);
+        assert_eq!(cycle.values[0][21], 21.0);
+        assert_eq!(cycle.values[5][40], 540.0);
+        assert_eq!(cycle.values[3][10], 310.0);
+        assert_eq!(cycle.values[16][59], 1659.0);
+        assert!(cycle.features().is_ok());
+        // A long pause ends the cycle, whatever the timer says.
+        let ended = a.push(ts + 60_000, &poll(5.0));
+        assert!(
+            matches!(ended, Some(Assembled::Incomplete { .. })),
+            "{ended:?}"
+        );
     }
 }

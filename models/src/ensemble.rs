@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A monitored component of a hydraulic rig.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
@@ -36,6 +37,87 @@ impl Component {
         Component::Pump,
         Component::Accumulator,
     ];
+
+    /// The name used in APIs and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Cooler => "cooler",
+            Component::Valve => "valve",
+            Component::Pump => "pump",
+            Component::Accumulator => "accumulator",
+        }
+    }
+
+    /// The component of a name from [`Self::as_str`].
+    pub fn parse(name: &str) -> Option<Component> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// How serious a predicted condition level of this component is, on the
+    /// rig data's scales: cooler efficiency % (100, 20, 3), valve switching %
+    /// (100, 90, 80, 73), pump leakage (0, 1, 2), accumulator bar (130, 115,
+    /// 100, 90). `None` for the healthy level; an unknown level counts as
+    /// major.
+    pub fn severity_of(self, level: i32) -> Option<Severity> {
+        use Severity::*;
+        match (self, level) {
+            (Component::Cooler, 100)
+            | (Component::Valve, 100)
+            | (Component::Pump, 0)
+            | (Component::Accumulator, 130) => None,
+            (Component::Cooler, 3) | (Component::Valve, 73) | (Component::Accumulator, 90) => {
+                Some(Critical)
+            }
+            (Component::Valve, 90) | (Component::Pump, 1) | (Component::Accumulator, 115) => {
+                Some(Minor)
+            }
+            _ => Some(Major),
+        }
+    }
+}
+
+/// How serious an anomaly is, from least to most (the alerting scale).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Unusual; worth a look (a novel cycle no classifier explains).
+    Warning,
+    /// Early degradation.
+    Minor,
+    /// Clear degradation; plan maintenance.
+    Major,
+    /// Near failure; act now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, least first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Warning,
+        Severity::Minor,
+        Severity::Major,
+        Severity::Critical,
+    ];
+
+    /// The name used in APIs and storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity of a name from [`Self::as_str`].
+    pub fn parse(name: &str) -> Option<Severity> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// One member's switch and weight.
@@ -57,6 +139,9 @@ fn yes() -> bool {
 fn one() -> f64 {
     1.0
 }
+
+/// Names of the ensemble's members.
+pub const KNOWN_MEMBERS: [&str; 4] = ["random_forest", "xgboost", "novelty", "sample_novelty"];
 
 /// The ensemble's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,9 +171,18 @@ impl Default for EnsembleConfig {
 }
 
 impl EnsembleConfig {
-    /// Checks weights and threshold.
+    /// Checks member names, weights and threshold.
     pub fn validate(&self) -> Result<(), crate::detect::ConfigError> {
         for (name, m) in &self.members {
+            if !KNOWN_MEMBERS.contains(&name.as_str()) {
+                return Err(crate::detect::ConfigError {
+                    field: "members",
+                    reason: format!(
+                        "unknown member {name:?} (known: {})",
+                        KNOWN_MEMBERS.join(", ")
+                    ),
+                });
+            }
             if !(m.weight.is_finite() && m.weight > 0.0) {
                 return Err(crate::detect::ConfigError {
                     field: "weight",
@@ -105,12 +199,22 @@ impl EnsembleConfig {
         Ok(())
     }
 
-    fn member(&self, name: &str) -> Option<&MemberConfig> {
-        self.members.get(name).filter(|m| m.enabled)
+    /// The switch and weight of member `name`, when it takes part: as
+    /// configured, or enabled at weight 1 for a known member the config does
+    /// not list (so configuring one member does not switch the others off).
+    pub fn member(&self, name: &str) -> Option<MemberConfig> {
+        match self.members.get(name) {
+            Some(m) => m.enabled.then(|| m.clone()),
+            None => KNOWN_MEMBERS.contains(&name).then_some(MemberConfig {
+                enabled: true,
+                weight: 1.0,
+            }),
+        }
     }
 }
 
 /// What one member said about a cycle.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberVerdict {
     /// Member name, as in the config.
@@ -119,11 +223,36 @@ pub struct MemberVerdict {
     pub model_version: String,
     /// Per component, the probability it is degraded (classifiers).
     pub degraded: BTreeMap<Component, f64>,
+    /// Per component, the condition level it predicts (classifiers that
+    /// predict levels), on the scales of [`Component::severity_of`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub levels: BTreeMap<Component, i32>,
     /// Novelty score (novelty member): above 1 is novel.
     pub novelty: Option<f64>,
 }
 
+/// One component's health in a verdict.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentHealth {
+    /// The component.
+    pub component: Component,
+    /// Whether the ensemble calls it degraded.
+    pub degraded: bool,
+    /// The weighted probability that it is degraded.
+    pub probability: f64,
+    /// How sure the call is: the probability of what was called, 0.5–1.
+    pub confidence: f64,
+    /// Condition level predicted by the weightiest member that predicts one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    /// Severity of that level when degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+}
+
 /// The ensemble's verdict on a cycle.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Some component is degraded, or the cycle is novel.
@@ -140,6 +269,14 @@ pub struct Verdict {
     pub confidence: f64,
     /// Per component, the weighted degraded probability.
     pub components: BTreeMap<Component, f64>,
+    /// Per component that some member judged: the call, its confidence,
+    /// level and severity.
+    pub health: Vec<ComponentHealth>,
+    /// The most serious severity: the worst degraded component's, or
+    /// warning for a novel cycle no classifier explains; `None` when healthy.
+    pub severity: Option<Severity>,
+    /// The largest novelty score among the members (above 1 is novel).
+    pub novelty: Option<f64>,
     /// The versions of the members that took part, `name@version` joined by `+`.
     pub model_version: String,
     /// What each member that took part said.
@@ -170,6 +307,38 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
             components.insert(component, sum / weights);
         }
     }
+    // A component's level comes from the weightiest member that gives one.
+    let level_of = |component: Component| {
+        taking_part
+            .iter()
+            .filter_map(|v| {
+                let level = v.levels.get(&component)?;
+                Some((config.member(&v.model)?.weight, *level))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, level)| level)
+    };
+    let health: Vec<ComponentHealth> = components
+        .iter()
+        .map(|(&component, &p)| {
+            let degraded = p >= config.threshold;
+            let level = level_of(component);
+            ComponentHealth {
+                component,
+                degraded,
+                probability: p,
+                confidence: if degraded { p } else { 1.0 - p },
+                level,
+                // Degraded by the vote but with a healthy level predicted
+                // (the members disagree): at least minor.
+                severity: degraded.then(|| {
+                    level
+                        .and_then(|l| component.severity_of(l))
+                        .unwrap_or(Severity::Minor)
+                }),
+            }
+        })
+        .collect();
     let worst = components
         .iter()
         .max_by(|a, b| a.1.total_cmp(b.1))
@@ -196,12 +365,20 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
         (None, false) if taking_part.is_empty() => 0.0,
         (None, false) => (1.0 - p_max / config.threshold).clamp(0.0, 1.0),
     };
+    let severity = health
+        .iter()
+        .filter_map(|h| h.severity)
+        .max()
+        .or(novel.then_some(Severity::Warning));
     Verdict {
         is_anomaly: degraded.is_some() || novel,
         score,
         affected_component: degraded.map(|(c, _)| c),
         confidence,
         components,
+        health,
+        severity,
+        novelty,
         model_version: taking_part
             .iter()
             .map(|v| format!("{}@{}", v.model, v.model_version))
@@ -225,6 +402,7 @@ mod tests {
                 (Component::Pump, 0.0),
                 (Component::Accumulator, accumulator),
             ]),
+            levels: BTreeMap::new(),
             novelty: None,
         }
     }
@@ -234,6 +412,7 @@ mod tests {
             model: "novelty".into(),
             model_version: "1".into(),
             degraded: BTreeMap::new(),
+            levels: BTreeMap::new(),
             novelty: Some(score),
         }
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cycle::CycleLayout;
+use crate::ensemble::Verdict;
 use crate::{EquipmentId, Health, PhysicalRange, SensorId, SensorSpec, SensorState};
 
 /// Static description of an equipment unit.
@@ -17,6 +19,26 @@ pub struct EquipmentSpec {
     pub site: String,
     /// Its sensors, in display order.
     pub sensors: Vec<SensorSpec>,
+    /// How its samples are cut into cycles for the cycle models; `None`:
+    /// no cycle scoring.
+    pub cycle: Option<CycleLayout>,
+}
+
+/// The condition of an equipment unit as the cycle models judged its latest
+/// complete cycle.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConditionView {
+    /// When the cycle's first sample was read, ms since the Unix epoch.
+    pub cycle_start_ms: i64,
+    /// When its last sample was read.
+    pub cycle_end_ms: i64,
+    /// The ensemble's verdict: health per component with confidence.
+    pub verdict: Verdict,
+    /// Cycles scored since the actor started.
+    pub cycles_scored: u64,
+    /// Cycles not scored because too much was missing.
+    pub cycles_incomplete: u64,
 }
 
 /// A sensor as the live picture shows it.
@@ -49,6 +71,10 @@ pub struct EquipmentSnapshot {
     pub health: Health,
     /// Sensors in display order.
     pub sensors: Vec<SensorView>,
+    /// The cycle models' latest verdict (`None` until a cycle was scored,
+    /// or for equipment without cycle scoring).
+    #[serde(default)]
+    pub condition: Option<ConditionView>,
 }
 
 /// What changed in an equipment's picture since the previous delta.
@@ -60,12 +86,15 @@ pub struct EquipmentDelta {
     pub health: Option<Health>,
     /// New states of the sensors that changed.
     pub sensors: BTreeMap<SensorId, SensorState>,
+    /// A new verdict on the latest cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<ConditionView>,
 }
 
 impl EquipmentDelta {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.health.is_none() && self.sensors.is_empty()
+        self.health.is_none() && self.sensors.is_empty() && self.condition.is_none()
     }
 
     /// Folds a later delta into this one (later values win).
@@ -74,6 +103,9 @@ impl EquipmentDelta {
             self.health = later.health;
         }
         self.sensors.extend(later.sensors);
+        if later.condition.is_some() {
+            self.condition = later.condition;
+        }
     }
 }
 
@@ -82,6 +114,9 @@ impl EquipmentSnapshot {
     pub fn apply(&mut self, delta: EquipmentDelta) {
         if let Some(health) = delta.health {
             self.health = health;
+        }
+        if delta.condition.is_some() {
+            self.condition = delta.condition;
         }
         for (id, state) in delta.sensors {
             if let Some(view) = self.sensors.iter_mut().find(|s| s.id == id) {

@@ -11,6 +11,7 @@ use smartcore::ensemble::random_forest_classifier::{
 use smartcore::linalg::basic::matrix::DenseMatrix;
 
 use crate::cycle::FEATURES;
+use crate::ensemble::Component;
 
 /// How a forest is grown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +149,110 @@ impl TargetForest {
                     .collect())
             }
         }
+    }
+}
+
+/// What a classifier predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Cooler efficiency.
+    Cooler,
+    /// Valve condition.
+    Valve,
+    /// Internal pump leakage.
+    Pump,
+    /// Accumulator pressure.
+    Accumulator,
+    /// Stable flag.
+    Stable,
+}
+
+impl Target {
+    /// Every target, in `profile.txt` order.
+    pub const ALL: [Target; 5] = [
+        Target::Cooler,
+        Target::Valve,
+        Target::Pump,
+        Target::Accumulator,
+        Target::Stable,
+    ];
+
+    /// Position in [`Target::ALL`] (and in `profile.txt`).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The component this target judges (none for the stable flag).
+    pub fn component(self) -> Option<Component> {
+        match self {
+            Target::Cooler => Some(Component::Cooler),
+            Target::Valve => Some(Component::Valve),
+            Target::Pump => Some(Component::Pump),
+            Target::Accumulator => Some(Component::Accumulator),
+            Target::Stable => None,
+        }
+    }
+
+    /// The healthy label, for the four components.
+    pub fn healthy(self) -> Option<i32> {
+        match self {
+            Target::Cooler => Some(100),
+            Target::Valve => Some(100),
+            Target::Pump => Some(0),
+            Target::Accumulator => Some(130),
+            Target::Stable => None,
+        }
+    }
+}
+
+/// The trained classifiers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forests {
+    /// Features per cycle they were trained on ([`FEATURES`] when trained;
+    /// a model of another feature set must not be used).
+    #[serde(default)]
+    pub features: usize,
+    /// How they were grown.
+    pub params: ForestParams,
+    /// One per target, in [`Target::ALL`] order.
+    pub forests: Vec<(Target, TargetForest)>,
+}
+
+impl Forests {
+    /// Trains one forest per target on the cycles' `features` and their
+    /// `labels` (per cycle, one per target in [`Target::ALL`] order).
+    pub fn train(
+        features: &[[f64; FEATURES]],
+        labels: &[[i32; 5]],
+        params: &ForestParams,
+    ) -> Result<Forests, ForestError> {
+        let mut forests = Vec::new();
+        for target in Target::ALL {
+            let y: Vec<i32> = labels.iter().map(|l| l[target.index()]).collect();
+            forests.push((target, TargetForest::train(features, &y, params)?));
+        }
+        Ok(Forests {
+            features: FEATURES,
+            params: params.clone(),
+            forests,
+        })
+    }
+}
+
+impl Forests {
+    /// Checks a model read from an artifact against this build.
+    pub fn validate(&self) -> Result<(), ForestError> {
+        if self.features != FEATURES {
+            return Err(ForestError(format!(
+                "trained on {} features per cycle; this build computes {FEATURES}: train again",
+                self.features
+            )));
+        }
+        if self.forests.is_empty() {
+            return Err(ForestError("no forests".into()));
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod health;
 pub mod id;
 pub mod novelty;
 pub mod sample;
+pub mod scoring;
 pub mod sensor;
 pub mod units;
 
@@ -20,4 +21,4 @@ pub use id::{EquipmentId, IdError, SensorId};
 pub use sample::{Quality, Reading, SampleBatch};
 pub use sensor::{PhysicalRange, SensorSpec, SensorState, SensorStatus};
 pub mod equipment;
-pub use equipment::{EquipmentDelta, EquipmentSnapshot, EquipmentSpec, SensorView};
+pub use equipment::{ConditionView, EquipmentDelta, EquipmentSnapshot, EquipmentSpec, SensorView};

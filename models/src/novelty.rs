@@ -43,7 +43,8 @@ pub struct NoveltyError(pub String);
 pub struct Novelty {
     mean: Vec<f64>,
     scale: Vec<f64>,
-    /// Lower-triangular Cholesky factor of the shrunk correlation, row-major.
+    /// Lower-triangular Cholesky factor of the shrunk correlation, packed by
+    /// rows (row `i` holds `i + 1` values), so the artifact carries no zeros.
     chol: Vec<f64>,
     /// Distances beyond this are novel.
     pub threshold: f64,
@@ -103,8 +104,11 @@ impl Novelty {
                 cov[j * d + i] = c;
             }
         }
-        let chol = cholesky(&cov, d)
+        let full = cholesky(&cov, d)
             .ok_or_else(|| NoveltyError("correlation matrix is not positive definite".into()))?;
+        let chol = (0..d)
+            .flat_map(|i| full[i * d..=i * d + i].iter().copied())
+            .collect();
         let mut model = Novelty {
             mean,
             scale,
@@ -126,14 +130,47 @@ impl Novelty {
         let mut sum_sq = 0.0;
         for i in 0..d {
             let zi = (row.get(i).copied().unwrap_or(f64::NAN) - self.mean[i]) / self.scale[i];
+            let row = &self.chol[i * (i + 1) / 2..=i * (i + 1) / 2 + i];
             let mut s = zi;
-            for (k, yk) in y.iter().enumerate().take(i) {
-                s -= self.chol[i * d + k] * yk;
+            for (l, yk) in row.iter().zip(&y[..i]) {
+                s -= l * yk;
             }
-            y[i] = s / self.chol[i * d + i];
+            y[i] = s / row[i];
             sum_sq += y[i] * y[i];
         }
         sum_sq.sqrt()
+    }
+
+    /// Checks a model read from an artifact: consistent sizes, finite
+    /// numbers, a usable threshold.
+    pub fn validate(&self) -> Result<(), NoveltyError> {
+        let d = self.mean.len();
+        let ok = d > 0
+            && self.scale.len() == d
+            && self.chol.len() == d * (d + 1) / 2
+            && self
+                .mean
+                .iter()
+                .chain(&self.scale)
+                .chain(&self.chol)
+                .all(|v| v.is_finite())
+            && self.scale.iter().all(|s| *s > 0.0)
+            && (0..d).all(|i| self.chol[i * (i + 1) / 2 + i] > 0.0)
+            && self.threshold.is_finite()
+            && self.threshold > 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(NoveltyError(format!(
+                "inconsistent model ({d} features, {} factor values)",
+                self.chol.len()
+            )))
+        }
+    }
+
+    /// Features per row the model was fitted on.
+    pub fn width(&self) -> usize {
+        self.mean.len()
     }
 
     /// Distance over threshold: above 1 is novel.

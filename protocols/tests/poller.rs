@@ -48,10 +48,14 @@ async fn simulator() -> SimulatorHandle {
 async fn reads_the_recorded_values_in_one_request() {
     let sim = simulator().await;
     let mut poller = ModbusPoller::new(config(sim.addr()), rig_register_map());
-    assert_eq!(poller.requests_per_poll(), 1, "17 f32 points fit one read");
+    assert_eq!(
+        poller.requests_per_poll(),
+        1,
+        "17 f32 points and the cycle timer fit one read"
+    );
     let outcome = poller.poll().await;
     assert_eq!(outcome.link, LinkState::Connected);
-    assert_eq!(outcome.readings.len(), 17);
+    assert_eq!(outcome.readings.len(), 18);
     assert!(
         outcome.readings.iter().all(|r| r.quality == Quality::Good),
         "{outcome:?}"

@@ -224,7 +224,7 @@ pub async fn stats(
     }))
 }
 
-fn equipment(state: &AppState, id: &str) -> Result<Arc<EquipmentSpec>, ApiError> {
+pub(super) fn equipment(state: &AppState, id: &str) -> Result<Arc<EquipmentSpec>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no equipment {id:?}"));
     let id = EquipmentId::parse(id).map_err(|_| not_found())?;
     state

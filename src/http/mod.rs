@@ -1,6 +1,7 @@
 //! The HTTP/WebSocket façade: routes each request to the actor that owns the answer.
 
 pub mod admin;
+pub mod detect;
 pub mod equipment;
 pub mod error;
 pub mod history;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub health: Arc<ops::HealthFlags>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The cycle models (inline in the equipment actors, and `/detect`).
+    pub scorer: Arc<hydrowatch_models::scoring::Scorer>,
 }
 
 /// The OpenAPI document.
@@ -56,6 +59,7 @@ pub struct AppState {
     info(title = "hydrowatch API", description = "Real-time supervision of hydraulic equipment."),
     paths(
         equipment::list, equipment::get, history::series, history::stats, ingest::ingest, ws::upgrade,
+        detect::detect, detect::anomalies, detect::anomaly_trend,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -65,6 +69,7 @@ pub struct AppState {
     modifiers(&BearerAuth),
     tags((name = "equipment", description = "Live equipment state"),
          (name = "history", description = "Stored samples: chart series and KPIs"),
+         (name = "detect", description = "Cycle models: judge a cycle or a sample; anomalies found inline"),
          (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
@@ -110,6 +115,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest", post(ingest::ingest))
         .route("/equipment/{id}/series", get(history::series))
         .route("/equipment/{id}/stats", get(history::stats))
+        .route("/equipment/{id}/anomalies", get(detect::anomalies))
+        .route("/equipment/{id}/anomaly-trend", get(detect::anomaly_trend))
+        .route("/detect", post(detect::detect))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

@@ -55,6 +55,10 @@ pub struct Ready {
     /// spool size, rows written, replayed and dropped, the last database error.
     #[schema(value_type = Object)]
     pub storage: serde_json::Value,
+    /// The cycle models: `members` loaded (name → version), `unavailable`
+    /// members (name → reason; the others are reweighted), member failures.
+    #[schema(value_type = Object)]
+    pub models: serde_json::Value,
 }
 
 /// Ready to serve: the supervision tree is up and the process is not stopping.
@@ -118,6 +122,11 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         actors_down,
         connections_up: up,
         connections_total: connections.len(),
+        models: serde_json::json!({
+            "members": state.scorer.members().collect::<std::collections::BTreeMap<_, _>>(),
+            "unavailable": state.scorer.unavailable().iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "member_failures": state.scorer.member_failures(),
+        }),
         storage,
     };
     let code = if ok {

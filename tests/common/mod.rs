@@ -52,6 +52,51 @@ pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
     config::load(None, &pairs).expect("demo config loads")
 }
 
+/// Like [`demo_config`], but the demo plant's simulators replay ten
+/// recorded seconds per second and are polled every 100 ms: a load cycle
+/// takes 6 s, so tests see cycles scored without waiting minutes.
+pub fn fast_plant_config(env: &[(&str, &str)]) -> Loaded {
+    let dir = temp_dir("fast-plant");
+    let plant = config::EMBEDDED_PLANT
+        .replace("period_ms = 1000", "period_ms = 100")
+        .replace("stale_after_ms = 3000", "stale_after_ms = 1000")
+        .replace("phase_secs = ", "speed = 10.0\nphase_secs = ");
+    assert!(
+        plant.contains("speed = 10.0"),
+        "the demo plant has simulators"
+    );
+    std::fs::write(dir.join("plant.toml"), plant).expect("plant.toml");
+    std::fs::write(dir.join("supervision.toml"), config::EMBEDDED_SUPERVISION)
+        .expect("supervision.toml");
+    let settings = config::EMBEDDED_SETTINGS.replace(
+        "supervision = \"../supervision.toml\"",
+        "supervision = \"supervision.toml\"",
+    );
+    assert_ne!(
+        settings,
+        config::EMBEDDED_SETTINGS,
+        "the supervision file moved"
+    );
+    let path = dir.join("hydrowatch.toml");
+    std::fs::write(&path, settings).expect("hydrowatch.toml");
+    let data = temp_dir("fast-app");
+    let mut pairs: Vec<(String, String)> = vec![
+        ("HYDROWATCH_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+        ("HYDROWATCH_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+        ("HYDROWATCH_SERVER__SHUTDOWN_GRACE_MS".into(), "2000".into()),
+        (
+            "HYDROWATCH_STORAGE__URL".into(),
+            format!("sqlite://{}", data.join("hydrowatch.db").display()),
+        ),
+        (
+            "HYDROWATCH_STORAGE__SPOOL_DIR".into(),
+            data.join("spool").display().to_string(),
+        ),
+    ];
+    pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    config::load(Some(&path), &pairs).expect("fast plant config loads")
+}
+
 /// Starts the demo application on a free port.
 pub async fn spawn_app() -> App {
     spawn_with(demo_config(&[])).await

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use hydrowatch_models::cycle::{Assembled, CycleAssembler};
 use hydrowatch_models::{
-    EquipmentDelta, EquipmentSnapshot, EquipmentSpec, Health, SampleBatch, SensorId, SensorState,
-    SensorView,
+    ConditionView, EquipmentDelta, EquipmentId, EquipmentSnapshot, EquipmentSpec, Health, Quality,
+    SampleBatch, SensorId, SensorState, SensorView,
 };
 
+use super::scoring::CycleScoring;
 use super::sensor::{Sensor, SensorArgs, SensorMsg};
 use crate::address::Address;
 use crate::hub::{Hub, Subscriber};
@@ -63,6 +65,8 @@ pub struct EquipmentArgs {
     pub hub: Hub,
     /// The registry.
     pub registry: Registry,
+    /// Cycle models, for equipment whose spec has a cycle layout.
+    pub scoring: Option<CycleScoring>,
 }
 
 /// The equipment actor.
@@ -80,6 +84,107 @@ pub struct EquipmentState {
     pending: EquipmentDelta,
     ticker: Option<tokio::task::JoinHandle<()>>,
     processed: metrics::Counter,
+    cycles: Option<Cycles>,
+}
+
+/// Cycle assembly and scoring of one unit.
+struct Cycles {
+    scoring: CycleScoring,
+    assembler: CycleAssembler,
+    /// This poll's usable values, by sensor index (reused).
+    poll: Vec<Option<f64>>,
+    latest: Option<ConditionView>,
+    scored: u64,
+    incomplete: u64,
+    scored_total: metrics::Counter,
+    incomplete_total: metrics::Counter,
+    anomalies_total: metrics::Counter,
+    scoring_seconds: metrics::Histogram,
+}
+
+impl Cycles {
+    fn new(spec: &EquipmentSpec, scoring: Option<CycleScoring>) -> Option<Cycles> {
+        let layout = spec.cycle.clone()?;
+        let Some(scoring) = scoring else {
+            tracing::warn!(equipment = %spec.id, "cycle layout configured but no cycle models loaded: cycles are not scored");
+            return None;
+        };
+        Some(Cycles {
+            scoring,
+            assembler: CycleAssembler::new(layout),
+            poll: vec![None; spec.sensors.len()],
+            latest: None,
+            scored: 0,
+            incomplete: 0,
+            scored_total: metrics::counter!("hydrowatch_cycles_scored_total"),
+            incomplete_total: metrics::counter!("hydrowatch_cycles_incomplete_total"),
+            anomalies_total: metrics::counter!("hydrowatch_cycle_anomalies_total"),
+            scoring_seconds: metrics::histogram!("hydrowatch_cycle_scoring_seconds"),
+        })
+    }
+
+    /// Feeds this poll's values; returns a verdict when a cycle completed.
+    fn push(&mut self, equipment: &EquipmentId, ts_ms: i64) -> Option<ConditionView> {
+        let assembled = self.assembler.push(ts_ms, &self.poll);
+        self.poll.iter_mut().for_each(|v| *v = None);
+        match assembled? {
+            Assembled::Incomplete { start_ms, missing } => {
+                self.incomplete += 1;
+                self.incomplete_total.increment(1);
+                tracing::debug!(%equipment, start_ms, missing, "incomplete cycle not scored");
+                None
+            }
+            Assembled::Complete {
+                cycle,
+                start_ms,
+                end_ms,
+                filled,
+            } => {
+                let started = std::time::Instant::now();
+                let verdict = match self.scoring.scorer.score(&cycle) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        // Values are checked finite on the way in; this
+                        // would be a defect, not bad input.
+                        tracing::warn!(%equipment, error = %err, "cycle could not be scored");
+                        return None;
+                    }
+                };
+                self.scoring_seconds.record(started.elapsed().as_secs_f64());
+                self.scored += 1;
+                self.scored_total.increment(1);
+                if verdict.is_anomaly {
+                    self.anomalies_total.increment(1);
+                }
+                let changed = self.latest.as_ref().map(|c| {
+                    (
+                        c.verdict.affected_component,
+                        c.verdict.severity,
+                        c.verdict.is_anomaly,
+                    )
+                }) != Some((
+                    verdict.affected_component,
+                    verdict.severity,
+                    verdict.is_anomaly,
+                ));
+                if changed {
+                    tracing::info!(%equipment, anomaly = verdict.is_anomaly, component = ?verdict.affected_component, severity = ?verdict.severity, score = verdict.score, filled, "cycle verdict changed");
+                }
+                let view = ConditionView {
+                    cycle_start_ms: start_ms,
+                    cycle_end_ms: end_ms,
+                    verdict,
+                    cycles_scored: self.scored,
+                    cycles_incomplete: self.incomplete,
+                };
+                if let Some(sink) = &self.scoring.sink {
+                    sink.record(equipment, &view);
+                }
+                self.latest = Some(view.clone());
+                Some(view)
+            }
+        }
+    }
 }
 
 impl Actor for Equipment {
@@ -133,6 +238,7 @@ impl Actor for Equipment {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let health = health_of(&args.spec, &states);
+        let cycles = Cycles::new(&args.spec, args.scoring.clone());
         // Staleness ticks start at a random phase so that a thousand units do not
         // all check at the same instant.
         let ticker = {
@@ -161,6 +267,7 @@ impl Actor for Equipment {
             pending: EquipmentDelta::default(),
             ticker: Some(ticker),
             processed: metrics::counter!("hydrowatch_samples_processed_total"),
+            cycles,
         };
         // Subscribers that were listening to a previous instance get a fresh picture.
         let snapshot = snapshot_of(&state);
@@ -209,6 +316,9 @@ impl Actor for Equipment {
                         continue;
                     }
                     let state = st.args.spec.sensors[i].assess(&reading, batch.ts_ms);
+                    if let Some(cycles) = &mut st.cycles {
+                        cycles.poll[i] = state.value.filter(|_| state.quality != Quality::Bad);
+                    }
                     st.pending
                         .sensors
                         .insert(reading.sensor.clone(), state.clone());
@@ -217,6 +327,11 @@ impl Actor for Equipment {
                         reading,
                         ts_ms: batch.ts_ms,
                     });
+                }
+                if let Some(cycles) = &mut st.cycles {
+                    if let Some(view) = cycles.push(&st.args.spec.id, batch.ts_ms) {
+                        st.pending.condition = Some(view);
+                    }
                 }
                 publish(st);
             }
@@ -264,7 +379,7 @@ impl Actor for Equipment {
 
 /// Publishes pending changes as one delta to every subscriber.
 fn publish(st: &mut EquipmentState) {
-    if st.pending.sensors.is_empty() {
+    if st.pending.is_empty() {
         return;
     }
     let health = health_of(&st.args.spec, &st.states);
@@ -303,6 +418,7 @@ fn snapshot_of(st: &EquipmentState) -> EquipmentSnapshot {
                 state: state.clone(),
             })
             .collect(),
+        condition: st.cycles.as_ref().and_then(|c| c.latest.clone()),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The plant: equipment units and their sensors.
 
 pub mod equipment;
+pub mod scoring;
 pub mod sensor;
 
 pub use equipment::{now_ms, Equipment, EquipmentArgs, EquipmentMsg};
+pub use scoring::{CycleScoring, VerdictSink};
 pub use sensor::{Sensor, SensorArgs, SensorMsg};

@@ -238,6 +238,7 @@ mod tests {
                 reason: None,
             },
             sensors: vec![],
+            condition: None,
         }
     }
 

@@ -4,4 +4,6 @@ mod client;
 mod simulator;
 
 pub use client::{LinkState, ModbusPoller, PollOutcome, PollerConfig, ReconnectPolicy};
-pub use simulator::{rig_register_map, SimulatorHandle, CONDITION_REGISTER};
+pub use simulator::{
+    rig_register_map, SimulatorHandle, CONDITION_REGISTER, CYCLE_TIMER_REGISTER, CYCLE_TIMER_SENSOR,
+};

@@ -1,5 +1,8 @@
 //! A Modbus TCP server that behaves like the hydraulic rig's PLC, replaying real
-//! recorded cycles at 1 Hz (interpolated in between).
+//! recorded cycles: its registers change once per recorded second (as a PLC
+//! updating its process image at 1 Hz), and one more register holds the
+//! cycle timer, the second into the running load cycle, so a client can
+//! place each read in its cycle.
 
 use std::future;
 use std::net::SocketAddr;
@@ -18,16 +21,24 @@ use crate::register::{
     ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
     MAX_REGISTERS_PER_READ,
 };
-use crate::rig::{RigCondition, RigRecording, SENSORS};
+use crate::rig::{RigCondition, RigRecording, CYCLE_SECS, SENSORS};
 
 /// Holding register holding the replayed condition's code; writable, so any
 /// Modbus client can switch the condition (see [`RigCondition::code`]).
 pub const CONDITION_REGISTER: u16 = 1000;
 
+/// Holding register of the cycle timer: seconds into the running load cycle
+/// (`u16`, 0–59).
+pub const CYCLE_TIMER_REGISTER: u16 = 34;
+
+/// Sensor id of the cycle timer in [`rig_register_map`].
+pub const CYCLE_TIMER_SENSOR: &str = "CYC";
+
 /// The register map of a simulated rig: the 17 sensors as `f32` ABCD at
-/// holding (and input) registers 0, 2, 4, … 32.
+/// holding (and input) registers 0, 2, 4, … 32, then the cycle timer
+/// (`u16`) at [`CYCLE_TIMER_REGISTER`].
 pub fn rig_register_map() -> RegisterMap {
-    let points = SENSORS
+    let mut points: Vec<RegisterPoint> = SENSORS
         .iter()
         .enumerate()
         .map(|(i, name)| RegisterPoint {
@@ -41,6 +52,16 @@ pub fn rig_register_map() -> RegisterMap {
             offset: 0.0,
         })
         .collect();
+    points.push(RegisterPoint {
+        sensor: SensorId::parse(CYCLE_TIMER_SENSOR).expect("a valid id"),
+        kind: RegisterKind::Holding,
+        address: CYCLE_TIMER_REGISTER,
+        data_type: DataType::U16,
+        byte_order: ByteOrder::Big,
+        word_order: WordOrder::Big,
+        scale: 1.0,
+        offset: 0.0,
+    });
     RegisterMap { points }
 }
 
@@ -52,6 +73,8 @@ struct Device {
     epoch: Instant,
     /// Seconds added to the replay clock, so rigs do not run in lockstep.
     phase: f64,
+    /// Recorded seconds replayed per wall-clock second.
+    speed: f64,
 }
 
 impl Device {
@@ -74,11 +97,14 @@ impl Device {
         }
         let condition = RigCondition::from_code(self.condition.load(Ordering::Relaxed))
             .unwrap_or(RigCondition::Healthy);
-        let t = self.epoch.elapsed().as_secs_f64() + self.phase;
-        let values = self.recording.values_at(condition, t);
+        // The process image changes once per recorded second.
+        let t = (self.epoch.elapsed().as_secs_f64() * self.speed + self.phase).floor();
+        let recorded = self.recording.values_at(condition, t);
+        let timer = t.rem_euclid(CYCLE_SECS as f64);
         let mut out = vec![0u16; count as usize];
         for (i, point) in self.map.points.iter().enumerate() {
-            let regs = point.encode(values[i]);
+            let value = recorded.get(i).copied().unwrap_or(timer);
+            let regs = point.encode(value);
             for (k, word) in regs.into_iter().enumerate() {
                 let addr = point.address as u32 + k as u32;
                 if addr >= start as u32 && addr < end {
@@ -131,19 +157,39 @@ pub struct SimulatorHandle {
 }
 
 impl SimulatorHandle {
-    /// Starts a simulator of one rig on `addr` (port 0 picks a free port).
+    /// Starts a simulator of one rig on `addr` (port 0 picks a free port),
+    /// replaying in real time.
     pub async fn start(
         addr: SocketAddr,
         recording: Arc<RigRecording>,
         condition: RigCondition,
         phase_secs: f64,
     ) -> std::io::Result<Self> {
+        Self::start_with_speed(addr, recording, condition, phase_secs, 1.0).await
+    }
+
+    /// Starts a simulator that replays `speed` recorded seconds per second
+    /// (faster than real time for tests and demos; must be > 0).
+    pub async fn start_with_speed(
+        addr: SocketAddr,
+        recording: Arc<RigRecording>,
+        condition: RigCondition,
+        phase_secs: f64,
+        speed: f64,
+    ) -> std::io::Result<Self> {
+        if !(speed.is_finite() && speed > 0.0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("simulator speed {speed}: must be a number > 0"),
+            ));
+        }
         let device = Arc::new(Device {
             recording,
             map: rig_register_map(),
             condition: Arc::new(AtomicU16::new(condition.code())),
             epoch: Instant::now(),
             phase: phase_secs,
+            speed,
         });
         let mut handle = Self {
             addr,

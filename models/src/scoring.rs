@@ -1,0 +1,261 @@
+//! Scoring a cycle as it completes: the ensemble's members run over the
+//! cycle's features and [`crate::ensemble::combine`] turns what they say into
+//! one [`Verdict`].
+//!
+//! A member is anything that implements [`CycleMember`]: the RandomForest
+//! classifiers and the novelty detector live here; the XGBoost member, which
+//! needs ONNX Runtime, is implemented by the application and handed in. A
+//! member that fails on a cycle abstains and the others are reweighted, so a
+//! broken member never stops scoring.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cycle::{Cycle, CycleError, FEATURES, SENSORS};
+use crate::ensemble::{combine, EnsembleConfig, MemberVerdict, Verdict};
+use crate::forest::Forests;
+use crate::novelty::Novelty;
+
+/// Why a member could not judge a cycle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{member}: {reason}")]
+pub struct MemberError {
+    /// The member.
+    pub member: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// One model of the ensemble.
+pub trait CycleMember: Send + Sync {
+    /// Its name in the ensemble's config (`random_forest`, `xgboost`, `novelty`).
+    fn name(&self) -> &str;
+    /// The version of its model (recorded with every verdict).
+    fn version(&self) -> &str;
+    /// What it says about a cycle with these features.
+    fn judge(&self, features: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError>;
+}
+
+/// The RandomForest classifiers as an ensemble member.
+pub struct ForestMember {
+    forests: Forests,
+    version: String,
+}
+
+impl ForestMember {
+    /// Wraps trained forests; `version` identifies the artifact.
+    pub fn new(forests: Forests, version: impl Into<String>) -> ForestMember {
+        ForestMember {
+            forests,
+            version: version.into(),
+        }
+    }
+}
+
+impl CycleMember for ForestMember {
+    fn name(&self) -> &str {
+        "random_forest"
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn judge(&self, features: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError> {
+        let mut degraded = BTreeMap::new();
+        let mut levels = BTreeMap::new();
+        for (target, forest) in &self.forests.forests {
+            let (Some(component), Some(healthy)) = (target.component(), target.healthy()) else {
+                continue;
+            };
+            let votes = forest
+                .votes(std::slice::from_ref(features))
+                .map_err(|e| MemberError {
+                    member: self.name().into(),
+                    reason: e.to_string(),
+                })?;
+            let Some(votes) = votes.into_iter().next() else {
+                continue;
+            };
+            degraded.insert(component, 1.0 - votes.get(&healthy).copied().unwrap_or(0.0));
+            // The most voted level; a tie goes to the healthier (larger
+            // share first, then the level nearest the healthy one).
+            if let Some((level, _)) = votes.iter().max_by(|a, b| {
+                a.1.total_cmp(b.1)
+                    .then((b.0 - healthy).abs().cmp(&(a.0 - healthy).abs()))
+            }) {
+                levels.insert(component, *level);
+            }
+        }
+        Ok(MemberVerdict {
+            model: self.name().into(),
+            model_version: self.version.clone(),
+            degraded,
+            levels,
+            novelty: None,
+        })
+    }
+}
+
+/// The novelty detector as an ensemble member.
+pub struct NoveltyMember {
+    model: Novelty,
+    version: String,
+}
+
+impl NoveltyMember {
+    /// Wraps a fitted model of cycle features.
+    pub fn new(model: Novelty, version: impl Into<String>) -> Result<NoveltyMember, MemberError> {
+        if model.width() != FEATURES {
+            return Err(MemberError {
+                member: "novelty".into(),
+                reason: format!(
+                    "fitted on {} features; a cycle has {FEATURES}",
+                    model.width()
+                ),
+            });
+        }
+        Ok(NoveltyMember {
+            model,
+            version: version.into(),
+        })
+    }
+}
+
+impl CycleMember for NoveltyMember {
+    fn name(&self) -> &str {
+        "novelty"
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn judge(&self, features: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError> {
+        Ok(MemberVerdict {
+            model: self.name().into(),
+            model_version: self.version.clone(),
+            degraded: BTreeMap::new(),
+            levels: BTreeMap::new(),
+            novelty: Some(self.model.score(features)),
+        })
+    }
+}
+
+/// Everything needed to judge cycles and single sample vectors.
+pub struct Scorer {
+    config: EnsembleConfig,
+    members: Vec<Arc<dyn CycleMember>>,
+    /// Plausibility of one vector of the 17 sensors (the `/detect` sample
+    /// shape), fitted on every second of the training cycles.
+    sample_novelty: Option<Novelty>,
+    /// Members configured but not available, with the reason.
+    unavailable: Vec<(String, String)>,
+    /// Times a member failed on a cycle and abstained.
+    failures: AtomicU64,
+}
+
+impl Scorer {
+    /// A scorer over `members`, combined per `config`.
+    pub fn new(config: EnsembleConfig, members: Vec<Arc<dyn CycleMember>>) -> Scorer {
+        Scorer {
+            config,
+            members,
+            sample_novelty: None,
+            unavailable: Vec::new(),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds the sample-vector model (17 features, [`SENSORS`] order).
+    pub fn with_sample_novelty(mut self, model: Novelty) -> Result<Scorer, MemberError> {
+        if model.width() != SENSORS.len() {
+            return Err(MemberError {
+                member: "sample_novelty".into(),
+                reason: format!(
+                    "fitted on {} values; a sample has {}",
+                    model.width(),
+                    SENSORS.len()
+                ),
+            });
+        }
+        self.sample_novelty = Some(model);
+        Ok(self)
+    }
+
+    /// Records a configured member that could not be loaded, for health reports.
+    pub fn mark_unavailable(&mut self, member: impl Into<String>, reason: impl Into<String>) {
+        self.unavailable.push((member.into(), reason.into()));
+    }
+
+    /// Members configured but not available, with the reason.
+    pub fn unavailable(&self) -> &[(String, String)] {
+        &self.unavailable
+    }
+
+    /// Times a member failed on a cycle and abstained, since start.
+    pub fn member_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// `(name, version)` of every loaded member.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.members.iter().map(|m| (m.name(), m.version()))
+    }
+
+    /// The ensemble's configuration.
+    pub fn config(&self) -> &EnsembleConfig {
+        &self.config
+    }
+
+    /// Judges one cycle.
+    pub fn score(&self, cycle: &Cycle) -> Result<Verdict, CycleError> {
+        Ok(self.score_features(&cycle.features()?))
+    }
+
+    /// Judges one cycle's features.
+    pub fn score_features(&self, features: &[f64; FEATURES]) -> Verdict {
+        let verdicts: Vec<MemberVerdict> = self
+            .members
+            .iter()
+            .filter(|m| self.config.member(m.name()).is_some())
+            .filter_map(|m| match m.judge(features) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    // Abstains; the others are reweighted. Counted, because
+                    // this crate does not log.
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect();
+        combine(&self.config, &verdicts)
+    }
+
+    /// Judges one vector of the 17 sensors ([`SENSORS`] order) by its
+    /// plausibility against the training data; `None` without the sample
+    /// model. Only novelty can be told from one instant: no component is
+    /// named.
+    pub fn score_sample(&self, values: &[f64; 17]) -> Option<Verdict> {
+        let model = self.sample_novelty.as_ref()?;
+        let switch = self.config.member("sample_novelty")?;
+        let verdict = MemberVerdict {
+            model: "sample_novelty".into(),
+            model_version: self
+                .members
+                .iter()
+                .find(|m| m.name() == "novelty")
+                .map_or_else(|| "1".to_owned(), |m| m.version().to_owned()),
+            degraded: BTreeMap::new(),
+            levels: BTreeMap::new(),
+            novelty: Some(model.score(values)),
+        };
+        // The sample model is judged on its own.
+        let config = EnsembleConfig {
+            members: BTreeMap::from([("sample_novelty".to_owned(), switch)]),
+            threshold: self.config.threshold,
+        };
+        Some(combine(&config, &[verdict]))
+    }
+}

@@ -1,0 +1,232 @@
+//! The cycle models of the running application: loading the trained
+//! artifacts into a [`Scorer`], and keeping the verdicts that found an
+//! anomaly in the database.
+//!
+//! Artifacts (see `models/artifacts/MODEL_CARD.md`):
+//! - `rf-cycle.json.gz`: the RandomForest classifiers (`hydrowatch train`);
+//! - `novelty.json.gz`: the novelty detectors of cycles and of single sample
+//!   vectors (`hydrowatch train`).
+//!
+//! Each member's `model_version` is the first 12 hex digits of the SHA-256 of
+//! its artifact file, so a verdict names exactly the bytes that produced it.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use hydrowatch_actors::plant::VerdictSink;
+use hydrowatch_models::forest::Forests;
+use hydrowatch_models::novelty::Novelty;
+use hydrowatch_models::scoring::{CycleMember, ForestMember, NoveltyMember, Scorer};
+use hydrowatch_models::{ConditionView, EquipmentId};
+
+use crate::config::ModelsSettings;
+use crate::store::anomalies::{rows_of, AnomalyRow};
+use crate::store::Store;
+
+/// File name of the RandomForest artifact.
+pub const FOREST_ARTIFACT: &str = "rf-cycle.json.gz";
+/// File name of the novelty artifact.
+pub const NOVELTY_ARTIFACT: &str = "novelty.json.gz";
+
+const EMBEDDED_FOREST: &[u8] = include_bytes!("../models/artifacts/rf-cycle.json.gz");
+const EMBEDDED_NOVELTY: &[u8] = include_bytes!("../models/artifacts/novelty.json.gz");
+
+/// The novelty artifact: one detector of cycle features, one of single
+/// sample vectors.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NoveltyArtifact {
+    /// Fitted on the features of every training cycle.
+    pub cycle: Novelty,
+    /// Fitted on the 17 sensors' values at every second of the training cycles.
+    pub sample: Novelty,
+}
+
+/// Why the models could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not a model of this build.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// The artifact.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The first 12 hex digits of the SHA-256 of `bytes`.
+pub fn version_of(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads gzip'd (or plain) JSON.
+pub fn decode_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, ModelError> {
+    let invalid = |reason: String| ModelError::Invalid {
+        what: what.to_owned(),
+        reason,
+    };
+    let mut plain = Vec::new();
+    let json: &[u8] = if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut plain)
+            .map_err(|e| invalid(format!("not valid gzip: {e}")))?;
+        &plain
+    } else {
+        bytes
+    };
+    serde_json::from_slice(json).map_err(|e| invalid(format!("not a model of this build: {e}")))
+}
+
+/// Writes `value` as JSON, gzip'd when `path` ends in `.gz`.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<usize> {
+    use std::io::Write as _;
+    let mut bytes = serde_json::to_vec(value)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&bytes)?;
+        bytes = gz.finish()?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, &bytes)?;
+    Ok(bytes.len())
+}
+
+fn artifact(
+    dir: Option<&Path>,
+    name: &str,
+    embedded: &'static [u8],
+) -> Result<Vec<u8>, ModelError> {
+    match dir {
+        None => Ok(embedded.to_vec()),
+        Some(dir) => {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ModelError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    }
+}
+
+/// Loads the artifacts per `settings` into a scorer. Members that are
+/// configured but cannot run are recorded as unavailable (and logged once);
+/// only an artifact that exists but is broken is an error.
+pub fn load_scorer(settings: &ModelsSettings) -> Result<Scorer, ModelError> {
+    let dir = settings.dir.as_deref();
+    let bytes = artifact(dir, FOREST_ARTIFACT, EMBEDDED_FOREST)?;
+    let forests: Forests = decode_json(FOREST_ARTIFACT, &bytes)?;
+    forests.validate().map_err(|e| ModelError::Invalid {
+        what: FOREST_ARTIFACT.into(),
+        reason: e.to_string(),
+    })?;
+    let mut members: Vec<Arc<dyn CycleMember>> =
+        vec![Arc::new(ForestMember::new(forests, version_of(&bytes)))];
+    let bytes = artifact(dir, NOVELTY_ARTIFACT, EMBEDDED_NOVELTY)?;
+    let novelty: NoveltyArtifact = decode_json(NOVELTY_ARTIFACT, &bytes)?;
+    for model in [&novelty.cycle, &novelty.sample] {
+        model.validate().map_err(|e| ModelError::Invalid {
+            what: NOVELTY_ARTIFACT.into(),
+            reason: e.to_string(),
+        })?;
+    }
+    let version = version_of(&bytes);
+    let invalid = |e: hydrowatch_models::scoring::MemberError| ModelError::Invalid {
+        what: NOVELTY_ARTIFACT.into(),
+        reason: e.to_string(),
+    };
+    members.push(Arc::new(
+        NoveltyMember::new(novelty.cycle, version.clone()).map_err(invalid)?,
+    ));
+    let mut scorer = Scorer::new(settings.ensemble.clone(), members)
+        .with_sample_novelty(novelty.sample)
+        .map_err(invalid)?;
+    if settings.ensemble.member("xgboost").is_some() {
+        let reason = "no XGBoost artifact in this build yet";
+        tracing::warn!(
+            member = "xgboost",
+            reason,
+            "ensemble member unavailable; the others are reweighted"
+        );
+        scorer.mark_unavailable("xgboost", reason);
+    }
+    for (name, version) in scorer.members() {
+        tracing::info!(member = name, version, "cycle model loaded");
+    }
+    Ok(scorer)
+}
+
+/// Rows waiting for the database at most; beyond, new anomalies are dropped
+/// (counted and logged) rather than growing without bound.
+const MAX_PENDING: usize = 10_000;
+
+/// Keeps anomalous verdicts in the `anomalies` table. The equipment actors
+/// hand rows over without waiting; a task writes them, retrying with backoff
+/// while the database is away.
+pub struct AnomalyRecorder {
+    tx: mpsc::Sender<Vec<AnomalyRow>>,
+}
+
+impl AnomalyRecorder {
+    /// Starts the writing task; it ends when every recorder is dropped.
+    pub fn start(store: Store) -> Arc<AnomalyRecorder> {
+        let (tx, mut rx) = mpsc::channel::<Vec<AnomalyRow>>(MAX_PENDING);
+        tokio::spawn(async move {
+            let written = metrics::counter!("hydrowatch_anomalies_recorded_total");
+            while let Some(rows) = rx.recv().await {
+                let mut delay = Duration::from_millis(250);
+                loop {
+                    match store.record_anomalies(&rows).await {
+                        Ok(()) => {
+                            written.increment(rows.len() as u64);
+                            break;
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "anomalies not stored yet");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        });
+        Arc::new(AnomalyRecorder { tx })
+    }
+}
+
+impl VerdictSink for AnomalyRecorder {
+    fn record(&self, equipment: &EquipmentId, condition: &ConditionView) {
+        let rows = rows_of(
+            equipment,
+            condition.cycle_start_ms,
+            condition.cycle_end_ms,
+            &condition.verdict,
+        );
+        if rows.is_empty() {
+            return;
+        }
+        if self.tx.try_send(rows).is_err() {
+            metrics::counter!("hydrowatch_anomalies_dropped_total").increment(1);
+            tracing::error!(%equipment, "anomaly not recorded: the database has been away too long");
+        }
+    }
+}
