@@ -136,7 +136,10 @@ async fn main() {
     let mut sensors: Vec<(String, i64)> = ids
         .sensors
         .iter()
-        .filter(|((e, _), _)| *e == rig)
+        // The rig's 17 sensors (not the PLC's cycle timer).
+        .filter(|((e, s), _)| {
+            *e == rig && s.as_str() != hydrowatch_protocols::modbus::CYCLE_TIMER_SENSOR
+        })
         .map(|((_, s), id)| (s.to_string(), *id))
         .collect();
     sensors.sort();

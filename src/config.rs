@@ -516,6 +516,34 @@ pub struct SensorConfig {
     /// See `scale`.
     #[serde(default)]
     pub offset: f64,
+    /// Process limits with hysteresis on this sensor (`[[sensor_sets.X.limits]]`).
+    #[serde(default)]
+    pub limits: Vec<hydrowatch_models::detect::HysteresisConfig>,
+    /// This sensor's quality checks, instead of the plant's `[detectors.quality]`.
+    pub quality: Option<hydrowatch_models::detect::QualityConfig>,
+    /// This sensor's baseline, instead of the plant's `[detectors.baseline]`.
+    pub baseline: Option<hydrowatch_models::detect::BaselineConfig>,
+}
+
+impl SensorConfig {
+    /// The detectors of this sensor: its own quality and baseline settings
+    /// where it has them, the plant's otherwise, and its limits.
+    pub fn detectors(
+        &self,
+        defaults: &DetectorDefaults,
+    ) -> hydrowatch_models::detect::DetectorsConfig {
+        hydrowatch_models::detect::DetectorsConfig {
+            quality: self
+                .quality
+                .clone()
+                .unwrap_or_else(|| defaults.quality.clone()),
+            baseline: self
+                .baseline
+                .clone()
+                .unwrap_or_else(|| defaults.baseline.clone()),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 fn default_stale_ms() -> u64 {
@@ -669,6 +697,20 @@ pub struct PlantConfig {
     pub sensor_sets: BTreeMap<String, Vec<SensorConfig>>,
     /// Equipment units, in display order.
     pub equipment: Vec<EquipmentConfig>,
+    /// The per-sample detectors every sensor actor runs, unless its sensor
+    /// says otherwise.
+    #[serde(default)]
+    pub detectors: DetectorDefaults,
+}
+
+/// `[detectors]` of `plant.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorDefaults {
+    /// Stuck values, spikes, gaps.
+    pub quality: hydrowatch_models::detect::QualityConfig,
+    /// The adaptive baseline.
+    pub baseline: hydrowatch_models::detect::BaselineConfig,
 }
 
 /// A simulated device to start.
@@ -728,6 +770,14 @@ impl PlantConfig {
         if self.equipment.is_empty() {
             return Err(err(file, "equipment: the plant has no equipment"));
         }
+        let defaults = hydrowatch_models::detect::DetectorsConfig {
+            quality: self.detectors.quality.clone(),
+            baseline: self.detectors.baseline.clone(),
+            limits: Vec::new(),
+        };
+        if let Err(e) = defaults.validate() {
+            return Err(err(file, format!("detectors.{e}")));
+        }
         let mut seen = HashSet::new();
         let mut plant = Plant {
             site: self.site.clone(),
@@ -750,6 +800,9 @@ impl PlantConfig {
                         file,
                         format!("{key}.min/max = {}/{}: min must be below max", s.min, s.max),
                     ));
+                }
+                if let Err(e) = s.detectors(&self.detectors).validate() {
+                    return Err(err(file, format!("{key}.{e}")));
                 }
                 if s.stale_after_ms == 0 {
                     return Err(err(
@@ -910,6 +963,7 @@ impl PlantConfig {
                             max: s.max,
                         },
                         stale_after_ms: s.stale_after_ms,
+                        detectors: s.detectors(&self.detectors),
                     })
                     .collect(),
             });
@@ -1131,10 +1185,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cycle_section_needs_the_timer_and_the_rigs_sensors() {
+        let plant =
+            EMBEDDED_PLANT.replacen("phase_sensor = \"CYC\"", "phase_sensor = \"CLOCK\"", 1);
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("equipment[0].cycle.phase_sensor = \"CLOCK\""),
+            "{e}"
+        );
+        // A set without PS3 cannot feed the cycle models.
+        let plant = EMBEDDED_PLANT.replacen("id = \"PS3\"", "id = \"PX3\"", 1);
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("equipment[0].cycle") && e.contains("lacks PS3"),
+            "{e}"
+        );
+        let plant = EMBEDDED_PLANT.replacen(
+            "[equipment.simulator]",
+            "[equipment.simulator]\nspeed = 0.0",
+            1,
+        );
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(e.contains("equipment[0].simulator.speed = 0"), "{e}");
+    }
+
+    #[test]
     fn embedded_demo_loads() {
         let loaded = load(None, &[]).unwrap();
         assert_eq!(loaded.plant.equipment.len(), 3);
-        assert!(loaded.plant.equipment.iter().all(|e| e.sensors.len() == 17));
+        // The rig's 17 sensors and the PLC's cycle timer; every rig is scored.
+        assert!(loaded.plant.equipment.iter().all(|e| e.sensors.len() == 18));
+        assert!(loaded.plant.equipment.iter().all(|e| e.cycle.is_some()));
         assert_eq!(loaded.plant.simulators.len(), 3);
         assert!(
             loaded.settings.admin.token.is_empty(),

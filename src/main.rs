@@ -65,6 +65,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the cycle features of rig data as CSV (one row per cycle: its
+    /// index, run-keeping and stratified CV folds, the five labels, the 439
+    /// features), for training outside Rust (models/xgboost/train_xgb.py) on
+    /// exactly the features the running system computes.
+    ExportFeatures {
+        /// The data folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Operate on the samples' layout in storage.url (prints JSON).
     #[command(subcommand)]
     Storage(StorageOp),
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(loaded).await,
             Command::Storage(op) => storage(loaded, op).await,
             Command::Train { data, out, trees } => train(&data, &out, trees),
+            Command::ExportFeatures { data, out } => export_features(&data, &out),
             Command::Evaluate {
                 data,
                 model,
@@ -290,6 +303,40 @@ fn load_rig(
     let features = hydrowatch::evaluate::features_of(&data).map_err(anyhow::Error::msg)?;
     eprintln!("{} cycles from {}", data.cycles.len(), dir.display());
     Ok((data, features))
+}
+
+fn export_features(data: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    use hydrowatch::evaluate as ev;
+    use std::fmt::Write as _;
+    let (data, features) = load_rig(data)?;
+    let runs = ev::folds_by_runs(&data.conditions, 5);
+    let stratified = ev::folds_stratified(&data.conditions, 5, 1);
+    let mut csv =
+        String::from("cycle,fold_runs,fold_stratified,cooler,valve,pump,accumulator,stable");
+    for name in hydrowatch_models::cycle::feature_names() {
+        let _ = write!(csv, ",{name}");
+    }
+    csv.push('\n');
+    for (i, row) in features.iter().enumerate() {
+        let _ = write!(csv, "{i},{},{}", runs[i], stratified[i]);
+        for label in data.conditions[i].labels() {
+            let _ = write!(csv, ",{label}");
+        }
+        for v in row {
+            // Shortest text that reads back to the same f64.
+            let _ = write!(csv, ",{v:?}");
+        }
+        csv.push('\n');
+    }
+    std::fs::write(out, csv).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "{} cycles × {} features → {}",
+        features.len(),
+        hydrowatch_models::cycle::FEATURES,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn train(data: &std::path::Path, out: &std::path::Path, trees: u16) -> anyhow::Result<ExitCode> {

@@ -198,7 +198,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["actors_running"]["sensor"], 51);
+    assert_eq!(ready["actors_running"]["sensor"], 54);
     assert_eq!(ready["connections_up"], 3);
 
     let metrics = get_text(format!("{base}/metrics")).await;

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::spawn_app;
+use common::{fast_plant_config, spawn_with};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -60,8 +60,15 @@ const READ_PAGE_JS: &str = r#"(() => {
     if (!values[eq]) values[eq] = {};
     values[eq][el.dataset.sensor] = el.textContent;
   }
+  const components = {};
+  for (const chip of document.querySelectorAll('#board section.tile .comp[data-component]')) {
+    const eq = chip.closest('section.tile').dataset.equipment;
+    if (!components[eq]) components[eq] = {};
+    components[eq][chip.dataset.component] = chip.dataset.state;
+  }
   const toast = document.getElementById('toast');
   return {
+    components,
     url: location.href,
     status: text(document.getElementById('ws-status')),
     tiles: document.querySelectorAll('#board section.tile').length,
@@ -83,6 +90,9 @@ struct PageView {
     toast: Option<String>,
     /// equipment id -> sensor id -> displayed text.
     values: BTreeMap<String, BTreeMap<String, String>>,
+    /// equipment id -> component -> chip state (ok, degraded, unknown).
+    #[serde(default)]
+    components: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl PageView {
@@ -367,7 +377,8 @@ async fn read_page(cdp: &mut Cdp, session: &str) -> Result<PageView, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     let started = Instant::now();
-    let mut app = spawn_app().await;
+    // Simulators at ten times real time: a load cycle is scored every 6 s.
+    let mut app = spawn_with(fast_plant_config(&[])).await;
     let page_url = format!("http://{}/", app.addr);
 
     let browser = Browser::launch().await;
@@ -470,6 +481,45 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
         Some("connected"),
         "the WebSocket must still be connected; page showed:\n{}",
         changed.describe()
+    );
+
+    // Phase 3: the cycle models' verdicts: rig-3 replays a degraded cooler,
+    // rig-1 a healthy rig.
+    let deadline = Instant::now() + PHASE_TIMEOUT * 2;
+    let judged = loop {
+        match read_page(&mut cdp, &session).await {
+            Ok(view) => {
+                last_error = None;
+                let state =
+                    |rig: &str, c: &str| view.components.get(rig).and_then(|m| m.get(c)).cloned();
+                let rig1_ok = ["cooler", "valve", "pump", "accumulator"]
+                    .iter()
+                    .all(|c| state("rig-1", c).as_deref() == Some("ok"));
+                if rig1_ok && state("rig-3", "cooler").as_deref() == Some("degraded") {
+                    break view;
+                }
+                latest = view;
+            }
+            Err(e) => last_error = Some(e),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within {:?} the wallboard did not show rig-3's cooler degraded and rig-1 healthy.\n\
+             last read error: {last_error:?}\npage showed:\n{}",
+            PHASE_TIMEOUT * 2,
+            latest.describe()
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    };
+    assert_eq!(
+        judged
+            .components
+            .get("rig-3")
+            .and_then(|m| m.get("valve"))
+            .map(String::as_str),
+        Some("ok"),
+        "{}",
+        judged.describe()
     );
 
     eprintln!(

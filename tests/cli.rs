@@ -80,7 +80,7 @@ fn shipped_config_is_valid() {
     let dir = config_with("none", |t| t);
     let (ok, text) = check(&dir);
     assert!(ok, "{text}");
-    assert!(text.contains("3 equipment units, 51 sensors"), "{text}");
+    assert!(text.contains("3 equipment units, 54 sensors"), "{text}");
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn migrate_creates_the_embedded_database_and_records_the_plant() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("sqlite schema up to date") && text.contains("51 sensors"),
+        text.contains("sqlite schema up to date") && text.contains("54 sensors"),
         "{text}"
     );
     assert!(db.exists());

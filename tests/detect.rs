@@ -175,7 +175,17 @@ fn condition_of(frame: &Value) -> Option<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
-    let mut app = spawn_with(fast_plant_config(&[])).await;
+    // TS1's oil limit moved to 1 °C (raised after 0.5 s): the recorded oil
+    // is always warmer, so the sensor actor's limit detector must fire.
+    let mut app = spawn_with(fast_plant_config_with(
+        &[
+            ("set = 65.0", "set = 1.0"),
+            ("clear = 62.0", "clear = 0.5"),
+            ("min_set_ms = 10000", "min_set_ms = 500"),
+        ],
+        &[],
+    ))
+    .await;
     let base = format!("http://{}", app.addr);
     let mut ws = WsClient::connect(&app).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
@@ -284,6 +294,26 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
         .map(|b| b["by_component"]["valve"].as_i64().unwrap_or(0))
         .sum();
     assert!(counted >= 1, "{trend}");
+
+    // The sensor actors' detectors report through the same picture.
+    let snap = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
+    let sensor = |id: &str| {
+        snap["sensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["findings"]
+            .clone()
+    };
+    assert_eq!(sensor("TS1")["limits"], json!([true]), "{snap}");
+    assert_eq!(sensor("PS1")["limits"], json!([]), "{snap}");
+    assert_eq!(
+        sensor("PS1")["warming_up"],
+        true,
+        "600 samples to learn: {snap}"
+    );
+    assert_eq!(sensor("PS1")["stuck"], false, "{snap}");
 
     // Bad parameters and unknown equipment.
     let resp = http()

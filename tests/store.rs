@@ -9,7 +9,8 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 9] = [
+const SQLITE_TABLES: [&str; 10] = [
+    "anomalies",
     "equipment",
     "ingest_batches",
     "quarantine",
@@ -23,7 +24,8 @@ const SQLITE_TABLES: [&str; 9] = [
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 11] = [
+const POSTGRES_TABLES: [&str; 12] = [
+    "anomalies",
     "equipment",
     "hw_partitions",
     "ingest_batches",
@@ -53,7 +55,7 @@ async fn migrate_and_sync_twice(store: &Store) {
     let periods = loaded.plant.poll_periods_ms();
     let sync = || store.sync_plant(&site.id, &site.name, &loaded.plant.equipment, &periods);
     let first = sync().await.expect("plant recorded");
-    assert_eq!(first.sensors.len(), 51);
+    assert_eq!(first.sensors.len(), 54);
     // Both idempotent: same ids the second time.
     store.migrate().await.expect("migrations again");
     let second = sync().await.unwrap();

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cycle::CycleLayout;
+use crate::detect::Findings;
 use crate::ensemble::Verdict;
 use crate::{EquipmentId, Health, PhysicalRange, SensorId, SensorSpec, SensorState};
 
@@ -55,6 +56,9 @@ pub struct SensorView {
     pub range: PhysicalRange,
     /// Live state.
     pub state: SensorState,
+    /// What its per-sample detectors say (`None` before its first reading).
+    #[serde(default)]
+    pub findings: Option<Findings>,
 }
 
 /// Everything known about an equipment unit right now.
@@ -86,6 +90,9 @@ pub struct EquipmentDelta {
     pub health: Option<Health>,
     /// New states of the sensors that changed.
     pub sensors: BTreeMap<SensorId, SensorState>,
+    /// New findings of the sensors whose detectors changed their minds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub findings: BTreeMap<SensorId, Findings>,
     /// A new verdict on the latest cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<ConditionView>,
@@ -94,7 +101,10 @@ pub struct EquipmentDelta {
 impl EquipmentDelta {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.health.is_none() && self.sensors.is_empty() && self.condition.is_none()
+        self.health.is_none()
+            && self.sensors.is_empty()
+            && self.findings.is_empty()
+            && self.condition.is_none()
     }
 
     /// Folds a later delta into this one (later values win).
@@ -103,6 +113,7 @@ impl EquipmentDelta {
             self.health = later.health;
         }
         self.sensors.extend(later.sensors);
+        self.findings.extend(later.findings);
         if later.condition.is_some() {
             self.condition = later.condition;
         }
@@ -121,6 +132,11 @@ impl EquipmentSnapshot {
         for (id, state) in delta.sensors {
             if let Some(view) = self.sensors.iter_mut().find(|s| s.id == id) {
                 view.state = state;
+            }
+        }
+        for (id, findings) in delta.findings {
+            if let Some(view) = self.sensors.iter_mut().find(|s| s.id == id) {
+                view.findings = Some(findings);
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct SensorSpec {
     pub range: PhysicalRange,
     /// After this long without a reading the sensor is stale, in milliseconds.
     pub stale_after_ms: u64,
+    /// The per-sample detectors its actor runs.
+    pub detectors: crate::detect::DetectorsConfig,
 }
 
 /// The verdict on a sensor's latest value.
@@ -149,6 +151,7 @@ mod tests {
                 max: 250.0,
             },
             stale_after_ms: 3000,
+            detectors: Default::default(),
         }
     }
 

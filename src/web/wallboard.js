@@ -28,6 +28,14 @@
   const QUALITIES = new Set(['good', 'uncertain', 'bad']);
   const HEALTH_LABEL = { ok: 'OK', degraded: 'Degraded', fault: 'Fault', unknown: 'Unknown' };
   const NO_VALUE = '\u2014'; // em dash
+  // The components the cycle models judge, with how their condition level reads.
+  const COMPONENTS = [
+    ['cooler', 'Cooler', (l) => `${l} %`],
+    ['valve', 'Valve', (l) => `${l} %`],
+    ['pump', 'Pump leak', (l) => ['none', 'weak', 'severe'][l] || String(l)],
+    ['accumulator', 'Accumulator', (l) => `${l} bar`],
+  ];
+  const SEVERITIES = new Set(['info', 'warning', 'minor', 'major', 'critical']);
 
   // ------------------------------------------------------------------ model
 
@@ -56,6 +64,7 @@
         name: id,
         site: '',
         health: { status: 'unknown', reason: null },
+        condition: null, // the cycle models' latest verdict (normCondition)
         sensorCount: null, // from the equipment list, before the first snapshot
         sensors: [], // display order, from the snapshot
         hasSnapshot: false,
@@ -81,6 +90,34 @@
   function normHealth(raw) {
     const status = raw && HEALTH_STATUSES.has(raw.status) ? raw.status : 'unknown';
     return { status, reason: raw ? str(raw.reason) : null };
+  }
+
+  // The cycle models' verdict on the latest cycle, reduced to what the tile shows.
+  function normCondition(raw) {
+    if (!raw || typeof raw !== 'object' || !raw.verdict || typeof raw.verdict !== 'object') {
+      return null;
+    }
+    const v = raw.verdict;
+    const components = Object.create(null);
+    for (const c of Array.isArray(v.health) ? v.health : []) {
+      if (!c || typeof c.component !== 'string') continue;
+      components[c.component] = {
+        degraded: c.degraded === true,
+        confidence: finite(c.confidence),
+        level: finite(c.level),
+        severity: SEVERITIES.has(c.severity) ? c.severity : null,
+      };
+    }
+    const novelty = finite(v.novelty);
+    return {
+      anomaly: v.is_anomaly === true,
+      severity: SEVERITIES.has(v.severity) ? v.severity : null,
+      novel: novelty !== null && novelty > 1,
+      novelty,
+      components,
+      model: str(v.model_version) || '',
+      cycles: finite(raw.cycles_scored),
+    };
   }
 
   function normSensorState(raw) {
@@ -143,6 +180,8 @@
       dirtyHeader = true;
     }
     eq.health = normHealth(snap.health);
+    eq.condition = normCondition(snap.condition);
+    d.condition = true;
 
     const hadSnapshot = eq.hasSnapshot;
     const oldIds = eq.sensors.map((s) => s.id).join('\n');
@@ -184,6 +223,10 @@
       eq.health = normHealth(msg.health);
       d.meta = true;
     }
+    if (msg.condition && typeof msg.condition === 'object') {
+      eq.condition = normCondition(msg.condition);
+      d.condition = true;
+    }
     if (msg.sensors && typeof msg.sensors === 'object') {
       for (const [sid, raw] of Object.entries(msg.sensors)) {
         let s = index.get(sid);
@@ -215,7 +258,7 @@
   function markDirty(id) {
     let d = dirtyTiles.get(id);
     if (!d) {
-      d = { meta: false, structure: false, sensors: new Set() };
+      d = { meta: false, structure: false, condition: false, sensors: new Set() };
       dirtyTiles.set(id, d);
     }
     return d;
@@ -316,6 +359,27 @@
     const healthReason = h('span', 'health-reason');
     health.append(badge, healthStatus, healthReason);
 
+    // Component health from the cycle models: one chip per component.
+    const condition = h('div', 'condition');
+    condition.setAttribute('role', 'list');
+    condition.setAttribute('aria-label', 'Component condition');
+    const chips = new Map();
+    for (const [key, label] of COMPONENTS) {
+      const chip = h('span', 'comp');
+      chip.setAttribute('role', 'listitem');
+      chip.dataset.component = key;
+      chip.dataset.state = 'unknown';
+      const name = h('span', 'comp-name', label);
+      const level = h('span', 'comp-level', NO_VALUE);
+      chip.append(name, ' ', level);
+      condition.append(chip);
+      chips.set(key, { chip, level, c: {} });
+    }
+    const novel = h('span', 'comp comp-novel', 'Unusual cycle');
+    novel.setAttribute('role', 'listitem');
+    novel.hidden = true;
+    condition.append(novel);
+
     const sensors = h('div', 'sensors');
     sensors.setAttribute('role', 'list');
 
@@ -324,7 +388,7 @@
     const counts = h('span', 'tile-counts');
     foot.append(site, counts);
 
-    tile.append(head, health, sensors, foot);
+    tile.append(head, health, condition, sensors, foot);
 
     v = {
       id,
@@ -335,6 +399,9 @@
       freshAge,
       healthStatus,
       healthReason,
+      condition,
+      chips,
+      novel,
       sensors,
       site,
       counts,
@@ -411,8 +478,31 @@
       setText(c, 'site', v.site, eq.site);
     }
 
+    if (d.condition || d.structure) renderCondition(v, eq);
+
     renderCounts(v, eq);
     renderFreshness(v, eq, now);
+  }
+
+  function renderCondition(v, eq) {
+    const cond = eq.condition;
+    const c = v.c;
+    setAttr(c, 'severity', v.tile, 'data-severity', cond && cond.anomaly ? cond.severity : null);
+    setAttr(c, 'condModel', v.condition, 'title',
+      cond ? `Cycle models ${cond.model}; ${cond.cycles ?? 0} cycles scored` : 'No cycle scored yet');
+    for (const [key, , fmt] of COMPONENTS) {
+      const view = v.chips.get(key);
+      const comp = cond ? cond.components[key] : null;
+      const st = !comp ? 'unknown' : comp.degraded ? 'degraded' : 'ok';
+      setAttr(view.c, 'state', view.chip, 'data-state', st);
+      setAttr(view.c, 'sev', view.chip, 'data-severity', comp && comp.degraded ? comp.severity : null);
+      setText(view.c, 'level', view.level, comp && comp.level !== null ? fmt(comp.level) : NO_VALUE);
+      const sure = comp && comp.confidence !== null ? `${Math.round(comp.confidence * 100)} % sure` : '';
+      setAttr(view.c, 'title', view.chip, 'title',
+        !comp ? 'not judged yet'
+          : comp.degraded ? `degraded${comp.severity ? ` (${comp.severity})` : ''}, ${sure}` : `ok, ${sure}`);
+    }
+    v.novel.hidden = !(cond && cond.novel);
   }
 
   function renderSensor(v, eq, s) {

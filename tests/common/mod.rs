@@ -56,8 +56,19 @@ pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
 /// recorded seconds per second and are polled every 100 ms: a load cycle
 /// takes 6 s, so tests see cycles scored without waiting minutes.
 pub fn fast_plant_config(env: &[(&str, &str)]) -> Loaded {
+    fast_plant_config_with(&[], env)
+}
+
+/// [`fast_plant_config`] with text replacements applied to the demo
+/// `plant.toml` first (each must match).
+pub fn fast_plant_config_with(edits: &[(&str, &str)], env: &[(&str, &str)]) -> Loaded {
     let dir = temp_dir("fast-plant");
-    let plant = config::EMBEDDED_PLANT
+    let mut plant = config::EMBEDDED_PLANT.to_owned();
+    for (from, to) in edits {
+        assert!(plant.contains(from), "plant.toml has no {from:?}");
+        plant = plant.replace(from, to);
+    }
+    let plant = plant
         .replace("period_ms = 1000", "period_ms = 100")
         .replace("stale_after_ms = 3000", "stale_after_ms = 1000")
         .replace("phase_secs = ", "speed = 10.0\nphase_secs = ");

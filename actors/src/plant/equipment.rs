@@ -8,6 +8,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use hydrowatch_models::cycle::{Assembled, CycleAssembler};
+use hydrowatch_models::detect::Findings;
 use hydrowatch_models::{
     ConditionView, EquipmentDelta, EquipmentId, EquipmentSnapshot, EquipmentSpec, Health, Quality,
     SampleBatch, SensorId, SensorState, SensorView,
@@ -28,6 +29,13 @@ pub enum EquipmentMsg {
     Samples(SampleBatch),
     /// Periodic staleness check.
     Tick,
+    /// A sensor's detectors changed their findings.
+    Findings {
+        /// The sensor's position.
+        index: usize,
+        /// What they say now.
+        findings: Findings,
+    },
     /// Sends the current snapshot to a new subscriber.
     Subscribe(Subscriber),
     /// The current snapshot.
@@ -79,6 +87,7 @@ pub struct EquipmentState {
     sensors: Vec<Address<SensorMsg>>,
     index: HashMap<SensorId, usize>,
     states: Vec<SensorState>,
+    findings: Vec<Option<Findings>>,
     health: Health,
     /// Changes not yet published.
     pending: EquipmentDelta,
@@ -205,8 +214,9 @@ impl Actor for Equipment {
         );
         let mut sensors = Vec::new();
         let mut children = Vec::new();
-        for spec in &args.spec.sensors {
+        for (index, spec) in args.spec.sensors.iter().enumerate() {
             let address = Address::<SensorMsg>::new();
+            let parent = args.address.clone();
             sensors.push(address.clone());
             let spec = Arc::new(spec.clone());
             let child_address = address.clone();
@@ -220,6 +230,8 @@ impl Actor for Equipment {
                         SensorArgs {
                             spec: spec.clone(),
                             address: child_address.clone(),
+                            parent: parent.clone(),
+                            index,
                         },
                     )
                 }),
@@ -239,6 +251,7 @@ impl Actor for Equipment {
             .collect();
         let health = health_of(&args.spec, &states);
         let cycles = Cycles::new(&args.spec, args.scoring.clone());
+        let findings = vec![None; args.spec.sensors.len()];
         // Staleness ticks start at a random phase so that a thousand units do not
         // all check at the same instant.
         let ticker = {
@@ -263,6 +276,7 @@ impl Actor for Equipment {
             sensors,
             index,
             states,
+            findings,
             health,
             pending: EquipmentDelta::default(),
             ticker: Some(ticker),
@@ -296,7 +310,10 @@ impl Actor for Equipment {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Messages sent through the address are counted in its mailbox gauge.
-        if matches!(msg, EquipmentMsg::Samples(_) | EquipmentMsg::Subscribe(_)) {
+        if matches!(
+            msg,
+            EquipmentMsg::Samples(_) | EquipmentMsg::Subscribe(_) | EquipmentMsg::Findings { .. }
+        ) {
             st.args.address.handled();
         }
         match msg {
@@ -349,6 +366,20 @@ impl Actor for Equipment {
                     }
                 }
                 if changed {
+                    publish(st);
+                }
+            }
+            EquipmentMsg::Findings { index, findings } => {
+                if let (Some(slot), Some(spec)) =
+                    (st.findings.get_mut(index), st.args.spec.sensors.get(index))
+                {
+                    if findings.any() {
+                        tracing::info!(equipment = %st.args.spec.id, sensor = %spec.id, stuck = findings.stuck, unusual = findings.unusual, z = ?findings.z, limits = ?findings.limits, "sensor findings");
+                    }
+                    st.pending
+                        .findings
+                        .insert(spec.id.clone(), findings.clone());
+                    *slot = Some(findings);
                     publish(st);
                 }
             }
@@ -410,12 +441,14 @@ fn snapshot_of(st: &EquipmentState) -> EquipmentSnapshot {
             .sensors
             .iter()
             .zip(&st.states)
-            .map(|(s, state)| SensorView {
+            .zip(&st.findings)
+            .map(|((s, state), findings)| SensorView {
                 id: s.id.clone(),
                 name: s.name.clone(),
                 unit: s.unit.clone(),
                 range: s.range,
                 state: state.clone(),
+                findings: findings.clone(),
             })
             .collect(),
         condition: st.cycles.as_ref().and_then(|c| c.latest.clone()),

@@ -1,11 +1,15 @@
-//! The sensor actor: latest value and the checks on it.
+//! The sensor actor: latest value and the checks on it, and the per-sample
+//! detectors (quality, adaptive baseline, limits with hysteresis) whose
+//! findings it reports to its equipment when they change.
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use hydrowatch_models::{Reading, SensorSpec, SensorState};
+use hydrowatch_models::detect::{Findings, SensorDetectors};
+use hydrowatch_models::{Quality, Reading, SensorSpec, SensorState};
 
+use super::equipment::EquipmentMsg;
 use crate::address::Address;
 
 /// Messages of a sensor actor.
@@ -35,6 +39,10 @@ pub struct SensorArgs {
     pub spec: Arc<SensorSpec>,
     /// Its own address, filled in on start.
     pub address: Address<SensorMsg>,
+    /// Its equipment, told when the findings change.
+    pub parent: Address<EquipmentMsg>,
+    /// Its position among the equipment's sensors.
+    pub index: usize,
 }
 
 /// The sensor actor.
@@ -44,6 +52,9 @@ pub struct Sensor;
 pub struct SensorActorState {
     args: SensorArgs,
     state: SensorState,
+    detectors: SensorDetectors,
+    /// Whether the equipment has been told the findings at least once.
+    reported: bool,
 }
 
 impl Actor for Sensor {
@@ -56,10 +67,16 @@ impl Actor for Sensor {
         myself: ActorRef<SensorMsg>,
         args: SensorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The config was validated at start-up; failing here is a defect
+        // and the supervisor sees it.
+        let detectors = SensorDetectors::new(args.spec.range, &args.spec.detectors)
+            .map_err(|e| format!("sensor {}: detectors: {e}", args.spec.id))?;
         args.address.set(myself);
         Ok(SensorActorState {
             args,
             state: SensorState::no_data(),
+            detectors,
+            reported: false,
         })
     }
 
@@ -79,6 +96,11 @@ impl Actor for Sensor {
         match msg {
             SensorMsg::Reading { reading, ts_ms } => {
                 st.state = st.args.spec.assess(&reading, ts_ms);
+                let value = reading.value.filter(|_| reading.quality != Quality::Bad);
+                if st.detectors.observe(ts_ms, value) || !st.reported {
+                    st.reported = true;
+                    report(st, st.detectors.findings().clone());
+                }
             }
             SensorMsg::CheckStale { now_ms } => {
                 if let Some(stale) = st.args.spec.check_stale(&st.state, now_ms) {
@@ -93,4 +115,12 @@ impl Actor for Sensor {
         }
         Ok(())
     }
+}
+
+/// Tells the equipment what the detectors say now.
+fn report(st: &SensorActorState, findings: Findings) {
+    let _ = st.args.parent.cast(EquipmentMsg::Findings {
+        index: st.args.index,
+        findings,
+    });
 }

@@ -15,10 +15,12 @@
 
 pub mod baseline;
 pub mod quality;
+pub mod sensor;
 pub mod threshold;
 
 pub use baseline::{AdaptiveBaseline, BaselineConfig, BaselineVerdict};
 pub use quality::{QualityChecker, QualityConfig, QualityIssue};
+pub use sensor::{DetectorsConfig, Findings, SensorDetectors};
 pub use threshold::{Direction, HysteresisConfig, HysteresisThreshold, ThresholdEvent};
 
 /// Why a detector's configuration cannot be used.
