@@ -128,6 +128,10 @@ pub struct ModelsSettings {
     pub dir: Option<PathBuf>,
     /// Members' switches and weights, and the decision threshold.
     pub ensemble: hydrowatch_models::ensemble::EnsembleConfig,
+    /// The ONNX Runtime library for the XGBoost member
+    /// (`libonnxruntime.so.1.31.x`); unset: `ORT_DYLIB_PATH`. Without it the
+    /// member is unavailable and the others are reweighted.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `[ingest]`: `POST /api/v1/ingest`.

@@ -27,6 +27,10 @@ pub struct TargetScore {
     pub false_alarm_rate: Option<f64>,
     /// Degraded cycles called healthy, of all degraded ones.
     pub miss_rate: Option<f64>,
+    /// False alarms among the healthy cycles recorded at stable conditions
+    /// (`profile.txt` stable flag 0): the rig's warm-up excluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm_rate_when_stable: Option<f64>,
     /// Components: false-alarm and miss rates when a cycle is called degraded
     /// only if at least this share of the groves votes for a degraded label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -103,8 +107,27 @@ fn score(target: Target, truth: &[i32], predicted: &[i32]) -> TargetScore {
         accuracy: correct as f64 / cycles.max(1) as f64,
         false_alarm_rate: target.healthy().and(rate(alarms, healthy)),
         miss_rate: target.healthy().and(rate(missed, degraded)),
+        false_alarm_rate_when_stable: None,
         alarm_thresholds: Vec::new(),
     }
+}
+
+/// False alarms among healthy cycles at stable conditions (`stable[i]`).
+fn false_alarms_when_stable(
+    target: Target,
+    truth: &[i32],
+    alarms: &[bool],
+    stable: &[bool],
+) -> Option<f64> {
+    let h = target.healthy()?;
+    let (mut n, mut fa) = (0usize, 0usize);
+    for ((t, a), s) in truth.iter().zip(alarms).zip(stable) {
+        if *t == h && *s {
+            n += 1;
+            fa += usize::from(*a);
+        }
+    }
+    (n > 0).then(|| fa as f64 / n as f64)
 }
 
 /// Scores the predictions of `forests` on `features` against `conditions`.
@@ -120,6 +143,100 @@ pub fn evaluate(
         targets.push((*target, score(*target, &truth, &predicted)));
     }
     Ok(Scores { targets })
+}
+
+/// Per component, per cycle: the predicted level and whether it was called degraded.
+type PerComponentCalls = Vec<Vec<(i32, bool)>>;
+
+/// Scores of each member of `scorer` that names condition levels, and of the
+/// ensemble, on `features` against `conditions`: per component, exact-level
+/// accuracy, and false alarms and misses of the member's (or the ensemble's)
+/// degraded call at the ensemble's threshold.
+pub fn evaluate_members(
+    scorer: &hydrowatch_models::scoring::Scorer,
+    features: &[[f64; FEATURES]],
+    conditions: &[Conditions],
+) -> Vec<(String, Scores)> {
+    use hydrowatch_models::ensemble::Component;
+    let threshold = scorer.config().threshold;
+    let components = [
+        (Target::Cooler, Component::Cooler),
+        (Target::Valve, Component::Valve),
+        (Target::Pump, Component::Pump),
+        (Target::Accumulator, Component::Accumulator),
+    ];
+    let mut calls: Vec<(String, PerComponentCalls)> = Vec::new();
+    let slot = |name: &str, calls: &mut Vec<(String, PerComponentCalls)>| -> usize {
+        match calls.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                calls.push((name.to_owned(), vec![Vec::new(); components.len()]));
+                calls.len() - 1
+            }
+        }
+    };
+    for f in features {
+        let verdict = scorer.score_features(f);
+        for member in &verdict.per_model {
+            if member.levels.is_empty() {
+                continue;
+            }
+            let i = slot(&member.model, &mut calls);
+            for (k, (_, component)) in components.iter().enumerate() {
+                let level = member.levels.get(component).copied().unwrap_or(i32::MIN);
+                let p = member.degraded.get(component).copied().unwrap_or(0.0);
+                calls[i].1[k].push((level, p >= threshold));
+            }
+        }
+        let i = slot("ensemble", &mut calls);
+        for (k, (_, component)) in components.iter().enumerate() {
+            let h = verdict.health.iter().find(|h| h.component == *component);
+            calls[i].1[k].push((
+                h.and_then(|h| h.level).unwrap_or(i32::MIN),
+                h.is_some_and(|h| h.degraded),
+            ));
+        }
+    }
+    calls
+        .into_iter()
+        .map(|(name, per_component)| {
+            let targets = components
+                .iter()
+                .zip(per_component)
+                .map(|((target, _), rows)| {
+                    let truth: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
+                    let predicted: Vec<i32> = rows.iter().map(|r| r.0).collect();
+                    let alarms: Vec<bool> = rows.iter().map(|r| r.1).collect();
+                    let stable: Vec<bool> = conditions.iter().map(|c| c.stable == 0).collect();
+                    let mut s = score_alarms(*target, &truth, &predicted, &alarms);
+                    s.false_alarm_rate_when_stable =
+                        false_alarms_when_stable(*target, &truth, &alarms, &stable);
+                    (*target, s)
+                })
+                .collect();
+            (name, Scores { targets })
+        })
+        .collect()
+}
+
+/// Like [`score`], but false alarms and misses from explicit degraded calls.
+fn score_alarms(target: Target, truth: &[i32], predicted: &[i32], alarms: &[bool]) -> TargetScore {
+    let mut s = score(target, truth, predicted);
+    if let Some(h) = target.healthy() {
+        let (mut healthy, mut fa, mut degraded, mut miss) = (0, 0, 0, 0);
+        for (t, a) in truth.iter().zip(alarms) {
+            if *t == h {
+                healthy += 1;
+                fa += usize::from(*a);
+            } else {
+                degraded += 1;
+                miss += usize::from(!*a);
+            }
+        }
+        s.false_alarm_rate = (healthy > 0).then(|| fa as f64 / healthy as f64);
+        s.miss_rate = (degraded > 0).then(|| miss as f64 / degraded as f64);
+    }
+    s
 }
 
 /// Fold of each cycle: runs of consecutive cycles with the same component
@@ -178,6 +295,7 @@ pub fn cross_validate(
     let mut truth: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
     let mut predicted: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
     let mut p_degraded: Vec<Vec<f64>> = vec![Vec::new(); Target::ALL.len()];
+    let mut stable: Vec<Vec<bool>> = vec![Vec::new(); Target::ALL.len()];
     for fold in 0..k {
         let (train, test): (Vec<usize>, Vec<usize>) =
             (0..features.len()).partition(|&i| folds[i] != fold);
@@ -194,6 +312,7 @@ pub fn cross_validate(
         let test_x = pick_x(&test);
         for (t, (target, forest)) in forests.forests.iter().enumerate() {
             truth[t].extend(test.iter().map(|&i| conditions[i].label(*target)));
+            stable[t].extend(test.iter().map(|&i| conditions[i].stable == 0));
             predicted[t].extend(forest.predict(&test_x)?);
             if let Some(h) = target.healthy() {
                 p_degraded[t].extend(
@@ -213,6 +332,9 @@ pub fn cross_validate(
                 let mut s = score(*target, &truth[t], &predicted[t]);
                 if let Some(h) = target.healthy() {
                     s.alarm_thresholds = alarm_curve(h, &truth[t], &p_degraded[t]);
+                    let alarms: Vec<bool> = predicted[t].iter().map(|p| *p != h).collect();
+                    s.false_alarm_rate_when_stable =
+                        false_alarms_when_stable(*target, &truth[t], &alarms, &stable[t]);
                 }
                 (*target, s)
             })
@@ -318,14 +440,16 @@ pub fn features_of(data: &RigData) -> Result<Vec<[f64; FEATURES]>, String> {
 /// A human-readable table of `scores` under `title`.
 pub fn render(title: &str, scores: &Scores) -> String {
     let pct = |x: Option<f64>| x.map_or("—".to_owned(), |x| format!("{:.2} %", x * 100.0));
-    let mut out = format!("{title}\n  target        accuracy   false alarms   misses\n");
+    let mut out =
+        format!("{title}\n  target        accuracy   false alarms   (when stable)   misses\n");
     for (target, s) in &scores.targets {
         let _ = writeln!(
             out,
-            "  {:<12} {:>9}   {:>12}   {:>6}   ({}/{})",
+            "  {:<12} {:>9}   {:>12}   {:>13}   {:>6}   ({}/{})",
             format!("{target:?}").to_lowercase(),
             pct(Some(s.accuracy)),
             pct(s.false_alarm_rate),
+            pct(s.false_alarm_rate_when_stable),
             pct(s.miss_rate),
             s.correct,
             s.cycles

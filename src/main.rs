@@ -52,9 +52,10 @@ enum Command {
         /// The data folder.
         #[arg(long)]
         data: PathBuf,
-        /// The model to evaluate (without --cv).
-        #[arg(long, default_value = "models/artifacts/rf-cycle.json.gz")]
-        model: PathBuf,
+        /// Folder of the trained models to evaluate (without --cv): each
+        /// member (XGBoost needs ONNX Runtime: ORT_DYLIB_PATH) and the ensemble.
+        #[arg(long, default_value = "models/artifacts")]
+        models: PathBuf,
         /// Stratified 5-fold CV and 5-fold CV that keeps runs of cycles together.
         #[arg(long)]
         cv: bool,
@@ -190,11 +191,11 @@ fn main() -> ExitCode {
             Command::ExportFeatures { data, out } => export_features(&data, &out),
             Command::Evaluate {
                 data,
-                model,
+                models,
                 cv,
                 trees,
                 json,
-            } => evaluate(&data, &model, cv, trees, json),
+            } => evaluate(&data, &models, cv, trees, json),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     });
@@ -396,6 +397,7 @@ fn evaluate(
     use hydrowatch::evaluate as ev;
     let (data, features) = load_rig(data)?;
     let mut reports = Vec::new();
+    let mut owned: Vec<(String, ev::Scores)> = Vec::new();
     let mut novelty = None;
     if cv {
         let params = hydrowatch_models::forest::ForestParams {
@@ -417,30 +419,25 @@ fn evaluate(
                 .map_err(anyhow::Error::msg)?,
         );
     } else {
-        let mut bytes =
-            std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-        if model.extension().is_some_and(|e| e == "gz") {
-            use std::io::Read as _;
-            let mut plain = Vec::new();
-            flate2::read::GzDecoder::new(bytes.as_slice())
-                .read_to_end(&mut plain)
-                .with_context(|| format!("{}: not valid gzip", model.display()))?;
-            bytes = plain;
+        // The models as the running system loads them (ONNX Runtime from
+        // ORT_DYLIB_PATH for the XGBoost member), each member and the ensemble.
+        let settings = hydrowatch::config::ModelsSettings {
+            dir: Some(model.to_path_buf()),
+            ..Default::default()
+        };
+        let scorer = hydrowatch::scoring::load_scorer(&settings)
+            .with_context(|| format!("loading the models of {}", model.display()))?;
+        for (name, reason) in scorer.unavailable() {
+            eprintln!("{name}: not evaluated: {reason}");
         }
-        let forests: ev::Forests = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a trained model", model.display()))?;
-        anyhow::ensure!(
-            forests.features == hydrowatch_models::cycle::FEATURES,
-            "{} was trained on {} features per cycle; this build computes {}: train again",
-            model.display(),
-            forests.features,
-            hydrowatch_models::cycle::FEATURES
-        );
-        reports.push((
-            "random forest",
-            ev::evaluate(&forests, &features, &data.conditions)?,
-        ));
+        for (name, scores) in ev::evaluate_members(&scorer, &features, &data.conditions) {
+            owned.push((name, scores));
+        }
     }
+    let reports: Vec<(&str, ev::Scores)> = reports
+        .into_iter()
+        .chain(owned.iter().map(|(n, s)| (n.as_str(), s.clone())))
+        .collect();
     if json {
         let mut out: Vec<serde_json::Value> = reports
             .iter()

@@ -36,6 +36,29 @@ pub const NOVELTY_ARTIFACT: &str = "novelty.json.gz";
 
 const EMBEDDED_FOREST: &[u8] = include_bytes!("../models/artifacts/rf-cycle.json.gz");
 const EMBEDDED_NOVELTY: &[u8] = include_bytes!("../models/artifacts/novelty.json.gz");
+/// The XGBoost member's manifest and models, by file name.
+const EMBEDDED_XGB: [(&str, &[u8]); 5] = [
+    (
+        crate::onnx::MANIFEST,
+        include_bytes!("../models/artifacts/xgb-cycle.json"),
+    ),
+    (
+        "xgb-cooler.onnx",
+        include_bytes!("../models/artifacts/xgb-cooler.onnx"),
+    ),
+    (
+        "xgb-valve.onnx",
+        include_bytes!("../models/artifacts/xgb-valve.onnx"),
+    ),
+    (
+        "xgb-pump.onnx",
+        include_bytes!("../models/artifacts/xgb-pump.onnx"),
+    ),
+    (
+        "xgb-accumulator.onnx",
+        include_bytes!("../models/artifacts/xgb-accumulator.onnx"),
+    ),
+];
 
 /// The novelty artifact: one detector of cycle features, one of single
 /// sample vectors.
@@ -157,17 +180,33 @@ pub fn load_scorer(settings: &ModelsSettings) -> Result<Scorer, ModelError> {
     members.push(Arc::new(
         NoveltyMember::new(novelty.cycle, version.clone()).map_err(invalid)?,
     ));
+    let mut unavailable = Vec::new();
+    if settings.ensemble.member("xgboost").is_some() {
+        let read = |name: &str| -> Result<Vec<u8>, String> {
+            match dir {
+                Some(dir) => std::fs::read(dir.join(name))
+                    .map_err(|e| format!("{}: {e}", dir.join(name).display())),
+                None => EMBEDDED_XGB
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, bytes)| bytes.to_vec())
+                    .ok_or_else(|| format!("{name}: not built into this binary")),
+            }
+        };
+        let runtime = crate::onnx::runtime_path(settings.onnxruntime.as_deref());
+        match crate::onnx::XgbMember::load(read, runtime.as_deref()) {
+            Ok(member) => members.push(Arc::new(member)),
+            Err(reason) => {
+                tracing::warn!(member = "xgboost", reason = %reason, "ensemble member unavailable; the others are reweighted");
+                unavailable.push(("xgboost", reason.to_string()));
+            }
+        }
+    }
     let mut scorer = Scorer::new(settings.ensemble.clone(), members)
         .with_sample_novelty(novelty.sample)
         .map_err(invalid)?;
-    if settings.ensemble.member("xgboost").is_some() {
-        let reason = "no XGBoost artifact in this build yet";
-        tracing::warn!(
-            member = "xgboost",
-            reason,
-            "ensemble member unavailable; the others are reweighted"
-        );
-        scorer.mark_unavailable("xgboost", reason);
+    for (name, reason) in unavailable {
+        scorer.mark_unavailable(name, reason);
     }
     for (name, version) in scorer.members() {
         tracing::info!(member = name, version, "cycle model loaded");
@@ -228,5 +267,64 @@ impl VerdictSink for AnomalyRecorder {
             metrics::counter!("hydrowatch_anomalies_dropped_total").increment(1);
             tracing::error!(%equipment, "anomaly not recorded: the database has been away too long");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hydrowatch_models::ensemble::{Component, MemberConfig};
+    use hydrowatch_protocols::rig::{RigCondition, RigRecording};
+
+    fn cycle(condition: RigCondition) -> hydrowatch_models::cycle::Cycle {
+        let recording = RigRecording::embedded();
+        hydrowatch_models::cycle::Cycle {
+            values: recording.cycles(condition)[0]
+                .values
+                .iter()
+                .map(|row| row.to_vec())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn without_onnx_runtime_the_xgboost_member_is_reported_and_the_others_decide() {
+        let mut settings = ModelsSettings {
+            onnxruntime: Some("/nonexistent/libonnxruntime.so.1.31.1".into()),
+            ..ModelsSettings::default()
+        };
+        // XGBoost would dominate if it ran.
+        settings.ensemble.members.insert(
+            "xgboost".into(),
+            MemberConfig {
+                enabled: true,
+                weight: 100.0,
+            },
+        );
+        let scorer = load_scorer(&settings).expect("loads without ONNX Runtime");
+        let unavailable = scorer.unavailable();
+        assert_eq!(unavailable.len(), 1);
+        assert_eq!(unavailable[0].0, "xgboost");
+        assert!(unavailable[0].1.contains("not found"), "{unavailable:?}");
+        let names: Vec<&str> = scorer.members().map(|(n, _)| n).collect();
+        assert_eq!(names, ["random_forest", "novelty"]);
+        // The forest alone decides the components, at full weight.
+        let v = scorer.score(&cycle(RigCondition::ValveLag)).unwrap();
+        assert_eq!(v.affected_component, Some(Component::Valve));
+        let forest = &v.per_model[0];
+        assert_eq!(forest.model, "random_forest");
+        for (component, p) in &v.components {
+            assert_eq!(Some(p), forest.degraded.get(component));
+        }
+        assert!(!v.model_version.contains("xgboost"));
+        // Switched off, it is not even tried.
+        settings
+            .ensemble
+            .members
+            .get_mut("xgboost")
+            .unwrap()
+            .enabled = false;
+        let scorer = load_scorer(&settings).unwrap();
+        assert!(scorer.unavailable().is_empty());
     }
 }

@@ -354,7 +354,8 @@ fn train_and_evaluate_on_a_rig_data_folder() {
     let dir = tempdir::Dir::new();
     let data = dir.path().join("rig");
     rig_folder(&data, 40);
-    let model = dir.path().join("rf.json");
+    let models = dir.path().join("models");
+    let model = models.join("rf-cycle.json.gz");
     let out = hydrowatch()
         .args(["train", "--trees", "10", "--data"])
         .arg(&data)
@@ -368,11 +369,12 @@ fn train_and_evaluate_on_a_rig_data_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(model.exists());
+    assert!(models.join("novelty.json.gz").exists());
     let out = hydrowatch()
         .args(["evaluate", "--json", "--data"])
         .arg(&data)
-        .arg("--model")
-        .arg(&model)
+        .arg("--models")
+        .arg(&models)
         .output()
         .unwrap();
     assert!(
@@ -381,9 +383,17 @@ fn train_and_evaluate_on_a_rig_data_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let cooler = &report[0]["scores"]["targets"][0];
-    assert_eq!(cooler[0], "cooler");
-    assert_eq!(cooler[1]["accuracy"], 1.0, "{report}");
+    // The forest (no XGBoost models in that folder) and the ensemble.
+    assert_eq!(report[0]["evaluation"], "random_forest", "{report}");
+    assert_eq!(report[1]["evaluation"], "ensemble", "{report}");
+    for r in [&report[0], &report[1]] {
+        let cooler = &r["scores"]["targets"][0];
+        assert_eq!(cooler[0], "cooler");
+        assert_eq!(cooler[1]["accuracy"], 1.0, "{report}");
+        assert_eq!(cooler[1]["false_alarm_rate"], 0.0, "{report}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xgboost: not evaluated"), "{err}");
     let out = hydrowatch()
         .args(["evaluate", "--cv", "--trees", "10", "--data"])
         .arg(&data)

@@ -49,12 +49,16 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
     assert_eq!(healthy["shape"], "cycle");
     assert_eq!(healthy["is_anomaly"], false, "{healthy}");
     assert_eq!(healthy["affected_component"], Value::Null);
+    // All three members ran: the test command provides ONNX Runtime for
+    // the XGBoost member (scripts/test sets ORT_DYLIB_PATH).
     let version = healthy["model_version"].as_str().unwrap();
     assert!(
-        version.starts_with("random_forest@") && version.contains("+novelty@"),
+        version.starts_with("random_forest@")
+            && version.contains("+novelty@")
+            && version.contains("+xgboost@"),
         "{version}"
     );
-    assert_eq!(healthy["per_model"].as_array().unwrap().len(), 2);
+    assert_eq!(healthy["per_model"].as_array().unwrap().len(), 3);
     assert_eq!(healthy["health"].as_array().unwrap().len(), 4);
     for (condition, component) in [
         (RigCondition::CoolerDegraded, "cooler"),
@@ -72,6 +76,17 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
         assert_eq!(v["affected_component"], component, "{condition}: {v}");
         assert!(v["confidence"].as_f64().unwrap() >= 0.5, "{v}");
         assert!(v["severity"].is_string(), "{v}");
+        // The XGBoost member, run through ONNX Runtime, agrees.
+        let xgb = v["per_model"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == "xgboost")
+            .unwrap_or_else(|| panic!("no xgboost verdict: {v}"));
+        assert!(
+            xgb["degraded"][component].as_f64().unwrap() > 0.5,
+            "{condition}: {xgb}"
+        );
     }
 
     // One sample vector: plausible, then with PS1 outside its range.
@@ -149,17 +164,14 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["code"].is_string(), "{body}");
 
-    // Readiness reports the models; the XGBoost member is not there yet
-    // and is reported, not fatal.
+    // Readiness reports the models and their versions.
     let ready = get_json(format!("{base}/health/ready")).await;
     assert!(
         ready["models"]["members"]["random_forest"].is_string(),
         "{ready}"
     );
-    assert!(
-        ready["models"]["unavailable"]["xgboost"].is_string(),
-        "{ready}"
-    );
+    assert!(ready["models"]["members"]["xgboost"].is_string(), "{ready}");
+    assert_eq!(ready["models"]["unavailable"], json!({}), "{ready}");
     app.shutdown().await;
 }
 
