@@ -85,6 +85,39 @@ fn main() {
     }
     report("inline cycle scoring (features + models + ensemble)", whole);
     report("models and ensemble on ready features", models);
+    let mut features_only = Vec::with_capacity(runs / 2);
+    for c in cycles.iter().cycle().take(runs / 2) {
+        let started = Instant::now();
+        std::hint::black_box(c.features().expect("valid cycle"));
+        features_only.push(started.elapsed());
+    }
+    report("features alone", features_only);
+    // Each member alone (the others switched off).
+    for member in ["random_forest", "xgboost", "novelty"] {
+        let mut settings = config::ModelsSettings::default();
+        for other in ["random_forest", "xgboost", "novelty"] {
+            settings.ensemble.members.insert(
+                other.into(),
+                hydrowatch_models::ensemble::MemberConfig {
+                    enabled: other == member,
+                    weight: 1.0,
+                },
+            );
+        }
+        let alone = hydrowatch::scoring::load_scorer(&settings).expect("models load");
+        if alone.members().all(|(n, _)| n != member) {
+            println!("{member}: not available here");
+            continue;
+        }
+        let mut times = Vec::with_capacity(runs / 2);
+        for c in cycles.iter().cycle().take(runs / 2) {
+            let features = c.features().expect("valid cycle");
+            let started = Instant::now();
+            std::hint::black_box(alone.score_features(&features));
+            times.push(started.elapsed());
+        }
+        report(&format!("{member} alone on ready features"), times);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,8 +8,10 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use hydrowatch_models::cycle::FEATURES;
+use hydrowatch_models::ensemble::MemberVerdict;
 use hydrowatch_models::forest::{ForestError, ForestParams};
 pub use hydrowatch_models::forest::{Forests, Target};
+use hydrowatch_models::scoring::{CycleMember, ForestMember};
 
 use crate::rigdata::{Conditions, RigData};
 
@@ -143,6 +145,104 @@ pub fn evaluate(
         targets.push((*target, score(*target, &truth, &predicted)));
     }
     Ok(Scores { targets })
+}
+
+/// The out-of-fold verdicts of the XGBoost member for `scheme` (`runs` or
+/// `stratified`) from the CSV `train_xgb.py --cv-predictions` writes, one per
+/// cycle of a data set of `cycles` cycles.
+pub fn read_xgb_cv(
+    path: &std::path::Path,
+    scheme: &str,
+    cycles: usize,
+) -> Result<Vec<Option<MemberVerdict>>, String> {
+    use hydrowatch_models::ensemble::Component;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out: Vec<Option<MemberVerdict>> = vec![None; cycles];
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let bad = || {
+            format!(
+                "{} line {}: expected scheme,cycle,component,level,p_degraded",
+                path.display(),
+                n + 1
+            )
+        };
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 5 {
+            return Err(bad());
+        }
+        if f[0] != scheme {
+            continue;
+        }
+        let cycle: usize = f[1].parse().map_err(|_| bad())?;
+        let component = Component::parse(f[2]).ok_or_else(bad)?;
+        let level: i32 = f[3].parse().map_err(|_| bad())?;
+        let p: f64 = f[4].parse().map_err(|_| bad())?;
+        let slot = out.get_mut(cycle).ok_or_else(|| {
+            format!(
+                "{}: cycle {cycle} beyond the {cycles} cycles of the data",
+                path.display()
+            )
+        })?;
+        let v = slot.get_or_insert_with(|| MemberVerdict {
+            model: "xgboost".into(),
+            model_version: "cv".into(),
+            degraded: Default::default(),
+            levels: Default::default(),
+            novelty: None,
+        });
+        v.degraded.insert(component, p);
+        v.levels.insert(component, level);
+    }
+    Ok(out)
+}
+
+/// Scores of the verdicts of each cycle combined as the running ensemble
+/// combines them (`ensemble::combine` with `config`): each member's verdict
+/// of cycle `i` is `members[m][i]`.
+pub fn ensemble_scores(
+    config: &hydrowatch_models::ensemble::EnsembleConfig,
+    members: &[&[Option<MemberVerdict>]],
+    conditions: &[Conditions],
+) -> Scores {
+    use hydrowatch_models::ensemble::{combine, Component};
+    let components = [
+        (Target::Cooler, Component::Cooler),
+        (Target::Valve, Component::Valve),
+        (Target::Pump, Component::Pump),
+        (Target::Accumulator, Component::Accumulator),
+    ];
+    let verdicts: Vec<_> = (0..conditions.len())
+        .map(|i| {
+            let taking_part: Vec<MemberVerdict> = members
+                .iter()
+                .filter_map(|m| m.get(i).cloned().flatten())
+                .collect();
+            combine(config, &taking_part)
+        })
+        .collect();
+    let stable: Vec<bool> = conditions.iter().map(|c| c.stable == 0).collect();
+    Scores {
+        targets: components
+            .iter()
+            .map(|(target, component)| {
+                let truth: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
+                let (predicted, alarms): (Vec<i32>, Vec<bool>) = verdicts
+                    .iter()
+                    .map(|v| {
+                        let h = v.health.iter().find(|h| h.component == *component);
+                        (
+                            h.and_then(|h| h.level).unwrap_or(i32::MIN),
+                            h.is_some_and(|h| h.degraded),
+                        )
+                    })
+                    .unzip();
+                let mut s = score_alarms(*target, &truth, &predicted, &alarms);
+                s.false_alarm_rate_when_stable =
+                    false_alarms_when_stable(*target, &truth, &alarms, &stable);
+                (*target, s)
+            })
+            .collect(),
+    }
 }
 
 /// Per component, per cycle: the predicted level and whether it was called degraded.
@@ -285,12 +385,15 @@ pub fn folds_stratified(conditions: &[Conditions], k: usize, seed: u64) -> Vec<u
 }
 
 /// Cross-validated scores: for each fold, train on the others and judge it.
+/// Also returns each cycle's out-of-fold verdict of the forest as an
+/// ensemble member, to combine with other members' (see [`ensemble_scores`]).
 pub fn cross_validate(
     features: &[[f64; FEATURES]],
     conditions: &[Conditions],
     folds: &[usize],
     params: &ForestParams,
-) -> Result<Scores, ForestError> {
+) -> Result<(Scores, Vec<Option<MemberVerdict>>), ForestError> {
+    let mut out_of_fold: Vec<Option<MemberVerdict>> = vec![None; features.len()];
     let k = folds.iter().max().map_or(0, |m| m + 1);
     let mut truth: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
     let mut predicted: Vec<Vec<i32>> = vec![Vec::new(); Target::ALL.len()];
@@ -323,8 +426,12 @@ pub fn cross_validate(
                 );
             }
         }
+        let member = ForestMember::new(forests, "cv");
+        for (&i, row) in test.iter().zip(&test_x) {
+            out_of_fold[i] = Some(member.judge(row).map_err(|e| ForestError(e.to_string()))?);
+        }
     }
-    Ok(Scores {
+    let scores = Scores {
         targets: Target::ALL
             .iter()
             .enumerate()
@@ -339,7 +446,8 @@ pub fn cross_validate(
                 (*target, s)
             })
             .collect(),
-    })
+    };
+    Ok((scores, out_of_fold))
 }
 
 /// How the novelty detector fared on one withheld fault class.

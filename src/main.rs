@@ -65,6 +65,11 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --cv: out-of-fold predictions of the XGBoost script
+        /// (`train_xgb.py --cv-predictions FILE`), to report XGBoost and the
+        /// ensemble on the same folds.
+        #[arg(long)]
+        xgb_cv: Option<PathBuf>,
     },
     /// Write the cycle features of rig data as CSV (one row per cycle: its
     /// index, run-keeping and stratified CV folds, the five labels, the 439
@@ -195,7 +200,8 @@ fn main() -> ExitCode {
                 cv,
                 trees,
                 json,
-            } => evaluate(&data, &models, cv, trees, json),
+                xgb_cv,
+            } => evaluate(&data, &models, cv, trees, json, xgb_cv.as_deref()),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
         }
     });
@@ -392,11 +398,11 @@ fn evaluate(
     cv: bool,
     trees: u16,
     json: bool,
+    xgb_cv: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
     use hydrowatch::evaluate as ev;
     let (data, features) = load_rig(data)?;
-    let mut reports = Vec::new();
     let mut owned: Vec<(String, ev::Scores)> = Vec::new();
     let mut novelty = None;
     if cv {
@@ -406,14 +412,33 @@ fn evaluate(
         };
         let stratified = ev::folds_stratified(&data.conditions, 5, 1);
         let runs = ev::folds_by_runs(&data.conditions, 5);
-        reports.push((
-            "random forest, stratified 5-fold CV",
-            ev::cross_validate(&features, &data.conditions, &stratified, &params)?,
-        ));
-        reports.push((
-            "random forest, 5-fold CV keeping runs of cycles together",
-            ev::cross_validate(&features, &data.conditions, &runs, &params)?,
-        ));
+        for (scheme, folds, title) in [
+            ("stratified", &stratified, "stratified 5-fold CV"),
+            ("runs", &runs, "5-fold CV keeping runs of cycles together"),
+        ] {
+            let (scores, forest) = ev::cross_validate(&features, &data.conditions, folds, &params)?;
+            owned.push((format!("random forest, {title}"), scores));
+            if let Some(path) = xgb_cv {
+                // The XGBoost script's out-of-fold predictions on the same
+                // folds, combined with the forest's as the ensemble does.
+                let xgb =
+                    ev::read_xgb_cv(path, scheme, features.len()).map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(
+                    xgb.iter().all(Option::is_some),
+                    "{}: not every cycle has a {scheme} prediction (other data?)",
+                    path.display()
+                );
+                let config = hydrowatch_models::ensemble::EnsembleConfig::default();
+                owned.push((
+                    format!("xgboost (out-of-fold, {}), {title}", path.display()),
+                    ev::ensemble_scores(&config, &[&xgb], &data.conditions),
+                ));
+                owned.push((
+                    format!("ensemble (random forest + xgboost), {title}"),
+                    ev::ensemble_scores(&config, &[&forest, &xgb], &data.conditions),
+                ));
+            }
+        }
         novelty = Some(
             ev::novelty_withheld(&features, &data.conditions, &Default::default())
                 .map_err(anyhow::Error::msg)?,
@@ -434,10 +459,7 @@ fn evaluate(
             owned.push((name, scores));
         }
     }
-    let reports: Vec<(&str, ev::Scores)> = reports
-        .into_iter()
-        .chain(owned.iter().map(|(n, s)| (n.as_str(), s.clone())))
-        .collect();
+    let reports = owned;
     if json {
         let mut out: Vec<serde_json::Value> = reports
             .iter()

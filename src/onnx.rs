@@ -22,38 +22,43 @@ pub const MANIFEST: &str = "xgb-cycle.json";
 /// `xgb-cycle.json`.
 #[derive(Debug, Deserialize)]
 pub struct Manifest {
-    /// Features per cycle the models take.
+    /// The ONNX file (beside the manifest): every component's trees, one
+    /// input, one probabilities output per component.
+    pub file: String,
+    /// Name of the input tensor (float32 [N, features]).
+    pub input: String,
+    /// Features per cycle the model takes.
     pub features: usize,
-    /// One model per component.
-    pub targets: Vec<TargetModel>,
+    /// One output per component.
+    pub targets: Vec<TargetOutput>,
 }
 
-/// One component's model in the manifest.
+/// One component's output in the manifest.
 #[derive(Debug, Deserialize)]
-pub struct TargetModel {
+pub struct TargetOutput {
     /// `cooler`, `valve`, `pump` or `accumulator`.
     pub component: String,
-    /// The ONNX file, beside the manifest.
-    pub file: String,
+    /// Name of its probabilities output.
+    pub output: String,
     /// The condition level of each class index.
     pub classes: Vec<i32>,
     /// The healthy level.
     pub healthy: i32,
-    /// Name of the input tensor.
-    pub input: String,
 }
 
-struct Loaded {
+struct Target {
     component: Component,
-    session: Mutex<ort::session::Session>,
-    input: String,
+    output: String,
     classes: Vec<i32>,
     healthy: i32,
 }
 
 /// The XGBoost member.
 pub struct XgbMember {
-    models: Vec<Loaded>,
+    /// `run` needs the session exclusively; one cycle is scored at a time.
+    session: Mutex<ort::session::Session>,
+    input: String,
+    targets: Vec<Target>,
     version: String,
 }
 
@@ -126,40 +131,48 @@ impl XgbMember {
             )
         })?;
         let env = environment(runtime)?;
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        sha2::Digest::update(&mut hasher, &text);
-        let mut models = Vec::new();
+        let bytes = read(&manifest.file).map_err(Unavailable)?;
+        let file = &manifest.file;
+        let builder =
+            ort::session::Session::builder(env).map_err(|e| Unavailable(format!("{file}: {e}")))?;
+        // One thread: cycles are scored inline, one at a time per equipment
+        // actor; a thread pool per call would cost more than it saves.
+        let mut builder = builder
+            .with_intra_threads(1)
+            .unwrap_or_else(|e| e.recover());
+        let session = builder
+            .commit_from_memory(&bytes)
+            .map_err(|e| Unavailable(format!("{file}: {e}")))?;
+        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let mut targets = Vec::new();
         for t in &manifest.targets {
             let component = Component::parse(&t.component).ok_or_else(|| {
                 Unavailable(format!("{MANIFEST}: unknown component {:?}", t.component))
             })?;
-            let path = &t.file;
-            let bytes = read(path).map_err(Unavailable)?;
-            sha2::Digest::update(&mut hasher, &bytes);
-            let builder = ort::session::Session::builder(env)
-                .map_err(|e| Unavailable(format!("{path}: {e}")))?;
-            // One thread per model: cycles are scored inline, one at a time
-            // per equipment actor; a thread pool per call would cost more.
-            let mut builder = builder
-                .with_intra_threads(1)
-                .unwrap_or_else(|e| e.recover());
-            let session = builder
-                .commit_from_memory(&bytes)
-                .map_err(|e| Unavailable(format!("{path}: {e}")))?;
-            if t.classes.is_empty() {
-                return Err(Unavailable(format!("{path}: no classes")));
+            if !outputs.contains(&t.output.as_str()) {
+                return Err(Unavailable(format!("{file}: no output {:?}", t.output)));
             }
-            models.push(Loaded {
+            if t.classes.is_empty() {
+                return Err(Unavailable(format!(
+                    "{MANIFEST}: {} has no classes",
+                    t.component
+                )));
+            }
+            targets.push(Target {
                 component,
-                session: Mutex::new(session),
-                input: t.input.clone(),
+                output: t.output.clone(),
                 classes: t.classes.clone(),
                 healthy: t.healthy,
             });
         }
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut hasher, &text);
+        sha2::Digest::update(&mut hasher, &bytes);
         let digest = sha2::Digest::finalize(hasher);
         Ok(XgbMember {
-            models,
+            session: Mutex::new(session),
+            input: manifest.input,
+            targets,
             version: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
         })
     }
@@ -183,37 +196,38 @@ impl CycleMember for XgbMember {
 
     fn judge(&self, features: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError> {
         let input: Vec<f32> = features.iter().map(|v| *v as f32).collect();
+        let tensor = ort::value::TensorRef::from_array_view(([1usize, FEATURES], &input[..]))
+            .map_err(failed)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| failed("session lock poisoned"))?;
+        let outputs = session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(failed)?;
         let mut degraded = std::collections::BTreeMap::new();
         let mut levels = std::collections::BTreeMap::new();
-        for m in &self.models {
-            let tensor = ort::value::TensorRef::from_array_view(([1usize, FEATURES], &input[..]))
-                .map_err(failed)?;
-            let mut session = m
-                .session
-                .lock()
-                .map_err(|_| failed("session lock poisoned"))?;
-            let outputs = session
-                .run(ort::inputs![m.input.as_str() => tensor])
-                .map_err(failed)?;
-            let probabilities = outputs
-                .get("probabilities")
-                .ok_or_else(|| failed("no `probabilities` output"))?;
-            let (_, p) = probabilities.try_extract_tensor::<f32>().map_err(failed)?;
-            if p.len() != m.classes.len() {
+        for t in &self.targets {
+            let value = outputs
+                .get(&t.output)
+                .ok_or_else(|| failed(format!("no output {}", t.output)))?;
+            let (_, p) = value.try_extract_tensor::<f32>().map_err(failed)?;
+            if p.len() != t.classes.len() {
                 return Err(failed(format!(
-                    "{} probabilities for {} classes",
+                    "{}: {} probabilities for {} classes",
+                    t.output,
                     p.len(),
-                    m.classes.len()
+                    t.classes.len()
                 )));
             }
-            let healthy = m
+            let healthy = t
                 .classes
                 .iter()
-                .position(|c| *c == m.healthy)
+                .position(|c| *c == t.healthy)
                 .map_or(0.0, |i| f64::from(p[i]));
-            degraded.insert(m.component, (1.0 - healthy).clamp(0.0, 1.0));
+            degraded.insert(t.component, (1.0 - healthy).clamp(0.0, 1.0));
             if let Some((i, _)) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
-                levels.insert(m.component, m.classes[i]);
+                levels.insert(t.component, t.classes[i]);
             }
         }
         Ok(MemberVerdict {

@@ -36,27 +36,15 @@ pub const NOVELTY_ARTIFACT: &str = "novelty.json.gz";
 
 const EMBEDDED_FOREST: &[u8] = include_bytes!("../models/artifacts/rf-cycle.json.gz");
 const EMBEDDED_NOVELTY: &[u8] = include_bytes!("../models/artifacts/novelty.json.gz");
-/// The XGBoost member's manifest and models, by file name.
-const EMBEDDED_XGB: [(&str, &[u8]); 5] = [
+/// The XGBoost member's manifest and model, by file name.
+const EMBEDDED_XGB: [(&str, &[u8]); 2] = [
     (
         crate::onnx::MANIFEST,
         include_bytes!("../models/artifacts/xgb-cycle.json"),
     ),
     (
-        "xgb-cooler.onnx",
-        include_bytes!("../models/artifacts/xgb-cooler.onnx"),
-    ),
-    (
-        "xgb-valve.onnx",
-        include_bytes!("../models/artifacts/xgb-valve.onnx"),
-    ),
-    (
-        "xgb-pump.onnx",
-        include_bytes!("../models/artifacts/xgb-pump.onnx"),
-    ),
-    (
-        "xgb-accumulator.onnx",
-        include_bytes!("../models/artifacts/xgb-accumulator.onnx"),
+        "xgb-cycle.onnx",
+        include_bytes!("../models/artifacts/xgb-cycle.onnx"),
     ),
 ];
 

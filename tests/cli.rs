@@ -129,7 +129,7 @@ fn bad_plant_and_server_settings_are_refused_by_name() {
     );
 
     let dir = config_with("plant.toml", |t| {
-        t.replacen("period_ms = 1000", "period_ms = 0", 1)
+        t.replacen("period_ms = 500", "period_ms = 0", 1)
     });
     let (ok, text) = check(&dir);
     assert!(!ok);
@@ -412,6 +412,58 @@ fn train_and_evaluate_on_a_rig_data_folder() {
         .find(|l| l.trim_start().starts_with("cooler           3"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(novelty.contains("100.00 %"), "{novelty}");
+    // With the XGBoost script's out-of-fold predictions (here: perfect
+    // ones, written by hand), XGBoost and the ensemble are reported on the
+    // same folds.
+    let mut csv = String::from("scheme,cycle,component,level,p_degraded\n");
+    for scheme in ["stratified", "runs"] {
+        for c in 0..40 {
+            let cooler = if (c / 5) % 2 == 0 { 3 } else { 100 };
+            let p = if cooler == 100 { 0.0 } else { 1.0 };
+            csv.push_str(&format!("{scheme},{c},cooler,{cooler},{p}\n"));
+            for (component, healthy) in [("valve", 100), ("pump", 0), ("accumulator", 130)] {
+                csv.push_str(&format!("{scheme},{c},{component},{healthy},0\n"));
+            }
+        }
+    }
+    let predictions = dir.path().join("xgb-cv.csv");
+    std::fs::write(&predictions, csv).unwrap();
+    let out = hydrowatch()
+        .args(["evaluate", "--cv", "--json", "--trees", "10", "--data"])
+        .arg(&data)
+        .arg("--xgb-cv")
+        .arg(&predictions)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let titles: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["evaluation"].as_str())
+        .collect();
+    let ensemble = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["evaluation"]
+                == "ensemble (random forest + xgboost), 5-fold CV keeping runs of cycles together"
+        })
+        .unwrap_or_else(|| panic!("{titles:?}"));
+    let cooler = &ensemble["scores"]["targets"][0];
+    assert_eq!(cooler[0], "cooler");
+    assert_eq!(cooler[1]["accuracy"], 1.0, "{ensemble}");
+    assert!(
+        titles.iter().any(|t| t.starts_with("xgboost (out-of-fold")),
+        "{titles:?}"
+    );
+
     // A folder that is not rig data is refused, naming the file.
     std::fs::write(data.join("PS3.txt"), "1\t2\n").unwrap();
     let out = hydrowatch()

@@ -131,11 +131,7 @@ impl Novelty {
         for i in 0..d {
             let zi = (row.get(i).copied().unwrap_or(f64::NAN) - self.mean[i]) / self.scale[i];
             let row = &self.chol[i * (i + 1) / 2..=i * (i + 1) / 2 + i];
-            let mut s = zi;
-            for (l, yk) in row.iter().zip(&y[..i]) {
-                s -= l * yk;
-            }
-            y[i] = s / row[i];
+            y[i] = (zi - dot(&row[..i], &y[..i])) / row[i];
             sum_sq += y[i] * y[i];
         }
         sum_sq.sqrt()
@@ -177,6 +173,21 @@ impl Novelty {
     pub fn score(&self, row: &[f64]) -> f64 {
         self.distance(row) / self.threshold
     }
+}
+
+/// `a · b` over eight independent partial sums, so the compiler can keep
+/// them in SIMD lanes (one running sum would serialise every addition).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut lanes = [0.0; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for ((lane, xv), yv) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += xv * yv;
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// Lower-triangular `L` with `L Lᵀ = a` (row-major, `d × d`), if `a` is

@@ -11,10 +11,11 @@ The features are the ones the running system computes (`hydrowatch export-featur
 writes them with `hydrowatch_models::cycle`), so training and inference cannot drift
 apart. For each component (cooler, valve, pump, accumulator) one multi-class
 classifier over the component's condition levels is trained on every cycle and
-written as `xgb-<component>.onnx` (one TreeEnsembleClassifier node: input
-`input` float32 [N, 439], outputs `label` and `probabilities`); its
-probabilities are checked against XGBoost's own through ONNX Runtime.
-`xgb-cycle.json` lists the files, each model's class levels and the versions.
+converted to ONNX (a TreeEnsembleClassifier node); the four are combined into
+one model, `xgb-cycle.onnx` (input `input` float32 [N, 439], outputs
+`<component>_probabilities`), so the running system makes one ONNX Runtime call
+per cycle; its probabilities are checked against XGBoost's own.
+`xgb-cycle.json` lists each output's class levels and the versions.
 Cross-validation (stratified 5-fold and 5-fold keeping runs of cycles together,
 the folds `export-features` writes) is printed and written to `xgb-cv.json`.
 
@@ -86,7 +87,9 @@ def p_degraded(model, classes, component, x):
     return 1.0 - (proba[:, healthy] if healthy is not None else 0.0)
 
 
-def cross_validate(x, labels, folds):
+def cross_validate(x, labels, folds, predictions=None, scheme=""):
+    """Per component: accuracy, false alarms, misses; out-of-fold predictions
+    appended to `predictions` as (scheme, cycle, component, level, p_degraded)."""
     report = {}
     for c in COMPONENTS:
         y = labels[c]
@@ -100,6 +103,9 @@ def cross_validate(x, labels, folds):
             else:
                 predicted[test] = np.array(classes)[model.predict(x[test])]
             p_deg[test] = p_degraded(model, classes, c, x[test])
+        if predictions is not None:
+            predictions.extend(
+                (scheme, i, c, int(predicted[i]), float(p_deg[i])) for i in range(len(y)))
         healthy = y == HEALTHY[c]
         alarm = p_deg >= 0.5
         report[c] = {
@@ -110,33 +116,40 @@ def cross_validate(x, labels, folds):
     return report
 
 
-def export(model, classes, component, x, out_dir):
-    onx = onnxmltools.convert_xgboost(
+def convert(model, n_features):
+    return onnxmltools.convert_xgboost(
         model,
-        initial_types=[("input", FloatTensorType([None, x.shape[1]]))],
+        initial_types=[("input", FloatTensorType([None, n_features]))],
         target_opset=15,
     )
-    path = out_dir / f"xgb-{component}.onnx"
-    onnx.save_model(onx, str(path))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
-    got = session.run(None, {"input": x})
-    proba = got[outputs.index("probabilities")]
-    want = model.predict_proba(x)
-    err = float(np.max(np.abs(proba - want)))
-    if err > 1e-4:
-        sys.exit(f"{component}: ONNX probabilities differ from XGBoost's by {err}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return {
-        "component": component,
-        "file": path.name,
-        "classes": classes,
-        "healthy": HEALTHY[component],
-        "input": session.get_inputs()[0].name,
-        "outputs": outputs,
-        "max_abs_error_vs_xgboost": err,
-        "sha256_12": digest,
-    }
+
+
+def combine(converted, n_features):
+    """One graph: the shared input fed to every component's trees, one
+    probabilities output per component."""
+    nodes, initializers, outputs = [], [], []
+    for component, model in converted:
+        prefixed = onnx.compose.add_prefix(model, prefix=f"{component}_")
+        graph = prefixed.graph
+        nodes.append(onnx.helper.make_node(
+            "Identity", ["input"], [f"{component}_input"], name=f"{component}_feed"))
+        nodes.extend(graph.node)
+        initializers.extend(graph.initializer)
+        outputs.extend(o for o in graph.output if o.name == f"{component}_probabilities")
+    graph = onnx.helper.make_graph(
+        nodes, "xgb_cycle",
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [None, n_features])],
+        outputs, initializers)
+    first = converted[0][1]
+    opsets = list(first.opset_import)
+    if not any(o.domain in ("", "ai.onnx") for o in opsets):
+        # The Identity feeding each model lives in the default domain.
+        opsets.append(onnx.helper.make_opsetid("", 15))
+    combined = onnx.helper.make_model(
+        graph, opset_imports=opsets, producer_name="hydrowatch train_xgb.py")
+    combined.ir_version = first.ir_version
+    onnx.checker.check_model(combined)
+    return combined
 
 
 def main():
@@ -144,32 +157,62 @@ def main():
     ap.add_argument("--features", required=True, type=pathlib.Path)
     ap.add_argument("--out", required=True, type=pathlib.Path)
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation")
+    ap.add_argument("--cv-predictions", type=pathlib.Path,
+                    help="also write the out-of-fold predictions (CSV) for "
+                         "`hydrowatch evaluate --cv --xgb-cv FILE`")
     args = ap.parse_args()
     x, labels, folds, names = load(args.features)
     print(f"{len(x)} cycles x {x.shape[1]} features from {args.features}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     cv = {}
+    predictions = []
     if not args.no_cv:
         for name in ["stratified", "runs"]:
-            cv[name] = cross_validate(x, labels, folds[name])
+            cv[name] = cross_validate(x, labels, folds[name], predictions, name)
             for c, r in cv[name].items():
                 fa = "-" if r["false_alarm_rate"] is None else f"{100 * r['false_alarm_rate']:.2f} %"
                 miss = "-" if r["miss_rate"] is None else f"{100 * r['miss_rate']:.2f} %"
                 print(f"xgboost, 5-fold CV ({name}): {c:<12} accuracy {100 * r['accuracy']:.2f} %"
                       f"  false alarms {fa}  misses {miss}")
         (args.out / "xgb-cv.json").write_text(json.dumps(cv, indent=2) + "\n")
+        if args.cv_predictions:
+            with open(args.cv_predictions, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["scheme", "cycle", "component", "level", "p_degraded"])
+                w.writerows(predictions)
 
-    targets = []
+    fitted, converted = [], []
     for c in COMPONENTS:
         model, classes = fit(x, labels[c])
         if model is None:
             sys.exit(f"{c}: only one condition level in the data; nothing to learn")
-        targets.append(export(model, classes, c, x, args.out))
-        print(f"{c}: {targets[-1]['file']} classes {classes} (max |ONNX - XGBoost| "
-              f"{targets[-1]['max_abs_error_vs_xgboost']:.1e})")
+        fitted.append((c, model, classes))
+        converted.append((c, convert(model, x.shape[1])))
+    path = args.out / "xgb-cycle.onnx"
+    onnx.save_model(combine(converted, x.shape[1]), str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
+    got = dict(zip(output_names, session.run(None, {"input": x})))
+    targets = []
+    for c, model, classes in fitted:
+        output = f"{c}_probabilities"
+        err = float(np.max(np.abs(got[output] - model.predict_proba(x))))
+        if err > 1e-4:
+            sys.exit(f"{c}: ONNX probabilities differ from XGBoost's by {err}")
+        targets.append({
+            "component": c,
+            "output": output,
+            "classes": classes,
+            "healthy": HEALTHY[c],
+            "max_abs_error_vs_xgboost": err,
+        })
+        print(f"{c}: output {output} classes {classes} (max |ONNX - XGBoost| {err:.1e})")
     manifest = {
-        "format": 1,
+        "format": 2,
+        "file": path.name,
+        "input": "input",
+        "sha256_12": hashlib.sha256(path.read_bytes()).hexdigest()[:12],
         "features": int(x.shape[1]),
         "feature_names_sha256_12": hashlib.sha256("\n".join(names).encode()).hexdigest()[:12],
         "params": PARAMS,

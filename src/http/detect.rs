@@ -150,24 +150,36 @@ fn parse_sample(v: &Value) -> Result<[f64; 17], ApiError> {
     ))]
 pub async fn detect(
     State(state): State<AppState>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Json<DetectResponse>, ApiError> {
-    let Json(body) = body?;
-    let request: DetectRequest = serde_json::from_value(body).map_err(|e| {
-        ApiError::invalid(
-            "body",
-            format!("expected {{\"cycle\": {{…}}}} or {{\"sample\": {{…}}}}: {e}"),
-        )
-    })?;
-    let spec = match request.equipment.as_deref() {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+    if !json {
+        return Err(ApiError::BadRequest {
+            message: "Expected request with `Content-Type: application/json`".into(),
+            details: None,
+        });
+    }
+    // Well-formed requests parse straight into numbers; anything else takes
+    // the slow path, which names what is wrong.
+    let (equipment_id, data) = match serde_json::from_slice::<FastRequest>(&body)
+        .ok()
+        .and_then(FastRequest::parsed)
+    {
+        Some(parsed) => parsed,
+        None => parse_slowly(&body)?,
+    };
+    let spec = match equipment_id.as_deref() {
         None => None,
         Some(id) => Some(equipment(&state, id).map_err(|_| {
             ApiError::invalid("equipment", format!("equipment: no equipment {id:?}"))
         })?),
     };
-    match (&request.cycle, &request.sample) {
-        (Some(cycle), None) => {
-            let cycle = parse_cycle(cycle)?;
+    match data {
+        Data::Cycle(cycle) => {
             let verdict = state
                 .scorer
                 .score(&cycle)
@@ -178,8 +190,7 @@ pub async fn detect(
                 out_of_range: Vec::new(),
             }))
         }
-        (None, Some(sample)) => {
-            let values = parse_sample(sample)?;
+        Data::Sample(values) => {
             let mut verdict = state.scorer.score_sample(&values).ok_or_else(|| {
                 ApiError::Unavailable(
                     "the sample model (models.ensemble.members.sample_novelty)".into(),
@@ -205,15 +216,82 @@ pub async fn detect(
                 out_of_range,
             }))
         }
-        (Some(_), Some(_)) => Err(ApiError::invalid(
-            "body",
-            "give either `cycle` or `sample`, not both",
-        )),
-        (None, None) => Err(ApiError::invalid(
-            "cycle",
-            "missing: give `cycle` (17 sensors × 60 values) or `sample` (17 values)",
-        )),
     }
+}
+
+/// What a valid request carries.
+enum Data {
+    Cycle(Cycle),
+    Sample([f64; 17]),
+}
+
+/// A valid request, typed (numbers parsed straight from the body).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRequest {
+    equipment: Option<String>,
+    cycle: Option<std::collections::HashMap<String, Vec<f64>>>,
+    sample: Option<std::collections::HashMap<String, f64>>,
+}
+
+impl FastRequest {
+    /// The request's data when it is complete and well-formed.
+    fn parsed(self) -> Option<(Option<String>, Data)> {
+        let data = match (self.cycle, self.sample) {
+            (Some(mut cycle), None) => {
+                if cycle.len() != SENSORS.len() {
+                    return None;
+                }
+                let values = SENSORS
+                    .iter()
+                    .map(|s| cycle.remove(*s).filter(|v| v.len() == CYCLE_SECONDS))
+                    .collect::<Option<Vec<Vec<f64>>>>()?;
+                Data::Cycle(Cycle { values })
+            }
+            (None, Some(sample)) => {
+                if sample.len() != SENSORS.len() {
+                    return None;
+                }
+                let mut out = [0.0; 17];
+                for (slot, s) in out.iter_mut().zip(SENSORS) {
+                    *slot = *sample.get(s)?;
+                }
+                Data::Sample(out)
+            }
+            _ => return None,
+        };
+        Some((self.equipment, data))
+    }
+}
+
+/// Parses a request that is not well-formed far enough to say which field
+/// is wrong.
+fn parse_slowly(body: &[u8]) -> Result<(Option<String>, Data), ApiError> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
+    let request: DetectRequest = serde_json::from_value(body).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("expected {{\"cycle\": {{…}}}} or {{\"sample\": {{…}}}}: {e}"),
+        )
+    })?;
+    let data = match (&request.cycle, &request.sample) {
+        (Some(cycle), None) => Data::Cycle(parse_cycle(cycle)?),
+        (None, Some(sample)) => Data::Sample(parse_sample(sample)?),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "body",
+                "give either `cycle` or `sample`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "cycle",
+                "missing: give `cycle` (17 sensors × 60 values) or `sample` (17 values)",
+            ))
+        }
+    };
+    Ok((request.equipment, data))
 }
 
 /// `GET …/anomalies` parameters.

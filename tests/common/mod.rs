@@ -53,7 +53,7 @@ pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
 }
 
 /// Like [`demo_config`], but the demo plant's simulators replay ten
-/// recorded seconds per second and are polled every 100 ms: a load cycle
+/// recorded seconds per second and are polled every 50 ms (twice per recorded second): a load cycle
 /// takes 6 s, so tests see cycles scored without waiting minutes.
 pub fn fast_plant_config(env: &[(&str, &str)]) -> Loaded {
     fast_plant_config_with(&[], env)
@@ -69,7 +69,7 @@ pub fn fast_plant_config_with(edits: &[(&str, &str)], env: &[(&str, &str)]) -> L
         plant = plant.replace(from, to);
     }
     let plant = plant
-        .replace("period_ms = 1000", "period_ms = 100")
+        .replace("period_ms = 500", "period_ms = 50")
         .replace("stale_after_ms = 3000", "stale_after_ms = 1000")
         .replace("phase_secs = ", "speed = 10.0\nphase_secs = ");
     assert!(
