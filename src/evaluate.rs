@@ -161,13 +161,13 @@ pub fn read_xgb_cv(
     for (n, line) in text.lines().enumerate().skip(1) {
         let bad = || {
             format!(
-                "{} line {}: expected scheme,cycle,component,level,p_degraded",
+                "{} line {}: expected scheme,cycle,component,level,p_degraded[,shares]",
                 path.display(),
                 n + 1
             )
         };
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 5 {
+        if f.len() != 5 && f.len() != 6 {
             return Err(bad());
         }
         if f[0] != scheme {
@@ -188,10 +188,23 @@ pub fn read_xgb_cv(
             model_version: "cv".into(),
             degraded: Default::default(),
             levels: Default::default(),
+            level_shares: Default::default(),
             novelty: None,
         });
         v.degraded.insert(component, p);
         v.levels.insert(component, level);
+        // `level:probability;…`, when the script wrote them.
+        if let Some(shares) = f.get(5).filter(|s| !s.is_empty()) {
+            let mut map = std::collections::BTreeMap::new();
+            for pair in shares.split(';') {
+                let (l, p) = pair.split_once(':').ok_or_else(bad)?;
+                map.insert(
+                    l.parse::<i32>().map_err(|_| bad())?,
+                    p.parse::<f64>().map_err(|_| bad())?,
+                );
+            }
+            v.level_shares.insert(component, map);
+        }
     }
     Ok(out)
 }

@@ -207,6 +207,7 @@ impl CycleMember for XgbMember {
             .map_err(failed)?;
         let mut degraded = std::collections::BTreeMap::new();
         let mut levels = std::collections::BTreeMap::new();
+        let mut level_shares = std::collections::BTreeMap::new();
         for t in &self.targets {
             let value = outputs
                 .get(&t.output)
@@ -229,12 +230,21 @@ impl CycleMember for XgbMember {
             if let Some((i, _)) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
                 levels.insert(t.component, t.classes[i]);
             }
+            level_shares.insert(
+                t.component,
+                t.classes
+                    .iter()
+                    .zip(p)
+                    .map(|(c, p)| (*c, f64::from(*p)))
+                    .collect(),
+            );
         }
         Ok(MemberVerdict {
             model: "xgboost".into(),
             model_version: self.version.clone(),
             degraded,
             levels,
+            level_shares,
             novelty: None,
         })
     }

@@ -227,6 +227,10 @@ pub struct MemberVerdict {
     /// predict levels), on the scales of [`Component::severity_of`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub levels: BTreeMap<Component, i32>,
+    /// Per component, the probability of each condition level (members that
+    /// give one); the ensemble names a level by their weighted mean.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub level_shares: BTreeMap<Component, BTreeMap<i32, f64>>,
     /// Novelty score (novelty member): above 1 is novel.
     pub novelty: Option<f64>,
 }
@@ -307,22 +311,44 @@ pub fn combine(config: &EnsembleConfig, verdicts: &[MemberVerdict]) -> Verdict {
             components.insert(component, sum / weights);
         }
     }
-    // A component's level comes from the weightiest member that gives one.
-    let level_of = |component: Component| {
-        taking_part
+    // A component's level is voted: each member spreads its weight over the
+    // levels by its probabilities (all of it on its level when it gives
+    // none). A tie goes to the level that agrees with the degraded call
+    // (healthy or not), then to the member listed first.
+    let level_of = |component: Component, degraded: bool| {
+        let mut votes: Vec<(i32, f64)> = Vec::new();
+        let mut add = |level: i32, w: f64| match votes.iter_mut().find(|(l, _)| *l == level) {
+            Some((_, sum)) => *sum += w,
+            None => votes.push((level, w)),
+        };
+        for v in &taking_part {
+            let Some(m) = config.member(&v.model) else {
+                continue;
+            };
+            match (v.level_shares.get(&component), v.levels.get(&component)) {
+                (Some(shares), _) => {
+                    for (level, p) in shares {
+                        if p.is_finite() {
+                            add(*level, m.weight * p);
+                        }
+                    }
+                }
+                (None, Some(level)) => add(*level, m.weight),
+                (None, None) => {}
+            }
+        }
+        let agrees = |level: i32| component.severity_of(level).is_some() == degraded;
+        votes
             .iter()
-            .filter_map(|v| {
-                let level = v.levels.get(&component)?;
-                Some((config.member(&v.model)?.weight, *level))
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, level)| level)
+            .rev()
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(agrees(a.0).cmp(&agrees(b.0))))
+            .map(|(level, _)| *level)
     };
     let health: Vec<ComponentHealth> = components
         .iter()
         .map(|(&component, &p)| {
             let degraded = p >= config.threshold;
-            let level = level_of(component);
+            let level = level_of(component, degraded);
             ComponentHealth {
                 component,
                 degraded,
@@ -403,6 +429,7 @@ mod tests {
                 (Component::Accumulator, accumulator),
             ]),
             levels: BTreeMap::new(),
+            level_shares: BTreeMap::new(),
             novelty: None,
         }
     }
@@ -413,6 +440,7 @@ mod tests {
             model_version: "1".into(),
             degraded: BTreeMap::new(),
             levels: BTreeMap::new(),
+            level_shares: BTreeMap::new(),
             novelty: Some(score),
         }
     }
@@ -477,6 +505,73 @@ mod tests {
             &[classifier("random_forest", 0.1, 0.1), novelty(9.0)],
         );
         assert!(!v.is_anomaly);
+    }
+
+    #[test]
+    fn levels_are_voted_and_a_tie_goes_to_the_level_that_agrees_with_the_call() {
+        let member = |model: &str, p: f64, level: i32| MemberVerdict {
+            model: model.into(),
+            model_version: "1".into(),
+            degraded: BTreeMap::from([(Component::Accumulator, p)]),
+            levels: BTreeMap::from([(Component::Accumulator, level)]),
+            level_shares: BTreeMap::new(),
+            novelty: None,
+        };
+        let config = EnsembleConfig::default();
+        let level = |v: &Verdict| v.health[0].level;
+        // Equal weights, disagreeing: degraded on average, so the degraded level.
+        let v = combine(
+            &config,
+            &[
+                member("random_forest", 0.9, 90),
+                member("xgboost", 0.3, 130),
+            ],
+        );
+        assert_eq!(level(&v), Some(90));
+        assert_eq!(v.health[0].severity, Some(Severity::Critical));
+        // Healthy on average: the healthy level, whichever member said it.
+        let v = combine(
+            &config,
+            &[
+                member("random_forest", 0.6, 100),
+                member("xgboost", 0.1, 130),
+            ],
+        );
+        assert_eq!(level(&v), Some(130));
+        assert_eq!(v.health[0].severity, None);
+        // Weight wins over agreement.
+        let mut heavy = EnsembleConfig::default();
+        heavy.members.get_mut("xgboost").unwrap().weight = 3.0;
+        let v = combine(
+            &heavy,
+            &[
+                member("random_forest", 0.9, 90),
+                member("xgboost", 0.45, 115),
+            ],
+        );
+        assert_eq!(level(&v), Some(115));
+        // Tie between two degraded levels: the member listed first.
+        let v = combine(
+            &config,
+            &[
+                member("random_forest", 0.9, 90),
+                member("xgboost", 0.8, 100),
+            ],
+        );
+        assert_eq!(level(&v), Some(90));
+        // With probabilities, the weighted mean decides: 0.55 × 90 + 0.45 × 100
+        // against 0.1 × 90 + 0.9 × 100.
+        let mut rf = member("random_forest", 0.9, 90);
+        rf.level_shares.insert(
+            Component::Accumulator,
+            BTreeMap::from([(90, 0.55), (100, 0.45)]),
+        );
+        let mut xgb = member("xgboost", 0.9, 100);
+        xgb.level_shares.insert(
+            Component::Accumulator,
+            BTreeMap::from([(90, 0.1), (100, 0.9)]),
+        );
+        assert_eq!(level(&combine(&config, &[rf, xgb])), Some(100));
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl CycleMember for ForestMember {
     fn judge(&self, features: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError> {
         let mut degraded = BTreeMap::new();
         let mut levels = BTreeMap::new();
+        let mut level_shares = BTreeMap::new();
         for (target, forest) in &self.forests.forests {
             let (Some(component), Some(healthy)) = (target.component(), target.healthy()) else {
                 continue;
@@ -81,6 +82,7 @@ impl CycleMember for ForestMember {
             degraded.insert(component, 1.0 - votes.get(&healthy).copied().unwrap_or(0.0));
             // The most voted level; a tie goes to the healthier (larger
             // share first, then the level nearest the healthy one).
+            level_shares.insert(component, votes.clone());
             if let Some((level, _)) = votes.iter().max_by(|a, b| {
                 a.1.total_cmp(b.1)
                     .then((b.0 - healthy).abs().cmp(&(a.0 - healthy).abs()))
@@ -93,6 +95,7 @@ impl CycleMember for ForestMember {
             model_version: self.version.clone(),
             degraded,
             levels,
+            level_shares,
             novelty: None,
         })
     }
@@ -138,6 +141,7 @@ impl CycleMember for NoveltyMember {
             model_version: self.version.clone(),
             degraded: BTreeMap::new(),
             levels: BTreeMap::new(),
+            level_shares: BTreeMap::new(),
             novelty: Some(self.model.score(features)),
         })
     }
@@ -249,6 +253,7 @@ impl Scorer {
                 .map_or_else(|| "1".to_owned(), |m| m.version().to_owned()),
             degraded: BTreeMap::new(),
             levels: BTreeMap::new(),
+            level_shares: BTreeMap::new(),
             novelty: Some(model.score(values)),
         };
         // The sample model is judged on its own.

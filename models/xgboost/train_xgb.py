@@ -89,12 +89,14 @@ def p_degraded(model, classes, component, x):
 
 def cross_validate(x, labels, folds, predictions=None, scheme=""):
     """Per component: accuracy, false alarms, misses; out-of-fold predictions
-    appended to `predictions` as (scheme, cycle, component, level, p_degraded)."""
+    appended to `predictions` as (scheme, cycle, component, level, p_degraded,
+    shares), shares = `level:probability` joined by `;`."""
     report = {}
     for c in COMPONENTS:
         y = labels[c]
         predicted = np.zeros_like(y)
         p_deg = np.zeros(len(y))
+        shares = [""] * len(y)
         for k in sorted(set(folds)):
             train, test = folds != k, folds == k
             model, classes = fit(x[train], y[train])
@@ -103,9 +105,14 @@ def cross_validate(x, labels, folds, predictions=None, scheme=""):
             else:
                 predicted[test] = np.array(classes)[model.predict(x[test])]
             p_deg[test] = p_degraded(model, classes, c, x[test])
+            if model is not None:
+                proba = model.predict_proba(x[test])
+                for row, i in zip(proba, np.flatnonzero(test)):
+                    shares[i] = ";".join(f"{lv}:{p:.6g}" for lv, p in zip(classes, row))
         if predictions is not None:
             predictions.extend(
-                (scheme, i, c, int(predicted[i]), float(p_deg[i])) for i in range(len(y)))
+                (scheme, i, c, int(predicted[i]), float(p_deg[i]), shares[i])
+                for i in range(len(y)))
         healthy = y == HEALTHY[c]
         alarm = p_deg >= 0.5
         report[c] = {
@@ -179,7 +186,7 @@ def main():
         if args.cv_predictions:
             with open(args.cv_predictions, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["scheme", "cycle", "component", "level", "p_degraded"])
+                w.writerow(["scheme", "cycle", "component", "level", "p_degraded", "shares"])
                 w.writerows(predictions)
 
     fitted, converted = [], []

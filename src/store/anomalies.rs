@@ -414,6 +414,7 @@ mod tests {
                     model_version: "abc".into(),
                     degraded: BTreeMap::from([(Component::Valve, valve), (Component::Cooler, 0.0)]),
                     levels: BTreeMap::from([(Component::Valve, 73)]),
+                    level_shares: BTreeMap::new(),
                     novelty: None,
                 },
                 MemberVerdict {
@@ -421,6 +422,7 @@ mod tests {
                     model_version: "abc".into(),
                     degraded: BTreeMap::new(),
                     levels: BTreeMap::new(),
+                    level_shares: BTreeMap::new(),
                     novelty: Some(novelty),
                 },
             ],
