@@ -264,3 +264,104 @@ impl Scorer {
         Some(combine(&config, &[verdict]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ensemble::Component;
+    use crate::forest::{ForestParams, Target};
+    use crate::novelty::NoveltyParams;
+
+    /// A cycle whose TS1 (sensor 9) sits at `ts1` and PS1 (sensor 0) swings
+    /// with the load steps; `k` varies the noise.
+    fn cycle(ts1: f64, k: u64) -> Cycle {
+        let values = (0..SENSORS.len())
+            .map(|s| {
+                (0..60)
+                    .map(|t| {
+                        let noise = ((k * 31 + s as u64 * 7 + t as u64) % 11) as f64 / 100.0;
+                        match s {
+                            0 => (if t % 20 < 10 { 150.0 } else { 100.0 }) + noise,
+                            9 => ts1 + noise,
+                            _ => s as f64 + noise,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Cycle { values }
+    }
+
+    struct Broken;
+
+    impl CycleMember for Broken {
+        fn name(&self) -> &str {
+            "xgboost"
+        }
+        fn version(&self) -> &str {
+            "broken"
+        }
+        fn judge(&self, _: &[f64; FEATURES]) -> Result<MemberVerdict, MemberError> {
+            Err(MemberError {
+                member: "xgboost".into(),
+                reason: "no runtime".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn members_judge_a_cycle_and_a_failing_member_abstains() {
+        // The cooler is degraded (level 3) when TS1 runs hot.
+        let cycles: Vec<Cycle> = (0..40)
+            .map(|k| cycle(if k % 2 == 0 { 40.0 } else { 60.0 }, k))
+            .collect();
+        let features: Vec<[f64; FEATURES]> = cycles.iter().map(|c| c.features().unwrap()).collect();
+        let labels: Vec<[i32; 5]> = (0..40)
+            .map(|k| [if k % 2 == 0 { 100 } else { 3 }, 100, 0, 130, 0])
+            .collect();
+        let params = ForestParams {
+            n_trees: 10,
+            features_per_split: Some(FEATURES),
+            ..ForestParams::default()
+        };
+        let forests = Forests::train(&features, &labels, &params).unwrap();
+        assert_eq!(forests.forests[0].0, Target::Cooler);
+        let rows: Vec<Vec<f64>> = features.iter().map(|f| f.to_vec()).collect();
+        let novelty = Novelty::fit(&rows, &NoveltyParams::default()).unwrap();
+        let scorer = Scorer::new(
+            EnsembleConfig::default(),
+            vec![
+                Arc::new(ForestMember::new(forests, "f1")),
+                Arc::new(Broken),
+                Arc::new(NoveltyMember::new(novelty, "n1").unwrap()),
+            ],
+        );
+        let hot = scorer.score(&cycle(60.0, 99)).unwrap();
+        assert_eq!(hot.affected_component, Some(Component::Cooler));
+        let cooler = hot
+            .health
+            .iter()
+            .find(|h| h.component == Component::Cooler)
+            .unwrap();
+        assert_eq!(cooler.level, Some(3));
+        assert_eq!(cooler.severity, Some(crate::ensemble::Severity::Critical));
+        // The broken member abstained and was counted; the others decided.
+        assert_eq!(hot.model_version, "random_forest@f1+novelty@n1");
+        assert_eq!(scorer.member_failures(), 1);
+        let normal = scorer.score(&cycle(40.0, 98)).unwrap();
+        assert!(!normal.is_anomaly, "{normal:?}");
+        // A cycle far from anything fitted is novel.
+        let mut strange = cycle(40.0, 97);
+        strange.values[0].iter_mut().for_each(|x| *x = 900.0);
+        let strange = scorer.score(&strange).unwrap();
+        assert!(strange.novelty.unwrap() > 1.0 && strange.is_anomaly);
+        // A novelty model of another width is refused.
+        let narrow = Novelty::fit(
+            &[vec![1.0, 2.0], vec![2.0, 1.0], vec![0.0, 0.5]],
+            &NoveltyParams::default(),
+        )
+        .unwrap();
+        assert!(NoveltyMember::new(narrow, "x").is_err());
+        assert!(scorer.score(&Cycle { values: vec![] }).is_err());
+    }
+}
