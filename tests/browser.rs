@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{fast_plant_config, spawn_with};
+use common::{fast_plant_config_with, spawn_with};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -66,9 +66,16 @@ const READ_PAGE_JS: &str = r#"(() => {
     if (!components[eq]) components[eq] = {};
     components[eq][chip.dataset.component] = chip.dataset.state;
   }
+  const findings = {};
+  for (const cell of document.querySelectorAll('#board section.tile .sensor[data-finding]')) {
+    const eq = cell.closest('section.tile').dataset.equipment;
+    if (!findings[eq]) findings[eq] = {};
+    findings[eq][cell.dataset.sensor] = cell.dataset.finding;
+  }
   const toast = document.getElementById('toast');
   return {
     components,
+    findings,
     url: location.href,
     status: text(document.getElementById('ws-status')),
     tiles: document.querySelectorAll('#board section.tile').length,
@@ -93,6 +100,10 @@ struct PageView {
     /// equipment id -> component -> chip state (ok, degraded, unknown).
     #[serde(default)]
     components: BTreeMap<String, BTreeMap<String, String>>,
+    /// equipment id -> sensor id -> the detectors' finding shown (limit,
+    /// stuck, unusual).
+    #[serde(default)]
+    findings: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl PageView {
@@ -378,7 +389,16 @@ async fn read_page(cdp: &mut Cdp, session: &str) -> Result<PageView, String> {
 async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     let started = Instant::now();
     // Simulators at ten times real time: a load cycle is scored every 6 s.
-    let mut app = spawn_with(fast_plant_config(&[])).await;
+    // TS1's oil limit moved to 1 °C: the sensor actor raises it at once.
+    let mut app = spawn_with(fast_plant_config_with(
+        &[
+            ("set = 65.0", "set = 1.0"),
+            ("clear = 62.0", "clear = 0.5"),
+            ("min_set_ms = 10000", "min_set_ms = 500"),
+        ],
+        &[],
+    ))
+    .await;
     let page_url = format!("http://{}/", app.addr);
 
     let browser = Browser::launch().await;
@@ -495,7 +515,15 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
                 let rig1_ok = ["cooler", "valve", "pump", "accumulator"]
                     .iter()
                     .all(|c| state("rig-1", c).as_deref() == Some("ok"));
-                if rig1_ok && state("rig-3", "cooler").as_deref() == Some("degraded") {
+                let limit_shown = RIGS.iter().all(|rig| {
+                    view.findings
+                        .get(*rig)
+                        .and_then(|m| m.get("TS1"))
+                        .map(String::as_str)
+                        == Some("limit")
+                });
+                if rig1_ok && limit_shown && state("rig-3", "cooler").as_deref() == Some("degraded")
+                {
                     break view;
                 }
                 latest = view;
@@ -504,7 +532,8 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
         }
         assert!(
             Instant::now() < deadline,
-            "within {:?} the wallboard did not show rig-3's cooler degraded and rig-1 healthy.\n\
+            "within {:?} the wallboard did not show rig-3's cooler degraded, rig-1 healthy \
+             and TS1's limit raised on every rig.\n\
              last read error: {last_error:?}\npage showed:\n{}",
             PHASE_TIMEOUT * 2,
             latest.describe()

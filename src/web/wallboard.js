@@ -146,6 +146,24 @@
       unit: str(raw.unit) || '',
       range,
       state: normSensorState(raw.state),
+      findings: normFindings(raw.findings),
+    };
+  }
+
+  // What a sensor actor's detectors say, reduced to the most pressing finding:
+  // a limit raised, then stuck, then unusual for the learned baseline.
+  function normFindings(raw) {
+    if (!raw || typeof raw !== 'object') return null;
+    const limits = Array.isArray(raw.limits) ? raw.limits.filter((l) => l === true).length : 0;
+    const kind = limits > 0 ? 'limit' : raw.stuck === true ? 'stuck' : raw.unusual === true ? 'unusual' : null;
+    return {
+      kind,
+      limits,
+      stuck: raw.stuck === true,
+      unusual: raw.unusual === true,
+      z: finite(raw.z),
+      spikes: finite(raw.spikes) || 0,
+      warmingUp: raw.warming_up === true,
     };
   }
 
@@ -239,6 +257,14 @@
           d.structure = true;
         }
         s.state = normSensorState(raw);
+        d.sensors.add(sid);
+      }
+    }
+    if (msg.findings && typeof msg.findings === 'object') {
+      for (const [sid, raw] of Object.entries(msg.findings)) {
+        const s = index.get(sid);
+        if (!s) continue; // the next snapshot brings it
+        s.findings = normFindings(raw);
         d.sensors.add(sid);
       }
     }
@@ -518,6 +544,7 @@
     setAttr(c, 'q', sv.cell, 'data-quality', st.quality);
     setAttr(c, 'qv', sv.value, 'data-quality', st.quality);
     setAttr(c, 'status', sv.cell, 'data-status', st.status);
+    setAttr(c, 'finding', sv.cell, 'data-finding', s.findings ? s.findings.kind : null);
     setAttr(c, 'title', sv.cell, 'title', sensorTitle(s, st));
   }
 
@@ -533,6 +560,16 @@
     lines.push(`Quality: ${st.quality} \u00b7 Status: ${st.status.replace(/_/g, ' ')}`);
     if (st.reason) lines.push(`Reason: ${st.reason}`);
     if (st.ts_ms != null) lines.push(`Sampled: ${timeFmt.format(st.ts_ms)}`);
+    const f = s.findings;
+    if (f) {
+      const notes = [];
+      if (f.limits) notes.push(`${f.limits} limit${f.limits > 1 ? 's' : ''} raised`);
+      if (f.stuck) notes.push('stuck');
+      if (f.unusual) notes.push(`unusual (z ${f.z})`);
+      if (f.spikes) notes.push(`${f.spikes} spike${f.spikes > 1 ? 's' : ''}`);
+      if (f.warmingUp) notes.push('baseline still learning');
+      if (notes.length) lines.push(`Detectors: ${notes.join(', ')}`);
+    }
     return lines.join('\n');
   }
 
