@@ -5,7 +5,9 @@
 //! Artifacts (see `models/artifacts/MODEL_CARD.md`):
 //! - `rf-cycle.json.gz`: the RandomForest classifiers (`hydrowatch train`);
 //! - `novelty.json.gz`: the novelty detectors of cycles and of single sample
-//!   vectors (`hydrowatch train`).
+//!   vectors (`hydrowatch train`);
+//! - `xgb-cycle.json` and `xgb-cycle.onnx`: the XGBoost member
+//!   (`models/xgboost/train_xgb.py`), run by [`crate::onnx`].
 //!
 //! Each member's `model_version` is the first 12 hex digits of the SHA-256 of
 //! its artifact file, so a verdict names exactly the bytes that produced it.
