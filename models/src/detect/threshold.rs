@@ -130,9 +130,19 @@ impl HysteresisThreshold {
         }
     }
 
-    /// Feeds one sample (in time order); a missing value changes nothing.
+    /// Feeds one sample (in time order). A missing value raises or clears
+    /// nothing, and restarts a minimum duration being waited out: a duration
+    /// counts only while the value is seen beyond the level (a raised alarm
+    /// stays raised through a gap; absence is no sign of recovery).
     pub fn update(&mut self, ts_ms: i64, value: Option<f64>) -> Option<ThresholdEvent> {
-        let v = value.filter(|v| v.is_finite())?;
+        let Some(v) = value.filter(|v| v.is_finite()) else {
+            self.state = match self.state {
+                State::Setting(_) => State::Normal,
+                State::Clearing(_) => State::Active,
+                other => other,
+            };
+            return None;
+        };
         let min_set = self.config.min_set_ms as i64;
         let min_clear = self.config.min_clear_ms as i64;
         match self.state {
@@ -264,6 +274,33 @@ mod tests {
         // Gaps change nothing.
         assert_eq!(t.update(3_600, None), None);
         assert_eq!(t.update(3_700, Some(f64::NAN)), None);
+    }
+
+    #[test]
+    fn a_gap_restarts_the_minimum_duration_but_keeps_a_raised_alarm() {
+        let mut t = above(10.0, 8.0, 5_000, 5_000);
+        assert_eq!(t.update(0, Some(12.0)), None);
+        assert_eq!(t.update(4_000, None), None);
+        // Beyond the level again after the gap: the 5 s start over.
+        assert_eq!(t.update(6_000, Some(12.0)), None);
+        assert_eq!(t.update(10_000, Some(12.0)), None);
+        assert!(matches!(
+            t.update(11_000, Some(12.0)),
+            Some(ThresholdEvent::Raised {
+                since_ms: 6_000,
+                ..
+            })
+        ));
+        // Raised, then a gap: still raised; clearing also starts over.
+        assert_eq!(t.update(12_000, Some(5.0)), None);
+        assert_eq!(t.update(13_000, None), None);
+        assert!(t.active());
+        assert_eq!(t.update(16_000, Some(5.0)), None);
+        assert_eq!(t.update(20_000, Some(5.0)), None);
+        assert!(matches!(
+            t.update(21_000, Some(5.0)),
+            Some(ThresholdEvent::Cleared { since_ms: 16_000 })
+        ));
     }
 
     #[test]
