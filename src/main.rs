@@ -404,7 +404,6 @@ fn evaluate(
     use hydrowatch::evaluate as ev;
     let (data, features) = load_rig(data)?;
     let mut owned: Vec<(String, ev::Scores)> = Vec::new();
-    let mut novelty = None;
     if cv {
         let params = hydrowatch_models::forest::ForestParams {
             n_trees: trees,
@@ -439,10 +438,6 @@ fn evaluate(
                 ));
             }
         }
-        novelty = Some(
-            ev::novelty_withheld(&features, &data.conditions, &Default::default())
-                .map_err(anyhow::Error::msg)?,
-        );
     } else {
         // The models as the running system loads them (ONNX Runtime from
         // ORT_DYLIB_PATH for the XGBoost member), each member and the ensemble.
@@ -459,25 +454,25 @@ fn evaluate(
             owned.push((name, scores));
         }
     }
+    // The novelty detector is judged the same way in both modes: fitted
+    // without each fault class in turn, on run-keeping folds.
+    let novelty = ev::novelty_withheld(&features, &data.conditions, &Default::default())
+        .map_err(anyhow::Error::msg)?;
     let reports = owned;
     if json {
         let mut out: Vec<serde_json::Value> = reports
             .iter()
             .map(|(title, s)| serde_json::json!({ "evaluation": title, "scores": s }))
             .collect();
-        if let Some(n) = &novelty {
-            out.push(
-                serde_json::json!({ "evaluation": "novelty, withheld classes", "classes": n }),
-            );
-        }
+        out.push(
+            serde_json::json!({ "evaluation": "novelty, withheld classes", "classes": novelty }),
+        );
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (title, scores) in &reports {
             println!("{}", ev::render(title, scores));
         }
-        if let Some(n) = &novelty {
-            println!("{}", ev::render_novelty(n));
-        }
+        println!("{}", ev::render_novelty(&novelty));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -386,6 +386,10 @@ fn train_and_evaluate_on_a_rig_data_folder() {
     // The forest (no XGBoost models in that folder) and the ensemble.
     assert_eq!(report[0]["evaluation"], "random_forest", "{report}");
     assert_eq!(report[1]["evaluation"], "ensemble", "{report}");
+    // …and the novelty detector on withheld classes, as with --cv.
+    let last = report.as_array().unwrap().last().unwrap();
+    assert_eq!(last["evaluation"], "novelty, withheld classes", "{report}");
+    assert!(!last["classes"].as_array().unwrap().is_empty(), "{report}");
     for r in [&report[0], &report[1]] {
         let cooler = &r["scores"]["targets"][0];
         assert_eq!(cooler[0], "cooler");
