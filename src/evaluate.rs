@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use hydrowatch_models::cycle::FEATURES;
-use hydrowatch_models::ensemble::MemberVerdict;
+use hydrowatch_models::ensemble::{MemberVerdict, Verdict};
 use hydrowatch_models::forest::{ForestError, ForestParams};
 pub use hydrowatch_models::forest::{Forests, Target};
 use hydrowatch_models::scoring::{CycleMember, ForestMember};
@@ -217,119 +217,76 @@ pub fn ensemble_scores(
     members: &[&[Option<MemberVerdict>]],
     conditions: &[Conditions],
 ) -> Scores {
-    use hydrowatch_models::ensemble::{combine, Component};
-    let components = [
-        (Target::Cooler, Component::Cooler),
-        (Target::Valve, Component::Valve),
-        (Target::Pump, Component::Pump),
-        (Target::Accumulator, Component::Accumulator),
-    ];
-    let verdicts: Vec<_> = (0..conditions.len())
+    let verdicts: Vec<Verdict> = (0..conditions.len())
         .map(|i| {
             let taking_part: Vec<MemberVerdict> = members
                 .iter()
                 .filter_map(|m| m.get(i).cloned().flatten())
                 .collect();
-            combine(config, &taking_part)
+            hydrowatch_models::ensemble::combine(config, &taking_part)
         })
         .collect();
+    verdict_scores(&verdicts, conditions)
+}
+
+/// Scores of one verdict per cycle against `conditions`: per component,
+/// exact-level accuracy, and false alarms and misses of the degraded call.
+pub fn verdict_scores(verdicts: &[Verdict], conditions: &[Conditions]) -> Scores {
     let stable: Vec<bool> = conditions.iter().map(|c| c.stable == 0).collect();
     Scores {
-        targets: components
+        targets: Target::ALL
             .iter()
+            .filter_map(|t| Some((*t, t.component()?)))
             .map(|(target, component)| {
-                let truth: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
+                let truth: Vec<i32> = conditions.iter().map(|c| c.label(target)).collect();
                 let (predicted, alarms): (Vec<i32>, Vec<bool>) = verdicts
                     .iter()
                     .map(|v| {
-                        let h = v.health.iter().find(|h| h.component == *component);
+                        let h = v.health.iter().find(|h| h.component == component);
                         (
                             h.and_then(|h| h.level).unwrap_or(i32::MIN),
                             h.is_some_and(|h| h.degraded),
                         )
                     })
                     .unzip();
-                let mut s = score_alarms(*target, &truth, &predicted, &alarms);
+                let mut s = score_alarms(target, &truth, &predicted, &alarms);
                 s.false_alarm_rate_when_stable =
-                    false_alarms_when_stable(*target, &truth, &alarms, &stable);
-                (*target, s)
+                    false_alarms_when_stable(target, &truth, &alarms, &stable);
+                (target, s)
             })
             .collect(),
     }
 }
 
-/// Per component, per cycle: the predicted level and whether it was called degraded.
-type PerComponentCalls = Vec<Vec<(i32, bool)>>;
-
-/// Scores of each member of `scorer` that names condition levels, and of the
-/// ensemble, on `features` against `conditions`: per component, exact-level
-/// accuracy, and false alarms and misses of the member's (or the ensemble's)
-/// degraded call at the ensemble's threshold.
+/// Scores of each member of `scorer` that names condition levels (judged
+/// alone, as an ensemble of one) and of the whole ensemble, on `features`
+/// against `conditions`.
 pub fn evaluate_members(
     scorer: &hydrowatch_models::scoring::Scorer,
     features: &[[f64; FEATURES]],
     conditions: &[Conditions],
 ) -> Vec<(String, Scores)> {
-    use hydrowatch_models::ensemble::Component;
-    let threshold = scorer.config().threshold;
-    let components = [
-        (Target::Cooler, Component::Cooler),
-        (Target::Valve, Component::Valve),
-        (Target::Pump, Component::Pump),
-        (Target::Accumulator, Component::Accumulator),
-    ];
-    let mut calls: Vec<(String, PerComponentCalls)> = Vec::new();
-    let slot = |name: &str, calls: &mut Vec<(String, PerComponentCalls)>| -> usize {
-        match calls.iter().position(|(n, _)| n == name) {
-            Some(i) => i,
-            None => {
-                calls.push((name.to_owned(), vec![Vec::new(); components.len()]));
-                calls.len() - 1
-            }
-        }
-    };
-    for f in features {
-        let verdict = scorer.score_features(f);
-        for member in &verdict.per_model {
-            if member.levels.is_empty() {
-                continue;
-            }
-            let i = slot(&member.model, &mut calls);
-            for (k, (_, component)) in components.iter().enumerate() {
-                let level = member.levels.get(component).copied().unwrap_or(i32::MIN);
-                let p = member.degraded.get(component).copied().unwrap_or(0.0);
-                calls[i].1[k].push((level, p >= threshold));
-            }
-        }
-        let i = slot("ensemble", &mut calls);
-        for (k, (_, component)) in components.iter().enumerate() {
-            let h = verdict.health.iter().find(|h| h.component == *component);
-            calls[i].1[k].push((
-                h.and_then(|h| h.level).unwrap_or(i32::MIN),
-                h.is_some_and(|h| h.degraded),
+    let verdicts: Vec<Verdict> = features.iter().map(|f| scorer.score_features(f)).collect();
+    let mut out = Vec::new();
+    for (name, _) in scorer.members() {
+        let alone: Vec<Option<MemberVerdict>> = verdicts
+            .iter()
+            .map(|v| {
+                v.per_model
+                    .iter()
+                    .find(|m| m.model == name && !m.levels.is_empty())
+                    .cloned()
+            })
+            .collect();
+        if alone.iter().any(Option::is_some) {
+            out.push((
+                name.to_owned(),
+                ensemble_scores(scorer.config(), &[&alone], conditions),
             ));
         }
     }
-    calls
-        .into_iter()
-        .map(|(name, per_component)| {
-            let targets = components
-                .iter()
-                .zip(per_component)
-                .map(|((target, _), rows)| {
-                    let truth: Vec<i32> = conditions.iter().map(|c| c.label(*target)).collect();
-                    let predicted: Vec<i32> = rows.iter().map(|r| r.0).collect();
-                    let alarms: Vec<bool> = rows.iter().map(|r| r.1).collect();
-                    let stable: Vec<bool> = conditions.iter().map(|c| c.stable == 0).collect();
-                    let mut s = score_alarms(*target, &truth, &predicted, &alarms);
-                    s.false_alarm_rate_when_stable =
-                        false_alarms_when_stable(*target, &truth, &alarms, &stable);
-                    (*target, s)
-                })
-                .collect();
-            (name, Scores { targets })
-        })
-        .collect()
+    out.push(("ensemble".to_owned(), verdict_scores(&verdicts, conditions)));
+    out
 }
 
 /// Like [`score`], but false alarms and misses from explicit degraded calls.

@@ -165,15 +165,11 @@ impl XgbMember {
                 healthy: t.healthy,
             });
         }
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        sha2::Digest::update(&mut hasher, &text);
-        sha2::Digest::update(&mut hasher, &bytes);
-        let digest = sha2::Digest::finalize(hasher);
         Ok(XgbMember {
             session: Mutex::new(session),
             input: manifest.input,
             targets,
-            version: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+            version: crate::scoring::version_of(&[&text, &bytes]),
         })
     }
 }

@@ -81,10 +81,18 @@ pub enum ModelError {
     },
 }
 
-/// The first 12 hex digits of the SHA-256 of `bytes`.
-pub fn version_of(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+/// The first 12 hex digits of the SHA-256 of `parts`, one after the other.
+pub fn version_of(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Reads gzip'd (or plain) JSON.
@@ -153,7 +161,7 @@ pub fn load_scorer(settings: &ModelsSettings) -> Result<Scorer, ModelError> {
         reason: e.to_string(),
     })?;
     let mut members: Vec<Arc<dyn CycleMember>> =
-        vec![Arc::new(ForestMember::new(forests, version_of(&bytes)))];
+        vec![Arc::new(ForestMember::new(forests, version_of(&[&bytes])))];
     let bytes = artifact(dir, NOVELTY_ARTIFACT, EMBEDDED_NOVELTY)?;
     let novelty: NoveltyArtifact = decode_json(NOVELTY_ARTIFACT, &bytes)?;
     for model in [&novelty.cycle, &novelty.sample] {
@@ -162,7 +170,7 @@ pub fn load_scorer(settings: &ModelsSettings) -> Result<Scorer, ModelError> {
             reason: e.to_string(),
         })?;
     }
-    let version = version_of(&bytes);
+    let version = version_of(&[&bytes]);
     let invalid = |e: hydrowatch_models::scoring::MemberError| ModelError::Invalid {
         what: NOVELTY_ARTIFACT.into(),
         reason: e.to_string(),

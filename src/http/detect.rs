@@ -12,9 +12,8 @@ use hydrowatch_models::ensemble::{Severity, Verdict};
 use hydrowatch_models::EquipmentId;
 
 use super::error::{ApiError, ErrorResponse};
-use super::history::equipment;
+use super::history::{equipment, range_ms, window};
 use super::AppState;
-use crate::instant::parse_instant;
 use crate::store::anomalies::{AnomalyFilter, AnomalyPage, TrendBucket};
 use crate::store::layout::now_ms;
 
@@ -310,21 +309,6 @@ pub struct AnomaliesQuery {
     pub page_size: Option<i64>,
 }
 
-fn range(from: Option<&str>, to: Option<&str>, default_ms: i64) -> Result<(i64, i64), ApiError> {
-    let to = match to {
-        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("to", e))?,
-        None => now_ms() + 1,
-    };
-    let from = match from {
-        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("from", e))?,
-        None => to - default_ms,
-    };
-    if from >= to {
-        return Err(ApiError::invalid("from", "`from` must be before `to`"));
-    }
-    Ok((from, to))
-}
-
 /// The anomalies the cycle models found on an equipment unit, newest first.
 #[utoipa::path(get, path = "/api/v1/equipment/{id}/anomalies", tag = "detect",
     params(("id" = String, Path, description = "Equipment id"), AnomaliesQuery),
@@ -342,7 +326,8 @@ pub async fn anomalies(
     let Path(id) = path?;
     let Query(q) = query?;
     let spec = equipment(&state, &id)?;
-    let (from_ms, to_ms) = range(q.from.as_deref(), q.to.as_deref(), 86_400_000)?;
+    // `to` includes a verdict stamped this very millisecond.
+    let (from_ms, to_ms) = window(q.from.as_deref(), q.to.as_deref(), now_ms() + 1, 86_400_000)?;
     let min_severity = match q.severity.as_deref() {
         None => Severity::Info,
         Some(s) => Severity::parse(s).ok_or_else(|| {
@@ -412,17 +397,13 @@ pub async fn anomaly_trend(
     let Query(q) = query?;
     let spec = equipment(&state, &id)?;
     let range = q.range.unwrap_or_else(|| "24h".into());
-    let (range_ms, bucket_ms) = match range.as_str() {
-        "1h" => (3_600_000, 60_000),
-        "24h" => (86_400_000, 3_600_000),
-        "7d" => (7 * 86_400_000, 6 * 3_600_000),
-        "30d" => (30 * 86_400_000, 86_400_000),
-        other => {
-            return Err(ApiError::invalid(
-                "range",
-                format!("range {other:?}: expected 1h, 24h, 7d or 30d"),
-            ))
-        }
+    let range_ms = range_ms(&range)?;
+    // 60 buckets for 1 h, 24 for 24 h, 28 for 7 d, 30 for 30 d.
+    let bucket_ms = match range_ms {
+        r if r <= 3_600_000 => 60_000,
+        r if r <= 86_400_000 => 3_600_000,
+        r if r <= 7 * 86_400_000 => 6 * 3_600_000,
+        _ => 86_400_000,
     };
     // Whole buckets: the range ends where the current bucket ends.
     let to = (now_ms() / bucket_ms + 1) * bucket_ms;

@@ -83,17 +83,7 @@ pub async fn series(
     let Query(q) = query?;
     let spec = equipment(&state, &id)?;
     let sensors = pick_sensors(&state, &spec, q.sensors.as_deref())?;
-    let to = match q.to.as_deref() {
-        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("to", e))?,
-        None => now_ms(),
-    };
-    let from = match q.from.as_deref() {
-        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("from", e))?,
-        None => to - 3_600_000,
-    };
-    if from >= to {
-        return Err(ApiError::invalid("from", "`from` must be before `to`"));
-    }
+    let (from, to) = window(q.from.as_deref(), q.to.as_deref(), now_ms(), 3_600_000)?;
     let max_points = q.max_points.unwrap_or(1000);
     if !(1..=MAX_POINTS).contains(&max_points) {
         return Err(ApiError::invalid(
@@ -182,18 +172,7 @@ pub async fn stats(
     let Query(q) = query?;
     let spec = equipment(&state, &id)?;
     let range = q.range.unwrap_or_else(|| "24h".into());
-    let range_ms = match range.as_str() {
-        "1h" => 3_600_000,
-        "24h" => 86_400_000,
-        "7d" => 7 * 86_400_000,
-        "30d" => 30 * 86_400_000,
-        other => {
-            return Err(ApiError::invalid(
-                "range",
-                format!("range {other:?}: expected 1h, 24h, 7d or 30d"),
-            ))
-        }
-    };
+    let range_ms = range_ms(&range)?;
     let sensors = pick_sensors(&state, &spec, None)?;
     let ids: Vec<i64> = sensors.iter().map(|(_, _, id)| *id).collect();
     let now = now_ms();
@@ -222,6 +201,42 @@ pub async fn stats(
             })
             .collect(),
     }))
+}
+
+/// The `[from, to)` of a request: RFC 3339 or ms since the epoch; `to`
+/// defaults to `now`, `from` to `default_span_ms` before `to`.
+pub(super) fn window(
+    from: Option<&str>,
+    to: Option<&str>,
+    now: i64,
+    default_span_ms: i64,
+) -> Result<(i64, i64), ApiError> {
+    let to = match to {
+        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("to", e))?,
+        None => now,
+    };
+    let from = match from {
+        Some(t) => parse_instant(t).map_err(|e| ApiError::invalid("from", e))?,
+        None => to - default_span_ms,
+    };
+    if from >= to {
+        return Err(ApiError::invalid("from", "`from` must be before `to`"));
+    }
+    Ok((from, to))
+}
+
+/// The length of a named `range` (1h, 24h, 7d, 30d), ms.
+pub(super) fn range_ms(range: &str) -> Result<i64, ApiError> {
+    match range {
+        "1h" => Ok(3_600_000),
+        "24h" => Ok(86_400_000),
+        "7d" => Ok(7 * 86_400_000),
+        "30d" => Ok(30 * 86_400_000),
+        other => Err(ApiError::invalid(
+            "range",
+            format!("range {other:?}: expected 1h, 24h, 7d or 30d"),
+        )),
+    }
 }
 
 pub(super) fn equipment(state: &AppState, id: &str) -> Result<Arc<EquipmentSpec>, ApiError> {
