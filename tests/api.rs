@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::{
-    admin_get, admin_post, get_json, get_text, http, next_close, sensor_state, spawn_app, WsClient,
-    ADMIN_TOKEN,
+    admin_get, admin_post, admin_put, get_json, get_text, http, next_close, sensor_state,
+    spawn_app, WsClient, ADMIN_TOKEN,
 };
 
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -298,13 +298,11 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
     assert_eq!(resp.status().as_u16(), 422);
 
     // Switch a simulated rig's condition.
-    let resp = http()
-        .put(format!("{base}/simulators/rig-1/condition"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"condition": "pump_leakage"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_put(
+        format!("{base}/simulators/rig-1/condition"),
+        json!({"condition": "pump_leakage"}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 200);
     let sims: Value = admin_get(format!("{base}/simulators")).await;
     let rig1 = sims
@@ -314,13 +312,11 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
         .find(|s| s["equipment"] == "rig-1")
         .unwrap();
     assert_eq!(rig1["condition"], "pump_leakage");
-    let resp = http()
-        .put(format!("{base}/simulators/rig-1/condition"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"condition": "on_fire"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_put(
+        format!("{base}/simulators/rig-1/condition"),
+        json!({"condition": "on_fire"}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 422);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["details"]["field"], "condition");

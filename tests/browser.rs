@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{fast_plant_config_with, spawn_with};
+use common::{fast_plant_config_with, spawn_with, TS1_LIMIT_AT_1C};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -390,15 +390,7 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     let started = Instant::now();
     // Simulators at ten times real time: a load cycle is scored every 6 s.
     // TS1's oil limit moved to 1 °C: the sensor actor raises it at once.
-    let mut app = spawn_with(fast_plant_config_with(
-        &[
-            ("set = 65.0", "set = 1.0"),
-            ("clear = 62.0", "clear = 0.5"),
-            ("min_set_ms = 10000", "min_set_ms = 500"),
-        ],
-        &[],
-    ))
-    .await;
+    let mut app = spawn_with(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
     let page_url = format!("http://{}/", app.addr);
 
     let browser = Browser::launch().await;

@@ -189,15 +189,7 @@ fn condition_of(frame: &Value) -> Option<&Value> {
 async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     // TS1's oil limit moved to 1 °C (raised after 0.5 s): the recorded oil
     // is always warmer, so the sensor actor's limit detector must fire.
-    let mut app = spawn_with(fast_plant_config_with(
-        &[
-            ("set = 65.0", "set = 1.0"),
-            ("clear = 62.0", "clear = 0.5"),
-            ("min_set_ms = 10000", "min_set_ms = 500"),
-        ],
-        &[],
-    ))
-    .await;
+    let mut app = spawn_with(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
     let base = format!("http://{}", app.addr);
     let mut ws = WsClient::connect(&app).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
@@ -217,13 +209,11 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     }
 
     // Switch to a lagging valve; count cycles from now.
-    let resp = http()
-        .put(format!("{base}/api/v1/admin/simulators/rig-1/condition"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"condition": "valve_lag"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin_put(
+        format!("{base}/api/v1/admin/simulators/rig-1/condition"),
+        json!({"condition": "valve_lag"}),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 200);
     let snap = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
     let scored_at_switch = snap["condition"]["cycles_scored"]

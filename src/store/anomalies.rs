@@ -173,6 +173,34 @@ macro_rules! decode_anomaly {
     }};
 }
 
+/// Binds the eleven columns of an anomaly row, in table order, to an insert
+/// of either backend.
+fn bind_anomaly<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    r: &'q AnomalyRow,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(r.equipment.as_str())
+        .bind(r.ts_ms)
+        .bind(r.cycle_start_ms)
+        .bind(r.component.map_or(NOVEL, |c| c.as_str()))
+        .bind(r.severity.as_str())
+        .bind(r.score)
+        .bind(r.confidence)
+        .bind(r.level)
+        .bind(r.novelty.filter(|v| v.is_finite()))
+        .bind(r.model_version.as_str())
+        .bind(r.per_model.to_string())
+}
+
 /// Decodes a trend row of either backend.
 macro_rules! decode_trend {
     ($r:expr) => {{
@@ -196,28 +224,19 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let component = |r: &AnomalyRow| r.component.map_or(NOVEL, |c| c.as_str()).to_owned();
         match self {
             Store::Postgres(pg) => {
                 let mut tx = pg.pool.begin().await?;
                 for r in rows {
-                    sqlx::query(
-                        "INSERT INTO anomalies (equipment_id, ts, cycle_start, component, severity, \
-                         score, confidence, level, novelty, model_version, per_model) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT (equipment_id, ts, component) DO NOTHING",
+                    bind_anomaly(
+                        sqlx::query(
+                            "INSERT INTO anomalies (equipment_id, ts, cycle_start, component, \
+                             severity, score, confidence, level, novelty, model_version, per_model) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                             ON CONFLICT (equipment_id, ts, component) DO NOTHING",
+                        ),
+                        r,
                     )
-                    .bind(r.equipment.as_str())
-                    .bind(r.ts_ms)
-                    .bind(r.cycle_start_ms)
-                    .bind(component(r))
-                    .bind(r.severity.as_str())
-                    .bind(r.score)
-                    .bind(r.confidence)
-                    .bind(r.level)
-                    .bind(r.novelty.filter(|v| v.is_finite()))
-                    .bind(&r.model_version)
-                    .bind(r.per_model.to_string())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -226,22 +245,14 @@ impl Store {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 for r in rows {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO anomalies (equipment_id, ts, cycle_start, component, \
-                         severity, score, confidence, level, novelty, model_version, per_model) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    bind_anomaly(
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO anomalies (equipment_id, ts, cycle_start, \
+                             component, severity, score, confidence, level, novelty, \
+                             model_version, per_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        ),
+                        r,
                     )
-                    .bind(r.equipment.as_str())
-                    .bind(r.ts_ms)
-                    .bind(r.cycle_start_ms)
-                    .bind(component(r))
-                    .bind(r.severity.as_str())
-                    .bind(r.score)
-                    .bind(r.confidence)
-                    .bind(r.level)
-                    .bind(r.novelty.filter(|v| v.is_finite()))
-                    .bind(&r.model_version)
-                    .bind(r.per_model.to_string())
                     .execute(&mut *tx)
                     .await?;
                 }

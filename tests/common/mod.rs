@@ -34,6 +34,12 @@ pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
 /// SQLite file and spool in a fresh temp dir, plus `env` overrides
 /// (`HYDROWATCH_*` pairs; later ones win).
 pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
+    config::load(None, &test_env(env)).expect("demo config loads")
+}
+
+/// The overrides every test app gets (port 0, the admin API on, its own
+/// SQLite file and spool in a fresh temp dir), then `env`.
+fn test_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
     let dir = temp_dir("app");
     let mut pairs: Vec<(String, String)> = vec![
         ("HYDROWATCH_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
@@ -49,7 +55,7 @@ pub fn demo_config(env: &[(&str, &str)]) -> Loaded {
         ),
     ];
     pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    config::load(None, &pairs).expect("demo config loads")
+    pairs
 }
 
 /// Like [`demo_config`], but the demo plant's simulators replay ten
@@ -90,22 +96,27 @@ pub fn fast_plant_config_with(edits: &[(&str, &str)], env: &[(&str, &str)]) -> L
     );
     let path = dir.join("hydrowatch.toml");
     std::fs::write(&path, settings).expect("hydrowatch.toml");
-    let data = temp_dir("fast-app");
-    let mut pairs: Vec<(String, String)> = vec![
-        ("HYDROWATCH_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
-        ("HYDROWATCH_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
-        ("HYDROWATCH_SERVER__SHUTDOWN_GRACE_MS".into(), "2000".into()),
-        (
-            "HYDROWATCH_STORAGE__URL".into(),
-            format!("sqlite://{}", data.join("hydrowatch.db").display()),
-        ),
-        (
-            "HYDROWATCH_STORAGE__SPOOL_DIR".into(),
-            data.join("spool").display().to_string(),
-        ),
-    ];
-    pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    config::load(Some(&path), &pairs).expect("fast plant config loads")
+    config::load(Some(&path), &test_env(env)).expect("fast plant config loads")
+}
+
+/// Plant edits for [`fast_plant_config_with`]: TS1's oil limit moved to
+/// 1 °C and raised after 0.5 s, so the sensor actors' limit detector fires
+/// on the recorded oil, which is always warmer.
+pub const TS1_LIMIT_AT_1C: [(&str, &str); 3] = [
+    ("set = 65.0", "set = 1.0"),
+    ("clear = 62.0", "clear = 0.5"),
+    ("min_set_ms = 10000", "min_set_ms = 500"),
+];
+
+/// `PUT url` with the admin token and a JSON body.
+pub async fn admin_put(url: String, body: Value) -> reqwest::Response {
+    http()
+        .put(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin request")
 }
 
 /// Starts the demo application on a free port.
