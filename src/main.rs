@@ -394,7 +394,7 @@ fn train(data: &std::path::Path, out: &std::path::Path, trees: u16) -> anyhow::R
 
 fn evaluate(
     data: &std::path::Path,
-    model: &std::path::Path,
+    models: &std::path::Path,
     cv: bool,
     trees: u16,
     json: bool,
@@ -442,11 +442,11 @@ fn evaluate(
         // The models as the running system loads them (ONNX Runtime from
         // ORT_DYLIB_PATH for the XGBoost member), each member and the ensemble.
         let settings = hydrowatch::config::ModelsSettings {
-            dir: Some(model.to_path_buf()),
+            dir: Some(models.to_path_buf()),
             ..Default::default()
         };
         let scorer = hydrowatch::scoring::load_scorer(&settings)
-            .with_context(|| format!("loading the models of {}", model.display()))?;
+            .with_context(|| format!("loading the models of {}", models.display()))?;
         for (name, reason) in scorer.unavailable() {
             eprintln!("{name}: not evaluated: {reason}");
         }
