@@ -396,7 +396,7 @@ pub fn cross_validate(
                 );
             }
         }
-        let member = ForestMember::new(forests, "cv");
+        let member = ForestMember::new(&forests, "cv").map_err(|e| ForestError(e.to_string()))?;
         for (&i, row) in test.iter().zip(&test_x) {
             out_of_fold[i] = Some(member.judge(row).map_err(|e| ForestError(e.to_string()))?);
         }

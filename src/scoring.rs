@@ -160,8 +160,12 @@ pub fn load_scorer(settings: &ModelsSettings) -> Result<Scorer, ModelError> {
         what: FOREST_ARTIFACT.into(),
         reason: e.to_string(),
     })?;
-    let mut members: Vec<Arc<dyn CycleMember>> =
-        vec![Arc::new(ForestMember::new(forests, version_of(&[&bytes])))];
+    let forest =
+        ForestMember::new(&forests, version_of(&[&bytes])).map_err(|e| ModelError::Invalid {
+            what: FOREST_ARTIFACT.into(),
+            reason: e.to_string(),
+        })?;
+    let mut members: Vec<Arc<dyn CycleMember>> = vec![Arc::new(forest)];
     let bytes = artifact(dir, NOVELTY_ARTIFACT, EMBEDDED_NOVELTY)?;
     let novelty: NoveltyArtifact = decode_json(NOVELTY_ARTIFACT, &bytes)?;
     for model in [&novelty.cycle, &novelty.sample] {
@@ -282,6 +286,19 @@ mod tests {
                 .iter()
                 .map(|row| row.to_vec())
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_forests_laid_out_for_scoring_vote_as_smartcore_does() {
+        let forests: Forests = decode_json(FOREST_ARTIFACT, EMBEDDED_FOREST).unwrap();
+        for (target, forest) in &forests.forests {
+            let compiled = forest.compile().unwrap().expect("every target has levels");
+            for condition in RigCondition::ALL {
+                let features = cycle(condition).features().unwrap();
+                let reference = forest.votes(std::slice::from_ref(&features)).unwrap();
+                assert_eq!(compiled.votes(&features), reference[0], "{target:?}");
+            }
         }
     }
 

@@ -126,6 +126,23 @@ impl TargetForest {
             .collect())
     }
 
+    /// The forest laid out for scoring one row at a time; `None` when the
+    /// training data held one label only.
+    pub fn compile(&self) -> Result<Option<CompiledForest>, ForestError> {
+        match &self.model {
+            Model::Constant(_) => Ok(None),
+            Model::Groves(groves) => CompiledForest::from_groves(groves).map(Some),
+        }
+    }
+
+    /// The label when the training data held one label only.
+    pub fn constant(&self) -> Option<i32> {
+        match &self.model {
+            Model::Constant(label) => Some(*label),
+            Model::Groves(_) => None,
+        }
+    }
+
     /// For each row, the share of the groves voting for each label.
     pub fn votes(&self, x: &[[f64; FEATURES]]) -> Result<Vec<BTreeMap<i32, f64>>, ForestError> {
         match &self.model {
@@ -149,6 +166,186 @@ impl TargetForest {
                     .collect())
             }
         }
+    }
+}
+
+/// A trained forest laid out for scoring one cycle at a time: every tree's
+/// nodes in one array of small nodes, walked without allocating.
+///
+/// smartcore keeps about 90 bytes per node and builds a matrix per call;
+/// inline scoring walks 400 trees per cycle, so the layout is what the time
+/// goes on. Votes are the same as [`TargetForest::votes`] (a test holds the
+/// two together).
+#[derive(Debug, Clone)]
+pub struct CompiledForest {
+    /// The labels; a leaf holds an index into them.
+    labels: Vec<i32>,
+    /// The nodes of every tree, each tree's root first.
+    nodes: Vec<FlatNode>,
+    /// The root of each tree, grove after grove.
+    roots: Vec<u32>,
+    /// Trees per grove, in the order of `roots`.
+    grove_sizes: Vec<u32>,
+}
+
+/// A split (`x[feature] <= threshold` goes to `left`, otherwise to `right`)
+/// or, when `feature` is [`LEAF`], a leaf whose label index is `left`.
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+    right: u32,
+}
+
+const LEAF: u32 = u32::MAX;
+
+/// Labels a compiled forest may have: votes are counted on the stack.
+const MAX_LABELS: usize = 16;
+
+/// The parts of smartcore's serde form of a forest that prediction uses.
+#[derive(Deserialize)]
+struct SmartcoreForest {
+    trees: Option<Vec<SmartcoreTree>>,
+    classes: Option<Vec<i32>>,
+}
+
+#[derive(Deserialize)]
+struct SmartcoreTree {
+    nodes: Vec<SmartcoreNode>,
+}
+
+#[derive(Deserialize)]
+struct SmartcoreNode {
+    output: usize,
+    split_feature: usize,
+    split_value: Option<f64>,
+    true_child: Option<usize>,
+    false_child: Option<usize>,
+}
+
+impl CompiledForest {
+    fn from_groves(groves: &[Inner]) -> Result<CompiledForest, ForestError> {
+        let broken = |what: &str| ForestError(format!("cannot lay out the forest: {what}"));
+        let mut compiled = CompiledForest {
+            labels: Vec::new(),
+            nodes: Vec::new(),
+            roots: Vec::new(),
+            grove_sizes: Vec::new(),
+        };
+        for grove in groves {
+            // smartcore's fields are private; its serde form is the stable
+            // view of them.
+            let value = serde_json::to_value(grove).map_err(|e| broken(&e.to_string()))?;
+            let grove: SmartcoreForest =
+                serde_json::from_value(value).map_err(|e| broken(&e.to_string()))?;
+            let (Some(trees), Some(classes)) = (grove.trees, grove.classes) else {
+                return Err(broken("a grove was never fitted"));
+            };
+            // Leaves index the grove's classes; map them to one label list.
+            let mut label_index = Vec::with_capacity(classes.len());
+            for label in classes {
+                let i = match compiled.labels.iter().position(|l| *l == label) {
+                    Some(i) => i,
+                    None if compiled.labels.len() < MAX_LABELS => {
+                        compiled.labels.push(label);
+                        compiled.labels.len() - 1
+                    }
+                    None => return Err(broken("more than 16 labels")),
+                };
+                label_index.push(u32::try_from(i).map_err(|_| broken("too many labels"))?);
+            }
+            compiled
+                .grove_sizes
+                .push(u32::try_from(trees.len()).map_err(|_| broken("too many trees"))?);
+            for tree in trees {
+                let base = compiled.nodes.len();
+                compiled
+                    .roots
+                    .push(u32::try_from(base).map_err(|_| broken("too many nodes"))?);
+                for node in &tree.nodes {
+                    let index = |child: usize| {
+                        if child >= tree.nodes.len() {
+                            return Err(broken("a child outside its tree"));
+                        }
+                        u32::try_from(base + child).map_err(|_| broken("too many nodes"))
+                    };
+                    compiled
+                        .nodes
+                        .push(match (node.true_child, node.false_child) {
+                            (Some(t), Some(f)) => FlatNode {
+                                // smartcore sends a missing split value right.
+                                threshold: node.split_value.unwrap_or(f64::NAN),
+                                feature: u32::try_from(node.split_feature)
+                                    .ok()
+                                    .filter(|f| (*f as usize) < FEATURES)
+                                    .ok_or_else(|| broken("a split on a feature out of range"))?,
+                                left: index(t)?,
+                                right: index(f)?,
+                            },
+                            _ => FlatNode {
+                                threshold: 0.0,
+                                feature: LEAF,
+                                left: *label_index
+                                    .get(node.output)
+                                    .ok_or_else(|| broken("a leaf with an unknown class"))?,
+                                right: 0,
+                            },
+                        });
+                }
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// The label of the leaf `x` reaches in the tree rooted at `root`.
+    fn leaf(&self, root: u32, x: &[f64; FEATURES]) -> usize {
+        let mut node = self.nodes[root as usize];
+        while node.feature != LEAF {
+            let next = if x[node.feature as usize] <= node.threshold {
+                node.left
+            } else {
+                node.right
+            };
+            node = self.nodes[next as usize];
+        }
+        node.left as usize
+    }
+
+    /// The share of the groves voting for each label (labels not voted for
+    /// are left out), as [`TargetForest::votes`] gives for one row.
+    pub fn votes(&self, x: &[f64; FEATURES]) -> BTreeMap<i32, f64> {
+        let mut grove_votes = [0usize; MAX_LABELS];
+        let mut start = 0;
+        for &size in &self.grove_sizes {
+            let mut counts = [0usize; MAX_LABELS];
+            for &root in &self.roots[start..start + size as usize] {
+                counts[self.leaf(root, x)] += 1;
+            }
+            start += size as usize;
+            // smartcore's choice: the first label with the most votes, in
+            // the order of the grove's (sorted) classes.
+            let mut best: Option<usize> = None;
+            for i in 0..self.labels.len() {
+                let better = |b: usize| {
+                    counts[i] > counts[b]
+                        || (counts[i] == counts[b] && self.labels[i] < self.labels[b])
+                };
+                if best.is_none_or(better) {
+                    best = Some(i);
+                }
+            }
+            if let Some(b) = best {
+                grove_votes[b] += 1;
+            }
+        }
+        let groves = self.grove_sizes.len() as f64;
+        self.labels
+            .iter()
+            .zip(grove_votes)
+            .filter(|(_, n)| *n > 0)
+            .map(|(label, n)| (*label, n as f64 / groves))
+            .collect()
     }
 }
 
@@ -291,5 +488,38 @@ mod tests {
         // Ten groves of one tree each vote; a clear case is unanimous.
         let votes = forest.votes(&[row(2.0)]).unwrap();
         assert_eq!(votes[0].get(&90), Some(&1.0));
+    }
+
+    #[test]
+    fn the_compiled_forest_votes_as_smartcore_does() {
+        // Three labels that overlap, so the groves split many times and
+        // sometimes disagree.
+        let noisy = |i: usize| {
+            let mut r = [0.0; FEATURES];
+            for (f, v) in r.iter_mut().enumerate().take(40) {
+                *v = ((i * 37 + f * 11) % 23) as f64 / 7.0 + (i % 3) as f64 * (f % 2) as f64;
+            }
+            r
+        };
+        let x: Vec<[f64; FEATURES]> = (0..150).map(noisy).collect();
+        let y: Vec<i32> = (0..150).map(|i| [130, 115, 90][(i + i / 7) % 3]).collect();
+        let params = ForestParams {
+            n_trees: 30,
+            ..ForestParams::default()
+        };
+        let forest = TargetForest::train(&x, &y, &params).unwrap();
+        let compiled = forest.compile().unwrap().unwrap();
+        let unseen: Vec<[f64; FEATURES]> = (150..400).map(noisy).collect();
+        let reference = forest.votes(&unseen).unwrap();
+        let mut split_votes = 0;
+        for (row, expected) in unseen.iter().zip(&reference) {
+            assert_eq!(&compiled.votes(row), expected);
+            split_votes += usize::from(expected.len() > 1);
+        }
+        assert!(split_votes > 10, "the groves should disagree on some rows");
+        // One label: nothing to compile.
+        let constant = TargetForest::train(&x, &vec![7; 150], &params).unwrap();
+        assert!(constant.compile().unwrap().is_none());
+        assert_eq!(constant.constant(), Some(7));
     }
 }

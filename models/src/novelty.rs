@@ -173,6 +173,84 @@ impl Novelty {
     pub fn score(&self, row: &[f64]) -> f64 {
         self.distance(row) / self.threshold
     }
+
+    /// The model laid out for scoring many rows: the inverse of the
+    /// Cholesky factor in single precision, so a distance is one
+    /// triangular matrix–vector product with no chain of dependent steps
+    /// and half the memory to stream (scores agree with
+    /// [`Novelty::score`] to about 1e-5 relative).
+    pub fn compile(&self) -> CompiledNovelty {
+        let d = self.mean.len();
+        let l = |i: usize, j: usize| self.chol[i * (i + 1) / 2 + j];
+        // W = L⁻¹, lower triangular, row by row: W[i][j] for j ≤ i.
+        let mut w = vec![0.0f64; d * (d + 1) / 2];
+        for i in 0..d {
+            let row = i * (i + 1) / 2;
+            for j in 0..=i {
+                let mut s = if i == j { 1.0 } else { 0.0 };
+                for k in j..i {
+                    s -= l(i, k) * w[k * (k + 1) / 2 + j];
+                }
+                w[row + j] = s / l(i, i);
+            }
+        }
+        CompiledNovelty {
+            mean: self.mean.clone(),
+            inverse_scale: self.scale.iter().map(|s| 1.0 / s).collect(),
+            inverse: w.iter().map(|v| *v as f32).collect(),
+            threshold: self.threshold,
+        }
+    }
+}
+
+/// A [`Novelty`] model laid out for scoring (see [`Novelty::compile`]).
+#[derive(Debug, Clone)]
+pub struct CompiledNovelty {
+    mean: Vec<f64>,
+    inverse_scale: Vec<f64>,
+    /// L⁻¹, lower triangle packed row after row.
+    inverse: Vec<f32>,
+    threshold: f64,
+}
+
+impl CompiledNovelty {
+    /// Features per row.
+    pub fn width(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Distance over threshold: above 1 is novel. A missing or non-finite
+    /// value gives NaN (which the ensemble treats as novel).
+    pub fn score(&self, row: &[f64]) -> f64 {
+        let d = self.mean.len();
+        let z: Vec<f32> = (0..d)
+            .map(|i| {
+                ((row.get(i).copied().unwrap_or(f64::NAN) - self.mean[i]) * self.inverse_scale[i])
+                    as f32
+            })
+            .collect();
+        let mut sum_sq = 0.0f64;
+        for i in 0..d {
+            let start = i * (i + 1) / 2;
+            let y = dot32(&self.inverse[start..=start + i], &z[..=i]);
+            sum_sq += f64::from(y) * f64::from(y);
+        }
+        sum_sq.sqrt() / self.threshold
+    }
+}
+
+/// [`dot`] in single precision, over sixteen partial sums.
+fn dot32(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (a16.remainder(), b16.remainder());
+    for (x, y) in a16.zip(b16) {
+        for ((lane, xv), yv) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += xv * yv;
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `a · b` over eight independent partial sums, so the compiler can keep
@@ -252,5 +330,32 @@ mod tests {
         let l = cholesky(&a, 2).unwrap();
         assert_eq!(l, vec![2.0, 0.0, 1.0, 2f64.sqrt()]);
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+
+    #[test]
+    fn the_compiled_model_scores_as_the_exact_one() {
+        // Twenty correlated features, so the factor has a full lower triangle.
+        let wide = |i: u64| -> Vec<f64> {
+            let base = uniform(i) * 10.0;
+            (0..20)
+                .map(|j| base * (j % 4) as f64 + uniform(i * 31 + j) * (1.0 + j as f64))
+                .collect()
+        };
+        let rows: Vec<Vec<f64>> = (0..400).map(wide).collect();
+        let model = Novelty::fit(&rows, &NoveltyParams::default()).unwrap();
+        let compiled = model.compile();
+        assert_eq!(compiled.width(), 20);
+        for i in 1_000..1_200 {
+            let mut r = wide(i);
+            if i % 3 == 0 {
+                r[7] += 40.0;
+            }
+            let (exact, fast) = (model.score(&r), compiled.score(&r));
+            assert!(
+                (exact - fast).abs() <= 1e-4 * exact.max(1.0),
+                "{exact} vs {fast}"
+            );
+        }
+        assert!(compiled.score(&[1.0]).is_nan());
     }
 }

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cycle::{Cycle, CycleError, FEATURES, SENSORS};
+use crate::ensemble::Component;
 use crate::ensemble::{combine, EnsembleConfig, MemberVerdict, Verdict};
-use crate::forest::Forests;
-use crate::novelty::Novelty;
+use crate::forest::{CompiledForest, Forests};
+use crate::novelty::{CompiledNovelty, Novelty};
 
 /// Why a member could not judge a cycle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,17 +40,45 @@ pub trait CycleMember: Send + Sync {
 
 /// The RandomForest classifiers as an ensemble member.
 pub struct ForestMember {
-    forests: Forests,
+    /// Per component: its healthy label and its classifier.
+    targets: Vec<(Component, i32, Classifier)>,
     version: String,
 }
 
+/// One component's classifier, ready to score.
+enum Classifier {
+    /// The training data held one label only.
+    Constant(i32),
+    /// The forest, laid out for scoring.
+    Forest(CompiledForest),
+}
+
 impl ForestMember {
-    /// Wraps trained forests; `version` identifies the artifact.
-    pub fn new(forests: Forests, version: impl Into<String>) -> ForestMember {
-        ForestMember {
-            forests,
-            version: version.into(),
+    /// Wraps trained forests; `version` identifies the artifact. The
+    /// forests of the four components are laid out for scoring here (the
+    /// stable flag's forest is not used by the ensemble).
+    pub fn new(forests: &Forests, version: impl Into<String>) -> Result<ForestMember, MemberError> {
+        let mut targets = Vec::new();
+        for (target, forest) in &forests.forests {
+            let (Some(component), Some(healthy)) = (target.component(), target.healthy()) else {
+                continue;
+            };
+            let classifier = match forest.compile() {
+                Ok(Some(compiled)) => Classifier::Forest(compiled),
+                Ok(None) => Classifier::Constant(forest.constant().unwrap_or(healthy)),
+                Err(e) => {
+                    return Err(MemberError {
+                        member: "random_forest".into(),
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            targets.push((component, healthy, classifier));
         }
+        Ok(ForestMember {
+            targets,
+            version: version.into(),
+        })
     }
 }
 
@@ -66,29 +95,22 @@ impl CycleMember for ForestMember {
         let mut degraded = BTreeMap::new();
         let mut levels = BTreeMap::new();
         let mut level_shares = BTreeMap::new();
-        for (target, forest) in &self.forests.forests {
-            let (Some(component), Some(healthy)) = (target.component(), target.healthy()) else {
-                continue;
-            };
-            let votes = forest
-                .votes(std::slice::from_ref(features))
-                .map_err(|e| MemberError {
-                    member: self.name().into(),
-                    reason: e.to_string(),
-                })?;
-            let Some(votes) = votes.into_iter().next() else {
-                continue;
+        for (component, healthy, classifier) in &self.targets {
+            let (component, healthy) = (*component, *healthy);
+            let votes = match classifier {
+                Classifier::Constant(label) => BTreeMap::from([(*label, 1.0)]),
+                Classifier::Forest(forest) => forest.votes(features),
             };
             degraded.insert(component, 1.0 - votes.get(&healthy).copied().unwrap_or(0.0));
             // The most voted level; a tie goes to the healthier (larger
             // share first, then the level nearest the healthy one).
-            level_shares.insert(component, votes.clone());
             if let Some((level, _)) = votes.iter().max_by(|a, b| {
                 a.1.total_cmp(b.1)
                     .then((b.0 - healthy).abs().cmp(&(a.0 - healthy).abs()))
             }) {
                 levels.insert(component, *level);
             }
+            level_shares.insert(component, votes);
         }
         Ok(MemberVerdict {
             model: self.name().into(),
@@ -103,7 +125,7 @@ impl CycleMember for ForestMember {
 
 /// The novelty detector as an ensemble member.
 pub struct NoveltyMember {
-    model: Novelty,
+    model: CompiledNovelty,
     version: String,
 }
 
@@ -120,7 +142,7 @@ impl NoveltyMember {
             });
         }
         Ok(NoveltyMember {
-            model,
+            model: model.compile(),
             version: version.into(),
         })
     }
@@ -268,7 +290,6 @@ impl Scorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ensemble::Component;
     use crate::forest::{ForestParams, Target};
     use crate::novelty::NoveltyParams;
 
@@ -331,7 +352,7 @@ mod tests {
         let scorer = Scorer::new(
             EnsembleConfig::default(),
             vec![
-                Arc::new(ForestMember::new(forests, "f1")),
+                Arc::new(ForestMember::new(&forests, "f1").unwrap()),
                 Arc::new(Broken),
                 Arc::new(NoveltyMember::new(novelty, "n1").unwrap()),
             ],
