@@ -4,6 +4,7 @@
 //! unit-tested without a runtime and reused by actors, storage and the façade alike.
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod cycle;
 pub mod detect;
 pub mod ensemble;
