@@ -21,6 +21,7 @@
 //! active and cleared too often is marked flapping and its notifications are
 //! held until it has been stable for the flap window.
 
+pub mod engine;
 pub mod escalation;
 pub mod silence;
 

@@ -1,0 +1,618 @@
+//! The alert book: every open alert by key, what signals, ticks,
+//! acknowledgements and clears do to them, and which notifications fall due.
+//!
+//! Pure and synchronous, with the clock passed in, so the alerting actor is a
+//! thin shell (mailbox, timer, storage, outbox) and every rule of the
+//! lifecycle is tested without a runtime. The actor persists what the book
+//! reports ([`Output`]) before acting on it; after a restart it rebuilds the
+//! book from the stored open alerts and the notifications already written to
+//! the outbox ([`AlertBook::restore`]), so nothing is sent twice and nothing
+//! due is forgotten.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::escalation::EscalationPolicy;
+use super::silence::{AlertLabels, Inhibition, Silence};
+use super::{Alert, AlertError, AlertKey, AlertState, Millis, Timing};
+use crate::ensemble::Severity;
+
+/// Where an alert comes from, for silences and inhibition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The site.
+    pub site: String,
+    /// The equipment unit, if any.
+    pub equipment: Option<String>,
+    /// The sensor, if any.
+    pub sensor: Option<String>,
+}
+
+/// What a rule says about one source at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// The alert it is about.
+    pub key: AlertKey,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// Whether the rule's condition holds.
+    pub firing: bool,
+    /// Its severity when firing.
+    pub severity: Severity,
+    /// The value that decided it, if one did.
+    pub value: Option<f64>,
+    /// When, ms since the epoch.
+    pub at: Millis,
+}
+
+/// How a rule's alerts behave: timing and escalation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handling {
+    /// Pending, keep-firing and flap detection.
+    pub timing: Timing,
+    /// Who is told when; `None`: recorded and shown only.
+    pub policy: Option<EscalationPolicy>,
+}
+
+/// Why an alert is not notified although it is firing unacknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldBack {
+    /// A silence or maintenance window covers it (index into the silences).
+    Silenced(usize),
+    /// An alert of its equipment unit inhibits it.
+    Inhibited,
+    /// It is flapping.
+    Flapping,
+}
+
+/// What the book tells its owner to persist or do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// An alert changed: persist it (state, counters, the new history
+    /// entries) and push it to subscribers.
+    Changed(AlertKey),
+    /// Notify these channels (write the outbox row first).
+    Notify {
+        /// The alert.
+        key: AlertKey,
+        /// The escalation step.
+        step: usize,
+        /// 0, or the repeat of the last step.
+        repeat: u32,
+        /// Channels and recipients.
+        channels: Vec<String>,
+        /// When it fell due.
+        due_at: Millis,
+    },
+}
+
+struct Tracked {
+    alert: Alert,
+    origin: Origin,
+    handling: Handling,
+    /// `(step, repeat)` notified in the current activation.
+    sent: BTreeSet<(usize, u32)>,
+    /// The activation `sent` belongs to.
+    sent_for: Option<Millis>,
+}
+
+/// Every open alert, by key.
+pub struct AlertBook {
+    open: BTreeMap<AlertKey, Tracked>,
+    silences: Vec<Silence>,
+    inhibition: Inhibition,
+}
+
+impl AlertBook {
+    /// An empty book.
+    pub fn new(inhibition: Inhibition) -> AlertBook {
+        AlertBook {
+            open: BTreeMap::new(),
+            silences: Vec::new(),
+            inhibition,
+        }
+    }
+
+    /// Replaces the silences in force (config and API).
+    pub fn set_silences(&mut self, silences: Vec<Silence>) {
+        self.silences = silences;
+    }
+
+    /// Puts back an open alert read from storage after a restart, with the
+    /// escalation steps already notified for its current activation.
+    pub fn restore(
+        &mut self,
+        alert: Alert,
+        origin: Origin,
+        handling: Handling,
+        sent: BTreeSet<(usize, u32)>,
+    ) {
+        if alert.state.is_open() {
+            let sent_for = alert.activated_at;
+            self.open.insert(
+                alert.key.clone(),
+                Tracked {
+                    alert,
+                    origin,
+                    handling,
+                    sent,
+                    sent_for,
+                },
+            );
+        }
+    }
+
+    /// The open alert for `key`, if any.
+    pub fn get(&self, key: &AlertKey) -> Option<&Alert> {
+        self.open.get(key).map(|t| &t.alert)
+    }
+
+    /// Every open alert.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.open.values().map(|t| &t.alert)
+    }
+
+    /// Applies what a rule says now; `handling` is the rule's.
+    pub fn signal(&mut self, signal: Signal, handling: &Handling) -> Vec<Output> {
+        let now = signal.at;
+        let mut changed = false;
+        match self.open.get_mut(&signal.key) {
+            // An open alert keeps the handling it was raised with; a changed
+            // rule applies to the next alert.
+            Some(tracked) => {
+                let before = tracked.alert.history.len();
+                if signal.firing {
+                    tracked.alert.trigger(
+                        signal.severity,
+                        signal.value,
+                        now,
+                        &tracked.handling.timing,
+                    );
+                    // A trigger always updates count and value.
+                    changed = true;
+                } else {
+                    tracked.alert.condition_gone(now, &tracked.handling.timing);
+                }
+                changed |= tracked.alert.history.len() != before;
+            }
+            None if signal.firing => {
+                let alert = Alert::new(
+                    signal.key.clone(),
+                    signal.severity,
+                    signal.value,
+                    now,
+                    &handling.timing,
+                );
+                self.open.insert(
+                    signal.key.clone(),
+                    Tracked {
+                        alert,
+                        origin: signal.origin,
+                        handling: handling.clone(),
+                        sent: BTreeSet::new(),
+                        sent_for: None,
+                    },
+                );
+                changed = true;
+            }
+            None => {}
+        }
+        let mut out = Vec::new();
+        if changed {
+            out.push(Output::Changed(signal.key.clone()));
+        }
+        out.extend(self.settle(now));
+        out
+    }
+
+    /// Time has passed: pending alerts fire, keep-firing periods end,
+    /// flapping ends, escalation steps fall due.
+    pub fn tick(&mut self, now: Millis) -> Vec<Output> {
+        let mut out = Vec::new();
+        for (key, tracked) in &mut self.open {
+            let before = tracked.alert.history.len();
+            tracked.alert.tick(now, &tracked.handling.timing);
+            if tracked.alert.history.len() != before {
+                out.push(Output::Changed(key.clone()));
+            }
+        }
+        out.extend(self.settle(now));
+        out
+    }
+
+    /// Someone acknowledges an open alert: its escalation stops.
+    pub fn acknowledge(
+        &mut self,
+        key: &AlertKey,
+        by: &str,
+        comment: Option<&str>,
+        now: Millis,
+    ) -> Result<Vec<Output>, BookError> {
+        let tracked = self.open.get_mut(key).ok_or(BookError::NotOpen)?;
+        tracked.alert.acknowledge(by, comment, now)?;
+        let mut out = vec![Output::Changed(key.clone())];
+        out.extend(self.settle(now));
+        Ok(out)
+    }
+
+    /// Someone clears an open alert by hand.
+    pub fn clear(
+        &mut self,
+        key: &AlertKey,
+        by: &str,
+        comment: Option<&str>,
+        now: Millis,
+    ) -> Result<Vec<Output>, BookError> {
+        let tracked = self.open.get_mut(key).ok_or(BookError::NotOpen)?;
+        tracked.alert.clear(by, comment, now)?;
+        let mut out = vec![Output::Changed(key.clone())];
+        out.extend(self.settle(now));
+        Ok(out)
+    }
+
+    /// Why a firing, unacknowledged alert is not notified at `now`, if it is
+    /// held back.
+    pub fn held_back(&self, key: &AlertKey, now: Millis) -> Option<HeldBack> {
+        let tracked = self.open.get(key)?;
+        let labels = labels(&tracked.origin, tracked.alert.severity);
+        if let Some(i) = self.silences.iter().position(|s| s.silences(&labels, now)) {
+            return Some(HeldBack::Silenced(i));
+        }
+        let firing = self
+            .open
+            .values()
+            .filter(|t| t.alert.state.is_active())
+            .map(|t| labels_of(t));
+        if self.inhibition.inhibits(&labels, firing) {
+            return Some(HeldBack::Inhibited);
+        }
+        tracked.alert.flapping.then_some(HeldBack::Flapping)
+    }
+
+    /// When the book next has something to do without a new signal.
+    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let mut consider = |t: Option<Millis>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Millis| n.min(t)));
+            }
+        };
+        for tracked in self.open.values() {
+            consider(tracked.alert.next_deadline(&tracked.handling.timing));
+            if let (AlertState::ActiveUnack, Some(activated), Some(policy)) = (
+                tracked.alert.state,
+                tracked.alert.activated_at,
+                &tracked.handling.policy,
+            ) {
+                let critical = tracked.alert.severity == Severity::Critical;
+                consider(policy.next_due(activated, critical, now, &tracked.sent));
+            }
+        }
+        for silence in &self.silences {
+            consider(silence.window.next_change(now));
+        }
+        next
+    }
+
+    /// Closed alerts leave the book (they stay in storage); notifications
+    /// that are due and not held back are reported and counted as sent.
+    fn settle(&mut self, now: Millis) -> Vec<Output> {
+        self.open.retain(|_, t| t.alert.state.is_open());
+        let due: Vec<(AlertKey, bool)> = self
+            .open
+            .iter()
+            .filter(|(_, t)| t.alert.wants_notification())
+            .map(|(k, t)| (k.clone(), t.alert.severity == Severity::Critical))
+            .collect();
+        let mut out = Vec::new();
+        for (key, critical) in due {
+            if self.held_back(&key, now).is_some() {
+                continue;
+            }
+            let Some(tracked) = self.open.get_mut(&key) else {
+                continue;
+            };
+            let (Some(activated), Some(policy)) =
+                (tracked.alert.activated_at, &tracked.handling.policy)
+            else {
+                continue;
+            };
+            if tracked.sent_for != Some(activated) {
+                // A new activation escalates from the first step again.
+                tracked.sent.clear();
+                tracked.sent_for = Some(activated);
+            }
+            for due in policy.due(activated, critical, now, &tracked.sent) {
+                tracked.sent.insert((due.step, due.repeat));
+                out.push(Output::Notify {
+                    key: key.clone(),
+                    step: due.step,
+                    repeat: due.repeat,
+                    channels: policy.steps[due.step].channels.clone(),
+                    due_at: due.at,
+                });
+            }
+        }
+        out
+    }
+}
+
+fn labels(origin: &Origin, severity: Severity) -> AlertLabels<'_> {
+    AlertLabels {
+        site: &origin.site,
+        equipment: origin.equipment.as_deref(),
+        sensor: origin.sensor.as_deref(),
+        severity,
+    }
+}
+
+fn labels_of(tracked: &Tracked) -> AlertLabels<'_> {
+    labels(&tracked.origin, tracked.alert.severity)
+}
+
+/// Why an operation on the book was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// No open alert has that key.
+    #[error("no open alert with that key")]
+    NotOpen,
+    /// The alert refused.
+    #[error(transparent)]
+    Alert(#[from] AlertError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::escalation::EscalationStep;
+    use crate::alert::silence::{Matchers, Window, WindowSpec};
+    use crate::alert::EventKind;
+
+    const MIN: Millis = 60_000;
+
+    fn origin(sensor: Option<&str>) -> Origin {
+        Origin {
+            site: "demo".into(),
+            equipment: Some("rig-1".into()),
+            sensor: sensor.map(str::to_owned),
+        }
+    }
+
+    fn key(source: &str, kind: &str) -> AlertKey {
+        AlertKey {
+            source: source.into(),
+            kind: kind.into(),
+        }
+    }
+
+    fn handling() -> Handling {
+        Handling {
+            timing: Timing {
+                for_ms: MIN,
+                keep_firing_ms: 2 * MIN,
+                ..Timing::default()
+            },
+            policy: Some(EscalationPolicy {
+                steps: vec![
+                    EscalationStep {
+                        after_ms: 0,
+                        channels: vec!["wallboard".into(), "webhook:ops".into()],
+                    },
+                    EscalationStep {
+                        after_ms: 5 * MIN,
+                        channels: vec!["email:oncall@plant.example".into()],
+                    },
+                    EscalationStep {
+                        after_ms: 15 * MIN,
+                        channels: vec!["email:supervisor@plant.example".into()],
+                    },
+                ],
+                repeat_critical_ms: Some(30 * MIN),
+            }),
+        }
+    }
+
+    fn hot(at: Millis, firing: bool, severity: Severity) -> Signal {
+        Signal {
+            key: key("plant/rig-1/TS1", "threshold:oil-hot"),
+            origin: origin(Some("TS1")),
+            firing,
+            severity,
+            value: Some(61.0),
+            at,
+        }
+    }
+
+    fn notified(out: &[Output]) -> Vec<(usize, u32)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Notify { step, repeat, .. } => Some((*step, *repeat)),
+                Output::Changed(_) => None,
+            })
+            .collect()
+    }
+
+    /// Ticks every `step` ms from `from` to `to`, collecting notifications.
+    fn run(
+        book: &mut AlertBook,
+        from: Millis,
+        to: Millis,
+        step: Millis,
+    ) -> Vec<(Millis, usize, u32)> {
+        let mut log = Vec::new();
+        let mut now = from;
+        while now <= to {
+            for o in book.tick(now) {
+                if let Output::Notify { step, repeat, .. } = o {
+                    log.push((now, step, repeat));
+                }
+            }
+            now += step;
+        }
+        log
+    }
+
+    #[test]
+    fn the_whole_chain_escalates_by_time_and_acknowledge_stops_it() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        let out = book.signal(hot(0, true, Severity::Major), &h);
+        assert_eq!(
+            out,
+            vec![Output::Changed(hot(0, true, Severity::Major).key)]
+        );
+        // Pending for a minute, then the wallboard and webhook at once, the
+        // on-call after 5 min, the supervisor after 15 min; nothing repeats
+        // for a MAJOR alert.
+        let log = run(&mut book, 10_000, 60 * MIN, 10_000);
+        assert_eq!(log, [(MIN, 0, 0), (6 * MIN, 1, 0), (16 * MIN, 2, 0)]);
+        // A second chain, acknowledged after 3 minutes: no e-mail goes out.
+        let mut book = AlertBook::new(Inhibition::default());
+        book.signal(hot(0, true, Severity::Major), &h);
+        assert_eq!(run(&mut book, 10_000, 4 * MIN, 10_000), [(MIN, 0, 0)]);
+        let k = hot(0, true, Severity::Major).key;
+        book.acknowledge(&k, "ana", Some("on it"), 4 * MIN).unwrap();
+        assert!(run(&mut book, 4 * MIN, 60 * MIN, 10_000).is_empty());
+        assert_eq!(book.get(&k).unwrap().state, AlertState::ActiveAck);
+        assert_eq!(book.next_deadline(4 * MIN), None);
+    }
+
+    #[test]
+    fn one_alert_per_key_however_often_it_triggers() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        for i in 0..100 {
+            book.signal(hot(i * 1_000, true, Severity::Minor), &h);
+        }
+        book.signal(hot(100_000, true, Severity::Critical), &h);
+        assert_eq!(book.alerts().count(), 1);
+        let a = book.alerts().next().unwrap();
+        assert_eq!(a.count, 101);
+        assert_eq!(a.severity, Severity::Critical);
+        assert!(a.history.iter().any(|e| e.kind == EventKind::Escalated));
+    }
+
+    #[test]
+    fn a_silenced_alert_is_recorded_but_not_notified_until_the_window_ends() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        book.set_silences(vec![Silence {
+            matchers: Matchers {
+                equipment: Some("rig-1".into()),
+                ..Matchers::default()
+            },
+            window: Window::try_from(&WindowSpec::Fixed {
+                starts: 0,
+                ends: 10 * MIN,
+            })
+            .unwrap(),
+        }]);
+        book.signal(hot(0, true, Severity::Major), &h);
+        let k = hot(0, true, Severity::Major).key;
+        assert!(run(&mut book, 10_000, 10 * MIN - 1, 10_000).is_empty());
+        assert_eq!(book.get(&k).unwrap().state, AlertState::ActiveUnack);
+        assert_eq!(book.held_back(&k, 5 * MIN), Some(HeldBack::Silenced(0)));
+        // The window ends: what is due by then goes out once.
+        assert_eq!(book.next_deadline(9 * MIN), Some(10 * MIN));
+        assert_eq!(notified(&book.tick(10 * MIN)), [(0, 0), (1, 0)]);
+        assert!(notified(&book.tick(10 * MIN + 1)).is_empty());
+    }
+
+    #[test]
+    fn a_critical_equipment_alert_inhibits_its_sensors_warnings() {
+        let h = Handling {
+            timing: Timing::default(),
+            ..handling()
+        };
+        let mut book = AlertBook::new(Inhibition::default());
+        let unit = Signal {
+            key: key("plant/rig-1", "model:accumulator"),
+            origin: origin(None),
+            firing: true,
+            severity: Severity::Critical,
+            value: None,
+            at: 0,
+        };
+        assert_eq!(notified(&book.signal(unit, &h)), [(0, 0)]);
+        let out = book.signal(hot(1_000, true, Severity::Warning), &h);
+        assert!(notified(&out).is_empty());
+        let k = hot(0, true, Severity::Warning).key;
+        assert_eq!(book.held_back(&k, 1_000), Some(HeldBack::Inhibited));
+        assert!(book.get(&k).is_some(), "still recorded");
+    }
+
+    #[test]
+    fn a_flapping_alert_is_held_until_it_is_stable() {
+        let h = Handling {
+            timing: Timing {
+                for_ms: 0,
+                keep_firing_ms: 0,
+                flap_changes: 3,
+                flap_window_ms: 10 * MIN,
+            },
+            policy: handling().policy,
+        };
+        let mut book = AlertBook::new(Inhibition::default());
+        let mut sent = notified(&book.signal(hot(0, true, Severity::Warning), &h));
+        let mut now = 0;
+        for _ in 0..3 {
+            now += 10_000;
+            sent.extend(notified(
+                &book.signal(hot(now, false, Severity::Warning), &h),
+            ));
+            now += 10_000;
+            sent.extend(notified(
+                &book.signal(hot(now, true, Severity::Warning), &h),
+            ));
+        }
+        // Notified on the first activation and the next; then it flaps.
+        let k = hot(0, true, Severity::Warning).key;
+        assert!(book.get(&k).unwrap().flapping);
+        assert_eq!(book.held_back(&k, now), Some(HeldBack::Flapping));
+        assert_eq!(sent, [(0, 0), (0, 0)]);
+        // Quiet for the window: notified once, and as it has been firing
+        // unacknowledged for 10 min, the on-call step is due too.
+        let log = run(&mut book, now, now + 10 * MIN, 10_000);
+        assert_eq!(log, [(now + 10 * MIN, 0, 0), (now + 10 * MIN, 1, 0)]);
+    }
+
+    #[test]
+    fn a_restart_resumes_the_chain_without_repeating_or_forgetting() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        book.signal(hot(0, true, Severity::Critical), &h);
+        let before = run(&mut book, 10_000, 7 * MIN, 10_000);
+        assert_eq!(before, [(MIN, 0, 0), (6 * MIN, 1, 0)]);
+        // The process stops at 7 min; what storage holds comes back at 40 min.
+        let stored = book.alerts().next().unwrap().clone();
+        let sent: BTreeSet<(usize, u32)> = before.iter().map(|(_, s, r)| (*s, *r)).collect();
+        let mut book = AlertBook::new(Inhibition::default());
+        book.restore(stored, origin(Some("TS1")), h.clone(), sent);
+        // Step 2 (due at 16 min) is sent at once; the repeat of a CRITICAL
+        // alert is due at 46 min (30 min after the last step).
+        assert_eq!(notified(&book.tick(40 * MIN)), [(2, 0)]);
+        assert!(notified(&book.tick(40 * MIN + 1)).is_empty());
+        assert_eq!(book.next_deadline(40 * MIN + 1), Some(46 * MIN));
+        assert_eq!(notified(&book.tick(46 * MIN)), [(2, 1)]);
+    }
+
+    #[test]
+    fn cleared_alerts_leave_the_book_and_acknowledge_needs_an_open_alert() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        book.signal(hot(0, true, Severity::Warning), &h);
+        let k = hot(0, true, Severity::Warning).key;
+        book.tick(MIN);
+        book.signal(hot(2 * MIN, false, Severity::Warning), &h);
+        book.tick(4 * MIN);
+        assert_eq!(book.get(&k).unwrap().state, AlertState::ClearedUnack);
+        book.acknowledge(&k, "ana", None, 5 * MIN).unwrap();
+        assert!(book.get(&k).is_none());
+        assert_eq!(
+            book.acknowledge(&k, "ana", None, 6 * MIN),
+            Err(BookError::NotOpen)
+        );
+        // A new trigger opens a new alert.
+        book.signal(hot(7 * MIN, true, Severity::Warning), &h);
+        assert_eq!(book.get(&k).unwrap().first_seen, 7 * MIN);
+    }
+}
