@@ -23,6 +23,7 @@
 
 pub mod engine;
 pub mod escalation;
+pub mod rules;
 pub mod silence;
 
 use std::collections::VecDeque;
