@@ -267,6 +267,11 @@ impl App {
                 scorer: scorer.clone(),
                 sink: Some(recorder),
             }),
+            alerting: Some(hydrowatch_actors::TreeAlerting {
+                config: Arc::new(loaded.plant.alerting.clone()),
+                store: Arc::new(store.clone()),
+                clock: hydrowatch_actors::alerting::Clock::start(),
+            }),
         })
         .await
         .context("supervision tree failed to start")?;

@@ -16,8 +16,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use hydrowatch_actors::alerting::AlertingConfig;
 use hydrowatch_actors::storage::WriterConfig;
 use hydrowatch_actors::SupervisionConfig;
+use hydrowatch_models::alert::escalation::EscalationPolicy;
+use hydrowatch_models::alert::rules::RuleSpec;
+use hydrowatch_models::alert::silence::{Inhibition, Matchers, Silence, Window, WindowSpec};
 use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
 use hydrowatch_protocols::rig::RigCondition;
 use hydrowatch_protocols::{
@@ -705,6 +709,142 @@ pub struct PlantConfig {
     /// says otherwise.
     #[serde(default)]
     pub detectors: DetectorDefaults,
+    /// Alert rules, escalation policies, silences and inhibition.
+    #[serde(default)]
+    pub alerting: AlertingSection,
+}
+
+/// `[alerting]` of `plant.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingSection {
+    /// How often the alerting actor looks at its timers, ms.
+    pub tick_ms: u64,
+    /// Which alerts of an equipment unit hold back its sensors' lesser ones.
+    pub inhibition: Inhibition,
+    /// Escalation policies by name.
+    pub policies: BTreeMap<String, EscalationPolicy>,
+    /// The rules.
+    pub rules: Vec<RuleSpec>,
+    /// Silences and maintenance windows in force from start-up.
+    pub silences: Vec<SilenceConfig>,
+}
+
+impl Default for AlertingSection {
+    fn default() -> Self {
+        AlertingSection {
+            tick_ms: 1_000,
+            inhibition: Inhibition::default(),
+            policies: BTreeMap::new(),
+            rules: Vec::new(),
+            silences: Vec::new(),
+        }
+    }
+}
+
+/// A silence in `plant.toml`: which alerts, when, and why.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceConfig {
+    /// Which alerts.
+    #[serde(default)]
+    pub matchers: Matchers,
+    /// When.
+    pub window: WindowSpec,
+    /// Why (shown with the silenced alerts).
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl AlertingSection {
+    /// Checks the rules against the plant and builds the alerting actor's
+    /// configuration.
+    fn build(
+        &self,
+        file: &str,
+        equipment: &[EquipmentSpec],
+    ) -> Result<AlertingConfig, ConfigError> {
+        use hydrowatch_models::alert::rules::Condition;
+        if !(100..=60_000).contains(&self.tick_ms) {
+            return Err(err(
+                file,
+                format!(
+                    "alerting.tick_ms = {}: must be between 100 and 60000",
+                    self.tick_ms
+                ),
+            ));
+        }
+        for (name, policy) in &self.policies {
+            policy
+                .validate()
+                .map_err(|e| err(file, format!("alerting.policies.{name}: {e}")))?;
+        }
+        let mut rules = BTreeMap::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let key = format!("alerting.rules[{i}]");
+            rule.validate()
+                .map_err(|e| err(file, format!("{key}: {e}")))?;
+            if let Some(p) = &rule.policy {
+                if !self.policies.contains_key(p) {
+                    return Err(err(
+                        file,
+                        format!("{key}.policy = {p:?}: no such policy in [alerting.policies]"),
+                    ));
+                }
+            }
+            let units: Vec<&EquipmentSpec> = equipment
+                .iter()
+                .filter(|e| rule.covers_equipment(e.id.as_str()))
+                .collect();
+            if units.is_empty() {
+                return Err(err(
+                    file,
+                    format!("{key}.equipment = {:?}: no such equipment", rule.equipment),
+                ));
+            }
+            let sensors = |covers: &dyn Fn(&str) -> bool| {
+                units
+                    .iter()
+                    .flat_map(|e| e.sensors.iter())
+                    .any(|s| covers(s.id.as_str()))
+            };
+            let watches_something = match &rule.when {
+                Condition::Threshold(t) => sensors(&|s| t.covers_sensor(s)),
+                Condition::Quality(q) => sensors(&|s| q.covers_sensor(s)),
+                Condition::Model(_) | Condition::Novelty(_) => {
+                    units.iter().any(|e| e.cycle.is_some())
+                }
+            };
+            if !watches_something {
+                return Err(err(
+                    file,
+                    format!("{key}.when: matches no sensor (or, for a model rule, no equipment with [equipment.cycle]) of the equipment it covers"),
+                ));
+            }
+            if rules.insert(rule.id.clone(), rule.clone()).is_some() {
+                return Err(err(
+                    file,
+                    format!("{key}.id = {:?}: duplicate rule id", rule.id),
+                ));
+            }
+        }
+        let mut silences = Vec::new();
+        for (i, s) in self.silences.iter().enumerate() {
+            let window = Window::try_from(&s.window)
+                .map_err(|e| err(file, format!("alerting.silences[{i}].window: {e}")))?;
+            silences.push(Silence {
+                matchers: s.matchers.clone(),
+                window,
+            });
+        }
+        Ok(AlertingConfig {
+            rules,
+            policies: self.policies.clone(),
+            silences,
+            inhibition: self.inhibition,
+            tick: Duration::from_millis(self.tick_ms),
+        })
+    }
 }
 
 /// `[detectors]` of `plant.toml`.
@@ -756,6 +896,8 @@ pub struct Plant {
     pub connections: Vec<PlannedConnection>,
     /// Built-in simulators to start.
     pub simulators: Vec<SimulatedDevice>,
+    /// Rules, policies and silences, checked against the equipment.
+    pub alerting: AlertingConfig,
 }
 
 impl Plant {
@@ -788,6 +930,7 @@ impl PlantConfig {
             equipment: Vec::new(),
             connections: Vec::new(),
             simulators: Vec::new(),
+            alerting: AlertingConfig::default(),
         };
         for (set_name, sensors) in &self.sensor_sets {
             let mut ids = HashSet::new();
@@ -972,6 +1115,7 @@ impl PlantConfig {
                     .collect(),
             });
         }
+        plant.alerting = self.alerting.build(file, &plant.equipment)?;
         Ok(plant)
     }
 }

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod alerting;
 pub mod config;
 pub mod connection;
 pub mod hub;
@@ -19,4 +20,4 @@ pub mod tree;
 pub use address::{Address, Unavailable};
 pub use config::SupervisionConfig;
 pub use registry::{ActorInfo, ActorKind, LifecycleStatus, MailboxGauge, Registry};
-pub use tree::{StorageHandle, Tree, TreeConfig, TreeStorage};
+pub use tree::{StorageHandle, Tree, TreeAlerting, TreeConfig, TreeStorage};

@@ -29,6 +29,8 @@ pub enum ActorKind {
     Session,
     /// The storage writer.
     Storage,
+    /// The alerting actor.
+    Alerting,
 }
 
 impl ActorKind {
@@ -41,6 +43,7 @@ impl ActorKind {
             ActorKind::Sensor => "sensor",
             ActorKind::Session => "session",
             ActorKind::Storage => "storage",
+            ActorKind::Alerting => "alerting",
         }
     }
 }

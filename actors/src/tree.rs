@@ -10,12 +10,15 @@ use ractor::{Actor, ActorRef, SpawnErr};
 use hydrowatch_models::{EquipmentId, EquipmentSpec};
 use hydrowatch_protocols::modbus::LinkState;
 
+use crate::alerting::{
+    AlertStore, Alerting, AlertingArgs, AlertingConfig, AlertingMsg, Clock, ALERTING,
+};
 use crate::config::SupervisionConfig;
 use crate::connection::{
     Connection, ConnectionArgs, ConnectionSpec, ConnectionStatus, SharedStatus, StorageLink,
 };
 use crate::hub::Hub;
-use crate::plant::{Equipment, EquipmentArgs, EquipmentMsg};
+use crate::plant::{AlertLink, Equipment, EquipmentArgs, EquipmentMsg};
 use crate::registry::{ActorKind, Registry};
 use crate::session::{Outbox, Session, SessionArgs};
 use crate::storage::{
@@ -42,6 +45,18 @@ pub struct TreeConfig {
     /// Cycle models for the equipment with a cycle layout; `None`: no cycle
     /// scoring.
     pub scoring: Option<crate::plant::CycleScoring>,
+    /// Alert rules and their storage; `None`: no alerting.
+    pub alerting: Option<TreeAlerting>,
+}
+
+/// The alerting actor's rules and storage.
+pub struct TreeAlerting {
+    /// Rules, policies, silences.
+    pub config: Arc<AlertingConfig>,
+    /// Where alerts are kept.
+    pub store: Arc<dyn AlertStore>,
+    /// The clock it runs on.
+    pub clock: Clock,
 }
 
 /// Persistence of the tree's samples.
@@ -85,6 +100,8 @@ pub struct Tree {
     pub connections: Arc<Vec<SharedStatus>>,
     /// The storage writer, when samples are persisted.
     pub storage: Option<StorageHandle>,
+    /// The alerting actor, when alerting runs.
+    pub alerting: Option<Address<AlertingMsg>>,
     /// How session actors are restarted (`[sessions] children`).
     session_restart: RestartType,
 }
@@ -110,6 +127,31 @@ impl Tree {
         let hub = Hub::new();
         let sup = &config.supervision;
 
+        let mut alerting_child = None;
+        let mut alerting_address = None;
+        let mut alert_link = None;
+        if let Some(alerting) = config.alerting {
+            let address = Address::<AlertingMsg>::new();
+            let args = AlertingArgs {
+                config: alerting.config.clone(),
+                store: alerting.store,
+                address: address.clone(),
+                clock: alerting.clock,
+            };
+            alert_link = Some(AlertLink {
+                alerting: address.clone(),
+                config: alerting.config,
+            });
+            alerting_address = Some(address.clone());
+            alerting_child = Some(ChildSpec {
+                id: ALERTING.to_owned(),
+                kind: ActorKind::Alerting,
+                restart: RestartType::Permanent,
+                start: spawn_fn(move || (Alerting, args.clone())),
+                mailbox: Some(address.gauge()),
+            });
+        }
+
         let mut equipment = HashMap::new();
         let mut equipment_specs = Vec::new();
         let mut plant_children = Vec::new();
@@ -128,6 +170,7 @@ impl Tree {
                 hub: hub.clone(),
                 registry: registry.clone(),
                 scoring: config.scoring.clone(),
+                alerts: alert_link.clone(),
             };
             plant_children.push(ChildSpec {
                 id: spec.id.to_string(),
@@ -236,7 +279,9 @@ impl Tree {
         };
         // Storage and equipment before connections: a connection's batches need
         // somewhere to go.
-        let mut root_children: Vec<ChildSpec> = storage_child.into_iter().collect();
+        // Alerting before the plant, so the first signals find it.
+        let mut root_children: Vec<ChildSpec> =
+            storage_child.into_iter().chain(alerting_child).collect();
         root_children.extend([
             level("plant", &sup.plant, plant_children),
             level("connections", &sup.connections, connection_children),
@@ -269,6 +314,7 @@ impl Tree {
             equipment: Arc::new(equipment),
             connections: Arc::new(statuses),
             storage: storage_handle,
+            alerting: alerting_address,
             session_restart: sup.sessions.children,
         };
         Ok((tree, handle))

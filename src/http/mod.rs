@@ -1,6 +1,7 @@
 //! The HTTP/WebSocket façade: routes each request to the actor that owns the answer.
 
 pub mod admin;
+pub mod alerts;
 pub mod detect;
 pub mod equipment;
 pub mod error;
@@ -60,6 +61,7 @@ pub struct AppState {
     paths(
         equipment::list, equipment::get, history::series, history::stats, ingest::ingest, ws::upgrade,
         detect::detect, detect::anomalies, detect::anomaly_trend,
+        alerts::list, alerts::get, alerts::acknowledge, alerts::clear,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -70,6 +72,7 @@ pub struct AppState {
     tags((name = "equipment", description = "Live equipment state"),
          (name = "history", description = "Stored samples: chart series and KPIs"),
          (name = "detect", description = "Cycle models: judge a cycle or a sample; anomalies found inline"),
+         (name = "alerts", description = "Alerts: list, history, deliveries, acknowledge, clear"),
          (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
@@ -118,6 +121,10 @@ pub fn router(state: AppState) -> Router {
         .route("/equipment/{id}/anomalies", get(detect::anomalies))
         .route("/equipment/{id}/anomaly-trend", get(detect::anomaly_trend))
         .route("/detect", post(detect::detect))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/{id}", get(alerts::get))
+        .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

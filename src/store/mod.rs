@@ -3,6 +3,7 @@
 //!
 //! Only parameterised SQL; never SQL built from input.
 
+pub mod alerts;
 pub mod anomalies;
 pub mod blocks;
 pub mod history;

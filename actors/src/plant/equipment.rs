@@ -14,6 +14,7 @@ use hydrowatch_models::{
     SampleBatch, SensorId, SensorState, SensorView,
 };
 
+use super::alerts::{AlertLink, UnitRules};
 use super::scoring::CycleScoring;
 use super::sensor::{Sensor, SensorArgs, SensorMsg};
 use crate::address::Address;
@@ -75,6 +76,8 @@ pub struct EquipmentArgs {
     pub registry: Registry,
     /// Cycle models, for equipment whose spec has a cycle layout.
     pub scoring: Option<CycleScoring>,
+    /// Alert rules and where their signals go; `None`: no alerting.
+    pub alerts: Option<AlertLink>,
 }
 
 /// The equipment actor.
@@ -94,6 +97,7 @@ pub struct EquipmentState {
     ticker: Option<tokio::task::JoinHandle<()>>,
     processed: metrics::Counter,
     cycles: Option<Cycles>,
+    rules: Option<UnitRules>,
 }
 
 /// Cycle assembly and scoring of one unit.
@@ -251,6 +255,10 @@ impl Actor for Equipment {
             .collect();
         let health = health_of(&args.spec, &states);
         let cycles = Cycles::new(&args.spec, args.scoring.clone());
+        let rules = args
+            .alerts
+            .clone()
+            .and_then(|link| UnitRules::new(&args.spec, link));
         let findings = vec![None; args.spec.sensors.len()];
         // Staleness ticks start at a random phase so that a thousand units do not
         // all check at the same instant.
@@ -282,6 +290,7 @@ impl Actor for Equipment {
             ticker: Some(ticker),
             processed: metrics::counter!("hydrowatch_samples_processed_total"),
             cycles,
+            rules,
         };
         // Subscribers that were listening to a previous instance get a fresh picture.
         let snapshot = snapshot_of(&state);
@@ -333,6 +342,9 @@ impl Actor for Equipment {
                         continue;
                     }
                     let state = st.args.spec.sensors[i].assess(&reading, batch.ts_ms);
+                    if let Some(rules) = &mut st.rules {
+                        rules.on_reading(i, &state);
+                    }
                     if let Some(cycles) = &mut st.cycles {
                         cycles.poll[i] = state.value.filter(|_| state.quality != Quality::Bad);
                     }
@@ -347,6 +359,9 @@ impl Actor for Equipment {
                 }
                 if let Some(cycles) = &mut st.cycles {
                     if let Some(view) = cycles.push(&st.args.spec.id, batch.ts_ms) {
+                        if let Some(rules) = &mut st.rules {
+                            rules.on_verdict(&view.verdict, view.cycle_end_ms);
+                        }
                         st.pending.condition = Some(view);
                     }
                 }
@@ -364,6 +379,9 @@ impl Actor for Equipment {
                         let _ = st.sensors[i].cast(SensorMsg::CheckStale { now_ms });
                         changed = true;
                     }
+                }
+                if let Some(rules) = &mut st.rules {
+                    rules.on_tick(now_ms, &st.states);
                 }
                 if changed {
                     publish(st);

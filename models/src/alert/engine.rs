@@ -98,6 +98,8 @@ struct Tracked {
 /// Every open alert, by key.
 pub struct AlertBook {
     open: BTreeMap<AlertKey, Tracked>,
+    /// Alerts that closed since the owner last took them.
+    closed: Vec<(Alert, Origin)>,
     silences: Vec<Silence>,
     inhibition: Inhibition,
 }
@@ -107,6 +109,7 @@ impl AlertBook {
     pub fn new(inhibition: Inhibition) -> AlertBook {
         AlertBook {
             open: BTreeMap::new(),
+            closed: Vec::new(),
             silences: Vec::new(),
             inhibition,
         }
@@ -144,6 +147,17 @@ impl AlertBook {
     /// The open alert for `key`, if any.
     pub fn get(&self, key: &AlertKey) -> Option<&Alert> {
         self.open.get(key).map(|t| &t.alert)
+    }
+
+    /// Where the open alert for `key` comes from.
+    pub fn origin(&self, key: &AlertKey) -> Option<&Origin> {
+        self.open.get(key).map(|t| &t.origin)
+    }
+
+    /// The alerts that closed (cleared and acknowledged, or cancelled) since
+    /// the last call, in their final state, for the owner to store.
+    pub fn take_closed(&mut self) -> Vec<(Alert, Origin)> {
+        std::mem::take(&mut self.closed)
     }
 
     /// Every open alert.
@@ -296,7 +310,17 @@ impl AlertBook {
     /// Closed alerts leave the book (they stay in storage); notifications
     /// that are due and not held back are reported and counted as sent.
     fn settle(&mut self, now: Millis) -> Vec<Output> {
-        self.open.retain(|_, t| t.alert.state.is_open());
+        let closed: Vec<AlertKey> = self
+            .open
+            .iter()
+            .filter(|(_, t)| !t.alert.state.is_open())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in closed {
+            if let Some(t) = self.open.remove(&key) {
+                self.closed.push((t.alert, t.origin));
+            }
+        }
         let due: Vec<(AlertKey, bool)> = self
             .open
             .iter()
@@ -607,6 +631,10 @@ mod tests {
         assert_eq!(book.get(&k).unwrap().state, AlertState::ClearedUnack);
         book.acknowledge(&k, "ana", None, 5 * MIN).unwrap();
         assert!(book.get(&k).is_none());
+        let closed = book.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].0.state, AlertState::ClearedAck);
+        assert!(book.take_closed().is_empty());
         assert_eq!(
             book.acknowledge(&k, "ana", None, 6 * MIN),
             Err(BookError::NotOpen)

@@ -1,0 +1,491 @@
+//! The alerting actor: owns every open alert ([`AlertBook`]), turns the
+//! rules' signals into alerts, runs escalation on its own timer, and persists
+//! each change with the notifications it makes due through the
+//! [`AlertStore`] port (one transaction: the outbox row is written with the
+//! alert, so a notification is never lost and never sent twice).
+//!
+//! After a restart (of the actor or the process) it rebuilds the book from
+//! the open alerts in storage and the notifications already in the outbox.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use hydrowatch_models::alert::engine::{AlertBook, BookError, Handling, Origin, Output, Signal};
+use hydrowatch_models::alert::escalation::EscalationPolicy;
+use hydrowatch_models::alert::rules::RuleSpec;
+use hydrowatch_models::alert::silence::{Inhibition, Silence};
+use hydrowatch_models::alert::{Alert, AlertKey, Millis};
+
+use crate::storage::StoreFailure;
+use crate::Address;
+
+/// Path of the alerting actor in the tree.
+pub const ALERTING: &str = "alerting";
+
+/// An open alert as stored, to rebuild the book after a restart.
+#[derive(Debug, Clone)]
+pub struct StoredAlert {
+    /// Its id in storage.
+    pub id: i64,
+    /// The rule that raised it.
+    pub rule: String,
+    /// The alert, whole.
+    pub alert: Alert,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// History entries already stored.
+    pub events_stored: usize,
+    /// `(step, repeat)` already in the outbox for its current activation.
+    pub notified: BTreeSet<(usize, u32)>,
+}
+
+/// A notification to put in the outbox: one row per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// The activation it belongs to (the alert's `activated_at`).
+    pub activation: Millis,
+    /// The escalation step.
+    pub step: usize,
+    /// 0, or the repeat of the last step.
+    pub repeat: u32,
+    /// The channel and recipient, e.g. `email:oncall@plant.example`.
+    pub channel: String,
+    /// When it fell due.
+    pub due_at: Millis,
+}
+
+/// One alert's change to persist.
+#[derive(Debug, Clone)]
+pub struct AlertWrite {
+    /// Its id, once stored.
+    pub id: Option<i64>,
+    /// The rule that raised it.
+    pub rule: String,
+    /// The alert now.
+    pub alert: Alert,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// History entries stored so far: those after are new.
+    pub events_stored: usize,
+    /// Notifications it made due.
+    pub notifications: Vec<NewNotification>,
+}
+
+/// The port the alert database implements. `save` is one transaction and
+/// idempotent: a history entry or notification already stored (same alert,
+/// sequence number, or activation, step, repeat and channel) is kept once.
+pub trait AlertStore: Send + Sync + 'static {
+    /// Every open alert.
+    fn load_open(&self) -> BoxFuture<'_, Result<Vec<StoredAlert>, StoreFailure>>;
+    /// Stores an alert's change; returns its id.
+    fn save(&self, write: AlertWrite) -> BoxFuture<'_, Result<i64, StoreFailure>>;
+}
+
+/// Rules, policies, silences and inhibition, checked.
+#[derive(Clone, Debug, Default)]
+pub struct AlertingConfig {
+    /// Rules by id.
+    pub rules: BTreeMap<String, RuleSpec>,
+    /// Escalation policies by name.
+    pub policies: BTreeMap<String, EscalationPolicy>,
+    /// Silences and maintenance windows from config.
+    pub silences: Vec<Silence>,
+    /// The inhibition rule.
+    pub inhibition: Inhibition,
+    /// How often the actor looks at its timers.
+    pub tick: Duration,
+}
+
+impl AlertingConfig {
+    /// How a rule's alerts behave; `None` for an unknown rule.
+    pub fn handling(&self, rule: &str) -> Option<Handling> {
+        let spec = self.rules.get(rule)?;
+        Some(Handling {
+            timing: spec.timing(),
+            policy: spec
+                .policy
+                .as_ref()
+                .and_then(|p| self.policies.get(p))
+                .cloned(),
+        })
+    }
+}
+
+/// The wall clock as tokio sees it: real time in production, paused and
+/// advanced by tests (`tokio::time::pause`).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base_ms: Millis,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    /// Starts now.
+    pub fn start() -> Clock {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis);
+        Clock {
+            base_ms,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> Millis {
+        self.base_ms + self.base.elapsed().as_millis() as Millis
+    }
+}
+
+/// Why an acknowledge or clear was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertingError {
+    /// No open alert has that id.
+    #[error("no open alert {0}")]
+    NotOpen(i64),
+    /// The alert's state does not allow it.
+    #[error("{0}")]
+    Refused(String),
+    /// It could not be stored; nothing changed.
+    #[error("alert storage unavailable: {0}")]
+    Storage(String),
+}
+
+/// Messages of the alerting actor.
+pub enum AlertingMsg {
+    /// What a rule says about a source now.
+    Signal {
+        /// The rule's id.
+        rule: Arc<str>,
+        /// What it says.
+        signal: Signal,
+    },
+    /// Time to look at timers and retry unsaved changes.
+    Tick,
+    /// Someone acknowledges an open alert.
+    Acknowledge {
+        /// Its id.
+        id: i64,
+        /// Who.
+        by: String,
+        /// Their comment.
+        comment: Option<String>,
+        /// The alert after it.
+        reply: RpcReplyPort<Result<Alert, AlertingError>>,
+    },
+    /// Someone clears an open alert by hand.
+    Clear {
+        /// Its id.
+        id: i64,
+        /// Who.
+        by: String,
+        /// Their comment.
+        comment: Option<String>,
+        /// The alert after it.
+        reply: RpcReplyPort<Result<Alert, AlertingError>>,
+    },
+    /// The open alerts with their ids.
+    List(RpcReplyPort<Vec<(i64, Alert)>>),
+    /// Waits until every change is stored (or fails to be); tests.
+    Flush(RpcReplyPort<bool>),
+}
+
+/// What the alerting actor starts with.
+#[derive(Clone)]
+pub struct AlertingArgs {
+    /// Rules and policies.
+    pub config: Arc<AlertingConfig>,
+    /// Where alerts are kept.
+    pub store: Arc<dyn AlertStore>,
+    /// Its own address, filled in on start.
+    pub address: Address<AlertingMsg>,
+    /// The clock.
+    pub clock: Clock,
+}
+
+/// The alerting actor.
+pub struct Alerting;
+
+struct Entry {
+    id: Option<i64>,
+    rule: String,
+    events_stored: usize,
+    /// Notifications due but not yet stored.
+    pending: Vec<NewNotification>,
+    dirty: bool,
+}
+
+/// State of the alerting actor.
+pub struct AlertingState {
+    args: AlertingArgs,
+    book: AlertBook,
+    entries: HashMap<AlertKey, Entry>,
+    /// Alerts that closed but whose last change is not stored yet.
+    closing: Vec<(Alert, Origin, Entry)>,
+}
+
+impl Actor for Alerting {
+    type Msg = AlertingMsg;
+    type State = AlertingState;
+    type Arguments = AlertingArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AlertingMsg>,
+        args: AlertingArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut book = AlertBook::new(args.config.inhibition);
+        book.set_silences(args.config.silences.clone());
+        let mut entries = HashMap::new();
+        // Without the stored alerts the book would open duplicates and
+        // repeat notifications: fail, and let the supervisor retry.
+        let stored = args
+            .store
+            .load_open()
+            .await
+            .map_err(|e| format!("alerting: cannot load the open alerts: {e}"))?;
+        for s in stored {
+            let Some(handling) = args.config.handling(&s.rule) else {
+                tracing::warn!(rule = %s.rule, id = s.id, "an open alert's rule is gone; it is kept as it is");
+                continue;
+            };
+            entries.insert(
+                s.alert.key.clone(),
+                Entry {
+                    id: Some(s.id),
+                    rule: s.rule.clone(),
+                    events_stored: s.events_stored,
+                    pending: Vec::new(),
+                    dirty: false,
+                },
+            );
+            book.restore(s.alert, s.origin, handling, s.notified);
+        }
+        tracing::info!(open = entries.len(), "alerting started");
+        args.address.set(myself.clone());
+        myself.send_interval(args.config.tick, || AlertingMsg::Tick);
+        let mut state = AlertingState {
+            args,
+            book,
+            entries,
+            closing: Vec::new(),
+        };
+        // Whatever fell due while the process was down.
+        let now = state.args.clock.now_ms();
+        let out = state.book.tick(now);
+        apply(&mut state, out);
+        persist(&mut state).await;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AlertingMsg>,
+        msg: AlertingMsg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AlertingMsg::Signal { rule, signal } => {
+                st.args.address.handled();
+                let Some(handling) = st.args.config.handling(&rule) else {
+                    tracing::warn!(%rule, "signal of an unknown rule dropped");
+                    return Ok(());
+                };
+                if signal.firing && !st.entries.contains_key(&signal.key) {
+                    st.entries.insert(
+                        signal.key.clone(),
+                        Entry {
+                            id: None,
+                            rule: rule.to_string(),
+                            events_stored: 0,
+                            pending: Vec::new(),
+                            dirty: true,
+                        },
+                    );
+                }
+                let out = st.book.signal(signal, &handling);
+                apply(st, out);
+                persist(st).await;
+            }
+            AlertingMsg::Tick => {
+                let now = st.args.clock.now_ms();
+                let out = st.book.tick(now);
+                apply(st, out);
+                persist(st).await;
+            }
+            AlertingMsg::Acknowledge {
+                id,
+                by,
+                comment,
+                reply,
+            } => {
+                let result = act(st, id, |book, key, now| {
+                    book.acknowledge(key, &by, comment.as_deref(), now)
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            AlertingMsg::Clear {
+                id,
+                by,
+                comment,
+                reply,
+            } => {
+                let result = act(st, id, |book, key, now| {
+                    book.clear(key, &by, comment.as_deref(), now)
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            AlertingMsg::List(reply) => {
+                let list = st
+                    .book
+                    .alerts()
+                    .filter_map(|a| {
+                        let id = st.entries.get(&a.key)?.id?;
+                        Some((id, a.clone()))
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            AlertingMsg::Flush(reply) => {
+                persist(st).await;
+                let clean = st.closing.is_empty() && st.entries.values().all(|e| !e.dirty);
+                let _ = reply.send(clean);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies an operation on one open alert by id, then stores it.
+async fn act(
+    st: &mut AlertingState,
+    id: i64,
+    op: impl FnOnce(&mut AlertBook, &AlertKey, Millis) -> Result<Vec<Output>, BookError>,
+) -> Result<Alert, AlertingError> {
+    let key = st
+        .entries
+        .iter()
+        .find(|(_, e)| e.id == Some(id))
+        .map(|(k, _)| k.clone())
+        .ok_or(AlertingError::NotOpen(id))?;
+    let now = st.args.clock.now_ms();
+    // The alert as it will be after the operation (it may leave the book).
+    let out = op(&mut st.book, &key, now).map_err(|e| match e {
+        BookError::NotOpen => AlertingError::NotOpen(id),
+        BookError::Alert(e) => AlertingError::Refused(e.to_string()),
+    })?;
+    apply(st, out);
+    let after = st
+        .book
+        .get(&key)
+        .cloned()
+        .or_else(|| {
+            st.closing
+                .iter()
+                .rev()
+                .find(|(a, _, _)| a.key == key)
+                .map(|(a, _, _)| a.clone())
+        })
+        .ok_or(AlertingError::NotOpen(id))?;
+    persist(st).await;
+    Ok(after)
+}
+
+/// Marks what the book reported: changed alerts to store, notifications to
+/// put in the outbox; alerts that left the book are kept until stored.
+fn apply(st: &mut AlertingState, out: Vec<Output>) {
+    for o in out {
+        match o {
+            Output::Changed(key) => {
+                if let Some(e) = st.entries.get_mut(&key) {
+                    e.dirty = true;
+                }
+            }
+            Output::Notify {
+                key,
+                step,
+                repeat,
+                channels,
+                due_at,
+            } => {
+                let activation = st.book.get(&key).and_then(|a| a.activated_at);
+                if let (Some(e), Some(activation)) = (st.entries.get_mut(&key), activation) {
+                    e.dirty = true;
+                    e.pending
+                        .extend(channels.into_iter().map(|channel| NewNotification {
+                            activation,
+                            step,
+                            repeat,
+                            channel,
+                            due_at,
+                        }));
+                }
+            }
+        }
+    }
+    // Alerts no longer open: their final state is kept until stored.
+    for (alert, origin) in st.book.take_closed() {
+        if let Some(entry) = st.entries.remove(&alert.key) {
+            st.closing.push((alert, origin, entry));
+        }
+    }
+}
+
+/// Stores every changed alert; what fails stays marked and is retried on
+/// the next tick.
+async fn persist(st: &mut AlertingState) {
+    let store = st.args.store.clone();
+    let mut still_closing = Vec::new();
+    for (alert, origin, mut entry) in std::mem::take(&mut st.closing) {
+        let write = AlertWrite {
+            id: entry.id,
+            rule: entry.rule.clone(),
+            alert: alert.clone(),
+            origin: origin.clone(),
+            events_stored: entry.events_stored,
+            notifications: entry.pending.clone(),
+        };
+        match store.save(write).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, key = ?alert.key, "alert not stored; retrying");
+                entry.dirty = true;
+                still_closing.push((alert, origin, entry));
+            }
+        }
+    }
+    st.closing = still_closing;
+    for (key, entry) in st.entries.iter_mut().filter(|(_, e)| e.dirty) {
+        let (Some(alert), Some(origin)) = (st.book.get(key), st.book.origin(key)) else {
+            continue;
+        };
+        let write = AlertWrite {
+            id: entry.id,
+            rule: entry.rule.clone(),
+            alert: alert.clone(),
+            origin: origin.clone(),
+            events_stored: entry.events_stored,
+            notifications: entry.pending.clone(),
+        };
+        let events = alert.history.len();
+        match store.save(write).await {
+            Ok(id) => {
+                entry.id = Some(id);
+                entry.events_stored = events;
+                entry.pending.clear();
+                entry.dirty = false;
+                metrics::counter!("hydrowatch_alert_writes_total").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = ?key, "alert not stored; retrying");
+                metrics::counter!("hydrowatch_alert_write_failures_total").increment(1);
+            }
+        }
+    }
+}

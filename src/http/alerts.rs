@@ -1,0 +1,285 @@
+//! Alerts: list and filter (from the database, open and closed), one alert
+//! with its history and deliveries, and acknowledge or clear (through the
+//! alerting actor, which owns open alerts).
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use hydrowatch_actors::alerting::{AlertingError, AlertingMsg};
+use hydrowatch_models::ensemble::Severity;
+
+use super::error::{ApiError, ErrorResponse};
+use super::history::window;
+use super::AppState;
+use crate::store::alerts::{parse_state, AlertDetail, AlertFilter, AlertPage};
+use crate::store::layout::now_ms;
+
+/// `GET /api/v1/alerts` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// States, comma-separated: pending, active_unack, active_ack,
+    /// cleared_unack, cleared_ack, cancelled; `open` for the first four
+    /// (default: all).
+    pub state: Option<String>,
+    /// Least severity: info, warning, minor, major, critical.
+    pub severity: Option<String>,
+    /// Equipment id.
+    pub equipment: Option<String>,
+    /// First seen from, RFC 3339 or ms since the epoch (default: 30 days
+    /// before `to`).
+    pub from: Option<String>,
+    /// First seen before (default: now).
+    pub to: Option<String>,
+    /// Page, from 1 (default 1).
+    pub page: Option<i64>,
+    /// Rows per page, 1–500 (default 50).
+    pub page_size: Option<i64>,
+}
+
+/// Alerts, newest first.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    params(AlertsQuery),
+    responses(
+        (status = 200, body = AlertPage),
+        (status = 422, body = ErrorResponse, description = "bad state, severity, instant or page; `details.field` names it"),
+        (status = 503, body = ErrorResponse, description = "the database is unavailable"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AlertPage>, ApiError> {
+    let Query(q) = query?;
+    let (from_ms, to_ms) = window(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        now_ms() + 1,
+        30 * 86_400_000,
+    )?;
+    let mut states = Vec::new();
+    for name in q.state.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if name.eq_ignore_ascii_case("open") {
+            states.extend(
+                ["PENDING", "ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK"]
+                    .iter()
+                    .filter_map(|s| parse_state(s)),
+            );
+            continue;
+        }
+        states.push(parse_state(name).ok_or_else(|| {
+            ApiError::invalid(
+                "state",
+                format!("state {name:?}: expected open, pending, active_unack, active_ack, cleared_unack, cleared_ack or cancelled"),
+            )
+        })?);
+    }
+    let min_severity = q
+        .severity
+        .as_deref()
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "severity",
+                    format!("severity {s:?}: expected info, warning, minor, major or critical"),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(e) = &q.equipment {
+        if !state
+            .tree
+            .equipment_specs
+            .iter()
+            .any(|s| s.id.as_str() == e)
+        {
+            return Err(ApiError::invalid(
+                "equipment",
+                format!("no equipment {e:?}"),
+            ));
+        }
+    }
+    let page = q.page.unwrap_or(1);
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::invalid("page", "page: from 1"));
+    }
+    let page_size = q.page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::invalid("page_size", "page_size: 1 to 500"));
+    }
+    let filter = AlertFilter {
+        states,
+        min_severity,
+        equipment: q.equipment,
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        page,
+        page_size,
+    };
+    Ok(Json(state.store.alerts(&filter).await?))
+}
+
+/// One alert with its history and its notifications' delivery.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    params(("id" = i64, Path, description = "Alert id")),
+    responses(
+        (status = 200, body = AlertDetail),
+        (status = 404, body = ErrorResponse),
+        (status = 503, body = ErrorResponse, description = "the database is unavailable"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    let Path(id) = path?;
+    state
+        .store
+        .alert(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
+}
+
+/// Who acts on an alert, and why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertAction {
+    /// Who (until sign-in exists, the caller names themselves).
+    pub by: String,
+    /// Why, or what was done.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// What an acknowledge or clear did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertActionResult {
+    /// The alert id.
+    pub id: i64,
+    /// The state after it.
+    pub state: String,
+}
+
+/// Acknowledges an open alert: its escalation stops.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
+    request_body = AlertAction,
+    params(("id" = i64, Path, description = "Alert id")),
+    responses(
+        (status = 200, body = AlertActionResult),
+        (status = 404, body = ErrorResponse, description = "no open alert with that id"),
+        (status = 409, body = ErrorResponse, description = "already acknowledged, or pending"),
+        (status = 422, body = ErrorResponse),
+        (status = 503, body = ErrorResponse, description = "alerting or its database unavailable"),
+    ))]
+pub async fn acknowledge(
+    state: State<AppState>,
+    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AlertActionResult>, ApiError> {
+    act(state, path, body, true).await
+}
+
+/// Clears an open alert by hand.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/clear", tag = "alerts",
+    request_body = AlertAction,
+    params(("id" = i64, Path, description = "Alert id")),
+    responses(
+        (status = 200, body = AlertActionResult),
+        (status = 404, body = ErrorResponse, description = "no open alert with that id"),
+        (status = 409, body = ErrorResponse, description = "already cleared"),
+        (status = 422, body = ErrorResponse),
+        (status = 503, body = ErrorResponse, description = "alerting or its database unavailable"),
+    ))]
+pub async fn clear(
+    state: State<AppState>,
+    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<AlertActionResult>, ApiError> {
+    act(state, path, body, false).await
+}
+
+async fn act(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
+    acknowledge: bool,
+) -> Result<Json<AlertActionResult>, ApiError> {
+    let Path(id) = path?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest {
+        message: e.body_text(),
+        details: None,
+    })?;
+    let by = body.by.trim();
+    if by.is_empty() || by.len() > 200 {
+        return Err(ApiError::invalid("by", "by: 1 to 200 characters"));
+    }
+    if body.comment.as_ref().is_some_and(|c| c.len() > 2_000) {
+        return Err(ApiError::invalid(
+            "comment",
+            "comment: at most 2000 characters",
+        ));
+    }
+    let actor = state
+        .tree
+        .alerting
+        .as_ref()
+        .and_then(|a| a.get())
+        .ok_or_else(|| ApiError::Unavailable("alerting".into()))?;
+    let timeout = state.settings.actor_timeout();
+    let (by, comment) = (by.to_owned(), body.comment);
+    let result = if acknowledge {
+        actor
+            .call(
+                |reply| AlertingMsg::Acknowledge {
+                    id,
+                    by,
+                    comment,
+                    reply,
+                },
+                Some(timeout),
+            )
+            .await
+    } else {
+        actor
+            .call(
+                |reply| AlertingMsg::Clear {
+                    id,
+                    by,
+                    comment,
+                    reply,
+                },
+                Some(timeout),
+            )
+            .await
+    };
+    let alert = match result {
+        Ok(ractor::rpc::CallResult::Success(Ok(alert))) => alert,
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            return Err(match e {
+                AlertingError::NotOpen(id) => ApiError::NotFound(format!("no open alert {id}")),
+                AlertingError::Refused(why) => ApiError::Conflict(why),
+                AlertingError::Storage(why) => ApiError::Unavailable(why),
+            })
+        }
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            return Err(ApiError::Timeout("alerting".into(), millis(timeout)))
+        }
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            return Err(ApiError::Unavailable("alerting".into()))
+        }
+    };
+    Ok(Json(AlertActionResult {
+        id,
+        state: serde_json::to_value(alert.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

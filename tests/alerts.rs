@@ -1,0 +1,284 @@
+//! Alerts end to end: rules in plant.toml fire on live data from the
+//! simulated rigs, the alerting actor keeps one alert per source and rule,
+//! stores it with its history and outbox, and the API lists, shows,
+//! acknowledges and clears it — on SQLite and on PostgreSQL, across a restart
+//! of the alerting actor.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+/// The demo's oil rule moved to 1 °C (the recorded oil is always warmer),
+/// pending for half a second.
+const OIL_RULE_AT_1C: [(&str, &str); 2] = [
+    (
+        "when = { threshold = { sensor = \"TS1\", max = 65.0, hysteresis = 3.0 } }",
+        "when = { threshold = { sensor = \"TS1\", max = 1.0, hysteresis = 0.5 } }",
+    ),
+    (
+        "for_ms = 10000\nkeep_firing_ms = 30000",
+        "for_ms = 500\nkeep_firing_ms = 30000",
+    ),
+];
+
+async fn open_alerts(base: &str, query: &str) -> Vec<Value> {
+    let page = get_json(format!("{base}/api/v1/alerts?state=open&{query}")).await;
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn post(url: String, body: Value) -> reqwest::Response {
+    http().post(url).json(&body).send().await.expect("request")
+}
+
+fn kinds(detail: &Value) -> Vec<String> {
+    detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_and_cleared() {
+    let mut app = spawn_with(fast_plant_config_with(&OIL_RULE_AT_1C, &[])).await;
+    let base = format!("http://{}", app.addr);
+    eventually(
+        Duration::from_secs(20),
+        "rig-1's oil alert fires",
+        async || {
+            open_alerts(&base, "equipment=rig-1")
+                .await
+                .iter()
+                .any(|a| a["kind"] == "threshold:oil-hot" && a["state"] == "ACTIVE_UNACK")
+        },
+    )
+    .await;
+    // One alert per source and rule however many samples keep it firing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+        .await
+        .into_iter()
+        .filter(|a| a["kind"] == "threshold:oil-hot")
+        .collect();
+    assert_eq!(oil.len(), 1, "{oil:?}");
+    let alert = &oil[0];
+    assert_eq!(alert["source"], "plant/rig-1/TS1");
+    assert_eq!(alert["sensor"], "TS1");
+    assert_eq!(alert["severity"], "major");
+    assert!(alert["last_value"].as_f64().unwrap() > 1.0);
+    let id = alert["id"].as_i64().unwrap();
+
+    // History and the wallboard notification, delivered by the push itself.
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    assert_eq!(kinds(&detail), ["triggered", "activated"]);
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0]["channel"], "wallboard");
+    assert_eq!(deliveries[0]["status"], "sent");
+
+    // Acknowledge: who, when, why; a second time is a conflict.
+    let ack = post(
+        format!("{base}/api/v1/alerts/{id}/acknowledge"),
+        json!({"by": "ana", "comment": "checking the cooler"}),
+    )
+    .await;
+    assert_eq!(ack.status(), 200);
+    assert_eq!(ack.json::<Value>().await.unwrap()["state"], "ACTIVE_ACK");
+    let again = post(
+        format!("{base}/api/v1/alerts/{id}/acknowledge"),
+        json!({"by": "bo"}),
+    )
+    .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"]["code"],
+        "conflict"
+    );
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    assert_eq!(detail["acknowledged_by"], "ana");
+    let ack_event = detail["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(ack_event["kind"], "acknowledged");
+    assert_eq!(ack_event["by"], "ana");
+    assert_eq!(ack_event["note"], "checking the cooler");
+
+    // Cleared by hand after acknowledgement, the alert is over; the rule
+    // still fires, so a new alert opens for the same sensor.
+    let clear = post(
+        format!("{base}/api/v1/alerts/{id}/clear"),
+        json!({"by": "ana"}),
+    )
+    .await;
+    assert_eq!(clear.status(), 200);
+    assert_eq!(clear.json::<Value>().await.unwrap()["state"], "CLEARED_ACK");
+    let closed = get_json(format!(
+        "{base}/api/v1/alerts?state=cleared_ack&equipment=rig-1"
+    ))
+    .await;
+    assert!(closed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == id));
+    let gone = post(
+        format!("{base}/api/v1/alerts/{id}/clear"),
+        json!({"by": "ana"}),
+    )
+    .await;
+    assert_eq!(gone.status(), 404);
+
+    // Bad requests name the field.
+    let bad = http()
+        .get(format!("{base}/api/v1/alerts?state=burning"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"]["details"]["field"],
+        "state"
+    );
+    let nobody = post(
+        format!("{base}/api/v1/alerts/{id}/acknowledge"),
+        json!({"by": " "}),
+    )
+    .await;
+    assert_eq!(nobody.status(), 422);
+    assert_eq!(
+        http()
+            .get(format!("{base}/api/v1/alerts/999999"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_rig_raises_a_model_alert() {
+    // rig-3 replays a failing cooler: its cycles are judged degraded.
+    let mut app = spawn_with(fast_plant_config(&[])).await;
+    let base = format!("http://{}", app.addr);
+    eventually(
+        Duration::from_secs(60),
+        "rig-3's model alert fires",
+        async || {
+            open_alerts(&base, "equipment=rig-3")
+                .await
+                .iter()
+                .any(|a| a["kind"] == "model:component-degraded" && a["source"] == "plant/rig-3")
+        },
+    )
+    .await;
+    let alert = open_alerts(&base, "equipment=rig-3")
+        .await
+        .into_iter()
+        .find(|a| a["kind"] == "model:component-degraded")
+        .unwrap();
+    // The cooler's level makes it graver than the rule's floor (minor).
+    assert!(
+        alert["severity"] == "major" || alert["severity"] == "critical",
+        "{alert}"
+    );
+    assert!(alert["sensor"].is_null());
+    // The healthy rigs have none.
+    assert!(open_alerts(&base, "equipment=rig-1")
+        .await
+        .iter()
+        .all(|a| a["kind"] != "model:component-degraded"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeating() {
+    let db = TestDatabase::create("alerts").await;
+    // Escalation: the wallboard at once, the on-call after 1 s, the
+    // supervisor after 4 s.
+    let policy = "[[alerting.policies.default.steps]]\nafter_ms = 0\nchannels = [\"wallboard\"]";
+    let steps = "[[alerting.policies.default.steps]]\nafter_ms = 0\nchannels = [\"wallboard\"]\n\
+         [[alerting.policies.default.steps]]\nafter_ms = 1000\nchannels = [\"email:oncall@plant.example\"]\n\
+         [[alerting.policies.default.steps]]\nafter_ms = 4000\nchannels = [\"email:supervisor@plant.example\"]";
+    let mut edits = OIL_RULE_AT_1C.to_vec();
+    edits.push((policy, steps));
+    edits.push(("tick_ms = 1000", "tick_ms = 100"));
+    let url = db.url();
+    let mut app = spawn_with(fast_plant_config_with(
+        &edits,
+        &[("HYDROWATCH_STORAGE__URL", url.as_str())],
+    ))
+    .await;
+    let base = format!("http://{}", app.addr);
+    let mut id = 0;
+    eventually(
+        Duration::from_secs(20),
+        "the on-call is notified",
+        async || {
+            let Some(a) = open_alerts(&base, "equipment=rig-1")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "threshold:oil-hot")
+            else {
+                return false;
+            };
+            id = a["id"].as_i64().unwrap();
+            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail["deliveries"].as_array().unwrap().len() == 2
+        },
+    )
+    .await;
+    // Restart the alerting actor before the supervisor's step is due.
+    let restarted = admin_post(format!("{base}/api/v1/admin/actors/alerting/restart")).await;
+    assert_eq!(restarted.status(), 200);
+    eventually(
+        Duration::from_secs(10),
+        "the supervisor is notified",
+        async || {
+            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail["deliveries"].as_array().unwrap().len() >= 3
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The same alert (restored, not raised again), each step once.
+    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+        .await
+        .into_iter()
+        .filter(|a| a["kind"] == "threshold:oil-hot")
+        .collect();
+    assert_eq!(oil.len(), 1);
+    assert_eq!(oil[0]["id"], id);
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let sent: Vec<(i64, String)> = detail["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["step"].as_i64().unwrap(),
+                d["channel"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (0, "wallboard".to_owned()),
+            (1, "email:oncall@plant.example".to_owned()),
+            (2, "email:supervisor@plant.example".to_owned()),
+        ]
+    );
+    assert_eq!(kinds(&detail), ["triggered", "activated"]);
+    app.shutdown().await;
+    db.drop_now().await;
+}
