@@ -9,7 +9,10 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 10] = [
+const SQLITE_TABLES: [&str; 13] = [
+    "alert_events",
+    "alert_notifications",
+    "alerts",
     "anomalies",
     "equipment",
     "ingest_batches",
@@ -24,7 +27,10 @@ const SQLITE_TABLES: [&str; 10] = [
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 12] = [
+const POSTGRES_TABLES: [&str; 15] = [
+    "alert_events",
+    "alert_notifications",
+    "alerts",
     "anomalies",
     "equipment",
     "hw_partitions",
