@@ -12,19 +12,6 @@ use serde_json::{json, Value};
 
 use common::*;
 
-/// The demo's oil rule moved to 1 °C (the recorded oil is always warmer),
-/// pending for half a second.
-const OIL_RULE_AT_1C: [(&str, &str); 2] = [
-    (
-        "when = { threshold = { sensor = \"TS1\", max = 65.0, hysteresis = 3.0 } }",
-        "when = { threshold = { sensor = \"TS1\", max = 1.0, hysteresis = 0.5 } }",
-    ),
-    (
-        "for_ms = 10000\nkeep_firing_ms = 30000",
-        "for_ms = 500\nkeep_firing_ms = 30000",
-    ),
-];
-
 async fn open_alerts(base: &str, query: &str) -> Vec<Value> {
     let page = get_json(format!("{base}/api/v1/alerts?state=open&{query}")).await;
     page["items"].as_array().cloned().unwrap_or_default()
@@ -45,7 +32,7 @@ fn kinds(detail: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_and_cleared() {
-    let mut app = spawn_with(fast_plant_config_with(&OIL_RULE_AT_1C, &[])).await;
+    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
     let base = format!("http://{}", app.addr);
     eventually(
         Duration::from_secs(20),
@@ -209,7 +196,7 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
     let steps = "[[alerting.policies.default.steps]]\nafter_ms = 0\nchannels = [\"wallboard\"]\n\
          [[alerting.policies.default.steps]]\nafter_ms = 1000\nchannels = [\"email:oncall@plant.example\"]\n\
          [[alerting.policies.default.steps]]\nafter_ms = 4000\nchannels = [\"email:supervisor@plant.example\"]";
-    let mut edits = OIL_RULE_AT_1C.to_vec();
+    let mut edits = OIL_ALERT_AT_1C.to_vec();
     edits.push((policy, steps));
     edits.push(("tick_ms = 1000", "tick_ms = 100"));
     let url = db.url();

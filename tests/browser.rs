@@ -11,7 +11,9 @@
 //! keep changing live in the DOM for every rig, i.e. snapshot/delta frames
 //! go all the way from the Modbus simulators through the actor tree and the
 //! WebSocket into what a person sees. It also checks that the data set's
-//! attribution footer (CC BY 4.0) is shown.
+//! attribution footer (CC BY 4.0) is shown, and that the open alerts are
+//! listed: a critical, unacknowledged oil alert per rig, outlined so that it
+//! stands out, and the model alert of the rig with the failing cooler.
 //!
 //! Chromium is required: when `/usr/bin/chromium` is missing the test fails
 //! (it never skips); install it with `apt-get install -y chromium`, as the
@@ -35,7 +37,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{fast_plant_config_with, spawn_with, TS1_LIMIT_AT_1C};
+use common::{fast_plant_config_with, spawn_with, OIL_ALERT_AT_1C, TS1_LIMIT_AT_1C};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -72,8 +74,17 @@ const READ_PAGE_JS: &str = r#"(() => {
     if (!findings[eq]) findings[eq] = {};
     findings[eq][cell.dataset.sensor] = cell.dataset.finding;
   }
+  const alerts = Array.from(document.querySelectorAll('#alert-list li.alert'), (li) => ({
+    equipment: li.dataset.equipment,
+    kind: li.dataset.kind,
+    severity: li.dataset.severity,
+    state: li.dataset.state,
+    critical_unack: li.dataset.criticalUnack === 'true',
+    outline: getComputedStyle(li).outlineStyle,
+  }));
   const toast = document.getElementById('toast');
   return {
+    alerts,
     components,
     findings,
     url: location.href,
@@ -104,6 +115,20 @@ struct PageView {
     /// stuck, unusual).
     #[serde(default)]
     findings: BTreeMap<String, BTreeMap<String, String>>,
+    /// The open alerts listed, gravest first.
+    #[serde(default)]
+    alerts: Vec<AlertView>,
+}
+
+/// One row of the open alerts.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+struct AlertView {
+    equipment: String,
+    kind: String,
+    severity: String,
+    state: String,
+    critical_unack: bool,
+    outline: String,
 }
 
 impl PageView {
@@ -389,8 +414,15 @@ async fn read_page(cdp: &mut Cdp, session: &str) -> Result<PageView, String> {
 async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     let started = Instant::now();
     // Simulators at ten times real time: a load cycle is scored every 6 s.
-    // TS1's oil limit moved to 1 °C: the sensor actor raises it at once.
-    let mut app = spawn_with(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
+    // TS1's oil limit moved to 1 °C: the sensor actor raises it at once, and
+    // the oil alert rule, made critical, fires on every rig.
+    let mut edits = TS1_LIMIT_AT_1C.to_vec();
+    edits.extend(OIL_ALERT_AT_1C);
+    edits.push((
+        "id = \"oil-hot\"\nseverity = \"major\"",
+        "id = \"oil-hot\"\nseverity = \"critical\"",
+    ));
+    let mut app = spawn_with(fast_plant_config_with(&edits, &[])).await;
     let page_url = format!("http://{}/", app.addr);
 
     let browser = Browser::launch().await;
@@ -514,7 +546,23 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
                         .map(String::as_str)
                         == Some("limit")
                 });
-                if rig1_ok && limit_shown && state("rig-3", "cooler").as_deref() == Some("degraded")
+                // The oil alerts stand out (critical, not acknowledged);
+                // rig-3's degraded cooler raised a model alert.
+                let oil_alerts = view
+                    .alerts
+                    .iter()
+                    .filter(|a| a.kind == "threshold:oil-hot")
+                    .filter(|a| a.critical_unack && a.outline == "solid")
+                    .count();
+                let model_alert = view
+                    .alerts
+                    .iter()
+                    .any(|a| a.equipment == "rig-3" && a.kind == "model:component-degraded");
+                if rig1_ok
+                    && limit_shown
+                    && oil_alerts == RIGS.len()
+                    && model_alert
+                    && state("rig-3", "cooler").as_deref() == Some("degraded")
                 {
                     break view;
                 }

@@ -137,6 +137,7 @@ impl Tree {
                 store: alerting.store,
                 address: address.clone(),
                 clock: alerting.clock,
+                hub: hub.clone(),
             };
             alert_link = Some(AlertLink {
                 alerting: address.clone(),

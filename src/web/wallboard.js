@@ -3,6 +3,8 @@
 // Data flow:
 //   GET /api/v1/equipment  -> build one tile per unit (in that order)
 //   WS  /api/v1/ws         -> subscribe to all units, then apply snapshot/delta frames
+//   GET /api/v1/alerts?state=open -> the open alerts (again after every reconnect), then
+//                                    `alert` frames keep them current
 //
 // Incoming frames only update the in-memory model (`state`) and record what is dirty; the
 // DOM is written at most once per animation frame (flush). Tiles and sensor cells are built
@@ -13,6 +15,8 @@
 (() => {
   const CONFIG = Object.freeze({
     equipmentUrl: '/api/v1/equipment',
+    alertsUrl: '/api/v1/alerts?state=open&page_size=500',
+    alertRows: 12, // alert rows shown; the rest are counted
     wsPath: '/api/v1/ws',
     staleAfterMs: 5000, // a unit with no snapshot/delta for this long is shown as "stale"
     backoffMinMs: 500,
@@ -50,6 +54,7 @@
     protocol: null,
     subscribed: [],
     lastError: null,
+    alerts: Object.create(null), // alert id -> the alert as the API and `alert` frames give it
   };
 
   // Per-equipment Map(sensorId -> sensor object inside state), kept outside `state` so the
@@ -309,14 +314,118 @@
       dirtyHeader = false;
       renderHeader();
     }
+    if (dirtyAlerts) {
+      dirtyAlerts = false;
+      renderAlerts(now);
+    }
     if (dirtyAges) {
       dirtyAges = false;
       renderClock(now);
+      if (Object.keys(state.alerts).length) renderAlerts(now);
       for (const id of state.order) {
         const v = tileViews.get(id);
         if (v) renderFreshness(v, state.equipment[id], now);
       }
     }
+  }
+
+  // ------------------------------------------------------------------ alerts
+
+  const ALERT_STATES = new Set(['PENDING', 'ACTIVE_UNACK', 'ACTIVE_ACK', 'CLEARED_UNACK']);
+  const ALERT_STATE_LABEL = {
+    PENDING: 'pending',
+    ACTIVE_UNACK: 'active, not acknowledged',
+    ACTIVE_ACK: 'active, acknowledged',
+    CLEARED_UNACK: 'cleared, not acknowledged',
+  };
+  const SEVERITY_RANK = { info: 0, warning: 1, minor: 2, major: 3, critical: 4 };
+  let dirtyAlerts = false;
+
+  function normAlert(raw) {
+    if (!raw || typeof raw !== 'object' || !Number.isSafeInteger(raw.id)) return null;
+    return {
+      id: raw.id,
+      kind: str(raw.kind) || '',
+      source: str(raw.source) || '',
+      equipment: str(raw.equipment),
+      sensor: str(raw.sensor),
+      state: str(raw.state) || '',
+      severity: SEVERITIES.has(raw.severity) ? raw.severity : 'warning',
+      count: finite(raw.count),
+      lastValue: finite(raw.last_value),
+      since: finite(raw.activated_at_ms) ?? finite(raw.first_seen_ms),
+      acknowledgedBy: str(raw.acknowledged_by),
+      heldBack: str(raw.held_back),
+    };
+  }
+
+  // An open alert is kept; one that closed (cleared and acknowledged, cancelled) goes.
+  function applyAlert(raw) {
+    const a = normAlert(raw);
+    if (!a) return;
+    if (ALERT_STATES.has(a.state)) state.alerts[a.id] = a;
+    else delete state.alerts[a.id];
+    dirtyAlerts = true;
+    scheduleFrame();
+  }
+
+  async function loadAlerts() {
+    try {
+      const res = await fetch(CONFIG.alertsUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = await res.json();
+      const items = Array.isArray(body && body.items) ? body.items : [];
+      state.alerts = Object.create(null);
+      for (const item of items) applyAlert(item);
+      dirtyAlerts = true;
+      scheduleFrame();
+    } catch (e) {
+      showToast(`Cannot load the open alerts (${e.message})`);
+    }
+  }
+
+  // Unacknowledged critical first, then by severity, then the newest.
+  function alertOrder(a, b) {
+    const crit = (x) => (x.severity === 'critical' && x.state === 'ACTIVE_UNACK' ? 1 : 0);
+    return (
+      crit(b) - crit(a) ||
+      SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] ||
+      (b.since || 0) - (a.since || 0) ||
+      b.id - a.id
+    );
+  }
+
+  function renderAlerts(now) {
+    const all = Object.values(state.alerts).sort(alertOrder);
+    // A wall has room for the gravest few; the count says how many there are.
+    const alerts = all.slice(0, CONFIG.alertRows);
+    const rows = alerts.map((a) => {
+      const li = h('li', 'alert');
+      li.dataset.id = String(a.id);
+      li.dataset.kind = a.kind;
+      li.dataset.equipment = a.equipment || '';
+      li.dataset.severity = a.severity;
+      li.dataset.state = a.state;
+      if (a.severity === 'critical' && a.state === 'ACTIVE_UNACK') li.dataset.criticalUnack = 'true';
+      if (a.heldBack) li.dataset.heldBack = a.heldBack;
+      const sev = h('span', 'alert-sev', a.severity.toUpperCase());
+      const where = h('span', 'alert-where', [a.equipment, a.sensor].filter(Boolean).join(' \u00b7 ') || a.source);
+      const rule = h('span', 'alert-rule', a.kind.replace(/^[a-z]+:/, ''));
+      const st = h('span', 'alert-state', ALERT_STATE_LABEL[a.state] || a.state.toLowerCase());
+      const extra = [];
+      if (a.lastValue !== null) extra.push(formatValue(a.lastValue));
+      if (a.count !== null && a.count > 1) extra.push(`\u00d7${a.count}`);
+      if (a.since !== null) extra.push(formatAge(now - a.since));
+      if (a.acknowledgedBy) extra.push(`ack ${a.acknowledgedBy}`);
+      if (a.heldBack) extra.push(a.heldBack);
+      const facts = h('span', 'alert-facts', extra.join(' \u00b7 '));
+      li.append(sev, where, rule, st, facts);
+      return li;
+    });
+    if (all.length > alerts.length) rows.push(h('li', 'alert-more', `+${all.length - alerts.length} more`));
+    dom.alertList.replaceChildren(...rows);
+    dom.alertsEmpty.hidden = all.length > 0;
+    dom.alertsCount.textContent = String(all.length);
   }
 
   // -------------------------------------------------------------- DOM views
@@ -329,6 +438,9 @@
     pill: $('ws-status'),
     clock: $('clock'),
     toast: $('toast'),
+    alertList: $('alert-list'),
+    alertsEmpty: $('alerts-empty'),
+    alertsCount: $('alerts-count'),
   };
 
   // id -> TileView. Every view caches what it last wrote so that unchanged text/attributes
@@ -818,6 +930,8 @@
         state.protocol = finite(msg.protocol);
         if (state.protocol !== 1) console.warn('hydrowatch: unexpected protocol version', msg.protocol);
         setConnection('connected', `session ${state.session || '?'}`);
+        // Changes missed while disconnected: take the open alerts afresh.
+        loadAlerts();
         break;
       case 'subscribed': {
         state.subscribed = Array.isArray(msg.equipment) ? msg.equipment.filter((x) => typeof x === 'string') : [];
@@ -830,6 +944,9 @@
         break;
       case 'delta':
         applyDelta(msg);
+        break;
+      case 'alert':
+        applyAlert(msg.alert);
         break;
       case 'error':
         showServerError(msg.error);

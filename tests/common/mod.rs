@@ -108,6 +108,20 @@ pub const TS1_LIMIT_AT_1C: [(&str, &str); 3] = [
     ("min_set_ms = 10000", "min_set_ms = 500"),
 ];
 
+/// Plant edits for [`fast_plant_config_with`]: the demo's `oil-hot` alert
+/// rule moved to 1 °C (the recorded oil is always warmer) and pending for
+/// half a second only.
+pub const OIL_ALERT_AT_1C: [(&str, &str); 2] = [
+    (
+        "when = { threshold = { sensor = \"TS1\", max = 65.0, hysteresis = 3.0 } }",
+        "when = { threshold = { sensor = \"TS1\", max = 1.0, hysteresis = 0.5 } }",
+    ),
+    (
+        "for_ms = 10000\nkeep_firing_ms = 30000",
+        "for_ms = 500\nkeep_firing_ms = 30000",
+    ),
+];
+
 /// `PUT url` with the admin token and a JSON body.
 pub async fn admin_put(url: String, body: Value) -> reqwest::Response {
     http()

@@ -20,8 +20,46 @@ use hydrowatch_models::alert::rules::RuleSpec;
 use hydrowatch_models::alert::silence::{Inhibition, Silence};
 use hydrowatch_models::alert::{Alert, AlertKey, Millis};
 
+use crate::hub::Hub;
+use crate::session::ServerFrame;
 use crate::storage::StoreFailure;
 use crate::Address;
+use hydrowatch_models::alert::engine::HeldBack;
+use hydrowatch_models::alert::AlertState;
+use hydrowatch_models::ensemble::Severity;
+use hydrowatch_models::EquipmentId;
+
+/// An alert as WebSocket subscribers of its equipment receive it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertFrame {
+    /// Its id in storage.
+    pub id: i64,
+    /// The actor path it comes from.
+    pub source: String,
+    /// Its type: `<rule kind>:<rule id>`.
+    pub kind: String,
+    /// Equipment unit, if any.
+    pub equipment: Option<String>,
+    /// Sensor, if any.
+    pub sensor: Option<String>,
+    /// Where it is in its lifecycle.
+    pub state: AlertState,
+    /// Severity now.
+    pub severity: Severity,
+    /// Triggers while open.
+    pub count: u64,
+    /// The last value that triggered it.
+    pub last_value: Option<f64>,
+    /// First seen, ms since the epoch.
+    pub first_seen_ms: Millis,
+    /// When it (last) started firing.
+    pub activated_at_ms: Option<Millis>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// Why it is not notified although firing: `silenced`, `inhibited` or
+    /// `flapping`.
+    pub held_back: Option<&'static str>,
+}
 
 /// Path of the alerting actor in the tree.
 pub const ALERTING: &str = "alerting";
@@ -205,6 +243,8 @@ pub struct AlertingArgs {
     pub address: Address<AlertingMsg>,
     /// The clock.
     pub clock: Clock,
+    /// Where WebSocket subscribers are.
+    pub hub: Hub,
 }
 
 /// The alerting actor.
@@ -452,7 +492,7 @@ async fn persist(st: &mut AlertingState) {
             notifications: entry.pending.clone(),
         };
         match store.save(write).await {
-            Ok(_) => {}
+            Ok(id) => publish(&st.args.hub, id, &alert, &origin, None),
             Err(e) => {
                 tracing::warn!(error = %e, key = ?alert.key, "alert not stored; retrying");
                 entry.dirty = true;
@@ -474,8 +514,10 @@ async fn persist(st: &mut AlertingState) {
             notifications: entry.pending.clone(),
         };
         let events = alert.history.len();
+        let held = st.book.held_back(key, st.args.clock.now_ms());
         match store.save(write).await {
             Ok(id) => {
+                publish(&st.args.hub, id, alert, origin, held);
                 entry.id = Some(id);
                 entry.events_stored = events;
                 entry.pending.clear();
@@ -488,4 +530,39 @@ async fn persist(st: &mut AlertingState) {
             }
         }
     }
+}
+
+/// Sends an alert's state to the WebSocket subscribers of its equipment.
+fn publish(hub: &Hub, id: i64, alert: &Alert, origin: &Origin, held: Option<HeldBack>) {
+    let Some(equipment) = origin
+        .equipment
+        .as_deref()
+        .and_then(|e| EquipmentId::parse(e).ok())
+    else {
+        return;
+    };
+    let frame = AlertFrame {
+        id,
+        source: alert.key.source.clone(),
+        kind: alert.key.kind.clone(),
+        equipment: origin.equipment.clone(),
+        sensor: origin.sensor.clone(),
+        state: alert.state,
+        severity: alert.severity,
+        count: alert.count,
+        last_value: alert.last_value.filter(|v| v.is_finite()),
+        first_seen_ms: alert.first_seen,
+        activated_at_ms: alert.activated_at,
+        acknowledged_by: alert.acknowledged.as_ref().map(|(by, _)| by.clone()),
+        held_back: held.map(|h| match h {
+            HeldBack::Silenced(_) => "silenced",
+            HeldBack::Inhibited => "inhibited",
+            HeldBack::Flapping => "flapping",
+        }),
+    };
+    hub.for_each(&equipment, |s| {
+        s.outbox.push_control(ServerFrame::Alert {
+            alert: frame.clone(),
+        })
+    });
 }

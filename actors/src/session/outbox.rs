@@ -47,6 +47,11 @@ pub enum ServerFrame {
         #[serde(flatten)]
         delta: EquipmentDelta,
     },
+    /// An alert of a subscribed equipment unit changed.
+    Alert {
+        /// The alert now.
+        alert: crate::alerting::AlertFrame,
+    },
     /// Answer to a client ping.
     Pong,
     /// Something the client sent was refused.
