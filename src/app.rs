@@ -314,6 +314,12 @@ impl App {
             .await
         });
 
+        // Alert notifications: the outbox worker.
+        let notifier = Arc::new(
+            crate::notify::Notifier::new(state.settings.notify.clone(), state.store.clone())
+                .context("notification channels could not be set up")?,
+        );
+        tokio::spawn(notifier.run(shutdown_rx.clone()));
         tokio::spawn(maintain_storage(
             state.store.clone(),
             state.settings.storage.clone(),

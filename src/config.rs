@@ -417,6 +417,8 @@ pub struct Settings {
     pub ingest: IngestSettings,
     /// The cycle models.
     pub models: ModelsSettings,
+    /// Where alert notifications go.
+    pub notify: crate::notify::NotifySettings,
     /// The other files.
     pub files: FileSettings,
 }
@@ -463,6 +465,7 @@ impl Settings {
         }
         self.storage.validate(file)?;
         self.ingest.validate(file)?;
+        self.notify.validate().map_err(|m| err(file, m))?;
         self.models
             .ensemble
             .validate()
@@ -1256,9 +1259,11 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e| err(&path.display().to_string(), format!("cannot read: {e}")))
 }
 
-/// Applies `HYDROWATCH_SECTION__KEY=value` pairs onto the settings table. Values
-/// are parsed as TOML scalars when they can be (numbers, booleans), else taken
-/// as strings. Unknown sections or keys are refused by the typed parse after.
+/// Applies `HYDROWATCH_SECTION__KEY=value` pairs onto the settings table;
+/// deeper paths reach nested tables (`HYDROWATCH_NOTIFY__WEBHOOKS__OPS__SECRET`
+/// sets `secret` of `[notify.webhooks.ops]`). Values are parsed as TOML
+/// scalars when they can be (numbers, booleans), else taken as strings.
+/// Unknown sections or keys are refused by the typed parse after.
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("HYDROWATCH_") else {
@@ -1269,23 +1274,27 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             continue;
         }
         let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
             return Err(err(
                 "environment",
                 format!("{name}: expected HYDROWATCH_<SECTION>__<KEY>"),
             ));
         }
-        let value = typed_like_default(&parts[0], &parts[1], raw);
-        let section = table
-            .entry(parts[0].clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(section) = section.as_table_mut() else {
-            return Err(err(
-                "environment",
-                format!("{name}: [{}] is not a section", parts[0]),
-            ));
-        };
-        section.insert(parts[1].clone(), value);
+        let (key, path) = parts.split_last().expect("two parts or more");
+        let value = typed_like_default(path, key, raw);
+        let mut at = &mut *table;
+        for (depth, part) in path.iter().enumerate() {
+            let entry = at
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry.as_table_mut().ok_or_else(|| {
+                err(
+                    "environment",
+                    format!("{name}: [{}] is not a section", path[..=depth].join(".")),
+                )
+            })?;
+        }
+        at.insert(key.clone(), value);
     }
     Ok(())
 }
@@ -1293,10 +1302,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 /// Reads an override as the type the setting has (a token of digits stays a
 /// string); for keys without a default it guesses, and the typed parse refuses
 /// unknown keys anyway.
-fn typed_like_default(section: &str, key: &str, raw: &str) -> toml::Value {
+fn typed_like_default(path: &[String], key: &str, raw: &str) -> toml::Value {
     let default = toml::Value::try_from(Settings::default())
         .ok()
-        .and_then(|d| d.get(section).and_then(|s| s.get(key)).cloned());
+        .and_then(|d| {
+            path.iter()
+                .try_fold(&d, |v, p| v.get(p.as_str()))
+                .and_then(|s| s.get(key))
+                .cloned()
+        });
     match default {
         Some(toml::Value::String(_)) => toml::Value::String(raw.to_owned()),
         Some(toml::Value::Integer(_)) => raw

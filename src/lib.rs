@@ -10,6 +10,7 @@ pub mod config;
 pub mod evaluate;
 pub mod http;
 pub mod instant;
+pub mod notify;
 pub mod onnx;
 pub mod rigdata;
 pub mod scoring;

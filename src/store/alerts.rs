@@ -621,3 +621,136 @@ impl Store {
         }
     }
 }
+
+/// A notification due for delivery, with its alert.
+#[derive(Debug, Clone)]
+pub struct DueNotification {
+    /// Its row id.
+    pub id: i64,
+    /// The alert it is about.
+    pub alert: AlertRow,
+    /// Escalation step.
+    pub step: i64,
+    /// 0, or the repeat of the last step.
+    pub repeat: i64,
+    /// Channel and recipient.
+    pub channel: String,
+    /// When it fell due, ms.
+    pub due_at_ms: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+macro_rules! due_in {
+    ($pool:expr, $sql:expr, $now:expr, $limit:expr) => {{
+        let columns: Vec<String> = ALERT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{}", c.trim()))
+            .collect();
+        let rows = sqlx::query($sql(&format!(
+            "SELECT {}, n.id, n.step, n.repetition, n.channel, n.due_at, n.attempts \
+             FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id \
+             WHERE n.status = 'pending' AND n.next_attempt_at <= $1 \
+             ORDER BY n.next_attempt_at, n.id LIMIT $2",
+            columns.join(", ")
+        )))
+        .bind($now)
+        .bind($limit)
+        .fetch_all($pool)
+        .await?;
+        rows.iter()
+            .map(|r| -> Result<DueNotification, StoreError> {
+                Ok(DueNotification {
+                    alert: decode_alert_row!(r)?,
+                    id: r.try_get(19)?,
+                    step: r.try_get(20)?,
+                    repeat: r.try_get(21)?,
+                    channel: r.try_get(22)?,
+                    due_at_ms: r.try_get(23)?,
+                    attempts: r.try_get(24)?,
+                })
+            })
+            .collect()
+    }};
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// Delivered at this instant.
+    Sent(i64),
+    /// Failed; try again at `next_attempt_at_ms`.
+    Retry {
+        /// Why.
+        error: String,
+        /// When to try again.
+        next_attempt_at_ms: i64,
+    },
+    /// Failed for the last time: a dead letter.
+    Dead(String),
+    /// Not attempted (rate limit): try at this instant, no attempt counted.
+    Deferred(i64),
+}
+
+macro_rules! record_in {
+    ($pool:expr, $sql:expr, $id:expr, $outcome:expr) => {{
+        let id: i64 = $id;
+        let q = match $outcome {
+            DeliveryOutcome::Sent(at) => sqlx::query($sql(
+                "UPDATE alert_notifications SET status = 'sent', attempts = attempts + 1, \
+                 sent_at = $2, last_error = NULL WHERE id = $1",
+            ))
+            .bind(id)
+            .bind(*at),
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt_at_ms,
+            } => sqlx::query($sql(
+                "UPDATE alert_notifications SET attempts = attempts + 1, last_error = $2, \
+                 next_attempt_at = $3 WHERE id = $1",
+            ))
+            .bind(id)
+            .bind(error.clone())
+            .bind(*next_attempt_at_ms),
+            DeliveryOutcome::Dead(error) => sqlx::query($sql(
+                "UPDATE alert_notifications SET status = 'dead', attempts = attempts + 1, \
+                 last_error = $2 WHERE id = $1",
+            ))
+            .bind(id)
+            .bind(error.clone()),
+            DeliveryOutcome::Deferred(at) => sqlx::query($sql(
+                "UPDATE alert_notifications SET next_attempt_at = $2 WHERE id = $1",
+            ))
+            .bind(id)
+            .bind(*at),
+        };
+        q.execute($pool).await?;
+        Ok(())
+    }};
+}
+
+impl Store {
+    /// Pending notifications due by `now_ms`, oldest first, at most `limit`.
+    pub async fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueNotification>, StoreError> {
+        match self {
+            Store::Postgres(pg) => due_in!(&pg.pool, same, now_ms, limit),
+            Store::Sqlite(pool) => due_in!(pool, sqlite_sql, now_ms, limit),
+        }
+    }
+
+    /// Records what an attempt to deliver notification `id` did.
+    pub async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pg) => record_in!(&pg.pool, same, id, outcome),
+            Store::Sqlite(pool) => record_in!(pool, sqlite_sql, id, outcome),
+        }
+    }
+}

@@ -68,6 +68,16 @@ pub fn fast_plant_config(env: &[(&str, &str)]) -> Loaded {
 /// [`fast_plant_config`] with text replacements applied to the demo
 /// `plant.toml` first (each must match).
 pub fn fast_plant_config_with(edits: &[(&str, &str)], env: &[(&str, &str)]) -> Loaded {
+    fast_plant_config_full(edits, "", env)
+}
+
+/// [`fast_plant_config_with`], with `settings` (TOML) appended to
+/// `hydrowatch.toml`.
+pub fn fast_plant_config_full(
+    edits: &[(&str, &str)],
+    settings: &str,
+    env: &[(&str, &str)],
+) -> Loaded {
     let dir = temp_dir("fast-plant");
     let mut plant = config::EMBEDDED_PLANT.to_owned();
     for (from, to) in edits {
@@ -85,17 +95,17 @@ pub fn fast_plant_config_with(edits: &[(&str, &str)], env: &[(&str, &str)]) -> L
     std::fs::write(dir.join("plant.toml"), plant).expect("plant.toml");
     std::fs::write(dir.join("supervision.toml"), config::EMBEDDED_SUPERVISION)
         .expect("supervision.toml");
-    let settings = config::EMBEDDED_SETTINGS.replace(
+    let base = config::EMBEDDED_SETTINGS.replace(
         "supervision = \"../supervision.toml\"",
         "supervision = \"supervision.toml\"",
     );
     assert_ne!(
-        settings,
+        base,
         config::EMBEDDED_SETTINGS,
         "the supervision file moved"
     );
     let path = dir.join("hydrowatch.toml");
-    std::fs::write(&path, settings).expect("hydrowatch.toml");
+    std::fs::write(&path, format!("{base}\n{settings}\n")).expect("hydrowatch.toml");
     config::load(Some(&path), &test_env(env)).expect("fast plant config loads")
 }
 
