@@ -9,11 +9,11 @@
 //! the outbox ([`AlertBook::restore`]), so nothing is sent twice and nothing
 //! due is forgotten.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::escalation::EscalationPolicy;
 use super::silence::{AlertLabels, Inhibition, Silence};
-use super::{Alert, AlertError, AlertKey, AlertState, Millis, Timing};
+use super::{Alert, AlertError, AlertKey, Millis, Timing};
 use crate::ensemble::Severity;
 
 /// Where an alert comes from, for silences and inhibition.
@@ -93,6 +93,20 @@ struct Tracked {
     sent: BTreeSet<(usize, u32)>,
     /// The activation `sent` belongs to.
     sent_for: Option<Millis>,
+    /// When this alert next needs looking at, if ever (its own timers and
+    /// its escalation); ticks skip alerts not yet due.
+    wake_at: Option<Millis>,
+}
+
+/// The equipment unit an alert belongs to, for inhibition and for finding
+/// the alerts a unit's alert affects.
+type Unit = (String, String);
+
+fn unit_of(origin: &Origin) -> Option<Unit> {
+    origin
+        .equipment
+        .as_ref()
+        .map(|e| (origin.site.clone(), e.clone()))
 }
 
 /// Every open alert, by key.
@@ -101,7 +115,11 @@ pub struct AlertBook {
     /// Alerts that closed since the owner last took them.
     closed: Vec<(Alert, Origin)>,
     silences: Vec<Silence>,
+    /// When a silence window next opens or closes: every alert is looked at then.
+    silences_change: Option<Millis>,
     inhibition: Inhibition,
+    /// Open alerts by equipment unit.
+    by_unit: HashMap<Unit, BTreeSet<AlertKey>>,
 }
 
 impl AlertBook {
@@ -111,13 +129,38 @@ impl AlertBook {
             open: BTreeMap::new(),
             closed: Vec::new(),
             silences: Vec::new(),
+            silences_change: None,
             inhibition,
+            by_unit: HashMap::new(),
         }
     }
 
-    /// Replaces the silences in force (config and API).
+    /// Replaces the silences in force (config and API); every alert is
+    /// looked at on the next tick.
     pub fn set_silences(&mut self, silences: Vec<Silence>) {
         self.silences = silences;
+        self.silences_change = Some(Millis::MIN);
+    }
+
+    fn insert(&mut self, key: AlertKey, tracked: Tracked) {
+        if let Some(unit) = unit_of(&tracked.origin) {
+            self.by_unit.entry(unit).or_default().insert(key.clone());
+        }
+        self.open.insert(key, tracked);
+    }
+
+    /// The key, and when it is a unit's own alert (which inhibits or
+    /// releases its sensors' alerts) the unit's other alerts too.
+    fn affected(&self, key: &AlertKey) -> Vec<AlertKey> {
+        let mut keys = vec![key.clone()];
+        if let Some(t) = self.open.get(key) {
+            if t.origin.sensor.is_none() {
+                if let Some(siblings) = unit_of(&t.origin).and_then(|u| self.by_unit.get(&u)) {
+                    keys.extend(siblings.iter().filter(|k| *k != key).cloned());
+                }
+            }
+        }
+        keys
     }
 
     /// Puts back an open alert read from storage after a restart, with the
@@ -131,7 +174,7 @@ impl AlertBook {
     ) {
         if alert.state.is_open() {
             let sent_for = alert.activated_at;
-            self.open.insert(
+            self.insert(
                 alert.key.clone(),
                 Tracked {
                     alert,
@@ -139,6 +182,8 @@ impl AlertBook {
                     handling,
                     sent,
                     sent_for,
+                    // Looked at on the next tick.
+                    wake_at: Some(Millis::MIN),
                 },
             );
         }
@@ -196,7 +241,7 @@ impl AlertBook {
                     now,
                     &handling.timing,
                 );
-                self.open.insert(
+                self.insert(
                     signal.key.clone(),
                     Tracked {
                         alert,
@@ -204,6 +249,7 @@ impl AlertBook {
                         handling: handling.clone(),
                         sent: BTreeSet::new(),
                         sent_for: None,
+                        wake_at: None,
                     },
                 );
                 changed = true;
@@ -214,22 +260,44 @@ impl AlertBook {
         if changed {
             out.push(Output::Changed(signal.key.clone()));
         }
-        out.extend(self.settle(now));
+        let keys = self.affected(&signal.key);
+        out.extend(self.settle(keys, now));
         out
     }
 
     /// Time has passed: pending alerts fire, keep-firing periods end,
     /// flapping ends, escalation steps fall due.
     pub fn tick(&mut self, now: Millis) -> Vec<Output> {
+        let everything = self.silences_change.is_some_and(|t| t <= now);
+        if everything {
+            self.silences_change = self
+                .silences
+                .iter()
+                .filter_map(|s| s.window.next_change(now))
+                .min();
+        }
+        let due: Vec<AlertKey> = self
+            .open
+            .iter()
+            .filter(|(_, t)| everything || t.wake_at.is_some_and(|w| w <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut out = Vec::new();
-        for (key, tracked) in &mut self.open {
+        let mut keys = Vec::new();
+        for key in due {
+            let Some(tracked) = self.open.get_mut(&key) else {
+                continue;
+            };
             let before = tracked.alert.history.len();
             tracked.alert.tick(now, &tracked.handling.timing);
             if tracked.alert.history.len() != before {
                 out.push(Output::Changed(key.clone()));
+                keys.extend(self.affected(&key));
+            } else {
+                keys.push(key);
             }
         }
-        out.extend(self.settle(now));
+        out.extend(self.settle(keys, now));
         out
     }
 
@@ -244,7 +312,8 @@ impl AlertBook {
         let tracked = self.open.get_mut(key).ok_or(BookError::NotOpen)?;
         tracked.alert.acknowledge(by, comment, now)?;
         let mut out = vec![Output::Changed(key.clone())];
-        out.extend(self.settle(now));
+        let keys = self.affected(key);
+        out.extend(self.settle(keys, now));
         Ok(out)
     }
 
@@ -259,7 +328,8 @@ impl AlertBook {
         let tracked = self.open.get_mut(key).ok_or(BookError::NotOpen)?;
         tracked.alert.clear(by, comment, now)?;
         let mut out = vec![Output::Changed(key.clone())];
-        out.extend(self.settle(now));
+        let keys = self.affected(key);
+        out.extend(self.settle(keys, now));
         Ok(out)
     }
 
@@ -271,11 +341,14 @@ impl AlertBook {
         if let Some(i) = self.silences.iter().position(|s| s.silences(&labels, now)) {
             return Some(HeldBack::Silenced(i));
         }
-        let firing = self
-            .open
-            .values()
-            .filter(|t| t.alert.state.is_active())
-            .map(|t| labels_of(t));
+        // Only the unit's own alerts can inhibit: look at those alone.
+        let firing = unit_of(&tracked.origin)
+            .and_then(|u| self.by_unit.get(&u))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.open.get(k))
+            .filter(|t| t.origin.sensor.is_none() && t.alert.state.is_active())
+            .map(labels_of);
         if self.inhibition.inhibits(&labels, firing) {
             return Some(HeldBack::Inhibited);
         }
@@ -283,78 +356,70 @@ impl AlertBook {
     }
 
     /// When the book next has something to do without a new signal.
-    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
-        let mut next: Option<Millis> = None;
-        let mut consider = |t: Option<Millis>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n: Millis| n.min(t)));
-            }
-        };
-        for tracked in self.open.values() {
-            consider(tracked.alert.next_deadline(&tracked.handling.timing));
-            if let (AlertState::ActiveUnack, Some(activated), Some(policy)) = (
-                tracked.alert.state,
-                tracked.alert.activated_at,
-                &tracked.handling.policy,
-            ) {
-                let critical = tracked.alert.severity == Severity::Critical;
-                consider(policy.next_due(activated, critical, now, &tracked.sent));
-            }
-        }
-        for silence in &self.silences {
-            consider(silence.window.next_change(now));
-        }
-        next
+    pub fn next_deadline(&self, _now: Millis) -> Option<Millis> {
+        self.open
+            .values()
+            .filter_map(|t| t.wake_at)
+            .chain(self.silences_change)
+            .min()
     }
 
-    /// Closed alerts leave the book (they stay in storage); notifications
-    /// that are due and not held back are reported and counted as sent.
-    fn settle(&mut self, now: Millis) -> Vec<Output> {
-        let closed: Vec<AlertKey> = self
-            .open
-            .iter()
-            .filter(|(_, t)| !t.alert.state.is_open())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in closed {
-            if let Some(t) = self.open.remove(&key) {
-                self.closed.push((t.alert, t.origin));
-            }
-        }
-        let due: Vec<(AlertKey, bool)> = self
-            .open
-            .iter()
-            .filter(|(_, t)| t.alert.wants_notification())
-            .map(|(k, t)| (k.clone(), t.alert.severity == Severity::Critical))
-            .collect();
+    /// Looks at `keys` (each once): closed alerts leave the book (they stay
+    /// in storage); notifications that are due and not held back are
+    /// reported and counted as sent; each alert's next wake-up is set.
+    fn settle(&mut self, mut keys: Vec<AlertKey>, now: Millis) -> Vec<Output> {
+        keys.sort();
+        keys.dedup();
         let mut out = Vec::new();
-        for (key, critical) in due {
-            if self.held_back(&key, now).is_some() {
+        for key in keys {
+            let Some(tracked) = self.open.get(&key) else {
+                continue;
+            };
+            if !tracked.alert.state.is_open() {
+                if let Some(t) = self.open.remove(&key) {
+                    if let Some(set) = unit_of(&t.origin).and_then(|u| self.by_unit.get_mut(&u)) {
+                        set.remove(&key);
+                    }
+                    self.closed.push((t.alert, t.origin));
+                }
                 continue;
             }
+            let held = self.held_back(&key, now).is_some();
             let Some(tracked) = self.open.get_mut(&key) else {
                 continue;
             };
-            let (Some(activated), Some(policy)) =
-                (tracked.alert.activated_at, &tracked.handling.policy)
-            else {
-                continue;
-            };
-            if tracked.sent_for != Some(activated) {
-                // A new activation escalates from the first step again.
-                tracked.sent.clear();
-                tracked.sent_for = Some(activated);
+            let critical = tracked.alert.severity == Severity::Critical;
+            let mut next_step = None;
+            if let (true, Some(activated), Some(policy)) = (
+                tracked.alert.wants_notification(),
+                tracked.alert.activated_at,
+                &tracked.handling.policy,
+            ) {
+                if tracked.sent_for != Some(activated) {
+                    // A new activation escalates from the first step again.
+                    tracked.sent.clear();
+                    tracked.sent_for = Some(activated);
+                }
+                if !held {
+                    for due in policy.due(activated, critical, now, &tracked.sent) {
+                        tracked.sent.insert((due.step, due.repeat));
+                        out.push(Output::Notify {
+                            key: key.clone(),
+                            step: due.step,
+                            repeat: due.repeat,
+                            channels: policy.steps[due.step].channels.clone(),
+                            due_at: due.at,
+                        });
+                    }
+                    next_step = policy.next_due(activated, critical, now, &tracked.sent);
+                }
             }
-            for due in policy.due(activated, critical, now, &tracked.sent) {
-                tracked.sent.insert((due.step, due.repeat));
-                out.push(Output::Notify {
-                    key: key.clone(),
-                    step: due.step,
-                    repeat: due.repeat,
-                    channels: policy.steps[due.step].channels.clone(),
-                    due_at: due.at,
-                });
-            }
+            // Held back: the silence's end, the unit's alert changing or the
+            // flapping ending looks at it again.
+            tracked.wake_at = [tracked.alert.next_deadline(&tracked.handling.timing), next_step]
+                .into_iter()
+                .flatten()
+                .min();
         }
         out
     }
@@ -389,7 +454,7 @@ mod tests {
     use super::*;
     use crate::alert::escalation::EscalationStep;
     use crate::alert::silence::{Matchers, Window, WindowSpec};
-    use crate::alert::EventKind;
+    use crate::alert::{AlertState, EventKind};
 
     const MIN: Millis = 60_000;
 
@@ -562,6 +627,11 @@ mod tests {
         let k = hot(0, true, Severity::Warning).key;
         assert_eq!(book.held_back(&k, 1_000), Some(HeldBack::Inhibited));
         assert!(book.get(&k).is_some(), "still recorded");
+        // The unit's alert cleared: the sensor's warning goes out at once.
+        let unit_key = key("plant/rig-1", "model:accumulator");
+        let out = book.clear(&unit_key, "ana", None, 2_000).unwrap();
+        assert_eq!(notified(&out), [(0, 0)]);
+        assert_eq!(book.held_back(&k, 2_000), None);
     }
 
     #[test]
