@@ -416,10 +416,13 @@ impl AlertBook {
             }
             // Held back: the silence's end, the unit's alert changing or the
             // flapping ending looks at it again.
-            tracked.wake_at = [tracked.alert.next_deadline(&tracked.handling.timing), next_step]
-                .into_iter()
-                .flatten()
-                .min();
+            tracked.wake_at = [
+                tracked.alert.next_deadline(&tracked.handling.timing),
+                next_step,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
         }
         out
     }
