@@ -269,3 +269,95 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
     app.shutdown().await;
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() {
+    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
+    let base = format!("http://{}", app.addr);
+    let now = hydrowatch::store::layout::now_ms();
+    // A bad window is refused, naming the field.
+    let bad = post(
+        format!("{base}/api/v1/silences"),
+        json!({"window": {"type": "recurring", "cron": "0 0 2 * * Sun", "duration_ms": 1000,
+                          "timezone": "Mars/Olympus"},
+               "comment": "x", "by": "ana"}),
+    )
+    .await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"]["details"]["field"],
+        "window"
+    );
+    // Maintenance on rig-1 for an hour, from now.
+    let created = post(
+        format!("{base}/api/v1/silences"),
+        json!({"matchers": {"equipment": "rig-1"},
+               "window": {"type": "fixed", "starts": now - 1_000, "ends": now + 3_600_000},
+               "comment": "pump replacement", "by": "ana"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let silence = created.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let listed = get_json(format!("{base}/api/v1/silences")).await;
+    assert_eq!(listed[0]["comment"], "pump replacement");
+
+    let mut id = 0;
+    eventually(
+        Duration::from_secs(20),
+        "rig-1's oil alert fires",
+        async || {
+            let found = open_alerts(&base, "equipment=rig-1")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "threshold:oil-hot" && a["state"] == "ACTIVE_UNACK");
+            if let Some(a) = &found {
+                id = a["id"].as_i64().unwrap();
+            }
+            found.is_some()
+        },
+    )
+    .await;
+    // Recorded, active, but nobody told; rig-2's is notified as usual.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    assert_eq!(
+        detail["deliveries"].as_array().unwrap().len(),
+        0,
+        "{detail}"
+    );
+    let rig2 = open_alerts(&base, "equipment=rig-2")
+        .await
+        .into_iter()
+        .find(|a| a["kind"] == "threshold:oil-hot")
+        .expect("rig-2's oil alert");
+    let rig2 = get_json(format!("{base}/api/v1/alerts/{}", rig2["id"])).await;
+    assert_eq!(rig2["deliveries"].as_array().unwrap().len(), 1);
+
+    // The silence ends early: what is due goes out.
+    let ended = http()
+        .delete(format!("{base}/api/v1/silences/{silence}?by=ana"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 204);
+    eventually(
+        Duration::from_secs(5),
+        "the wallboard notification",
+        async || {
+            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail["deliveries"].as_array().unwrap().len() == 1
+        },
+    )
+    .await;
+    let again = http()
+        .delete(format!("{base}/api/v1/silences/{silence}?by=ana"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let all = get_json(format!("{base}/api/v1/silences?all=true")).await;
+    assert_eq!(all[0]["ended_by"], "ana");
+    app.shutdown().await;
+}

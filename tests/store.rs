@@ -9,7 +9,7 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 13] = [
+const SQLITE_TABLES: [&str; 14] = [
     "alert_events",
     "alert_notifications",
     "alerts",
@@ -22,12 +22,13 @@ const SQLITE_TABLES: [&str; 13] = [
     "rollup_1m",
     "sample_blocks",
     "sensors",
+    "silences",
     "sites",
 ];
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 15] = [
+const POSTGRES_TABLES: [&str; 16] = [
     "alert_events",
     "alert_notifications",
     "alerts",
@@ -41,6 +42,7 @@ const POSTGRES_TABLES: [&str; 15] = [
     "rollup_1m",
     "sample_blocks",
     "sensors",
+    "silences",
     "sites",
     "storage_layout",
 ];

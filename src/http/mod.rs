@@ -8,6 +8,7 @@ pub mod error;
 pub mod history;
 pub mod ingest;
 pub mod ops;
+pub mod silences;
 pub mod storage;
 pub mod web;
 pub mod ws;
@@ -15,7 +16,7 @@ pub mod ws;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 use tokio::sync::{watch, Mutex};
 use utoipa::OpenApi;
@@ -62,6 +63,7 @@ pub struct AppState {
         equipment::list, equipment::get, history::series, history::stats, ingest::ingest, ws::upgrade,
         detect::detect, detect::anomalies, detect::anomaly_trend,
         alerts::list, alerts::get, alerts::acknowledge, alerts::clear,
+        silences::list, silences::create, silences::end,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -125,6 +127,8 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}", get(alerts::get))
         .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .route("/alerts/{id}/clear", post(alerts::clear))
+        .route("/silences", get(silences::list).post(silences::create))
+        .route("/silences/{id}", delete(silences::end))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

@@ -14,6 +14,7 @@ use sqlx::Row;
 use hydrowatch_actors::alerting::{AlertStore, AlertWrite, StoredAlert};
 use hydrowatch_actors::storage::StoreFailure;
 use hydrowatch_models::alert::engine::Origin;
+use hydrowatch_models::alert::silence::{Matchers, WindowSpec};
 use hydrowatch_models::alert::{Alert, AlertState};
 use hydrowatch_models::ensemble::Severity;
 
@@ -299,6 +300,15 @@ impl AlertStore for Store {
                 Store::Postgres(pg) => save_in!(pg.pool, same, &write),
                 Store::Sqlite(pool) => save_in!(pool, sqlite_sql, &write),
             }
+        })
+    }
+
+    fn silences(&self) -> BoxFuture<'_, Result<Vec<(Matchers, WindowSpec)>, StoreFailure>> {
+        Box::pin(async move {
+            let rows = Store::silences(self, false)
+                .await
+                .map_err(|e| StoreFailure::Unavailable(e.to_string()))?;
+            Ok(rows.into_iter().map(|r| (r.matchers, r.window)).collect())
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod ingest;
 pub mod layout;
 pub mod samples;
+pub mod silences;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use hydrowatch_models::alert::engine::{AlertBook, BookError, Handling, Origin, Output, Signal};
 use hydrowatch_models::alert::escalation::EscalationPolicy;
 use hydrowatch_models::alert::rules::RuleSpec;
-use hydrowatch_models::alert::silence::{Inhibition, Silence};
+use hydrowatch_models::alert::silence::{Inhibition, Matchers, Silence, Window, WindowSpec};
 use hydrowatch_models::alert::{Alert, AlertKey, Millis};
 
 use crate::hub::Hub;
@@ -121,6 +121,8 @@ pub trait AlertStore: Send + Sync + 'static {
     fn load_open(&self) -> BoxFuture<'_, Result<Vec<StoredAlert>, StoreFailure>>;
     /// Stores an alert's change; returns its id.
     fn save(&self, write: AlertWrite) -> BoxFuture<'_, Result<i64, StoreFailure>>;
+    /// The silences created through the API and still in force.
+    fn silences(&self) -> BoxFuture<'_, Result<Vec<(Matchers, WindowSpec)>, StoreFailure>>;
 }
 
 /// Rules, policies, silences and inhibition, checked.
@@ -230,6 +232,8 @@ pub enum AlertingMsg {
     List(RpcReplyPort<Vec<(i64, Alert)>>),
     /// Waits until every change is stored (or fails to be); tests.
     Flush(RpcReplyPort<bool>),
+    /// The stored silences changed: read them again.
+    ReloadSilences(RpcReplyPort<Result<usize, AlertingError>>),
 }
 
 /// What the alerting actor starts with.
@@ -279,7 +283,10 @@ impl Actor for Alerting {
         args: AlertingArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut book = AlertBook::new(args.config.inhibition);
-        book.set_silences(args.config.silences.clone());
+        let silences = all_silences(&args)
+            .await
+            .map_err(|e| format!("alerting: cannot load the silences: {e}"))?;
+        book.set_silences(silences);
         let mut entries = HashMap::new();
         // Without the stored alerts the book would open duplicates and
         // repeat notifications: fail, and let the supervisor retry.
@@ -392,6 +399,22 @@ impl Actor for Alerting {
                     .collect();
                 let _ = reply.send(list);
             }
+            AlertingMsg::ReloadSilences(reply) => {
+                let result = match all_silences(&st.args).await {
+                    Ok(silences) => {
+                        let n = silences.len();
+                        st.book.set_silences(silences);
+                        // Held or released alerts are looked at on the next tick.
+                        let now = st.args.clock.now_ms();
+                        let out = st.book.tick(now);
+                        apply(st, out);
+                        persist(st).await;
+                        Ok(n)
+                    }
+                    Err(e) => Err(AlertingError::Storage(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
             AlertingMsg::Flush(reply) => {
                 persist(st).await;
                 let clean = st.closing.is_empty() && st.entries.values().all(|e| !e.dirty);
@@ -400,6 +423,19 @@ impl Actor for Alerting {
         }
         Ok(())
     }
+}
+
+/// The silences in force: those of the configuration and those stored. A
+/// stored one that no longer parses is skipped (and logged), not fatal.
+async fn all_silences(args: &AlertingArgs) -> Result<Vec<Silence>, StoreFailure> {
+    let mut silences = args.config.silences.clone();
+    for (matchers, spec) in args.store.silences().await? {
+        match Window::try_from(&spec) {
+            Ok(window) => silences.push(Silence { matchers, window }),
+            Err(e) => tracing::warn!(error = %e, "a stored silence is not usable; skipped"),
+        }
+    }
+    Ok(silences)
 }
 
 /// Applies an operation on one open alert by id, then stores it.
