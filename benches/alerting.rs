@@ -119,6 +119,7 @@ fn signal(unit: usize, sensor: usize, at: i64) -> Signal {
         },
         value: Some(61.0),
         at,
+        restated: false,
     }
 }
 

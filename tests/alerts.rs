@@ -224,6 +224,8 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
         },
     )
     .await;
+    let count = |a: &Value| a["count"].as_i64().unwrap();
+    let before = count(&get_json(format!("{base}/api/v1/alerts/{id}")).await);
     // Restart the alerting actor before the supervisor's step is due.
     let restarted = admin_post(format!("{base}/api/v1/admin/actors/alerting/restart")).await;
     assert_eq!(restarted.status(), 200);
@@ -266,8 +268,69 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
         ]
     );
     assert_eq!(kinds(&detail), ["triggered", "activated"]);
+    // The equipment actors restated their rules to the new instance; that
+    // is not counted as another trigger.
+    assert_eq!(count(&detail), before);
     app.shutdown().await;
     db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_that_ends_while_alerting_is_down_clears_when_alerting_is_back() {
+    let edits = [(
+        "when = { quality = { longer_than_ms = 30000 } }",
+        "when = { quality = { sensor = \"PS1\", longer_than_ms = 1000 } }",
+    )];
+    let mut app = spawn_with(fast_plant_config_with(&edits, &[])).await;
+    let base = format!("http://{}", app.addr);
+    // rig-1's PLC loses power: PS1 goes silent and its alert fires.
+    let off = admin_post(format!("{base}/api/v1/admin/simulators/rig-1/stop")).await;
+    assert_eq!(off.status(), 200);
+    let mut id = 0;
+    eventually(
+        Duration::from_secs(20),
+        "rig-1's offline alert fires",
+        async || {
+            let found = open_alerts(&base, "equipment=rig-1")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "quality:sensor-offline" && a["state"] == "ACTIVE_UNACK");
+            if let Some(a) = &found {
+                id = a["id"].as_i64().unwrap();
+            }
+            found.is_some()
+        },
+    )
+    .await;
+    // Alerting goes down; meanwhile the PLC comes back and PS1 reads again.
+    let stopped = admin_post(format!("{base}/api/v1/admin/actors/alerting/stop")).await;
+    assert_eq!(stopped.status(), 200);
+    let on = admin_post(format!("{base}/api/v1/admin/simulators/rig-1/start")).await;
+    assert_eq!(on.status(), 200);
+    eventually(Duration::from_secs(10), "PS1 reads again", async || {
+        let eq = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
+        eq["sensors"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "PS1"))
+            .is_some_and(|s| s["state"]["status"] == "ok")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    assert_eq!(
+        still["state"], "ACTIVE_UNACK",
+        "nobody told the stopped actor"
+    );
+    // Back: the equipment restates its rules and the alert clears.
+    let started = admin_post(format!("{base}/api/v1/admin/actors/alerting/start")).await;
+    assert_eq!(started.status(), 200);
+    eventually(
+        Duration::from_secs(10),
+        "the offline alert clears",
+        async || get_json(format!("{base}/api/v1/alerts/{id}")).await["state"] == "CLEARED_UNACK",
+    )
+    .await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

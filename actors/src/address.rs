@@ -4,6 +4,7 @@
 //! holds an [`Address`], which the new instance fills in when it starts, like a
 //! registered name in Erlang.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ractor::{ActorRef, Message};
@@ -19,6 +20,9 @@ pub struct Unavailable;
 pub struct Address<M: Message> {
     current: Arc<RwLock<Option<ActorRef<M>>>>,
     gauge: Arc<MailboxGauge>,
+    /// Instances started so far: a sender that keeps state for the actor
+    /// can tell it was restarted (and lost what it was told).
+    generation: Arc<AtomicU64>,
 }
 
 impl<M: Message> Clone for Address<M> {
@@ -26,6 +30,7 @@ impl<M: Message> Clone for Address<M> {
         Self {
             current: self.current.clone(),
             gauge: self.gauge.clone(),
+            generation: self.generation.clone(),
         }
     }
 }
@@ -35,6 +40,7 @@ impl<M: Message> Default for Address<M> {
         Self {
             current: Arc::new(RwLock::new(None)),
             gauge: Arc::new(MailboxGauge::default()),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -51,6 +57,12 @@ impl<M: Message> Address<M> {
         if let Ok(mut slot) = self.current.write() {
             *slot = Some(actor);
         }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many instances have been started (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The current instance, if one was started.

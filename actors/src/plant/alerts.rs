@@ -47,6 +47,8 @@ pub struct UnitRules {
     cycles: Vec<Watched<CycleEvaluator>>,
     /// Whether each cycle rule fired on the last cycle.
     cycle_firing: Vec<bool>,
+    /// The alerting actor's instance last told every rule's state.
+    synced: u64,
 }
 
 fn watched<E>(rule: &RuleSpec, eval: E) -> Watched<E> {
@@ -107,7 +109,63 @@ impl UnitRules {
             equipment: spec.id.to_string(),
             sensors,
             cycles,
+            synced: 0,
         })
+    }
+
+    /// When the alerting actor has (re)started since this unit last told it
+    /// every rule's state, tells it again: signals sent while it was down
+    /// are lost, and an alert whose condition ended meanwhile would stay
+    /// open until the next change. Called on the unit's staleness tick.
+    pub fn resync_if_restarted(&mut self, now: Millis) {
+        let generation = self.link.alerting.generation();
+        if generation == self.synced || self.link.alerting.get().is_none() {
+            return;
+        }
+        // Right after this unit started, what fires has just been sent;
+        // what does not fire clears alerts restored from before a restart
+        // of the process whose condition ended meanwhile.
+        let first = self.synced == 0;
+        self.synced = generation;
+        let mut signals = Vec::new();
+        for (sensor, evals) in &self.sensors {
+            for w in evals {
+                let firing = match &w.eval {
+                    SampleRule::Threshold(t) => t.firing(),
+                    SampleRule::Quality(_, firing) => *firing,
+                };
+                let mut signal = self.sensor_signal(sensor, &w.kind, firing, now);
+                signal.severity = w.severity;
+                signal.restated = true;
+                signals.push((w.rule.clone(), signal));
+            }
+        }
+        for (w, firing) in self.cycles.iter().zip(&self.cycle_firing) {
+            signals.push((
+                w.rule.clone(),
+                Signal {
+                    key: AlertKey {
+                        source: format!("plant/{}", self.equipment),
+                        kind: w.kind.clone(),
+                    },
+                    origin: Origin {
+                        site: self.site.clone(),
+                        equipment: Some(self.equipment.clone()),
+                        sensor: None,
+                    },
+                    firing: *firing,
+                    severity: w.severity,
+                    value: None,
+                    at: now,
+                    restated: true,
+                },
+            ));
+        }
+        for (rule, signal) in signals {
+            if !(first && signal.firing) {
+                self.send(&rule, signal);
+            }
+        }
     }
 
     fn send(&self, rule: &Arc<str>, signal: Signal) {
@@ -134,6 +192,7 @@ impl UnitRules {
             severity: hydrowatch_models::ensemble::Severity::Info,
             value: None,
             at,
+            restated: false,
         }
     }
 
@@ -227,6 +286,7 @@ impl UnitRules {
                         severity: finding.severity.map_or(w.severity, |s| s.max(w.severity)),
                         value: finding.value,
                         at,
+                        restated: false,
                     },
                 ));
             }

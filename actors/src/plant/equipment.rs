@@ -381,6 +381,7 @@ impl Actor for Equipment {
                     }
                 }
                 if let Some(rules) = &mut st.rules {
+                    rules.resync_if_restarted(now_ms);
                     rules.on_tick(now_ms, &st.states);
                 }
                 if changed {

@@ -42,6 +42,10 @@ pub struct Signal {
     pub value: Option<f64>,
     /// When, ms since the epoch.
     pub at: Millis,
+    /// A restatement of the rule's state (after the alerting actor
+    /// restarted), not a new observation: an alert already firing is left
+    /// as it is rather than counted again.
+    pub restated: bool,
 }
 
 /// How a rule's alerts behave: timing and escalation.
@@ -217,6 +221,11 @@ impl AlertBook {
         match self.open.get_mut(&signal.key) {
             // An open alert keeps the handling it was raised with; a changed
             // rule applies to the next alert.
+            Some(tracked)
+                if signal.restated
+                    && signal.firing
+                    && tracked.alert.state.is_active()
+                    && tracked.alert.condition_gone_since.is_none() => {}
             Some(tracked) => {
                 let before = tracked.alert.history.len();
                 if signal.firing {
@@ -511,6 +520,7 @@ mod tests {
             severity,
             value: Some(61.0),
             at,
+            restated: false,
         }
     }
 
@@ -623,6 +633,7 @@ mod tests {
             severity: Severity::Critical,
             value: None,
             at: 0,
+            restated: false,
         };
         assert_eq!(notified(&book.signal(unit, &h)), [(0, 0)]);
         let out = book.signal(hot(1_000, true, Severity::Warning), &h);

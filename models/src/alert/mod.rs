@@ -239,7 +239,11 @@ impl Alert {
             return;
         }
         self.count += 1;
-        self.last_value = value;
+        // A trigger without a value (a model verdict, a restated state)
+        // keeps the last value known.
+        if value.is_some() {
+            self.last_value = value;
+        }
         self.last_seen = now;
         self.condition_gone_since = None;
         if severity > self.severity {
