@@ -40,6 +40,14 @@ pub struct RuleSpec {
     /// The escalation policy's name; none: recorded and shown only.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Flapping: more than this many changes between active and cleared
+    /// (default 4)…
+    #[serde(default)]
+    pub flap_changes: Option<usize>,
+    /// …within this window, ms (default 10 min), holds notifications until
+    /// a window passes without a change.
+    #[serde(default)]
+    pub flap_window_ms: Option<Millis>,
     /// The condition.
     pub when: Condition,
 }
@@ -157,6 +165,12 @@ impl RuleSpec {
         if self.for_ms < 0 || self.keep_firing_ms < 0 {
             return Err(err("for_ms", "durations must be zero or more"));
         }
+        if self.flap_changes == Some(0) {
+            return Err(err("flap_changes", "must be 1 or more"));
+        }
+        if self.flap_window_ms.is_some_and(|w| w <= 0) {
+            return Err(err("flap_window_ms", "must be more than zero"));
+        }
         match &self.when {
             Condition::Threshold(t) => {
                 if t.sensor.is_some() == t.sensor_type.is_some() {
@@ -216,10 +230,12 @@ impl RuleSpec {
 
     /// The lifecycle timing of its alerts.
     pub fn timing(&self) -> Timing {
+        let defaults = Timing::default();
         Timing {
             for_ms: self.for_ms,
             keep_firing_ms: self.keep_firing_ms,
-            ..Timing::default()
+            flap_changes: self.flap_changes.unwrap_or(defaults.flap_changes),
+            flap_window_ms: self.flap_window_ms.unwrap_or(defaults.flap_window_ms),
         }
     }
 
@@ -422,6 +438,16 @@ mod tests {
         ok.validate().unwrap();
         assert_eq!(ok.alert_kind(), "threshold:oil-hot");
         assert_eq!(ok.timing().for_ms, 30_000);
+        assert_eq!(ok.timing().flap_changes, Timing::default().flap_changes);
+        let mut flappy = threshold(None, Some(1.0), 0.0);
+        flappy.flap_changes = Some(2);
+        flappy.flap_window_ms = Some(60_000);
+        assert_eq!(
+            (flappy.timing().flap_changes, flappy.timing().flap_window_ms),
+            (2, 60_000)
+        );
+        flappy.flap_changes = Some(0);
+        assert_eq!(flappy.validate().unwrap_err().field, "flap_changes");
         let bad = |spec: RuleSpec| spec.validate().unwrap_err().field;
         assert_eq!(
             bad(threshold(Some(60.0), Some(10.0), 0.0)),
