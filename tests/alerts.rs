@@ -424,3 +424,65 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
     assert_eq!(all[0]["ended_by"], "ana");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_process_restart_escalation_resumes_without_repeating() {
+    let db = TestDatabase::create("alerts_process").await;
+    let policy = "[[alerting.policies.default.steps]]\nafter_ms = 0\nchannels = [\"wallboard\"]";
+    let steps = "[[alerting.policies.default.steps]]\nafter_ms = 0\nchannels = [\"wallboard\"]\n\
+         [[alerting.policies.default.steps]]\nafter_ms = 5000\nchannels = [\"email:supervisor@plant.example\"]";
+    let mut edits = OIL_ALERT_AT_1C.to_vec();
+    edits.push((policy, steps));
+    edits.push(("tick_ms = 1000", "tick_ms = 100"));
+    let url = db.url();
+    let env = [("HYDROWATCH_STORAGE__URL", url.as_str())];
+    let mut first = spawn_with(fast_plant_config_with(&edits, &env)).await;
+    let base = format!("http://{}", first.addr);
+    let mut id = 0;
+    eventually(Duration::from_secs(20), "the wallboard step", async || {
+        let Some(a) = open_alerts(&base, "equipment=rig-1")
+            .await
+            .into_iter()
+            .find(|a| a["kind"] == "threshold:oil-hot")
+        else {
+            return false;
+        };
+        id = a["id"].as_i64().unwrap();
+        let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+        detail["deliveries"].as_array().unwrap().len() == 1
+    })
+    .await;
+    // The whole process stops before the second step is due, and a new one
+    // starts on the same database.
+    first.shutdown().await;
+    let mut second = spawn_with(fast_plant_config_with(&edits, &env)).await;
+    let base = format!("http://{}", second.addr);
+    eventually(
+        Duration::from_secs(15),
+        "the second step after the restart",
+        async || {
+            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail["deliveries"].as_array().unwrap().len() == 2
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let steps: Vec<i64> = detail["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 1], "{detail}");
+    // Still the same alert, and no second one for the same sensor.
+    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+        .await
+        .into_iter()
+        .filter(|a| a["kind"] == "threshold:oil-hot")
+        .collect();
+    assert_eq!(oil.len(), 1);
+    assert_eq!(oil[0]["id"], id);
+    second.shutdown().await;
+    db.drop_now().await;
+}
