@@ -17,6 +17,30 @@ async fn open_alerts(base: &str, query: &str) -> Vec<Value> {
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits until rig-1's oil alert has `n` notifications in its outbox;
+/// returns its id.
+async fn oil_alert_with_deliveries(base: &str, n: usize) -> i64 {
+    let mut id = 0;
+    eventually(
+        Duration::from_secs(20),
+        "rig-1's oil alert and its notifications",
+        async || {
+            let Some(a) = open_alerts(base, "equipment=rig-1")
+                .await
+                .into_iter()
+                .find(|a| a["kind"] == "threshold:oil-hot")
+            else {
+                return false;
+            };
+            id = a["id"].as_i64().unwrap();
+            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail["deliveries"].as_array().unwrap().len() == n
+        },
+    )
+    .await;
+    id
+}
+
 async fn post(url: String, body: Value) -> reqwest::Response {
     http().post(url).json(&body).send().await.expect("request")
 }
@@ -206,24 +230,8 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
     ))
     .await;
     let base = format!("http://{}", app.addr);
-    let mut id = 0;
-    eventually(
-        Duration::from_secs(20),
-        "the on-call is notified",
-        async || {
-            let Some(a) = open_alerts(&base, "equipment=rig-1")
-                .await
-                .into_iter()
-                .find(|a| a["kind"] == "threshold:oil-hot")
-            else {
-                return false;
-            };
-            id = a["id"].as_i64().unwrap();
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
-            detail["deliveries"].as_array().unwrap().len() == 2
-        },
-    )
-    .await;
+    // The wallboard at once, the on-call a second later.
+    let id = oil_alert_with_deliveries(&base, 2).await;
     let count = |a: &Value| a["count"].as_i64().unwrap();
     let before = count(&get_json(format!("{base}/api/v1/alerts/{id}")).await);
     // Restart the alerting actor before the supervisor's step is due.
@@ -438,20 +446,7 @@ async fn after_a_process_restart_escalation_resumes_without_repeating() {
     let env = [("HYDROWATCH_STORAGE__URL", url.as_str())];
     let mut first = spawn_with(fast_plant_config_with(&edits, &env)).await;
     let base = format!("http://{}", first.addr);
-    let mut id = 0;
-    eventually(Duration::from_secs(20), "the wallboard step", async || {
-        let Some(a) = open_alerts(&base, "equipment=rig-1")
-            .await
-            .into_iter()
-            .find(|a| a["kind"] == "threshold:oil-hot")
-        else {
-            return false;
-        };
-        id = a["id"].as_i64().unwrap();
-        let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
-        detail["deliveries"].as_array().unwrap().len() == 1
-    })
-    .await;
+    let id = oil_alert_with_deliveries(&base, 1).await;
     // The whole process stops before the second step is due, and a new one
     // starts on the same database.
     first.shutdown().await;
