@@ -3,8 +3,8 @@
 // Data flow:
 //   GET /api/v1/equipment  -> build one tile per unit (in that order)
 //   WS  /api/v1/ws         -> subscribe to all units, then apply snapshot/delta frames
-//   GET /api/v1/alerts?state=open -> the open alerts (again after every reconnect), then
-//                                    `alert` frames keep them current
+//   GET /api/v1/alerts?state=open -> once subscribed (again after every reconnect), the open
+//                                    alerts; then `alert` frames keep them current
 //
 // Incoming frames only update the in-memory model (`state`) and record what is dirty; the
 // DOM is written at most once per animation frame (flush). Tiles and sensor cells are built
@@ -359,10 +359,15 @@
     };
   }
 
+  // Frames that arrive while the open alerts are being fetched are newer than the
+  // fetched list may be: kept here and applied again on top of it.
+  let alertFramesDuringFetch = null;
+
   // An open alert is kept; one that closed (cleared and acknowledged, cancelled) goes.
-  function applyAlert(raw) {
+  function applyAlert(raw, fromFrame = true) {
     const a = normAlert(raw);
     if (!a) return;
+    if (fromFrame && alertFramesDuringFetch) alertFramesDuringFetch.push(raw);
     if (ALERT_STATES.has(a.state)) state.alerts[a.id] = a;
     else delete state.alerts[a.id];
     dirtyAlerts = true;
@@ -370,16 +375,21 @@
   }
 
   async function loadAlerts() {
+    alertFramesDuringFetch = [];
     try {
       const res = await fetch(CONFIG.alertsUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = await res.json();
       const items = Array.isArray(body && body.items) ? body.items : [];
+      const newer = alertFramesDuringFetch;
+      alertFramesDuringFetch = null;
       state.alerts = Object.create(null);
-      for (const item of items) applyAlert(item);
+      for (const item of items) applyAlert(item, false);
+      for (const frame of newer) applyAlert(frame, false);
       dirtyAlerts = true;
       scheduleFrame();
     } catch (e) {
+      alertFramesDuringFetch = null;
       showToast(`Cannot load the open alerts (${e.message})`);
     }
   }
@@ -930,13 +940,14 @@
         state.protocol = finite(msg.protocol);
         if (state.protocol !== 1) console.warn('hydrowatch: unexpected protocol version', msg.protocol);
         setConnection('connected', `session ${state.session || '?'}`);
-        // Changes missed while disconnected: take the open alerts afresh.
-        loadAlerts();
         break;
       case 'subscribed': {
         state.subscribed = Array.isArray(msg.equipment) ? msg.equipment.filter((x) => typeof x === 'string') : [];
         const missing = state.order.filter((id) => !state.subscribed.includes(id));
         if (missing.length) console.warn('hydrowatch: not subscribed to', missing);
+        // Subscribed: every change from now on comes as a frame, so the open
+        // alerts fetched now (again after every reconnect) miss nothing.
+        loadAlerts();
         break;
       }
       case 'snapshot':
