@@ -1274,13 +1274,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             continue;
         }
         let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        let Some((key, path)) = parts
+            .split_last()
+            .filter(|(_, path)| !path.is_empty() && !parts.iter().any(|p| p.is_empty()))
+        else {
             return Err(err(
                 "environment",
                 format!("{name}: expected HYDROWATCH_<SECTION>__<KEY>"),
             ));
-        }
-        let (key, path) = parts.split_last().expect("two parts or more");
+        };
         let value = typed_like_default(path, key, raw);
         let mut at = &mut *table;
         for (depth, part) in path.iter().enumerate() {
@@ -1425,5 +1427,37 @@ mod tests {
         )];
         let e = load(None, &env).unwrap_err();
         assert!(e.to_string().contains("websocket.idle_timeout_secs"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_reach_nested_tables_and_bad_names_are_refused() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let env = [
+            pair(
+                "HYDROWATCH_NOTIFY__WEBHOOKS__OPS__URL",
+                "http://127.0.0.1:9/hook",
+            ),
+            pair(
+                "HYDROWATCH_NOTIFY__WEBHOOKS__OPS__SECRET",
+                "0123456789abcdef0123",
+            ),
+            pair("HYDROWATCH_NOTIFY__MAX_ATTEMPTS", "3"),
+        ];
+        let loaded = load(None, &env).unwrap();
+        let ops = &loaded.settings.notify.webhooks["ops"];
+        assert_eq!(ops.secret, "0123456789abcdef0123");
+        assert_eq!(loaded.settings.notify.max_attempts, 3);
+        let bad = load(None, &[pair("HYDROWATCH_NOTIFY", "x")]).unwrap_err();
+        assert!(bad.message.contains("HYDROWATCH_<SECTION>__<KEY>"), "{bad}");
+        assert!(load(None, &[pair("HYDROWATCH_NOTIFY____X", "x")]).is_err());
+        // A secret too short to sign with is refused at start-up.
+        let weak = [
+            pair(
+                "HYDROWATCH_NOTIFY__WEBHOOKS__OPS__URL",
+                "http://127.0.0.1:9/hook",
+            ),
+            pair("HYDROWATCH_NOTIFY__WEBHOOKS__OPS__SECRET", "short"),
+        ];
+        assert!(load(None, &weak).unwrap_err().message.contains("secret"));
     }
 }
