@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use hydrowatch_actors::alerting::{AlertingError, AlertingMsg};
+use hydrowatch_models::alert::AlertState;
 use hydrowatch_models::ensemble::Severity;
 
 use super::error::{ApiError, ErrorResponse};
 use super::history::window;
 use super::AppState;
-use crate::store::alerts::{parse_state, AlertDetail, AlertFilter, AlertPage};
+use crate::store::alerts::{AlertDetail, AlertFilter, AlertPage};
 use crate::store::layout::now_ms;
 
 /// `GET /api/v1/alerts` parameters.
@@ -63,14 +64,10 @@ pub async fn list(
     let mut states = Vec::new();
     for name in q.state.iter().flat_map(|s| s.split(',')).map(str::trim) {
         if name.eq_ignore_ascii_case("open") {
-            states.extend(
-                ["PENDING", "ACTIVE_UNACK", "ACTIVE_ACK", "CLEARED_UNACK"]
-                    .iter()
-                    .filter_map(|s| parse_state(s)),
-            );
+            states.extend(AlertState::ALL.into_iter().filter(|s| s.is_open()));
             continue;
         }
-        states.push(parse_state(name).ok_or_else(|| {
+        states.push(AlertState::parse(name).ok_or_else(|| {
             ApiError::invalid(
                 "state",
                 format!("state {name:?}: expected open, pending, active_unack, active_ack, cleared_unack, cleared_ack or cancelled"),
@@ -273,10 +270,7 @@ async fn act(
     };
     Ok(Json(AlertActionResult {
         id,
-        state: serde_json::to_value(alert.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        state: alert.state.as_str().to_owned(),
     }))
 }
 

@@ -26,31 +26,6 @@ const OPEN: &str = "state NOT IN ('CLEARED_ACK', 'CANCELLED')";
 /// The channel whose notifications are the live push itself: stored as sent.
 const WALLBOARD: &str = "wallboard";
 
-fn state_name(state: AlertState) -> &'static str {
-    match state {
-        AlertState::Pending => "PENDING",
-        AlertState::ActiveUnack => "ACTIVE_UNACK",
-        AlertState::ActiveAck => "ACTIVE_ACK",
-        AlertState::ClearedUnack => "CLEARED_UNACK",
-        AlertState::ClearedAck => "CLEARED_ACK",
-        AlertState::Cancelled => "CANCELLED",
-    }
-}
-
-/// Parses a state as the API and storage write it.
-pub fn parse_state(name: &str) -> Option<AlertState> {
-    [
-        AlertState::Pending,
-        AlertState::ActiveUnack,
-        AlertState::ActiveAck,
-        AlertState::ClearedUnack,
-        AlertState::ClearedAck,
-        AlertState::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| state_name(*s).eq_ignore_ascii_case(name))
-}
-
 /// The SQL for SQLite: `$n` placeholders become `?n`. Every statement here
 /// is a constant or built from fixed lists, never from input.
 fn sqlite_sql(sql: &str) -> sqlx::AssertSqlSafe<String> {
@@ -120,7 +95,7 @@ impl AlertColumns {
             site: w.origin.site.clone(),
             equipment: w.origin.equipment.clone(),
             sensor: w.origin.sensor.clone(),
-            state: state_name(a.state),
+            state: a.state.as_str(),
             severity: a.severity.as_str(),
             peak: a.peak_severity.as_str(),
             count: i64::try_from(a.count).unwrap_or(i64::MAX),
@@ -192,12 +167,8 @@ macro_rules! save_in {
                 .bind(id)
                 .bind(seq as i64)
                 .bind(e.at)
-                .bind(
-                    serde_json::to_value(e.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned)),
-                )
-                .bind(state_name(e.state))
+                .bind(e.kind.as_str())
+                .bind(e.state.as_str())
                 .bind(e.severity.as_str())
                 .bind(&e.by)
                 .bind(&e.note)
@@ -473,7 +444,7 @@ fn filter_sql(f: &AlertFilter) -> (String, Vec<i64>, Option<String>) {
         let list: Vec<String> = f
             .states
             .iter()
-            .map(|s| format!("'{}'", state_name(*s)))
+            .map(|s| format!("'{}'", s.as_str()))
             .collect();
         clauses.push(format!("state IN ({})", list.join(", ")));
     }

@@ -63,6 +63,35 @@ pub enum AlertState {
 }
 
 impl AlertState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [AlertState; 6] = [
+        AlertState::Pending,
+        AlertState::ActiveUnack,
+        AlertState::ActiveAck,
+        AlertState::ClearedUnack,
+        AlertState::ClearedAck,
+        AlertState::Cancelled,
+    ];
+
+    /// The name used in APIs and storage (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "PENDING",
+            AlertState::ActiveUnack => "ACTIVE_UNACK",
+            AlertState::ActiveAck => "ACTIVE_ACK",
+            AlertState::ClearedUnack => "CLEARED_UNACK",
+            AlertState::ClearedAck => "CLEARED_ACK",
+            AlertState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Parses a name, in any case.
+    pub fn parse(name: &str) -> Option<AlertState> {
+        AlertState::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// Still open: a trigger updates this alert rather than raising another.
     pub fn is_open(self) -> bool {
         !matches!(self, AlertState::ClearedAck | AlertState::Cancelled)
@@ -123,6 +152,24 @@ pub enum EventKind {
     FlappingStarted,
     /// Stable again: notifications resume.
     FlappingStopped,
+}
+
+impl EventKind {
+    /// The name used in APIs and storage (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Triggered => "triggered",
+            EventKind::Activated => "activated",
+            EventKind::Reactivated => "reactivated",
+            EventKind::Escalated => "escalated",
+            EventKind::Acknowledged => "acknowledged",
+            EventKind::Cleared => "cleared",
+            EventKind::ClearedManually => "cleared_manually",
+            EventKind::Cancelled => "cancelled",
+            EventKind::FlappingStarted => "flapping_started",
+            EventKind::FlappingStopped => "flapping_stopped",
+        }
+    }
 }
 
 /// One entry of an alert's history.
@@ -602,5 +649,20 @@ mod tests {
             a.trigger(Severity::Warning, None, now, &t);
         }
         assert!(!a.flapping);
+    }
+
+    #[test]
+    fn names_are_the_serialised_ones() {
+        for state in AlertState::ALL {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json.as_str(), Some(state.as_str()));
+            assert_eq!(
+                AlertState::parse(&state.as_str().to_lowercase()),
+                Some(state)
+            );
+        }
+        assert_eq!(AlertState::parse("burning"), None);
+        let json = serde_json::to_value(EventKind::ClearedManually).unwrap();
+        assert_eq!(json.as_str(), Some(EventKind::ClearedManually.as_str()));
     }
 }
