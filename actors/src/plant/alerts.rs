@@ -37,11 +37,68 @@ struct Watched<E> {
     eval: E,
 }
 
-/// The evaluators of one unit's rules.
-pub struct UnitRules {
+/// Who a unit's signals come from and where they go.
+struct Unit {
     link: AlertLink,
     site: String,
     equipment: String,
+}
+
+impl Unit {
+    /// A signal about `sensor` (or, for `None`, the unit itself).
+    fn signal<E>(&self, sensor: Option<&str>, w: &Watched<E>, firing: bool, at: Millis) -> Signal {
+        let source = match sensor {
+            Some(s) => format!("plant/{}/{s}", self.equipment),
+            None => format!("plant/{}", self.equipment),
+        };
+        Signal {
+            key: AlertKey {
+                source,
+                kind: w.kind.clone(),
+            },
+            origin: Origin {
+                site: self.site.clone(),
+                equipment: Some(self.equipment.clone()),
+                sensor: sensor.map(str::to_owned),
+            },
+            firing,
+            severity: w.severity,
+            value: None,
+            at,
+            restated: false,
+        }
+    }
+
+    /// Restates a rule's state to a new alerting instance (right after the
+    /// unit started, only what does not fire: what fires was just sent).
+    fn restate<E>(
+        &self,
+        first: bool,
+        sensor: Option<&str>,
+        w: &Watched<E>,
+        firing: bool,
+        at: Millis,
+    ) {
+        if !(first && firing) {
+            let mut signal = self.signal(sensor, w, firing, at);
+            signal.restated = true;
+            self.send(&w.rule, signal);
+        }
+    }
+
+    fn send(&self, rule: &Arc<str>, signal: Signal) {
+        // Lost while the alerting actor restarts: `resync_if_restarted`
+        // tells the new instance every rule's state.
+        let _ = self.link.alerting.cast(AlertingMsg::Signal {
+            rule: rule.clone(),
+            signal,
+        });
+    }
+}
+
+/// The evaluators of one unit's rules.
+pub struct UnitRules {
+    unit: Unit,
     /// Per sensor (by index): its name and the rules watching it.
     sensors: Vec<(String, Vec<Watched<SampleRule>>)>,
     cycles: Vec<Watched<CycleEvaluator>>,
@@ -104,9 +161,11 @@ impl UnitRules {
         };
         Some(UnitRules {
             cycle_firing: vec![false; cycles.len()],
-            link,
-            site: spec.site.clone(),
-            equipment: spec.id.to_string(),
+            unit: Unit {
+                link,
+                site: spec.site.clone(),
+                equipment: spec.id.to_string(),
+            },
             sensors,
             cycles,
             synced: 0,
@@ -118,8 +177,9 @@ impl UnitRules {
     /// are lost, and an alert whose condition ended meanwhile would stay
     /// open until the next change. Called on the unit's staleness tick.
     pub fn resync_if_restarted(&mut self, now: Millis) {
-        let generation = self.link.alerting.generation();
-        if generation == self.synced || self.link.alerting.get().is_none() {
+        let alerting = &self.unit.link.alerting;
+        let generation = alerting.generation();
+        if generation == self.synced || alerting.get().is_none() {
             return;
         }
         // Right after this unit started, what fires has just been sent;
@@ -127,89 +187,31 @@ impl UnitRules {
         // of the process whose condition ended meanwhile.
         let first = self.synced == 0;
         self.synced = generation;
-        let mut signals = Vec::new();
         for (sensor, evals) in &self.sensors {
             for w in evals {
                 let firing = match &w.eval {
                     SampleRule::Threshold(t) => t.firing(),
                     SampleRule::Quality(_, firing) => *firing,
                 };
-                let mut signal = self.sensor_signal(sensor, &w.kind, firing, now);
-                signal.severity = w.severity;
-                signal.restated = true;
-                signals.push((w.rule.clone(), signal));
+                self.unit.restate(first, Some(sensor), w, firing, now);
             }
         }
         for (w, firing) in self.cycles.iter().zip(&self.cycle_firing) {
-            signals.push((
-                w.rule.clone(),
-                Signal {
-                    key: AlertKey {
-                        source: format!("plant/{}", self.equipment),
-                        kind: w.kind.clone(),
-                    },
-                    origin: Origin {
-                        site: self.site.clone(),
-                        equipment: Some(self.equipment.clone()),
-                        sensor: None,
-                    },
-                    firing: *firing,
-                    severity: w.severity,
-                    value: None,
-                    at: now,
-                    restated: true,
-                },
-            ));
-        }
-        for (rule, signal) in signals {
-            if !(first && signal.firing) {
-                self.send(&rule, signal);
-            }
+            self.unit.restate(first, None, w, *firing, now);
         }
     }
 
-    fn send(&self, rule: &Arc<str>, signal: Signal) {
-        // The alerting actor restarting drops a signal; the next change (or,
-        // for cycle rules, the next cycle) is sent again.
-        let _ = self.link.alerting.cast(AlertingMsg::Signal {
-            rule: rule.clone(),
-            signal,
-        });
-    }
-
-    fn sensor_signal(&self, sensor: &str, kind: &str, firing: bool, at: Millis) -> Signal {
-        Signal {
-            key: AlertKey {
-                source: format!("plant/{}/{sensor}", self.equipment),
-                kind: kind.to_owned(),
-            },
-            origin: Origin {
-                site: self.site.clone(),
-                equipment: Some(self.equipment.clone()),
-                sensor: Some(sensor.to_owned()),
-            },
-            firing,
-            severity: hydrowatch_models::ensemble::Severity::Info,
-            value: None,
-            at,
-            restated: false,
-        }
-    }
-
-    /// A fresh reading of sensor `index`, as the unit assessed it.
+    /// A fresh reading of sensor `index`, as the unit assessed it; signals
+    /// only the rules whose state it changed.
     pub fn on_reading(&mut self, index: usize, state: &SensorState) {
         let Some((sensor, evals)) = self.sensors.get_mut(index) else {
             return;
         };
         let good = state.quality != Quality::Bad && state.status == SensorStatus::Ok;
         let value = state.value.filter(|_| state.quality != Quality::Bad);
-        let mut changes = Vec::new();
         for w in evals.iter_mut() {
             let (before, after) = match &mut w.eval {
-                SampleRule::Threshold(t) => {
-                    let before = t.firing();
-                    (before, t.observe(value))
-                }
+                SampleRule::Threshold(t) => (t.firing(), t.observe(value)),
                 SampleRule::Quality(q, firing) => {
                     let before = *firing;
                     *firing = q.observe(state.ts_ms, good);
@@ -217,83 +219,48 @@ impl UnitRules {
                 }
             };
             if before != after {
-                changes.push((w.rule.clone(), w.kind.clone(), w.severity, after));
+                let mut signal = self.unit.signal(Some(sensor), w, after, state.ts_ms);
+                signal.value = value;
+                self.unit.send(&w.rule, signal);
             }
-        }
-        let sensor = sensor.clone();
-        for (rule, kind, severity, firing) in changes {
-            let mut signal = self.sensor_signal(&sensor, &kind, firing, state.ts_ms);
-            signal.severity = severity;
-            signal.value = value;
-            self.send(&rule, signal);
         }
     }
 
     /// The staleness tick: sensors silent past their limit count as offline
     /// since their last reading.
     pub fn on_tick(&mut self, now: Millis, states: &[SensorState]) {
-        let mut changes = Vec::new();
-        for (i, (sensor, evals)) in self.sensors.iter_mut().enumerate() {
-            let Some(state) = states.get(i) else { continue };
+        for ((sensor, evals), state) in self.sensors.iter_mut().zip(states) {
             let silent = matches!(state.status, SensorStatus::Stale | SensorStatus::NoData);
             for w in evals.iter_mut() {
-                if let SampleRule::Quality(q, firing) = &mut w.eval {
-                    if silent {
-                        q.offline_since(state.ts_ms);
-                    }
-                    let now_firing = q.check(now);
-                    if now_firing != *firing {
-                        *firing = now_firing;
-                        changes.push((
-                            sensor.clone(),
-                            w.rule.clone(),
-                            w.kind.clone(),
-                            w.severity,
-                            now_firing,
-                        ));
-                    }
+                let SampleRule::Quality(q, firing) = &mut w.eval else {
+                    continue;
+                };
+                if silent {
+                    q.offline_since(state.ts_ms);
+                }
+                let now_firing = q.check(now);
+                if now_firing != *firing {
+                    *firing = now_firing;
+                    let signal = self.unit.signal(Some(sensor), w, now_firing, now);
+                    self.unit.send(&w.rule, signal);
                 }
             }
-        }
-        for (sensor, rule, kind, severity, firing) in changes {
-            let mut signal = self.sensor_signal(&sensor, &kind, firing, now);
-            signal.severity = severity;
-            self.send(&rule, signal);
         }
     }
 
     /// The verdict on a completed cycle: a firing rule is signalled every
     /// cycle (a re-trigger, counted), a rule that stops firing once.
     pub fn on_verdict(&mut self, verdict: &Verdict, at: Millis) {
-        let mut signals = Vec::new();
-        for (i, w) in self.cycles.iter_mut().enumerate() {
+        for (w, was_firing) in self.cycles.iter_mut().zip(self.cycle_firing.iter_mut()) {
             let finding = w.eval.observe(verdict);
-            if finding.firing || self.cycle_firing[i] {
-                signals.push((
-                    w.rule.clone(),
-                    Signal {
-                        key: AlertKey {
-                            source: format!("plant/{}", self.equipment),
-                            kind: w.kind.clone(),
-                        },
-                        origin: Origin {
-                            site: self.site.clone(),
-                            equipment: Some(self.equipment.clone()),
-                            sensor: None,
-                        },
-                        firing: finding.firing,
-                        // The component's level may be graver than the rule's floor.
-                        severity: finding.severity.map_or(w.severity, |s| s.max(w.severity)),
-                        value: finding.value,
-                        at,
-                        restated: false,
-                    },
-                ));
+            if finding.firing || *was_firing {
+                let mut signal = self.unit.signal(None, w, finding.firing, at);
+                // The component's level may be graver than the rule's floor.
+                signal.severity = finding.severity.map_or(w.severity, |s| s.max(w.severity));
+                signal.value = finding.value;
+                self.unit.send(&w.rule, signal);
             }
-            self.cycle_firing[i] = finding.firing;
-        }
-        for (rule, signal) in signals {
-            self.send(&rule, signal);
+            *was_firing = finding.firing;
         }
     }
 }
