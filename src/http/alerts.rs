@@ -2,8 +2,6 @@
 //! with its history and deliveries, and acknowledge or clear (through the
 //! alerting actor, which owns open alerts).
 
-use std::time::Duration;
-
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -219,54 +217,23 @@ async fn act(
             "comment: at most 2000 characters",
         ));
     }
-    let actor = state
-        .tree
-        .alerting
-        .as_ref()
-        .and_then(|a| a.get())
-        .ok_or_else(|| ApiError::Unavailable("alerting".into()))?;
-    let timeout = state.settings.actor_timeout();
     let (by, comment) = (by.to_owned(), body.comment);
-    let result = if acknowledge {
-        actor
-            .call(
-                |reply| AlertingMsg::Acknowledge {
-                    id,
-                    by,
-                    comment,
-                    reply,
-                },
-                Some(timeout),
-            )
-            .await
+    let alert = if acknowledge {
+        call_alerting(&state, |reply| AlertingMsg::Acknowledge {
+            id,
+            by,
+            comment,
+            reply,
+        })
+        .await??
     } else {
-        actor
-            .call(
-                |reply| AlertingMsg::Clear {
-                    id,
-                    by,
-                    comment,
-                    reply,
-                },
-                Some(timeout),
-            )
-            .await
-    };
-    let alert = match result {
-        Ok(ractor::rpc::CallResult::Success(Ok(alert))) => alert,
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-            return Err(match e {
-                AlertingError::NotOpen(id) => ApiError::NotFound(format!("no open alert {id}")),
-                AlertingError::Refused(why) => ApiError::Conflict(why),
-                AlertingError::Storage(why) => ApiError::Unavailable(why),
-            })
-        }
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            return Err(ApiError::Timeout("alerting".into(), millis(timeout)))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            return Err(ApiError::Unavailable("alerting".into()))
-        }
+        call_alerting(&state, |reply| AlertingMsg::Clear {
+            id,
+            by,
+            comment,
+            reply,
+        })
+        .await??
     };
     Ok(Json(AlertActionResult {
         id,
@@ -274,6 +241,36 @@ async fn act(
     }))
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+impl From<AlertingError> for ApiError {
+    fn from(e: AlertingError) -> ApiError {
+        match e {
+            AlertingError::NotOpen(id) => ApiError::NotFound(format!("no open alert {id}")),
+            AlertingError::Refused(why) => ApiError::Conflict(why),
+            AlertingError::Storage(why) => ApiError::Unavailable(why),
+        }
+    }
+}
+
+/// Asks the alerting actor, within `live.actor_timeout_ms`.
+pub(super) async fn call_alerting<T: Send + 'static>(
+    state: &AppState,
+    message: impl FnOnce(ractor::RpcReplyPort<T>) -> AlertingMsg,
+) -> Result<T, ApiError> {
+    let actor = state
+        .tree
+        .alerting
+        .as_ref()
+        .and_then(|a| a.get())
+        .ok_or_else(|| ApiError::Unavailable("alerting".into()))?;
+    let timeout = state.settings.actor_timeout();
+    match actor.call(message, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Timeout(
+            "alerting".into(),
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        )),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(ApiError::Unavailable("alerting".into()))
+        }
+    }
 }

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use hydrowatch_actors::alerting::AlertingMsg;
 use hydrowatch_models::alert::silence::{Matchers, Window, WindowSpec};
 
+use super::alerts::call_alerting;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::store::layout::now_ms;
@@ -155,22 +156,6 @@ pub async fn end(
 
 /// Tells the alerting actor to read the silences again.
 async fn reload(state: &AppState) -> Result<(), ApiError> {
-    let actor = state
-        .tree
-        .alerting
-        .as_ref()
-        .and_then(|a| a.get())
-        .ok_or_else(|| ApiError::Unavailable("alerting".into()))?;
-    let timeout = state.settings.actor_timeout();
-    match actor.call(AlertingMsg::ReloadSilences, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(Ok(_))) => Ok(()),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(ApiError::Unavailable(e.to_string())),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Timeout(
-            "alerting".into(),
-            timeout.as_millis() as u64,
-        )),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(ApiError::Unavailable("alerting".into()))
-        }
-    }
+    call_alerting(state, AlertingMsg::ReloadSilences).await??;
+    Ok(())
 }

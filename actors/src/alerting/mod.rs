@@ -228,10 +228,6 @@ pub enum AlertingMsg {
         /// The alert after it.
         reply: RpcReplyPort<Result<Alert, AlertingError>>,
     },
-    /// The open alerts with their ids.
-    List(RpcReplyPort<Vec<(i64, Alert)>>),
-    /// Waits until every change is stored (or fails to be); tests.
-    Flush(RpcReplyPort<bool>),
     /// The stored silences changed: read them again.
     ReloadSilences(RpcReplyPort<Result<usize, AlertingError>>),
 }
@@ -388,17 +384,6 @@ impl Actor for Alerting {
                 .await;
                 let _ = reply.send(result);
             }
-            AlertingMsg::List(reply) => {
-                let list = st
-                    .book
-                    .alerts()
-                    .filter_map(|a| {
-                        let id = st.entries.get(&a.key)?.id?;
-                        Some((id, a.clone()))
-                    })
-                    .collect();
-                let _ = reply.send(list);
-            }
             AlertingMsg::ReloadSilences(reply) => {
                 let result = match all_silences(&st.args).await {
                     Ok(silences) => {
@@ -414,11 +399,6 @@ impl Actor for Alerting {
                     Err(e) => Err(AlertingError::Storage(e.to_string())),
                 };
                 let _ = reply.send(result);
-            }
-            AlertingMsg::Flush(reply) => {
-                persist(st).await;
-                let clean = st.closing.is_empty() && st.entries.values().all(|e| !e.dirty);
-                let _ = reply.send(clean);
             }
         }
         Ok(())
@@ -519,51 +499,53 @@ async fn persist(st: &mut AlertingState) {
     let store = st.args.store.clone();
     let mut still_closing = Vec::new();
     for (alert, origin, mut entry) in std::mem::take(&mut st.closing) {
-        let write = AlertWrite {
-            id: entry.id,
-            rule: entry.rule.clone(),
-            alert: alert.clone(),
-            origin: origin.clone(),
-            events_stored: entry.events_stored,
-            notifications: entry.pending.clone(),
-        };
-        match store.save(write).await {
-            Ok(id) => publish(&st.args.hub, id, &alert, &origin, None),
-            Err(e) => {
-                tracing::warn!(error = %e, key = ?alert.key, "alert not stored; retrying");
-                entry.dirty = true;
-                still_closing.push((alert, origin, entry));
-            }
+        match save(&*store, &mut entry, &alert, &origin).await {
+            Some(id) => publish(&st.args.hub, id, &alert, &origin, None),
+            None => still_closing.push((alert, origin, entry)),
         }
     }
     st.closing = still_closing;
+    let now = st.args.clock.now_ms();
     for (key, entry) in st.entries.iter_mut().filter(|(_, e)| e.dirty) {
         let (Some(alert), Some(origin)) = (st.book.get(key), st.book.origin(key)) else {
             continue;
         };
-        let write = AlertWrite {
-            id: entry.id,
-            rule: entry.rule.clone(),
-            alert: alert.clone(),
-            origin: origin.clone(),
-            events_stored: entry.events_stored,
-            notifications: entry.pending.clone(),
-        };
-        let events = alert.history.len();
-        let held = st.book.held_back(key, st.args.clock.now_ms());
-        match store.save(write).await {
-            Ok(id) => {
-                publish(&st.args.hub, id, alert, origin, held);
-                entry.id = Some(id);
-                entry.events_stored = events;
-                entry.pending.clear();
-                entry.dirty = false;
-                metrics::counter!("hydrowatch_alert_writes_total").increment(1);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, key = ?key, "alert not stored; retrying");
-                metrics::counter!("hydrowatch_alert_write_failures_total").increment(1);
-            }
+        if let Some(id) = save(&*store, entry, alert, origin).await {
+            publish(&st.args.hub, id, alert, origin, st.book.held_back(key, now));
+        }
+    }
+}
+
+/// Stores one alert's change (what `entry` has not stored yet); its id,
+/// or `None` when it failed and stays to be retried.
+async fn save(
+    store: &dyn AlertStore,
+    entry: &mut Entry,
+    alert: &Alert,
+    origin: &Origin,
+) -> Option<i64> {
+    let write = AlertWrite {
+        id: entry.id,
+        rule: entry.rule.clone(),
+        alert: alert.clone(),
+        origin: origin.clone(),
+        events_stored: entry.events_stored,
+        notifications: entry.pending.clone(),
+    };
+    match store.save(write).await {
+        Ok(id) => {
+            entry.id = Some(id);
+            entry.events_stored = alert.history.len();
+            entry.pending.clear();
+            entry.dirty = false;
+            metrics::counter!("hydrowatch_alert_writes_total").increment(1);
+            Some(id)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, key = ?alert.key, "alert not stored; retrying");
+            metrics::counter!("hydrowatch_alert_write_failures_total").increment(1);
+            entry.dirty = true;
+            None
         }
     }
 }
