@@ -9,10 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use hydrowatch_actors::alerting::{AlertingError, AlertingMsg};
 use hydrowatch_models::alert::AlertState;
-use hydrowatch_models::ensemble::Severity;
 
 use super::error::{ApiError, ErrorResponse};
-use super::history::window;
+use super::history::{min_severity, paging, window};
 use super::AppState;
 use crate::store::alerts::{AlertDetail, AlertFilter, AlertPage};
 use crate::store::layout::now_ms;
@@ -72,18 +71,7 @@ pub async fn list(
             )
         })?);
     }
-    let min_severity = q
-        .severity
-        .as_deref()
-        .map(|s| {
-            Severity::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    "severity",
-                    format!("severity {s:?}: expected info, warning, minor, major or critical"),
-                )
-            })
-        })
-        .transpose()?;
+    let min_severity = min_severity(q.severity.as_deref())?;
     if let Some(e) = &q.equipment {
         if !state
             .tree
@@ -97,14 +85,7 @@ pub async fn list(
             ));
         }
     }
-    let page = q.page.unwrap_or(1);
-    if !(1..=1_000_000).contains(&page) {
-        return Err(ApiError::invalid("page", "page: from 1"));
-    }
-    let page_size = q.page_size.unwrap_or(50);
-    if !(1..=500).contains(&page_size) {
-        return Err(ApiError::invalid("page_size", "page_size: 1 to 500"));
-    }
+    let (page, page_size) = paging(q.page, q.page_size)?;
     let filter = AlertFilter {
         states,
         min_severity,

@@ -12,7 +12,7 @@ use hydrowatch_models::ensemble::{Severity, Verdict};
 use hydrowatch_models::EquipmentId;
 
 use super::error::{ApiError, ErrorResponse};
-use super::history::{equipment, range_ms, window};
+use super::history::{equipment, min_severity, paging, range_ms, window};
 use super::AppState;
 use crate::store::anomalies::{AnomalyFilter, AnomalyPage, TrendBucket};
 use crate::store::layout::now_ms;
@@ -328,23 +328,8 @@ pub async fn anomalies(
     let spec = equipment(&state, &id)?;
     // `to` includes a verdict stamped this very millisecond.
     let (from_ms, to_ms) = window(q.from.as_deref(), q.to.as_deref(), now_ms() + 1, 86_400_000)?;
-    let min_severity = match q.severity.as_deref() {
-        None => Severity::Info,
-        Some(s) => Severity::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                "severity",
-                format!("severity {s:?}: expected info, warning, minor, major or critical"),
-            )
-        })?,
-    };
-    let page = q.page.unwrap_or(1);
-    if !(1..=1_000_000).contains(&page) {
-        return Err(ApiError::invalid("page", "page: from 1"));
-    }
-    let page_size = q.page_size.unwrap_or(50);
-    if !(1..=500).contains(&page_size) {
-        return Err(ApiError::invalid("page_size", "page_size: 1 to 500"));
-    }
+    let min_severity = min_severity(q.severity.as_deref())?.unwrap_or(Severity::Info);
+    let (page, page_size) = paging(q.page, q.page_size)?;
     let filter = AnomalyFilter {
         from_ms,
         to_ms,

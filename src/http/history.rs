@@ -293,3 +293,31 @@ fn pick_sensors(
         }
     }
 }
+
+/// `severity=`: the least severity a list shows; `None` when not given.
+pub(super) fn min_severity(
+    raw: Option<&str>,
+) -> Result<Option<hydrowatch_models::ensemble::Severity>, ApiError> {
+    raw.map(|s| {
+        hydrowatch_models::ensemble::Severity::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "severity",
+                format!("severity {s:?}: expected info, warning, minor, major or critical"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// `page=` (from 1, default 1) and `page_size=` (1–500, default 50).
+pub(super) fn paging(page: Option<i64>, page_size: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let page = page.unwrap_or(1);
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::invalid("page", "page: from 1"));
+    }
+    let page_size = page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::invalid("page_size", "page_size: 1 to 500"));
+    }
+    Ok((page, page_size))
+}
