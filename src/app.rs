@@ -252,6 +252,15 @@ impl App {
                 period: Duration::from_millis(c.period_ms),
             });
         }
+        // Rules and policies of plant.toml and those stored through the API.
+        let (alert_rules, rule_feed) = crate::alert_rules::AlertRules::load(
+            loaded.plant.alerting.clone(),
+            loaded.plant.equipment.clone(),
+            loaded.settings.notify.clone(),
+            store.clone(),
+        )
+        .await
+        .context("the stored alert rules could not be read")?;
         let (tree, root_handle) = Tree::start(TreeConfig {
             supervision: loaded.supervision,
             equipment: loaded.plant.equipment.clone(),
@@ -268,7 +277,7 @@ impl App {
                 sink: Some(recorder),
             }),
             alerting: Some(hydrowatch_actors::TreeAlerting {
-                config: Arc::new(loaded.plant.alerting.clone()),
+                config: rule_feed,
                 store: Arc::new(store.clone()),
                 clock: hydrowatch_actors::alerting::Clock::start(),
             }),
@@ -293,6 +302,7 @@ impl App {
             health: health.clone(),
             metrics,
             scorer,
+            alert_rules: Arc::new(alert_rules),
         };
         let router = http::router(state.clone());
         // Live frames are small and latency matters: no Nagle delay.

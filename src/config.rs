@@ -767,7 +767,6 @@ impl AlertingSection {
         file: &str,
         equipment: &[EquipmentSpec],
     ) -> Result<AlertingConfig, ConfigError> {
-        use hydrowatch_models::alert::rules::Condition;
         if !(100..=60_000).contains(&self.tick_ms) {
             return Err(err(
                 file,
@@ -785,45 +784,8 @@ impl AlertingSection {
         let mut rules = BTreeMap::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let key = format!("alerting.rules[{i}]");
-            rule.validate()
-                .map_err(|e| err(file, format!("{key}: {e}")))?;
-            if let Some(p) = &rule.policy {
-                if !self.policies.contains_key(p) {
-                    return Err(err(
-                        file,
-                        format!("{key}.policy = {p:?}: no such policy in [alerting.policies]"),
-                    ));
-                }
-            }
-            let units: Vec<&EquipmentSpec> = equipment
-                .iter()
-                .filter(|e| rule.covers_equipment(e.id.as_str()))
-                .collect();
-            if units.is_empty() {
-                return Err(err(
-                    file,
-                    format!("{key}.equipment = {:?}: no such equipment", rule.equipment),
-                ));
-            }
-            let sensors = |covers: &dyn Fn(&str) -> bool| {
-                units
-                    .iter()
-                    .flat_map(|e| e.sensors.iter())
-                    .any(|s| covers(s.id.as_str()))
-            };
-            let watches_something = match &rule.when {
-                Condition::Threshold(t) => sensors(&|s| t.covers_sensor(s)),
-                Condition::Quality(q) => sensors(&|s| q.covers_sensor(s)),
-                Condition::Model(_) | Condition::Novelty(_) => {
-                    units.iter().any(|e| e.cycle.is_some())
-                }
-            };
-            if !watches_something {
-                return Err(err(
-                    file,
-                    format!("{key}.when: matches no sensor (or, for a model rule, no equipment with [equipment.cycle]) of the equipment it covers"),
-                ));
-            }
+            check_rule(rule, &self.policies, equipment)
+                .map_err(|m| err(file, format!("{key}.{}: {}", m.field, m.reason)))?;
             if rules.insert(rule.id.clone(), rule.clone()).is_some() {
                 return Err(err(
                     file,
@@ -848,6 +810,67 @@ impl AlertingSection {
             tick: Duration::from_millis(self.tick_ms),
         })
     }
+}
+
+/// Why a rule does not fit the plant: the field at fault and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMisfit {
+    /// The field, e.g. `when.threshold.min` or `policy`.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Checks a rule on its own and against the plant: its policy exists, it
+/// covers some equipment, and its condition watches something there.
+pub fn check_rule(
+    rule: &RuleSpec,
+    policies: &BTreeMap<String, EscalationPolicy>,
+    equipment: &[EquipmentSpec],
+) -> Result<(), RuleMisfit> {
+    use hydrowatch_models::alert::rules::Condition;
+    let misfit = |field: &str, reason: String| RuleMisfit {
+        field: field.to_owned(),
+        reason,
+    };
+    rule.validate()
+        .map_err(|e| misfit(e.field, format!("rule `{}`: {}", e.rule, e.reason)))?;
+    if let Some(p) = &rule.policy {
+        if !policies.contains_key(p) {
+            return Err(misfit(
+                "policy",
+                format!("{p:?}: no such escalation policy"),
+            ));
+        }
+    }
+    let units: Vec<&EquipmentSpec> = equipment
+        .iter()
+        .filter(|e| rule.covers_equipment(e.id.as_str()))
+        .collect();
+    if units.is_empty() {
+        return Err(misfit(
+            "equipment",
+            format!("{:?}: no such equipment", rule.equipment),
+        ));
+    }
+    let sensors = |covers: &dyn Fn(&str) -> bool| {
+        units
+            .iter()
+            .flat_map(|e| e.sensors.iter())
+            .any(|s| covers(s.id.as_str()))
+    };
+    let watches_something = match &rule.when {
+        Condition::Threshold(t) => sensors(&|s| t.covers_sensor(s)),
+        Condition::Quality(q) => sensors(&|s| q.covers_sensor(s)),
+        Condition::Model(_) | Condition::Novelty(_) => units.iter().any(|e| e.cycle.is_some()),
+    };
+    if !watches_something {
+        return Err(misfit(
+            "when",
+            "matches no sensor (or, for a model rule, no equipment with [equipment.cycle]) of the equipment it covers".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `[detectors]` of `plant.toml`.

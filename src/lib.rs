@@ -5,6 +5,7 @@
 //! `hydrowatch-protocols`, domain types in `hydrowatch-models`.
 #![warn(missing_docs)]
 
+pub mod alert_rules;
 pub mod app;
 pub mod config;
 pub mod evaluate;

@@ -9,12 +9,14 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 14] = [
+const SQLITE_TABLES: [&str; 16] = [
     "alert_events",
     "alert_notifications",
+    "alert_rules",
     "alerts",
     "anomalies",
     "equipment",
+    "escalation_policies",
     "ingest_batches",
     "quarantine",
     "rollup_1d",
@@ -28,12 +30,14 @@ const SQLITE_TABLES: [&str; 14] = [
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 16] = [
+const POSTGRES_TABLES: [&str; 18] = [
     "alert_events",
     "alert_notifications",
+    "alert_rules",
     "alerts",
     "anomalies",
     "equipment",
+    "escalation_policies",
     "hw_partitions",
     "ingest_batches",
     "quarantine",

@@ -11,7 +11,7 @@ use hydrowatch_models::{EquipmentId, EquipmentSpec};
 use hydrowatch_protocols::modbus::LinkState;
 
 use crate::alerting::{
-    AlertStore, Alerting, AlertingArgs, AlertingConfig, AlertingMsg, Clock, ALERTING,
+    AlertStore, Alerting, AlertingArgs, AlertingMsg, Clock, ConfigFeed, ALERTING,
 };
 use crate::config::SupervisionConfig;
 use crate::connection::{
@@ -51,8 +51,8 @@ pub struct TreeConfig {
 
 /// The alerting actor's rules and storage.
 pub struct TreeAlerting {
-    /// Rules, policies, silences.
-    pub config: Arc<AlertingConfig>,
+    /// Rules, policies, silences, as they change.
+    pub config: ConfigFeed,
     /// Where alerts are kept.
     pub store: Arc<dyn AlertStore>,
     /// The clock it runs on.

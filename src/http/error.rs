@@ -62,6 +62,16 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The request conflicts with the current state in a way a client may
+    /// want to tell apart (`provisioned`, `already_exists`,
+    /// `version_conflict`, `in_use`).
+    #[error("{message}")]
+    Refused {
+        /// The stable code.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
     /// This backend or layout cannot do that.
     #[error("{0}")]
     Unsupported(String),
@@ -96,7 +106,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Refused { .. } => StatusCode::CONFLICT,
             ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,6 +129,7 @@ impl ApiError {
             ApiError::Timeout(..) => "actor_timeout",
             ApiError::Unavailable(_) => "actor_unavailable",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Refused { code, .. } => code,
             ApiError::Unsupported(_) => "unsupported",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -8,6 +8,7 @@ pub mod error;
 pub mod history;
 pub mod ingest;
 pub mod ops;
+pub mod rules;
 pub mod silences;
 pub mod storage;
 pub mod web;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The cycle models (inline in the equipment actors, and `/detect`).
     pub scorer: Arc<hydrowatch_models::scoring::Scorer>,
+    /// Alert rules and escalation policies, and the way to change them.
+    pub alert_rules: Arc<crate::alert_rules::AlertRules>,
 }
 
 /// The OpenAPI document.
@@ -64,6 +67,8 @@ pub struct AppState {
         detect::detect, detect::anomalies, detect::anomaly_trend,
         alerts::list, alerts::get, alerts::acknowledge, alerts::clear,
         silences::list, silences::create, silences::end,
+        rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
+        rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -74,7 +79,7 @@ pub struct AppState {
     tags((name = "equipment", description = "Live equipment state"),
          (name = "history", description = "Stored samples: chart series and KPIs"),
          (name = "detect", description = "Cycle models: judge a cycle or a sample; anomalies found inline"),
-         (name = "alerts", description = "Alerts: list, history, deliveries, acknowledge, clear"),
+         (name = "alerts", description = "Alerts: list, history, deliveries, acknowledge, clear; rules, escalation policies and silences"),
          (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
@@ -129,6 +134,26 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts/{id}/clear", post(alerts::clear))
         .route("/silences", get(silences::list).post(silences::create))
         .route("/silences/{id}", delete(silences::end))
+        .route(
+            "/alert-rules",
+            get(rules::list_rules).post(rules::create_rule),
+        )
+        .route(
+            "/alert-rules/{id}",
+            get(rules::get_rule)
+                .put(rules::replace_rule)
+                .delete(rules::delete_rule),
+        )
+        .route(
+            "/escalation-policies",
+            get(rules::list_policies).post(rules::create_policy),
+        )
+        .route(
+            "/escalation-policies/{name}",
+            get(rules::get_policy)
+                .put(rules::replace_policy)
+                .delete(rules::delete_policy),
+        )
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

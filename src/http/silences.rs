@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use hydrowatch_actors::alerting::AlertingMsg;
 use hydrowatch_models::alert::silence::{Matchers, Window, WindowSpec};
 
-use super::alerts::call_alerting;
+use super::alerts::{call_alerting, who};
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::store::layout::now_ms;
@@ -86,10 +86,7 @@ pub async fn create(
             ));
         }
     }
-    let by = body.by.trim();
-    if by.is_empty() || by.len() > 200 {
-        return Err(ApiError::invalid("by", "by: 1 to 200 characters"));
-    }
+    let by = who(&body.by)?;
     if body.comment.trim().is_empty() || body.comment.len() > 2_000 {
         return Err(ApiError::invalid(
             "comment",
@@ -142,10 +139,7 @@ pub async fn end(
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
     let Query(q) = query?;
-    let by = q.by.trim();
-    if by.is_empty() || by.len() > 200 {
-        return Err(ApiError::invalid("by", "by: 1 to 200 characters"));
-    }
+    let by = who(&q.by)?;
     if !state.store.end_silence(id, by, now_ms()).await? {
         return Err(ApiError::NotFound(format!("no silence {id} in force")));
     }

@@ -49,6 +49,25 @@ impl Target {
         }
     }
 
+    /// Parses a channel and checks that what it names is configured: a
+    /// policy taken through the API must not send to nowhere.
+    pub fn check(channel: &str, settings: &NotifySettings) -> Result<Target, String> {
+        let target = Target::parse(channel)?;
+        let configured = match &target {
+            Target::Wallboard => true,
+            Target::Email(_) => settings.email.is_some(),
+            Target::Webhook(name) => settings.webhooks.contains_key(name),
+            Target::Slack(name) => settings.slack.contains_key(name),
+        };
+        if configured {
+            Ok(target)
+        } else {
+            Err(format!(
+                "channel {channel:?}: not configured in [notify] of hydrowatch.toml"
+            ))
+        }
+    }
+
     /// The rate-limit bucket it counts against.
     fn bucket(&self) -> String {
         match self {

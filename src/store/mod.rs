@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod blocks;
+pub mod definitions;
 pub mod history;
 pub mod ingest;
 pub mod layout;

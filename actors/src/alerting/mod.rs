@@ -125,6 +125,11 @@ pub trait AlertStore: Send + Sync + 'static {
     fn silences(&self) -> BoxFuture<'_, Result<Vec<(Matchers, WindowSpec)>, StoreFailure>>;
 }
 
+/// The rules and policies as they stand: a change of a rule or policy
+/// through the API publishes a new [`AlertingConfig`]; the alerting actor
+/// and the equipment units pick it up.
+pub type ConfigFeed = tokio::sync::watch::Receiver<Arc<AlertingConfig>>;
+
 /// Rules, policies, silences and inhibition, checked.
 #[derive(Clone, Debug, Default)]
 pub struct AlertingConfig {
@@ -230,13 +235,16 @@ pub enum AlertingMsg {
     },
     /// The stored silences changed: read them again.
     ReloadSilences(RpcReplyPort<Result<usize, AlertingError>>),
+    /// Answers once the rules published before it are in force (each
+    /// message first picks up a change of the rules).
+    Sync(RpcReplyPort<()>),
 }
 
 /// What the alerting actor starts with.
 #[derive(Clone)]
 pub struct AlertingArgs {
-    /// Rules and policies.
-    pub config: Arc<AlertingConfig>,
+    /// Rules and policies, as they change.
+    pub config: ConfigFeed,
     /// Where alerts are kept.
     pub store: Arc<dyn AlertStore>,
     /// Its own address, filled in on start.
@@ -262,6 +270,8 @@ struct Entry {
 /// State of the alerting actor.
 pub struct AlertingState {
     args: AlertingArgs,
+    /// The rules in force.
+    config: Arc<AlertingConfig>,
     book: AlertBook,
     entries: HashMap<AlertKey, Entry>,
     /// Alerts that closed but whose last change is not stored yet.
@@ -278,8 +288,10 @@ impl Actor for Alerting {
         myself: ActorRef<AlertingMsg>,
         args: AlertingArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut book = AlertBook::new(args.config.inhibition);
-        let silences = all_silences(&args)
+        let mut args = args;
+        let config = args.config.borrow_and_update().clone();
+        let mut book = AlertBook::new(config.inhibition);
+        let silences = all_silences(&config, &*args.store)
             .await
             .map_err(|e| format!("alerting: cannot load the silences: {e}"))?;
         book.set_silences(silences);
@@ -292,7 +304,7 @@ impl Actor for Alerting {
             .await
             .map_err(|e| format!("alerting: cannot load the open alerts: {e}"))?;
         for s in stored {
-            let Some(handling) = args.config.handling(&s.rule) else {
+            let Some(handling) = config.handling(&s.rule) else {
                 tracing::warn!(rule = %s.rule, id = s.id, "an open alert's rule is gone; it is kept as it is");
                 continue;
             };
@@ -310,9 +322,10 @@ impl Actor for Alerting {
         }
         tracing::info!(open = entries.len(), "alerting started");
         args.address.set(myself.clone());
-        myself.send_interval(args.config.tick, || AlertingMsg::Tick);
+        myself.send_interval(config.tick, || AlertingMsg::Tick);
         let mut state = AlertingState {
             args,
+            config,
             book,
             entries,
             closing: Vec::new(),
@@ -331,10 +344,11 @@ impl Actor for Alerting {
         msg: AlertingMsg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        refresh_rules(st).await;
         match msg {
             AlertingMsg::Signal { rule, signal } => {
                 st.args.address.handled();
-                let Some(handling) = st.args.config.handling(&rule) else {
+                let Some(handling) = st.config.handling(&rule) else {
                     tracing::warn!(%rule, "signal of an unknown rule dropped");
                     return Ok(());
                 };
@@ -384,8 +398,11 @@ impl Actor for Alerting {
                 .await;
                 let _ = reply.send(result);
             }
+            AlertingMsg::Sync(reply) => {
+                let _ = reply.send(());
+            }
             AlertingMsg::ReloadSilences(reply) => {
-                let result = match all_silences(&st.args).await {
+                let result = match all_silences(&st.config, &*st.args.store).await {
                     Ok(silences) => {
                         let n = silences.len();
                         st.book.set_silences(silences);
@@ -407,15 +424,46 @@ impl Actor for Alerting {
 
 /// The silences in force: those of the configuration and those stored. A
 /// stored one that no longer parses is skipped (and logged), not fatal.
-async fn all_silences(args: &AlertingArgs) -> Result<Vec<Silence>, StoreFailure> {
-    let mut silences = args.config.silences.clone();
-    for (matchers, spec) in args.store.silences().await? {
+async fn all_silences(
+    config: &AlertingConfig,
+    store: &dyn AlertStore,
+) -> Result<Vec<Silence>, StoreFailure> {
+    let mut silences = config.silences.clone();
+    for (matchers, spec) in store.silences().await? {
         match Window::try_from(&spec) {
             Ok(window) => silences.push(Silence { matchers, window }),
             Err(e) => tracing::warn!(error = %e, "a stored silence is not usable; skipped"),
         }
     }
     Ok(silences)
+}
+
+/// Puts rules changed through the API in force: alerts of a deleted rule
+/// are cleared (by "hydrowatch", with the reason in the history); open
+/// alerts of an edited rule take its new timing and policy.
+async fn refresh_rules(st: &mut AlertingState) {
+    let feed = &mut st.args.config;
+    if !feed.has_changed().unwrap_or(false) {
+        return;
+    }
+    st.config = feed.borrow_and_update().clone();
+    let now = st.args.clock.now_ms();
+    let mut out = Vec::new();
+    for (key, entry) in &st.entries {
+        match st.config.handling(&entry.rule) {
+            Some(handling) => out.extend(st.book.set_handling(key, handling, now)),
+            None => {
+                let why = format!("rule `{}` was deleted", entry.rule);
+                // A cleared alert waiting for acknowledgement stays so.
+                if let Ok(o) = st.book.clear(key, "hydrowatch", Some(&why), now) {
+                    out.extend(o);
+                }
+            }
+        }
+    }
+    apply(st, out);
+    persist(st).await;
+    tracing::info!(rules = st.config.rules.len(), "alert rules changed");
 }
 
 /// Applies an operation on one open alert by id, then stores it.

@@ -258,7 +258,7 @@ impl Actor for Equipment {
         let rules = args
             .alerts
             .clone()
-            .and_then(|link| UnitRules::new(&args.spec, link));
+            .map(|link| UnitRules::new(&args.spec, link));
         let findings = vec![None; args.spec.sensors.len()];
         // Staleness ticks start at a random phase so that a thousand units do not
         // all check at the same instant.
@@ -381,6 +381,7 @@ impl Actor for Equipment {
                     }
                 }
                 if let Some(rules) = &mut st.rules {
+                    rules.refresh_if_changed(&st.args.spec, &st.states, now_ms);
                     rules.resync_if_restarted(now_ms);
                     rules.on_tick(now_ms, &st.states);
                 }

@@ -219,8 +219,9 @@ impl AlertBook {
         let now = signal.at;
         let mut changed = false;
         match self.open.get_mut(&signal.key) {
-            // An open alert keeps the handling it was raised with; a changed
-            // rule applies to the next alert.
+            // A firing state restated (after a restart or a rule change)
+            // is not a new trigger. An open alert keeps its handling until
+            // its rule changes (`set_handling`).
             Some(tracked)
                 if signal.restated
                     && signal.firing
@@ -340,6 +341,19 @@ impl AlertBook {
         let keys = self.affected(key);
         out.extend(self.settle(keys, now));
         Ok(out)
+    }
+
+    /// Gives an open alert its rule's changed handling (pending,
+    /// keep-firing and flap periods, escalation policy). Steps already
+    /// notified for the current activation are not sent again (they are
+    /// known by their index); those still to come follow the new policy.
+    pub fn set_handling(&mut self, key: &AlertKey, handling: Handling, now: Millis) -> Vec<Output> {
+        match self.open.get_mut(key) {
+            Some(tracked) if tracked.handling != handling => tracked.handling = handling,
+            _ => return Vec::new(),
+        }
+        let keys = self.affected(key);
+        self.settle(keys, now)
     }
 
     /// Why a firing, unacknowledged alert is not notified at `now`, if it is
@@ -726,5 +740,34 @@ mod tests {
         // A new trigger opens a new alert.
         book.signal(hot(7 * MIN, true, Severity::Warning), &h);
         assert_eq!(book.get(&k).unwrap().first_seen, 7 * MIN);
+    }
+
+    #[test]
+    fn an_edited_policy_applies_to_the_open_alert_without_resending() {
+        let h = handling();
+        let mut book = AlertBook::new(Inhibition::default());
+        book.signal(hot(0, true, Severity::Major), &h);
+        let k = hot(0, true, Severity::Major).key;
+        // Fires at 1 min: step 0 goes out.
+        assert_eq!(run(&mut book, 10_000, 2 * MIN, 10_000), [(MIN, 0, 0)]);
+        // The on-call step moves from 5 min to 3 min and a new last step
+        // comes at 10 min; step 0 is not sent again.
+        let mut edited = h.clone();
+        let policy = edited.policy.as_mut().unwrap();
+        policy.steps[1].after_ms = 2 * MIN;
+        policy.steps[2].after_ms = 9 * MIN;
+        assert!(notified(&book.set_handling(&k, edited.clone(), 2 * MIN)).is_empty());
+        assert!(book.set_handling(&k, edited, 2 * MIN).is_empty());
+        assert_eq!(
+            run(&mut book, 2 * MIN + 10_000, 20 * MIN, 10_000),
+            [(3 * MIN, 1, 0), (10 * MIN, 2, 0)]
+        );
+        // A shorter keep-firing period applies to the condition ending now.
+        let mut quick = handling();
+        quick.timing.keep_firing_ms = 10_000;
+        book.set_handling(&k, quick, 20 * MIN);
+        book.signal(hot(21 * MIN, false, Severity::Major), &h);
+        book.tick(21 * MIN + 20_000);
+        assert_eq!(book.get(&k).unwrap().state, AlertState::ClearedUnack);
     }
 }
