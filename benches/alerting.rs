@@ -12,8 +12,10 @@
 //!    for 20 minutes of simulated time. Notifications per second of CPU, and
 //!    the resident memory the book adds.
 //! 3. **Store**: the same 10,000 alerts saved with their first notification
-//!    (one transaction each, as the alerting actor does) into a fresh SQLite
-//!    file.
+//!    into a fresh SQLite file, one transaction each and all in one (as the
+//!    alerting actor writes what one message changed).
+//! 4. **Delivery**: the outbox worker delivers those 10,000 webhook
+//!    notifications (signed, recorded as sent) to a receiver on loopback.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -173,48 +175,113 @@ async fn store(book: &AlertBook) {
         std::env::temp_dir().join(format!("hydrowatch-bench-alerting-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let url = format!("sqlite://{}", dir.join("bench.db").display());
-    let store = hydrowatch::store::Store::connect(&url)
-        .await
-        .expect("SQLite opens");
-    store.migrate().await.expect("migrations");
-    let store: Arc<dyn AlertStore> = Arc::new(store);
-    let alerts: Vec<_> = book.alerts().cloned().collect();
+    let writes: Vec<AlertWrite> = book
+        .alerts()
+        .map(|alert| AlertWrite {
+            id: None,
+            rule: "bench".into(),
+            alert: alert.clone(),
+            origin: book.origin(&alert.key).cloned().expect("open alert"),
+            events_stored: 0,
+            notifications: vec![NewNotification {
+                activation: alert.activated_at.unwrap_or(0),
+                step: 0,
+                repeat: 0,
+                channel: "webhook:ops".into(),
+                due_at: alert.activated_at.unwrap_or(0),
+            }],
+            held_back: None,
+        })
+        .collect();
+    let open = |name: &str| {
+        let url = format!("sqlite://{}", dir.join(name).display());
+        async move {
+            let store = hydrowatch::store::Store::connect(&url)
+                .await
+                .expect("SQLite opens");
+            store.migrate().await.expect("migrations");
+            store
+        }
+    };
+    // As the alerting actor wrote before: a transaction per alert.
+    let single = open("single.db").await;
     let started = Instant::now();
-    for alert in &alerts {
-        let origin = book.origin(&alert.key).cloned().expect("open alert");
-        store
-            .save(AlertWrite {
-                id: None,
-                rule: "bench".into(),
-                alert: alert.clone(),
-                origin,
-                events_stored: 0,
-                notifications: vec![NewNotification {
-                    activation: alert.activated_at.unwrap_or(0),
-                    step: 0,
-                    repeat: 0,
-                    channel: "webhook:ops".into(),
-                    due_at: alert.activated_at.unwrap_or(0),
-                }],
-            })
-            .await
-            .expect("saved");
+    for w in &writes {
+        single.save(std::slice::from_ref(w)).await.expect("saved");
     }
     let elapsed = started.elapsed();
     println!(
         "store (SQLite file, one transaction per alert): {} alerts with history and one outbox row in {:.2} s, {:.0} alerts/s",
-        alerts.len(),
+        writes.len(),
         elapsed.as_secs_f64(),
-        alerts.len() as f64 / elapsed.as_secs_f64()
+        writes.len() as f64 / elapsed.as_secs_f64()
     );
-    let open = store.load_open().await.expect("load");
+    // As it writes now: everything one message changed in one transaction.
+    let batched = open("batched.db").await;
+    let started = Instant::now();
+    let ids = batched.save(&writes).await.expect("saved");
+    let elapsed = started.elapsed();
+    assert_eq!(ids.len(), writes.len());
+    println!(
+        "store (SQLite file, one transaction for all): {} alerts in {:.2} s, {:.0} alerts/s",
+        writes.len(),
+        elapsed.as_secs_f64(),
+        writes.len() as f64 / elapsed.as_secs_f64()
+    );
+    let open = batched.load_open().await.expect("load");
     let sent: BTreeSet<usize> = open.iter().map(|a| a.notified.len()).collect();
     println!(
         "store: {} open alerts read back for a restart (notified sets of size {sent:?})",
         open.len()
     );
+    deliver(batched, writes.len()).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The outbox worker delivers every pending webhook notification of `store`
+/// to a receiver on loopback that answers 200.
+async fn deliver(store: hydrowatch::store::Store, expected: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver listens");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let settings: hydrowatch::notify::NotifySettings = serde_json::from_value(serde_json::json!({
+        "webhooks": {"ops": {
+            "url": format!("http://{addr}/hook"),
+            "secret": "bench-secret-bench-secret-bench-secret",
+            "rate_per_minute": 100_000_000
+        }}
+    }))
+    .expect("settings");
+    let concurrency = settings.concurrency;
+    let notifier = hydrowatch::notify::Notifier::new(settings, store).expect("notifier");
+    let started = Instant::now();
+    while notifier.run_once().await.expect("outbox") > 0 {}
+    let elapsed = started.elapsed();
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        expected,
+        "every notification delivered once"
+    );
+    println!(
+        "delivery: {expected} webhook notifications (HMAC-signed, POST to loopback, recorded as sent; {concurrency} in flight) in {:.2} s, {:.0} notifications/s",
+        elapsed.as_secs_f64(),
+        expected as f64 / elapsed.as_secs_f64()
+    );
 }
 
 fn main() {

@@ -324,6 +324,10 @@ impl AlertRules {
         }
         let policies = self.current().policies.clone();
         check_rule(&rule, &policies, &self.equipment).map_err(|m| invalid(m.field, m.reason))?;
+        for (i, channel) in rule.channels.iter().enumerate() {
+            Target::check(channel, &self.notify)
+                .map_err(|e| invalid(format!("channels[{i}]"), e))?;
+        }
         let json = serde_json::to_string(&rule).map_err(|e| invalid("rule", e.to_string()))?;
         let before = stored.rules.get(&rule.id).map(|(_, p)| p);
         let change = Change {

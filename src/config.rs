@@ -780,6 +780,13 @@ impl AlertingSection {
             policy
                 .validate()
                 .map_err(|e| err(file, format!("alerting.policies.{name}: {e}")))?;
+            for (i, step) in policy.steps.iter().enumerate() {
+                for channel in &step.channels {
+                    crate::notify::Target::parse(channel).map_err(|e| {
+                        err(file, format!("alerting.policies.{name}.steps[{i}]: {e}"))
+                    })?;
+                }
+            }
         }
         let mut rules = BTreeMap::new();
         for (i, rule) in self.rules.iter().enumerate() {
@@ -835,6 +842,9 @@ pub fn check_rule(
     };
     rule.validate()
         .map_err(|e| misfit(e.field, format!("rule `{}`: {}", e.rule, e.reason)))?;
+    for (i, channel) in rule.channels.iter().enumerate() {
+        crate::notify::Target::parse(channel).map_err(|e| misfit(&format!("channels[{i}]"), e))?;
+    }
     if let Some(p) = &rule.policy {
         if !policies.contains_key(p) {
             return Err(misfit(
@@ -1370,6 +1380,27 @@ fn parse_scalar(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alert_channels_must_be_well_formed() {
+        let plant =
+            EMBEDDED_PLANT.replacen("channels = [\"wallboard\"]", "channels = [\"pager\"]", 1);
+        assert_ne!(plant, EMBEDDED_PLANT);
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("alerting.policies.default.steps[0]") && e.contains("\"pager\""),
+            "{e}"
+        );
+        let plant = EMBEDDED_PLANT.replacen(
+            "id = \"oil-hot\"",
+            "id = \"oil-hot\"\nchannels = [\"webhook\"]",
+            1,
+        );
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(e.contains("alerting.rules[0].channels[0]"), "{e}");
+    }
 
     #[test]
     fn a_cycle_section_needs_the_timer_and_the_rigs_sensors() {

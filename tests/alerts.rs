@@ -398,6 +398,11 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         0,
         "{detail}"
     );
+    // Shown as silenced, in the list and on the alert.
+    assert_eq!(detail["held_back"], "silenced", "{detail}");
+    let listed = open_alerts(&base, "equipment=rig-1").await;
+    let row = listed.iter().find(|a| a["id"] == id).expect("listed");
+    assert_eq!(row["held_back"], "silenced");
     let rig2 = open_alerts(&base, "equipment=rig-2")
         .await
         .into_iter()
@@ -405,6 +410,7 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         .expect("rig-2's oil alert");
     let rig2 = get_json(format!("{base}/api/v1/alerts/{}", rig2["id"])).await;
     assert_eq!(rig2["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(rig2["held_back"], Value::Null);
 
     // The silence ends early: what is due goes out.
     let ended = http()
@@ -422,6 +428,8 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         },
     )
     .await;
+    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    assert_eq!(detail["held_back"], Value::Null, "{detail}");
     let again = http()
         .delete(format!("{base}/api/v1/silences/{silence}?by=ana"))
         .send()

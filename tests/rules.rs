@@ -143,6 +143,10 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     bad["when"]["threshold"]["sensor"] = json!("XX9");
     let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
     assert_eq!((status, error(&body).1), (422, "when"), "{body}");
+    let mut bad = warm_rule(1.0, "minor");
+    bad["channels"] = json!(["wallboard", "webhook:nowhere"]);
+    let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
+    assert_eq!((status, error(&body).1), (422, "channels[1]"), "{body}");
     let (status, body) = post(
         rules_url.clone(),
         json!({"rule": warm_rule(1.0, "minor"), "by": " "}),

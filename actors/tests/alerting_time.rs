@@ -40,14 +40,18 @@ const MIN: Millis = 60 * SEC;
 /// One notification row: alert id, activation, step, repeat, channel.
 type Outbox = (i64, Millis, usize, u32, String);
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Rows {
     next_id: i64,
     alerts: BTreeMap<i64, (String, Alert, Origin)>,
+    /// Why each alert is held back, as last written.
+    held: BTreeMap<i64, Option<&'static str>>,
     events: BTreeSet<(i64, usize)>,
     /// Notification rows and when each fell due.
     outbox: BTreeMap<Outbox, Millis>,
     silences: Vec<(Matchers, WindowSpec)>,
+    /// Writes of this source fail, as if the database refused them.
+    refuse: Option<String>,
 }
 
 /// The `AlertStore` port in memory, with the database's constraints.
@@ -76,6 +80,11 @@ impl MemoryStore {
         let all = self.alerts_of(source);
         assert_eq!(all.len(), 1, "alerts of {source}: {all:?}");
         all.into_iter().next().expect("one alert")
+    }
+
+    /// Why an alert is held back, as stored.
+    fn held(&self, id: i64) -> Option<&'static str> {
+        self.rows().held.get(&id).copied().flatten()
     }
 
     /// `(step, repeat, channel, due_at - activation)` of an alert, in order.
@@ -116,45 +125,20 @@ impl AlertStore for MemoryStore {
         Box::pin(async move { Ok(open) })
     }
 
-    fn save(&self, write: AlertWrite) -> BoxFuture<'_, Result<i64, StoreFailure>> {
-        let result = (|| {
-            let mut rows = self.rows();
-            let id = match write.id {
-                Some(id) => id,
-                None => {
-                    // The partial unique index: one open alert per source and type.
-                    let clash = rows
-                        .alerts
-                        .values()
-                        .any(|(_, a, _)| a.key == write.alert.key && a.state.is_open());
-                    if clash {
-                        return Err(StoreFailure::Rejected(format!(
-                            "an open alert for {:?} exists",
-                            write.alert.key
-                        )));
-                    }
-                    rows.next_id += 1;
-                    rows.next_id
-                }
-            };
-            for seq in write.events_stored..write.alert.history.len() {
-                rows.events.insert((id, seq));
-            }
-            for n in &write.notifications {
-                rows.outbox
-                    .entry((id, n.activation, n.step, n.repeat, n.channel.clone()))
-                    .or_insert(n.due_at);
-            }
-            rows.alerts.insert(
-                id,
-                (
-                    write.rule.clone(),
-                    write.alert.clone(),
-                    write.origin.clone(),
-                ),
-            );
-            Ok(id)
-        })();
+    fn save<'a>(
+        &'a self,
+        writes: &'a [AlertWrite],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreFailure>> {
+        // All or nothing, like the database's transaction.
+        let mut rows = self.rows();
+        let mut next = rows.clone();
+        let result = writes
+            .iter()
+            .map(|w| save_one(&mut next, w))
+            .collect::<Result<Vec<i64>, StoreFailure>>();
+        if result.is_ok() {
+            *rows = next;
+        }
         Box::pin(async move { result })
     }
 
@@ -162,6 +146,46 @@ impl AlertStore for MemoryStore {
         let silences = self.rows().silences.clone();
         Box::pin(async move { Ok(silences) })
     }
+}
+
+fn save_one(rows: &mut Rows, write: &AlertWrite) -> Result<i64, StoreFailure> {
+    if rows.refuse.as_ref() == Some(&write.alert.key.source) {
+        return Err(StoreFailure::Unavailable("refused".into()));
+    }
+    let id = match write.id {
+        Some(id) => id,
+        None => {
+            // The partial unique index: one open alert per source and type.
+            let clash = rows
+                .alerts
+                .values()
+                .any(|(_, a, _)| a.key == write.alert.key && a.state.is_open());
+            if clash {
+                return Err(StoreFailure::Rejected(format!(
+                    "an open alert for {:?} exists",
+                    write.alert.key
+                )));
+            }
+            rows.next_id += 1;
+            rows.next_id
+        }
+    };
+    for seq in write.events_stored..write.alert.history.len() {
+        rows.events.insert((id, seq));
+    }
+    for n in &write.notifications {
+        rows.outbox
+            .entry((id, n.activation, n.step, n.repeat, n.channel.clone()))
+            .or_insert(n.due_at);
+    }
+    rows.held.insert(id, write.held_back);
+    let row = (
+        write.rule.clone(),
+        write.alert.clone(),
+        write.origin.clone(),
+    );
+    rows.alerts.insert(id, row);
+    Ok(id)
 }
 
 fn rule(json: serde_json::Value) -> RuleSpec {
@@ -448,6 +472,7 @@ async fn a_maintenance_window_holds_notifications_but_keeps_the_record() {
     let (id, alert) = store.alert_of("plant/rig-1/TS1");
     assert_eq!(alert.state, AlertState::ActiveUnack);
     assert!(store.notified(id).is_empty());
+    assert_eq!(store.held(id), Some("silenced"));
     // The window ends at 10 min: what is due by then goes out at once,
     // stamped with when it fell due.
     bench.pass(2 * MIN + SEC).await;
@@ -459,6 +484,7 @@ async fn a_maintenance_window_holds_notifications_but_keeps_the_record() {
             row(1, 0, "email:oncall@plant.example", 5 * MIN)
         ]
     );
+    assert_eq!(store.held(id), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -477,6 +503,7 @@ async fn a_critical_unit_alert_holds_back_its_sensors_warnings_until_it_clears()
     let (ts1, alert) = bench.store.alert_of("plant/rig-1/TS1");
     assert_eq!(alert.state, AlertState::ActiveUnack);
     assert!(bench.store.notified(ts1).is_empty(), "inhibited");
+    assert_eq!(bench.store.held(ts1), Some("inhibited"));
     let (unit, _) = bench.store.alert_of("plant/rig-1");
     assert_eq!(bench.store.notified(unit).len(), 2);
     // The unit recovers (no keep-firing period): the warning is told.
@@ -490,6 +517,7 @@ async fn a_critical_unit_alert_holds_back_its_sensors_warnings_until_it_clears()
     bench.pass(2 * SEC).await;
     let (_, unit_alert) = bench.store.alert_of("plant/rig-1");
     assert_eq!(unit_alert.state, AlertState::ClearedUnack);
+    assert_eq!(bench.store.held(ts1), None);
     assert_eq!(
         bench.store.notified(ts1),
         [row(0, 0, "wallboard", 0), row(0, 0, "webhook:ops", 0)]
@@ -516,6 +544,7 @@ async fn a_flapping_alert_is_held_until_it_is_stable() {
     }
     let (id, alert) = bench.store.alert_of("plant/rig-1/PS1");
     assert!(alert.flapping, "{alert:?}");
+    assert_eq!(bench.store.held(id), Some("flapping"));
     // The first two activations were told (each escalates from its first
     // step); the third, flapping, is not.
     let told = bench.store.notified(id);
@@ -524,6 +553,7 @@ async fn a_flapping_alert_is_held_until_it_is_stable() {
     bench.pass(11 * MIN).await;
     let (_, alert) = bench.store.alert_of("plant/rig-1/PS1");
     assert!(!alert.flapping);
+    assert_eq!(bench.store.held(id), None);
     assert!(bench.store.notified(id).len() > 2);
 }
 
@@ -599,4 +629,37 @@ async fn a_restart_mid_escalation_sends_nothing_twice_and_misses_nothing() {
     assert_eq!(store.alerts_of("plant/rig-1/TS1").len(), 1);
     let steps: Vec<usize> = store.notified(id).iter().map(|r| r.0).collect();
     assert_eq!(steps, [0, 0, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_the_store_refuses_holds_back_no_other_and_loses_nothing() {
+    let store = Arc::new(MemoryStore::default());
+    store.rows().refuse = Some("plant/rig-1/TS2".into());
+    let bench = Bench::start(store.clone()).await;
+    bench.oil("TS1", true);
+    bench.oil("TS2", true);
+    // Both fire on the same tick; TS2's writes fail, TS1's go through.
+    bench.pass(2 * MIN).await;
+    let (ts1, alert) = store.alert_of("plant/rig-1/TS1");
+    assert_eq!(alert.state, AlertState::ActiveUnack);
+    assert_eq!(store.notified(ts1).len(), 2);
+    assert!(store.alerts_of("plant/rig-1/TS2").is_empty());
+    // The database takes it again: TS2 is stored whole, with what fell due.
+    store.rows().refuse = None;
+    bench.pass(2 * SEC).await;
+    let (ts2, alert) = store.alert_of("plant/rig-1/TS2");
+    assert_eq!(alert.state, AlertState::ActiveUnack);
+    assert_eq!(
+        alert.history.len(),
+        store
+            .rows()
+            .events
+            .iter()
+            .filter(|(id, _)| *id == ts2)
+            .count()
+    );
+    assert_eq!(
+        store.notified(ts2),
+        [row(0, 0, "wallboard", 0), row(0, 0, "webhook:ops", 0)]
+    );
 }

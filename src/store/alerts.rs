@@ -44,15 +44,15 @@ fn failure(e: sqlx::Error) -> StoreFailure {
 const INSERT_ALERT: &str =
     "INSERT INTO alerts (source, kind, rule_id, site, equipment_id, sensor, \
      state, severity, peak_severity, count, last_value, first_seen, last_seen, activated_at, \
-     cleared_at, acknowledged_by, acknowledged_at, flapping, body, updated_at) \
+     cleared_at, acknowledged_by, acknowledged_at, flapping, body, updated_at, held_back) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20) RETURNING id";
+     $19, $20, $21) RETURNING id";
 
 const UPDATE_ALERT: &str = "UPDATE alerts SET source = $1, kind = $2, rule_id = $3, site = $4, \
      equipment_id = $5, sensor = $6, state = $7, severity = $8, peak_severity = $9, count = $10, \
      last_value = $11, first_seen = $12, last_seen = $13, activated_at = $14, cleared_at = $15, \
-     acknowledged_by = $16, acknowledged_at = $17, flapping = $18, body = $19, updated_at = $20 \
-     WHERE id = $21";
+     acknowledged_by = $16, acknowledged_at = $17, flapping = $18, body = $19, updated_at = $20, \
+     held_back = $21 WHERE id = $22";
 
 const INSERT_EVENT: &str = "INSERT INTO alert_events (alert_id, seq, at, kind, state, severity, \
      actor, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
@@ -83,6 +83,7 @@ struct AlertColumns {
     flapping: bool,
     body: String,
     updated_at: i64,
+    held_back: Option<&'static str>,
 }
 
 impl AlertColumns {
@@ -109,6 +110,7 @@ impl AlertColumns {
             flapping: a.flapping,
             body: serde_json::to_string(a).map_err(|e| StoreFailure::Rejected(e.to_string()))?,
             updated_at: a.history.last().map_or(a.last_seen, |e| e.at),
+            held_back: w.held_back,
         })
     }
 }
@@ -137,63 +139,68 @@ macro_rules! bind_alert {
             .bind(c.flapping)
             .bind(&c.body)
             .bind(c.updated_at)
+            .bind(c.held_back)
     }};
 }
 
-/// Runs the save of one alert in a transaction of either backend.
+/// Saves alerts' changes in one transaction of either backend.
 macro_rules! save_in {
-    ($pool:expr, $sql:expr, $w:expr) => {{
-        let w: &AlertWrite = $w;
-        let columns = AlertColumns::of(w)?;
+    ($pool:expr, $sql:expr, $writes:expr) => {{
+        let writes: &[AlertWrite] = $writes;
         let mut tx = $pool.begin().await.map_err(failure)?;
-        let id: i64 = match w.id {
-            None => sqlx::query_scalar($sql(INSERT_ALERT))
-                .pipe(|q| bind_alert!(q, &columns))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(failure)?,
-            Some(id) => {
-                sqlx::query($sql(UPDATE_ALERT))
+        let mut ids = Vec::with_capacity(writes.len());
+        for w in writes {
+            let columns = AlertColumns::of(w)?;
+            let id: i64 = match w.id {
+                None => sqlx::query_scalar($sql(INSERT_ALERT))
                     .pipe(|q| bind_alert!(q, &columns))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(failure)?,
+                Some(id) => {
+                    sqlx::query($sql(UPDATE_ALERT))
+                        .pipe(|q| bind_alert!(q, &columns))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(failure)?;
+                    id
+                }
+            };
+            for (seq, e) in w.alert.history.iter().enumerate().skip(w.events_stored) {
+                sqlx::query($sql(INSERT_EVENT))
                     .bind(id)
+                    .bind(seq as i64)
+                    .bind(e.at)
+                    .bind(e.kind.as_str())
+                    .bind(e.state.as_str())
+                    .bind(e.severity.as_str())
+                    .bind(&e.by)
+                    .bind(&e.note)
                     .execute(&mut *tx)
                     .await
                     .map_err(failure)?;
-                id
             }
-        };
-        for (seq, e) in w.alert.history.iter().enumerate().skip(w.events_stored) {
-            sqlx::query($sql(INSERT_EVENT))
-                .bind(id)
-                .bind(seq as i64)
-                .bind(e.at)
-                .bind(e.kind.as_str())
-                .bind(e.state.as_str())
-                .bind(e.severity.as_str())
-                .bind(&e.by)
-                .bind(&e.note)
-                .execute(&mut *tx)
-                .await
-                .map_err(failure)?;
-        }
-        for n in &w.notifications {
-            let live = n.channel == WALLBOARD;
-            sqlx::query($sql(INSERT_NOTIFICATION))
-                .bind(id)
-                .bind(n.activation)
-                .bind(n.step as i64)
-                .bind(i64::from(n.repeat))
-                .bind(&n.channel)
-                .bind(n.due_at)
-                .bind(if live { "sent" } else { "pending" })
-                .bind(n.due_at)
-                .bind(live.then_some(n.due_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(failure)?;
+            for n in &w.notifications {
+                let live = n.channel == WALLBOARD;
+                sqlx::query($sql(INSERT_NOTIFICATION))
+                    .bind(id)
+                    .bind(n.activation)
+                    .bind(n.step as i64)
+                    .bind(i64::from(n.repeat))
+                    .bind(&n.channel)
+                    .bind(n.due_at)
+                    .bind(if live { "sent" } else { "pending" })
+                    .bind(n.due_at)
+                    .bind(live.then_some(n.due_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failure)?;
+            }
+            ids.push(id);
         }
         tx.commit().await.map_err(failure)?;
-        Ok(id)
+        Ok(ids)
     }};
 }
 
@@ -265,11 +272,14 @@ impl AlertStore for Store {
         })
     }
 
-    fn save(&self, write: AlertWrite) -> BoxFuture<'_, Result<i64, StoreFailure>> {
+    fn save<'a>(
+        &'a self,
+        writes: &'a [AlertWrite],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreFailure>> {
         Box::pin(async move {
             match self {
-                Store::Postgres(pg) => save_in!(pg.pool, same, &write),
-                Store::Sqlite(pool) => save_in!(pool, sqlite_sql, &write),
+                Store::Postgres(pg) => save_in!(pg.pool, same, writes),
+                Store::Sqlite(pool) => save_in!(pool, sqlite_sql, writes),
             }
         })
     }
@@ -326,6 +336,10 @@ pub struct AlertRow {
     pub acknowledged_at_ms: Option<i64>,
     /// Held back for flapping.
     pub flapping: bool,
+    /// Why it is not notified although open: `silenced`, `inhibited` or
+    /// `flapping` (as the alerting actor last judged it); `null` when not
+    /// held back.
+    pub held_back: Option<String>,
 }
 
 /// One entry of an alert's history.
@@ -402,7 +416,7 @@ pub struct AlertPage {
 
 const ALERT_COLUMNS: &str = "id, source, kind, rule_id, site, equipment_id, sensor, state, \
      severity, peak_severity, count, last_value, first_seen, last_seen, activated_at, cleared_at, \
-     acknowledged_by, acknowledged_at, flapping";
+     acknowledged_by, acknowledged_at, flapping, held_back";
 
 macro_rules! decode_alert_row {
     ($r:expr) => {{
@@ -430,6 +444,7 @@ macro_rules! decode_alert_row {
                 acknowledged_by: r.try_get(16)?,
                 acknowledged_at_ms: r.try_get(17)?,
                 flapping: r.try_get(18)?,
+                held_back: r.try_get(19)?,
             })
         })()
     }};
@@ -643,12 +658,12 @@ macro_rules! due_in {
             .map(|r| -> Result<DueNotification, StoreError> {
                 Ok(DueNotification {
                     alert: decode_alert_row!(r)?,
-                    id: r.try_get(19)?,
-                    step: r.try_get(20)?,
-                    repeat: r.try_get(21)?,
-                    channel: r.try_get(22)?,
-                    due_at_ms: r.try_get(23)?,
-                    attempts: r.try_get(24)?,
+                    id: r.try_get(20)?,
+                    step: r.try_get(21)?,
+                    repeat: r.try_get(22)?,
+                    channel: r.try_get(23)?,
+                    due_at_ms: r.try_get(24)?,
+                    attempts: r.try_get(25)?,
                 })
             })
             .collect()

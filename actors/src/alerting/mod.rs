@@ -7,7 +7,7 @@
 //! After a restart (of the actor or the process) it rebuilds the book from
 //! the open alerts in storage and the notifications already in the outbox.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +111,9 @@ pub struct AlertWrite {
     pub events_stored: usize,
     /// Notifications it made due.
     pub notifications: Vec<NewNotification>,
+    /// Why it is not notified although firing (`silenced`, `inhibited`,
+    /// `flapping`), if it is held back.
+    pub held_back: Option<&'static str>,
 }
 
 /// The port the alert database implements. `save` is one transaction and
@@ -119,8 +122,12 @@ pub struct AlertWrite {
 pub trait AlertStore: Send + Sync + 'static {
     /// Every open alert.
     fn load_open(&self) -> BoxFuture<'_, Result<Vec<StoredAlert>, StoreFailure>>;
-    /// Stores an alert's change; returns its id.
-    fn save(&self, write: AlertWrite) -> BoxFuture<'_, Result<i64, StoreFailure>>;
+    /// Stores alerts' changes, all in one transaction (all or nothing);
+    /// returns their ids in order.
+    fn save<'a>(
+        &'a self,
+        writes: &'a [AlertWrite],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreFailure>>;
     /// The silences created through the API and still in force.
     fn silences(&self) -> BoxFuture<'_, Result<Vec<(Matchers, WindowSpec)>, StoreFailure>>;
 }
@@ -149,13 +156,10 @@ impl AlertingConfig {
     /// How a rule's alerts behave; `None` for an unknown rule.
     pub fn handling(&self, rule: &str) -> Option<Handling> {
         let spec = self.rules.get(rule)?;
+        let policy = spec.policy.as_ref().and_then(|p| self.policies.get(p));
         Some(Handling {
             timing: spec.timing(),
-            policy: spec
-                .policy
-                .as_ref()
-                .and_then(|p| self.policies.get(p))
-                .cloned(),
+            policy: spec.escalation(policy),
         })
     }
 }
@@ -264,7 +268,6 @@ struct Entry {
     events_stored: usize,
     /// Notifications due but not yet stored.
     pending: Vec<NewNotification>,
-    dirty: bool,
 }
 
 /// State of the alerting actor.
@@ -274,6 +277,9 @@ pub struct AlertingState {
     config: Arc<AlertingConfig>,
     book: AlertBook,
     entries: HashMap<AlertKey, Entry>,
+    /// Open alerts with a change not stored yet (kept after a failed save,
+    /// to retry): persisting looks at these only, not at every open alert.
+    dirty: HashSet<AlertKey>,
     /// Alerts that closed but whose last change is not stored yet.
     closing: Vec<(Alert, Origin, Entry)>,
 }
@@ -315,7 +321,6 @@ impl Actor for Alerting {
                     rule: s.rule.clone(),
                     events_stored: s.events_stored,
                     pending: Vec::new(),
-                    dirty: false,
                 },
             );
             book.restore(s.alert, s.origin, handling, s.notified);
@@ -328,6 +333,7 @@ impl Actor for Alerting {
             config,
             book,
             entries,
+            dirty: HashSet::new(),
             closing: Vec::new(),
         };
         // Whatever fell due while the process was down.
@@ -360,7 +366,6 @@ impl Actor for Alerting {
                             rule: rule.to_string(),
                             events_stored: 0,
                             pending: Vec::new(),
-                            dirty: true,
                         },
                     );
                 }
@@ -507,8 +512,8 @@ fn apply(st: &mut AlertingState, out: Vec<Output>) {
     for o in out {
         match o {
             Output::Changed(key) => {
-                if let Some(e) = st.entries.get_mut(&key) {
-                    e.dirty = true;
+                if st.entries.contains_key(&key) {
+                    st.dirty.insert(key);
                 }
             }
             Output::Notify {
@@ -520,7 +525,7 @@ fn apply(st: &mut AlertingState, out: Vec<Output>) {
             } => {
                 let activation = st.book.get(&key).and_then(|a| a.activated_at);
                 if let (Some(e), Some(activation)) = (st.entries.get_mut(&key), activation) {
-                    e.dirty = true;
+                    st.dirty.insert(key);
                     e.pending
                         .extend(channels.into_iter().map(|channel| NewNotification {
                             activation,
@@ -541,61 +546,94 @@ fn apply(st: &mut AlertingState, out: Vec<Output>) {
     }
 }
 
-/// Stores every changed alert; what fails stays marked and is retried on
-/// the next tick.
+/// Stores every changed alert, all in one transaction; when that fails,
+/// one by one, so that one alert the database refuses does not hold back
+/// the others. What fails stays marked and is retried on the next tick.
 async fn persist(st: &mut AlertingState) {
-    let store = st.args.store.clone();
-    let mut still_closing = Vec::new();
-    for (alert, origin, mut entry) in std::mem::take(&mut st.closing) {
-        match save(&*store, &mut entry, &alert, &origin).await {
-            Some(id) => publish(&st.args.hub, id, &alert, &origin, None),
-            None => still_closing.push((alert, origin, entry)),
-        }
+    let closing = std::mem::take(&mut st.closing);
+    let mut open = Vec::with_capacity(st.dirty.len());
+    let mut writes = Vec::with_capacity(closing.len() + st.dirty.len());
+    for (alert, origin, entry) in &closing {
+        writes.push(write_of(entry, alert, origin, None));
     }
-    st.closing = still_closing;
-    let now = st.args.clock.now_ms();
-    for (key, entry) in st.entries.iter_mut().filter(|(_, e)| e.dirty) {
-        let (Some(alert), Some(origin)) = (st.book.get(key), st.book.origin(key)) else {
+    for key in std::mem::take(&mut st.dirty) {
+        let (Some(entry), Some(alert), Some(origin)) = (
+            st.entries.get(&key),
+            st.book.get(&key),
+            st.book.origin(&key),
+        ) else {
             continue;
         };
-        if let Some(id) = save(&*store, entry, alert, origin).await {
-            publish(&st.args.hub, id, alert, origin, st.book.held_back(key, now));
+        writes.push(write_of(entry, alert, origin, st.book.held(&key)));
+        open.push(key);
+    }
+    if writes.is_empty() {
+        return;
+    }
+    let store = st.args.store.clone();
+    let ids: Vec<Option<i64>> = match store.save(&writes).await {
+        Ok(ids) if ids.len() == writes.len() => ids.into_iter().map(Some).collect(),
+        first => {
+            if let Err(e) = &first {
+                tracing::warn!(error = %e, alerts = writes.len(), "alert changes not stored together; one by one");
+            }
+            let mut each = Vec::with_capacity(writes.len());
+            for w in &writes {
+                let saved = store.save(std::slice::from_ref(w)).await;
+                if let Err(e) = &saved {
+                    tracing::warn!(error = %e, key = ?w.alert.key, "alert not stored; retrying");
+                    metrics::counter!("hydrowatch_alert_write_failures_total").increment(1);
+                }
+                each.push(saved.ok().and_then(|ids| ids.first().copied()));
+            }
+            each
         }
+    };
+    drop(writes);
+    let mut ids = ids.into_iter();
+    for (alert, origin, mut entry) in closing {
+        match ids.next().flatten() {
+            Some(id) => {
+                stored(&mut entry, id, &alert);
+                publish(&st.args.hub, id, &alert, &origin, None);
+            }
+            None => st.closing.push((alert, origin, entry)),
+        }
+    }
+    for key in open {
+        let (Some(id), Some(entry), Some(alert), Some(origin)) = (
+            ids.next().flatten(),
+            st.entries.get_mut(&key),
+            st.book.get(&key),
+            st.book.origin(&key),
+        ) else {
+            st.dirty.insert(key);
+            continue;
+        };
+        stored(entry, id, alert);
+        publish(&st.args.hub, id, alert, origin, st.book.held(&key));
     }
 }
 
-/// Stores one alert's change (what `entry` has not stored yet); its id,
-/// or `None` when it failed and stays to be retried.
-async fn save(
-    store: &dyn AlertStore,
-    entry: &mut Entry,
-    alert: &Alert,
-    origin: &Origin,
-) -> Option<i64> {
-    let write = AlertWrite {
+/// An alert's change as the store takes it: what `entry` has not stored yet.
+fn write_of(entry: &Entry, alert: &Alert, origin: &Origin, held: Option<HeldBack>) -> AlertWrite {
+    AlertWrite {
         id: entry.id,
+        held_back: held.map(HeldBack::as_str),
         rule: entry.rule.clone(),
         alert: alert.clone(),
         origin: origin.clone(),
         events_stored: entry.events_stored,
         notifications: entry.pending.clone(),
-    };
-    match store.save(write).await {
-        Ok(id) => {
-            entry.id = Some(id);
-            entry.events_stored = alert.history.len();
-            entry.pending.clear();
-            entry.dirty = false;
-            metrics::counter!("hydrowatch_alert_writes_total").increment(1);
-            Some(id)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, key = ?alert.key, "alert not stored; retrying");
-            metrics::counter!("hydrowatch_alert_write_failures_total").increment(1);
-            entry.dirty = true;
-            None
-        }
     }
+}
+
+/// Notes that an alert's change is stored under `id`.
+fn stored(entry: &mut Entry, id: i64, alert: &Alert) {
+    entry.id = Some(id);
+    entry.events_stored = alert.history.len();
+    entry.pending.clear();
+    metrics::counter!("hydrowatch_alert_writes_total").increment(1);
 }
 
 /// Sends an alert's state to the WebSocket subscribers of its equipment.
@@ -620,11 +658,7 @@ fn publish(hub: &Hub, id: i64, alert: &Alert, origin: &Origin, held: Option<Held
         first_seen_ms: alert.first_seen,
         activated_at_ms: alert.activated_at,
         acknowledged_by: alert.acknowledged.as_ref().map(|(by, _)| by.clone()),
-        held_back: held.map(|h| match h {
-            HeldBack::Silenced(_) => "silenced",
-            HeldBack::Inhibited => "inhibited",
-            HeldBack::Flapping => "flapping",
-        }),
+        held_back: held.map(HeldBack::as_str),
     };
     hub.for_each(&equipment, |s| {
         s.outbox.push_control(ServerFrame::Alert {

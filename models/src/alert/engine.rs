@@ -68,6 +68,17 @@ pub enum HeldBack {
     Flapping,
 }
 
+impl HeldBack {
+    /// Its name in APIs and storage: `silenced`, `inhibited`, `flapping`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldBack::Silenced(_) => "silenced",
+            HeldBack::Inhibited => "inhibited",
+            HeldBack::Flapping => "flapping",
+        }
+    }
+}
+
 /// What the book tells its owner to persist or do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -97,6 +108,8 @@ struct Tracked {
     sent: BTreeSet<(usize, u32)>,
     /// The activation `sent` belongs to.
     sent_for: Option<Millis>,
+    /// Why it was held back when last looked at.
+    held: Option<HeldBack>,
     /// When this alert next needs looking at, if ever (its own timers and
     /// its escalation); ticks skip alerts not yet due.
     wake_at: Option<Millis>,
@@ -186,6 +199,7 @@ impl AlertBook {
                     handling,
                     sent,
                     sent_for,
+                    held: None,
                     // Looked at on the next tick.
                     wake_at: Some(Millis::MIN),
                 },
@@ -196,6 +210,13 @@ impl AlertBook {
     /// The open alert for `key`, if any.
     pub fn get(&self, key: &AlertKey) -> Option<&Alert> {
         self.open.get(key).map(|t| &t.alert)
+    }
+
+    /// Why the open alert for `key` is held back, as of the last time the
+    /// book looked at it (a silence starting or ending, its unit's alert
+    /// changing, flapping): each change of it is reported as `Changed`.
+    pub fn held(&self, key: &AlertKey) -> Option<HeldBack> {
+        self.open.get(key).and_then(|t| t.held)
     }
 
     /// Where the open alert for `key` comes from.
@@ -259,6 +280,7 @@ impl AlertBook {
                         handling: handling.clone(),
                         sent: BTreeSet::new(),
                         sent_for: None,
+                        held: None,
                         wake_at: None,
                     },
                 );
@@ -407,10 +429,16 @@ impl AlertBook {
                 }
                 continue;
             }
-            let held = self.held_back(&key, now).is_some();
+            let why = self.held_back(&key, now);
+            let held = why.is_some();
             let Some(tracked) = self.open.get_mut(&key) else {
                 continue;
             };
+            if tracked.held.map(HeldBack::as_str) != why.map(HeldBack::as_str) {
+                // Shown with the alert: persisted and pushed like a change.
+                out.push(Output::Changed(key.clone()));
+            }
+            tracked.held = why;
             let critical = tracked.alert.severity == Severity::Critical;
             let mut next_step = None;
             if let (true, Some(activated), Some(policy)) = (

@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::escalation::{EscalationPolicy, EscalationStep};
 use super::{Millis, Timing};
 use crate::ensemble::{Component, Severity, Verdict};
 
@@ -40,6 +41,12 @@ pub struct RuleSpec {
     /// The escalation policy's name; none: recorded and shown only.
     #[serde(default)]
     pub policy: Option<String>,
+    /// Channels told at once when an alert fires (`wallboard`,
+    /// `email:ADDRESS`, `webhook:NAME`, `slack:NAME`), besides the policy's
+    /// steps: added to its first step when that is immediate, else as a
+    /// step of their own before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
     /// Flapping: more than this many changes between active and cleared
     /// (default 4)…
     #[serde(default)]
@@ -165,6 +172,9 @@ impl RuleSpec {
         if self.for_ms < 0 || self.keep_firing_ms < 0 {
             return Err(err("for_ms", "durations must be zero or more"));
         }
+        if self.channels.iter().any(|c| c.trim().is_empty()) {
+            return Err(err("channels", "a channel must not be empty"));
+        }
         if self.flap_changes == Some(0) {
             return Err(err("flap_changes", "must be 1 or more"));
         }
@@ -237,6 +247,35 @@ impl RuleSpec {
             flap_changes: self.flap_changes.unwrap_or(defaults.flap_changes),
             flap_window_ms: self.flap_window_ms.unwrap_or(defaults.flap_window_ms),
         }
+    }
+
+    /// The escalation its alerts follow: `policy` (the one it names) with
+    /// the rule's own channels told at once.
+    pub fn escalation(&self, policy: Option<&EscalationPolicy>) -> Option<EscalationPolicy> {
+        if self.channels.is_empty() {
+            return policy.cloned();
+        }
+        let mut escalation = policy.cloned().unwrap_or(EscalationPolicy {
+            steps: Vec::new(),
+            repeat_critical_ms: None,
+        });
+        match escalation.steps.first_mut() {
+            Some(first) if first.after_ms == 0 => {
+                for c in &self.channels {
+                    if !first.channels.contains(c) {
+                        first.channels.push(c.clone());
+                    }
+                }
+            }
+            _ => escalation.steps.insert(
+                0,
+                EscalationStep {
+                    after_ms: 0,
+                    channels: self.channels.clone(),
+                },
+            ),
+        }
+        Some(escalation)
     }
 
     /// Whether it applies to this equipment unit.
@@ -430,6 +469,50 @@ mod tests {
             "id": "oil-hot", "severity": "major", "for_ms": 30000,
             "when": {"threshold": {"sensor_type": "TS", "min": min, "max": max, "hysteresis": hysteresis}}
         }))
+    }
+
+    #[test]
+    fn a_rules_own_channels_are_told_at_once() {
+        let mut rule = threshold(None, Some(60.0), 0.0);
+        assert_eq!(rule.escalation(None), None);
+        rule.channels = vec!["webhook:ops".into()];
+        let alone = rule.escalation(None).unwrap();
+        assert_eq!(alone.steps.len(), 1);
+        assert_eq!(
+            (alone.steps[0].after_ms, &alone.steps[0].channels[..]),
+            (0, &["webhook:ops".to_owned()][..])
+        );
+        let policy = EscalationPolicy {
+            steps: vec![
+                EscalationStep {
+                    after_ms: 0,
+                    channels: vec!["wallboard".into(), "webhook:ops".into()],
+                },
+                EscalationStep {
+                    after_ms: 300_000,
+                    channels: vec!["email:oncall@plant.example".into()],
+                },
+            ],
+            repeat_critical_ms: Some(1_800_000),
+        };
+        // Merged into an immediate first step, without repeating a channel.
+        rule.channels = vec!["webhook:ops".into(), "slack:shift".into()];
+        let merged = rule.escalation(Some(&policy)).unwrap();
+        assert_eq!(
+            merged.steps[0].channels,
+            ["wallboard", "webhook:ops", "slack:shift"]
+        );
+        assert_eq!(merged.steps[1], policy.steps[1]);
+        assert_eq!(merged.repeat_critical_ms, policy.repeat_critical_ms);
+        // A step of their own before a delayed first step.
+        let mut later = policy.clone();
+        later.steps.remove(0);
+        let before = rule.escalation(Some(&later)).unwrap();
+        assert_eq!(before.steps.len(), 2);
+        assert_eq!(before.steps[0].after_ms, 0);
+        assert_eq!(before.steps[1], later.steps[0]);
+        rule.channels = vec![" ".into()];
+        assert_eq!(rule.validate().unwrap_err().field, "channels");
     }
 
     #[test]
