@@ -252,6 +252,14 @@ impl App {
                 period: Duration::from_millis(c.period_ms),
             });
         }
+        let audit = Arc::new(crate::audit::AuditLog::new(
+            store.clone(),
+            &loaded.settings.audit,
+        ));
+        let auth = Arc::new(
+            crate::auth::Auth::new(loaded.settings.auth.clone(), store.clone(), audit.clone())
+                .map_err(|e| anyhow::anyhow!("auth: {e}"))?,
+        );
         // Rules and policies of plant.toml and those stored through the API.
         let (alert_rules, rule_feed) = crate::alert_rules::AlertRules::load(
             loaded.plant.alerting.clone(),
@@ -303,6 +311,8 @@ impl App {
             metrics,
             scorer,
             alert_rules: Arc::new(alert_rules),
+            auth,
+            audit,
         };
         let router = http::router(state.clone());
         // Live frames are small and latency matters: no Nagle delay.

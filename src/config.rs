@@ -419,6 +419,10 @@ pub struct Settings {
     pub models: ModelsSettings,
     /// Where alert notifications go.
     pub notify: crate::notify::NotifySettings,
+    /// Sign-in: token keys and lifetimes, lockout, password hashing.
+    pub auth: crate::auth::AuthSettings,
+    /// The audit log's chain key.
+    pub audit: crate::audit::AuditSettings,
     /// The other files.
     pub files: FileSettings,
 }
@@ -466,6 +470,8 @@ impl Settings {
         self.storage.validate(file)?;
         self.ingest.validate(file)?;
         self.notify.validate().map_err(|m| err(file, m))?;
+        self.auth.validate().map_err(|m| err(file, m))?;
+        self.audit.validate().map_err(|m| err(file, m))?;
         self.models
             .ensemble
             .validate()

@@ -7,6 +7,8 @@
 
 pub mod alert_rules;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod evaluate;
 pub mod http;

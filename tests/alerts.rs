@@ -489,3 +489,78 @@ async fn after_a_process_restart_escalation_resumes_without_repeating() {
     second.shutdown().await;
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_to_open_the_same_alert_open_one() {
+    use hydrowatch::store::alerts::AlertFilter;
+    use hydrowatch_actors::alerting::{AlertStore, AlertWrite};
+    use hydrowatch_actors::storage::StoreFailure;
+    use hydrowatch_models::alert::engine::Origin;
+    use hydrowatch_models::alert::{Alert, AlertKey, AlertState, Timing};
+    use hydrowatch_models::ensemble::Severity;
+
+    let db = TestDatabase::create("alerts_race").await;
+    let store = hydrowatch::store::Store::connect(&db.url())
+        .await
+        .expect("PostgreSQL");
+    store.migrate().await.expect("migrations");
+    let write = |value: f64| AlertWrite {
+        id: None,
+        rule: "oil-hot".into(),
+        alert: Alert::new(
+            AlertKey {
+                source: "plant/rig-1/TS1".into(),
+                kind: "threshold:oil-hot".into(),
+            },
+            Severity::Major,
+            Some(value),
+            1_000,
+            &Timing::default(),
+        ),
+        origin: Origin {
+            site: "demo".into(),
+            equipment: Some("rig-1".into()),
+            sensor: Some("TS1".into()),
+        },
+        events_stored: 0,
+        notifications: Vec::new(),
+        held_back: None,
+    };
+    // Eight writers (as eight processes would) open the alert for the same
+    // source and type at once: the database keeps one.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let w = write(60.0 + f64::from(i));
+            tokio::spawn(async move { store.save(std::slice::from_ref(&w)).await })
+        })
+        .collect();
+    let mut opened = 0;
+    for racer in racers {
+        match racer.await.expect("racer") {
+            Ok(ids) => {
+                assert_eq!(ids.len(), 1);
+                opened += 1;
+            }
+            Err(StoreFailure::Rejected(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(opened, 1);
+    let page = store
+        .alerts(&AlertFilter {
+            states: AlertState::ALL
+                .iter()
+                .copied()
+                .filter(|s| s.is_open())
+                .collect(),
+            page: 1,
+            page_size: 50,
+            ..AlertFilter::default()
+        })
+        .await
+        .expect("alerts");
+    assert_eq!(page.total, 1, "{page:?}");
+    store.close().await;
+    db.drop_now().await;
+}

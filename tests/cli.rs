@@ -478,3 +478,59 @@ fn train_and_evaluate_on_a_rig_data_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("PS3.txt"), "{err}");
 }
+
+#[test]
+fn user_add_creates_the_first_admin_with_a_password_from_stdin() {
+    use std::io::Write;
+    let dir = config_with("none", |t| t);
+    let db = dir.path().join("data/hydrowatch.db");
+    let add = |email: &str, password: &str| {
+        let mut child = hydrowatch()
+            .arg("--config")
+            .arg(dir.path().join("config/hydrowatch.toml"))
+            .args([
+                "user",
+                "add",
+                "--email",
+                email,
+                "--name",
+                "First Admin",
+                "--role",
+                "admin",
+            ])
+            .env(
+                "HYDROWATCH_STORAGE__URL",
+                format!("sqlite://{}", db.display()),
+            )
+            .env("HYDROWATCH_AUTH__HASH__MEMORY_KIB", "64")
+            .env("HYDROWATCH_AUTH__HASH__ITERATIONS", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No weak password, even for the first admin.
+    let (ok, _, err) = add("admin@plant.example", "password1234");
+    assert!(!ok);
+    assert!(err.contains("most common"), "{err}");
+    let (ok, _, err) = add("admin@plant.example", "short");
+    assert!(!ok);
+    assert!(err.contains("at least 12"), "{err}");
+    let (ok, out, err) = add("Admin@Plant.example", "plant manager keeps the keys");
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(created["role"], "ADMIN");
+    assert!(created["id"].as_i64().unwrap() >= 1);
+    // The e-mail is taken (whatever its case).
+    let (ok, _, err) = add("admin@plant.example", "another long passphrase here");
+    assert!(!ok);
+    assert!(err.contains("exists"), "{err}");
+}

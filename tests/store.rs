@@ -9,46 +9,56 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 16] = [
+const SQLITE_TABLES: [&str; 21] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
     "alerts",
     "anomalies",
+    "audit_log",
     "equipment",
     "escalation_policies",
     "ingest_batches",
+    "password_history",
     "quarantine",
+    "refresh_tokens",
     "rollup_1d",
     "rollup_1h",
     "rollup_1m",
     "sample_blocks",
     "sensors",
+    "sessions",
     "silences",
     "sites",
+    "users",
 ];
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 18] = [
+const POSTGRES_TABLES: [&str; 23] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
     "alerts",
     "anomalies",
+    "audit_log",
     "equipment",
     "escalation_policies",
     "hw_partitions",
     "ingest_batches",
+    "password_history",
     "quarantine",
+    "refresh_tokens",
     "rollup_1d",
     "rollup_1h",
     "rollup_1m",
     "sample_blocks",
     "sensors",
+    "sessions",
     "silences",
     "sites",
     "storage_layout",
+    "users",
 ];
 
 fn demo() -> Loaded {

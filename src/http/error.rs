@@ -53,6 +53,15 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Sign-in refused: `invalid_credentials`, `invalid_token`,
+    /// `refresh_token_reused`.
+    #[error("{message}")]
+    Unauthenticated {
+        /// The stable code.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
     /// The owning actor did not answer in time.
     #[error("{0} did not answer within {1} ms")]
     Timeout(String, u64),
@@ -103,7 +112,7 @@ impl ApiError {
             ApiError::Protocol(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::Refused { .. } => StatusCode::CONFLICT,
@@ -126,6 +135,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::AdminDisabled => "admin_disabled",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthenticated { code, .. } => code,
             ApiError::Timeout(..) => "actor_timeout",
             ApiError::Unavailable(_) => "actor_unavailable",
             ApiError::Conflict(_) => "conflict",
@@ -164,7 +174,7 @@ impl IntoResponse for ApiError {
         use axum::http::{header, HeaderValue};
         let headers = response.headers_mut();
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::Unauthenticated { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited(secs) => {

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod audit;
+pub mod auth;
 pub mod detect;
 pub mod equipment;
 pub mod error;
@@ -56,6 +58,10 @@ pub struct AppState {
     pub scorer: Arc<hydrowatch_models::scoring::Scorer>,
     /// Alert rules and escalation policies, and the way to change them.
     pub alert_rules: Arc<crate::alert_rules::AlertRules>,
+    /// Logins, tokens and sessions.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The hash-chained audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// The OpenAPI document.
@@ -69,6 +75,7 @@ pub struct AppState {
         silences::list, silences::create, silences::end,
         rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
+        auth::login, auth::refresh, auth::logout, auth::me,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -80,6 +87,7 @@ pub struct AppState {
          (name = "history", description = "Stored samples: chart series and KPIs"),
          (name = "detect", description = "Cycle models: judge a cycle or a sample; anomalies found inline"),
          (name = "alerts", description = "Alerts: list, history, deliveries, acknowledge, clear; rules, escalation policies and silences"),
+         (name = "auth", description = "Sign-in: login, token refresh, logout, who am I"),
          (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
@@ -154,10 +162,18 @@ pub fn router(state: AppState) -> Router {
                 .put(rules::replace_policy)
                 .delete(rules::delete_policy),
         )
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))
         .nest("/admin", admin)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_mutations,
+        ))
         .method_not_allowed_fallback(error::method_not_allowed);
     Router::new()
         .route("/", get(web::index))

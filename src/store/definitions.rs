@@ -61,28 +61,6 @@ pub enum Replaced {
     Stale,
 }
 
-/// Statements built from the fixed table and key names above, never from input.
-fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(s)
-}
-
-macro_rules! run {
-    ($store:expr, |$q:ident, $exec:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(pg) => {
-                let $exec = &pg.pool;
-                let $q = |s: String| sql(s);
-                $body
-            }
-            Store::Sqlite(pool) => {
-                let $exec = pool;
-                let $q = |s: String| sql(s.replace('$', "?"));
-                $body
-            }
-        }
-    };
-}
-
 impl Store {
     /// Every stored rule or policy, by key.
     pub async fn definitions(&self, of: Definitions) -> Result<Vec<StoredDefinition>, StoreError> {

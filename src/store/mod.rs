@@ -3,6 +3,29 @@
 //!
 //! Only parameterised SQL; never SQL built from input.
 
+/// Runs `$body` on either backend with `$exec` the pool and `$q` turning a
+/// statement written with `$n` placeholders into the backend's (SQLite takes
+/// `?n`). Statements are fixed text or built from fixed names, never from
+/// input.
+macro_rules! run {
+    ($store:expr, |$q:ident, $exec:ident| $body:expr) => {
+        match $store {
+            Store::Postgres(pg) => {
+                let $exec = &pg.pool;
+                let $q = |s: String| sqlx::AssertSqlSafe(s);
+                $body
+            }
+            Store::Sqlite(pool) => {
+                let $exec = pool;
+                let $q = |s: String| sqlx::AssertSqlSafe(s.replace('$', "?"));
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use run;
+
 pub mod alerts;
 pub mod anomalies;
 pub mod blocks;
@@ -12,6 +35,7 @@ pub mod ingest;
 pub mod layout;
 pub mod samples;
 pub mod silences;
+pub mod users;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -53,6 +53,9 @@ fn test_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
             "HYDROWATCH_STORAGE__SPOOL_DIR".into(),
             dir.join("spool").display().to_string(),
         ),
+        // argon2id at production cost takes most of a second in debug builds.
+        ("HYDROWATCH_AUTH__HASH__MEMORY_KIB".into(), "64".into()),
+        ("HYDROWATCH_AUTH__HASH__ITERATIONS".into(), "1".into()),
     ];
     pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     pairs

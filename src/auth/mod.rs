@@ -1,0 +1,553 @@
+//! Identity: users with roles, argon2id passwords under a policy, logins
+//! that start a session with a short-lived access JWT and an opaque refresh
+//! token rotated on every use (a replayed one ends the session), lockout
+//! after repeated failures, and logout.
+//!
+//! A login answers the same for an unknown e-mail, a wrong password and a
+//! locked account, and takes as long (a decoy hash is verified), so it tells
+//! nobody which e-mails exist.
+
+pub mod password;
+pub mod roles;
+pub mod tokens;
+
+use serde::{Deserialize, Serialize};
+
+use std::sync::Arc;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::store::users::{NewUserRecord, RefreshUse, SessionRecord, UserRecord};
+use crate::store::{Store, StoreError};
+use password::{HashCost, PasswordError};
+use roles::Role;
+use tokens::{Claims, SigningKey, TokenError, TokenKeys};
+
+/// `[auth]` of `hydrowatch.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Signing keys of access tokens. None configured: a random key is made
+    /// at start (tokens then do not outlive the process; a warning says so).
+    pub keys: Vec<SigningKey>,
+    /// The key new tokens are signed with.
+    pub active_key: String,
+    /// Lifetime of an access token, s.
+    pub access_ttl_secs: u64,
+    /// Lifetime of a session and its refresh tokens, s.
+    pub refresh_ttl_secs: u64,
+    /// Failed logins in a row before the account locks…
+    pub max_failures: u32,
+    /// …for this long, s.
+    pub lockout_secs: u64,
+    /// Live sessions per user; a new login ends the oldest beyond it.
+    pub max_sessions_per_user: usize,
+    /// argon2id cost of new password hashes.
+    pub hash: HashCost,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            keys: Vec::new(),
+            active_key: String::new(),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 30 * 86_400,
+            max_failures: 5,
+            lockout_secs: 900,
+            max_sessions_per_user: 5,
+            hash: HashCost::default(),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Checks the settings (at start-up).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.access_ttl_secs == 0 || self.access_ttl_secs > 86_400 {
+            return Err("auth.access_ttl_secs: between 1 and 86400".into());
+        }
+        if self.refresh_ttl_secs < self.access_ttl_secs {
+            return Err("auth.refresh_ttl_secs: at least auth.access_ttl_secs".into());
+        }
+        if self.max_failures == 0 || self.max_sessions_per_user == 0 {
+            return Err("auth.max_failures and auth.max_sessions_per_user: at least 1".into());
+        }
+        self.hash
+            .validate()
+            .map_err(|e| format!("auth.hash: {e}"))?;
+        if !self.keys.is_empty() {
+            TokenKeys::new(&self.keys, &self.active_key).map_err(|e| format!("auth: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a login, refresh or token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong e-mail or password, or the account is locked (one answer for all).
+    #[error("invalid e-mail or password")]
+    InvalidCredentials,
+    /// No token, or one that is malformed, foreign, expired or of an ended
+    /// session.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// A refresh token was used twice: its session is ended.
+    #[error("this refresh token was already used; the session is ended")]
+    RefreshReused,
+    /// A new password does not meet the policy.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// A user with that e-mail exists.
+    #[error("a user with that e-mail exists")]
+    EmailTaken,
+    /// Bad input (e-mail, name, role).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a login or refresh hands out.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Issued {
+    /// The access token (JWT), for `Authorization: Bearer`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The refresh token: use it once to get the next pair.
+    pub refresh_token: String,
+    /// The session.
+    pub session_id: String,
+    /// The user must set a new password first.
+    pub must_change_password: bool,
+}
+
+/// Who is asking, from a valid access token of a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user's id.
+    pub user_id: i64,
+    /// Their role.
+    pub role: Role,
+    /// Their session.
+    pub session_id: String,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// E-mail.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// The password (checked against the policy, then hashed).
+    pub password: String,
+    /// Must change it at first login.
+    pub must_change_password: bool,
+}
+
+/// Logins, tokens and sessions.
+pub struct Auth {
+    settings: AuthSettings,
+    keys: TokenKeys,
+    store: Store,
+    audit: Arc<AuditLog>,
+}
+
+/// An audit event about `resource_type`/`resource_id` by `user_id`.
+fn event(
+    user_id: Option<i64>,
+    action: &str,
+    resource_type: &str,
+    resource_id: Option<String>,
+    changes: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
+        user_id,
+        action: action.to_owned(),
+        resource_type: resource_type.to_owned(),
+        resource_id,
+        changes,
+        ip: None,
+        user_agent: None,
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::store::layout::now_ms()
+}
+
+/// A plausible e-mail address, lower-cased.
+fn email_of(raw: &str) -> Result<String, AuthError> {
+    let email = raw.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(email)
+    } else {
+        Err(AuthError::Invalid {
+            field: "email",
+            reason: "not an e-mail address".into(),
+        })
+    }
+}
+
+impl Auth {
+    /// Logins and tokens over `store`; security events go to `audit`.
+    pub fn new(settings: AuthSettings, store: Store, audit: Arc<AuditLog>) -> Result<Auth, String> {
+        let keys = if settings.keys.is_empty() {
+            tracing::warn!("no auth.keys configured: access tokens are signed with a key made at start and end with the process");
+            TokenKeys::new(
+                &[SigningKey {
+                    id: "ephemeral".into(),
+                    secret: tokens::random_token(),
+                }],
+                "ephemeral",
+            )?
+        } else {
+            TokenKeys::new(&settings.keys, &settings.active_key)?
+        };
+        Ok(Auth {
+            settings,
+            keys,
+            store,
+            audit,
+        })
+    }
+
+    /// Records a security event. The event has happened whether or not it
+    /// is recorded: a failure is logged loudly, not returned.
+    async fn audit(&self, event: AuditEvent) {
+        let action = event.action.clone();
+        if let Err(e) = self.audit.record(event, now_ms()).await {
+            metrics::counter!("hydrowatch_audit_failures_total").increment(1);
+            tracing::error!(error = %e, %action, "audit event not recorded");
+        }
+    }
+
+    /// Creates a user (the first admin comes from `hydrowatch user add`;
+    /// there is no default password). `by`: the admin creating it (`None`
+    /// from the command line).
+    pub async fn add_user(&self, user: &NewUser, by: Option<i64>) -> Result<i64, AuthError> {
+        let email = email_of(&user.email)?;
+        let name = user.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(AuthError::Invalid {
+                field: "name",
+                reason: "1 to 200 characters".into(),
+            });
+        }
+        password::check(&user.password, &email, &[])?;
+        let hash = password::hash(&user.password, &self.settings.hash)?;
+        let record = NewUserRecord {
+            email: &email,
+            name,
+            role: user.role.as_str(),
+            timezone: "UTC",
+            password_hash: &hash,
+            must_change_password: user.must_change_password,
+        };
+        let id = self
+            .store
+            .create_user(&record, now_ms())
+            .await?
+            .ok_or(AuthError::EmailTaken)?;
+        let changes = serde_json::json!({"email": email, "role": user.role});
+        self.audit(event(
+            by,
+            "user.create",
+            "user",
+            Some(id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(id)
+    }
+
+    /// Checks an e-mail and password; starts a session.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Issued, AuthError> {
+        let now = now_ms();
+        let user = match email_of(email) {
+            Ok(email) => self.store.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let attempted: String = email.trim().to_lowercase().chars().take(254).collect();
+        let from = |mut e: AuditEvent| {
+            e.ip = ip.clone();
+            e.user_agent = user_agent.clone();
+            e
+        };
+        let failed = |user_id: Option<i64>, reason: &str, failures: Option<i64>| {
+            let changes =
+                serde_json::json!({"email": attempted, "reason": reason, "failures": failures});
+            let id = user_id.map(|id| id.to_string());
+            from(event(user_id, "login_failed", "user", id, changes))
+        };
+        let Some(user) = user else {
+            // As long as a wrong password takes.
+            password::verify(password, &password::decoy(&self.settings.hash));
+            tracing::info!(
+                event = "login_failed",
+                reason = "unknown_email",
+                "login refused"
+            );
+            self.audit(failed(None, "unknown_email", None)).await;
+            return Err(AuthError::InvalidCredentials);
+        };
+        if user.account_locked_until.is_some_and(|t| t > now) {
+            password::verify(password, &password::decoy(&self.settings.hash));
+            tracing::warn!(
+                event = "login_failed",
+                user = user.id,
+                reason = "locked",
+                "login refused"
+            );
+            self.audit(failed(Some(user.id), "locked", None)).await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        if !password::verify(password, &user.password_hash) {
+            let max = i64::from(self.settings.max_failures);
+            let lock_until = now + (self.settings.lockout_secs * 1000) as i64;
+            let (failures, locked) = self
+                .store
+                .record_login_failure(user.id, max, lock_until)
+                .await?;
+            tracing::info!(
+                event = "login_failed",
+                user = user.id,
+                failures,
+                "login refused"
+            );
+            self.audit(failed(Some(user.id), "wrong_password", Some(failures)))
+                .await;
+            if locked.is_some_and(|t| t > now) && failures == max {
+                tracing::warn!(
+                    event = "account_locked",
+                    user = user.id,
+                    failures,
+                    "account locked after failed logins"
+                );
+                let changes = serde_json::json!({"failures": failures, "until_ms": locked});
+                let id = Some(user.id.to_string());
+                self.audit(from(event(
+                    Some(user.id),
+                    "account_locked",
+                    "user",
+                    id,
+                    changes,
+                )))
+                .await;
+            }
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.store.record_login_success(user.id, now).await?;
+        // The oldest sessions beyond the limit end.
+        let live = self.store.live_sessions(user.id, now).await?;
+        let excess = (live.len() + 1).saturating_sub(self.settings.max_sessions_per_user);
+        for old in live.iter().take(excess) {
+            self.store
+                .revoke_session(&old.id, "session_limit", now)
+                .await?;
+            let changes = serde_json::json!({"reason": "session_limit"});
+            self.audit(event(
+                Some(user.id),
+                "session.end",
+                "session",
+                Some(old.id.clone()),
+                changes,
+            ))
+            .await;
+        }
+        let refresh = tokens::random_token();
+        let session = SessionRecord {
+            id: tokens::random_token(),
+            user_id: user.id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.refresh_ttl_ms(),
+            ip: ip.clone(),
+            user_agent: user_agent.clone(),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        self.store
+            .create_session(&session, &tokens::digest(&refresh), session.expires_at)
+            .await?;
+        tracing::info!(event = "login", user = user.id, session = %session.id, "logged in");
+        let changes = serde_json::json!({"email": user.email});
+        self.audit(from(event(
+            Some(user.id),
+            "login",
+            "session",
+            Some(session.id.clone()),
+            changes,
+        )))
+        .await;
+        self.issue(&user, &session.id, refresh, now)
+    }
+
+    /// Trades a refresh token for a new pair. A second use of one ends its
+    /// session: someone holds a copy.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, AuthError> {
+        let now = now_ms();
+        let invalid = || AuthError::InvalidToken("the refresh token is not valid".into());
+        let spent = self
+            .store
+            .use_refresh_token(&tokens::digest(refresh_token), now)
+            .await?;
+        let session_id = match spent {
+            RefreshUse::Unknown => return Err(invalid()),
+            RefreshUse::Reused { session_id } => {
+                self.store
+                    .revoke_session(&session_id, "refresh_token_reuse", now)
+                    .await?;
+                tracing::warn!(event = "refresh_token_reuse", session = %session_id, "a rotated refresh token was used again; session ended");
+                let user_id = self.store.session(&session_id).await?.map(|s| s.user_id);
+                let changes = serde_json::json!({"session_ended": true});
+                self.audit(event(
+                    user_id,
+                    "refresh_token_reuse",
+                    "session",
+                    Some(session_id),
+                    changes,
+                ))
+                .await;
+                return Err(AuthError::RefreshReused);
+            }
+            RefreshUse::Fresh { expires_at, .. } if expires_at <= now => return Err(invalid()),
+            RefreshUse::Fresh { session_id, .. } => session_id,
+        };
+        let session = self
+            .live_session(&session_id, now)
+            .await?
+            .ok_or_else(invalid)?;
+        let user = self
+            .store
+            .user_by_id(session.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let refresh = tokens::random_token();
+        self.store
+            .rotate_refresh_token(
+                &session.id,
+                &tokens::digest(&refresh),
+                now,
+                session.expires_at,
+            )
+            .await?;
+        self.issue(&user, &session.id, refresh, now)
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, who: &Principal) -> Result<(), AuthError> {
+        self.store
+            .revoke_session(&who.session_id, "logout", now_ms())
+            .await?;
+        tracing::info!(event = "logout", session = %who.session_id, "logged out");
+        let session = Some(who.session_id.clone());
+        self.audit(event(
+            Some(who.user_id),
+            "logout",
+            "session",
+            session,
+            serde_json::Value::Null,
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// Who a bearer token stands for: a valid token of a session not ended.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let claims = self.keys.verify(bearer).map_err(|e| match e {
+            TokenError::Expired => AuthError::InvalidToken("the access token has expired".into()),
+            TokenError::Invalid => AuthError::InvalidToken("the access token is not valid".into()),
+        })?;
+        let user_id: i64 = claims
+            .sub
+            .parse()
+            .map_err(|_| AuthError::InvalidToken("the access token is not valid".into()))?;
+        if self.live_session(&claims.sid, now_ms()).await?.is_none() {
+            return Err(AuthError::InvalidToken("the session has ended".into()));
+        }
+        Ok(Principal {
+            user_id,
+            role: claims.role,
+            session_id: claims.sid,
+        })
+    }
+
+    /// The user behind a principal.
+    pub async fn user(&self, id: i64) -> Result<Option<UserRecord>, AuthError> {
+        Ok(self.store.user_by_id(id).await?)
+    }
+
+    async fn live_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, AuthError> {
+        Ok(self
+            .store
+            .session(id)
+            .await?
+            .filter(|s| s.revoked_at.is_none() && s.expires_at > now))
+    }
+
+    fn refresh_ttl_ms(&self) -> i64 {
+        (self.settings.refresh_ttl_secs * 1000) as i64
+    }
+
+    fn issue(
+        &self,
+        user: &UserRecord,
+        session_id: &str,
+        refresh: String,
+        now: i64,
+    ) -> Result<Issued, AuthError> {
+        let role = Role::parse(&user.role).ok_or_else(|| {
+            AuthError::Store(StoreError::Corrupt(format!(
+                "user {}: role {:?}",
+                user.id, user.role
+            )))
+        })?;
+        let iat = now / 1000;
+        let claims = Claims {
+            sub: user.id.to_string(),
+            role,
+            permissions: role
+                .permissions()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            sid: session_id.to_owned(),
+            jti: tokens::random_token(),
+            iat,
+            exp: iat + self.settings.access_ttl_secs as i64,
+            iss: tokens::ISSUER.to_owned(),
+        };
+        Ok(Issued {
+            access_token: self.keys.sign(&claims),
+            token_type: "Bearer",
+            expires_in: self.settings.access_ttl_secs,
+            refresh_token: refresh,
+            session_id: session_id.to_owned(),
+            must_change_password: user.must_change_password,
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! Sign-in: log in with e-mail and password, trade a refresh token for a
+//! new pair, log out, and who am I. The [`Principal`] extractor turns an
+//! `Authorization: Bearer` access token into who is asking.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorResponse};
+use super::AppState;
+use crate::auth::roles::Role;
+use crate::auth::{AuthError, Issued, Principal};
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let unauthenticated = |code, e: &AuthError| ApiError::Unauthenticated {
+            code,
+            message: e.to_string(),
+        };
+        match e {
+            AuthError::InvalidCredentials => unauthenticated("invalid_credentials", &e),
+            AuthError::InvalidToken(_) => unauthenticated("invalid_token", &e),
+            AuthError::RefreshReused => unauthenticated("refresh_token_reused", &e),
+            AuthError::Password(p) => ApiError::invalid("password", p.to_string()),
+            AuthError::EmailTaken => ApiError::Refused {
+                code: "already_exists",
+                message: e.to_string(),
+            },
+            AuthError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            AuthError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthenticated {
+                code: "invalid_token",
+                message: "sign in: send Authorization: Bearer <access token>".into(),
+            })?;
+        Ok(state.auth.authenticate(token).await?)
+    }
+}
+
+/// E-mail and password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// E-mail.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A refresh token to trade.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+fn json<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(ApiError::from)
+}
+
+/// Logs in; starts a session. One answer (401 `invalid_credentials`) for an
+/// unknown e-mail, a wrong password and a locked account.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = Issued),
+        (status = 401, body = ErrorResponse, description = "`invalid_credentials`"),
+        (status = 422, body = ErrorResponse),
+        (status = 503, body = ErrorResponse),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Issued>, ApiError> {
+    let body = json(body)?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(300).collect());
+    let ip = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    Ok(Json(
+        state
+            .auth
+            .login(&body.email, &body.password, ip, user_agent)
+            .await?,
+    ))
+}
+
+/// Trades a refresh token for a new access and refresh token. Each refresh
+/// token works once; using one again ends its session (401
+/// `refresh_token_reused`).
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = Issued),
+        (status = 401, body = ErrorResponse, description = "`invalid_token` or `refresh_token_reused`"),
+        (status = 503, body = ErrorResponse),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Issued>, ApiError> {
+    let body = json(body)?;
+    Ok(Json(state.auth.refresh(&body.refresh_token).await?))
+}
+
+/// Ends the caller's session: its access and refresh tokens stop working.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "logged out"), (status = 401, body = ErrorResponse)),
+    security(("bearer" = [])))]
+pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<StatusCode, ApiError> {
+    state.auth.logout(&who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// Id.
+    pub id: i64,
+    /// E-mail.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// What the role allows.
+    pub permissions: Vec<&'static str>,
+    /// This session.
+    pub session_id: String,
+    /// Must set a new password first.
+    pub must_change_password: bool,
+}
+
+/// Who the access token stands for.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = ErrorResponse)),
+    security(("bearer" = [])))]
+pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, ApiError> {
+    let user = state
+        .auth
+        .user(who.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated {
+            code: "invalid_token",
+            message: "the user no longer exists".into(),
+        })?;
+    Ok(Json(Me {
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        role: who.role,
+        permissions: who.role.permissions().iter().map(|p| p.as_str()).collect(),
+        session_id: who.session_id,
+        must_change_password: user.must_change_password,
+    }))
+}

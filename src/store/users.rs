@@ -1,0 +1,419 @@
+//! Users, password history, sessions and refresh tokens.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A user as stored (never the password itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    /// Id.
+    pub id: i64,
+    /// E-mail, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `ADMIN`, `ENGINEER` or `VIEWER`.
+    pub role: String,
+    /// Company.
+    pub company: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// IANA time zone.
+    pub timezone: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Must set a new password before anything else.
+    pub must_change_password: bool,
+    /// TOTP enrolled.
+    pub is_mfa_enabled: bool,
+    /// Failed logins in a row.
+    pub failed_login_attempts: i64,
+    /// Locked until, ms.
+    pub account_locked_until: Option<i64>,
+    /// Last request, ms.
+    pub last_activity: Option<i64>,
+    /// Extensible profile attributes (JSON object).
+    pub attributes: serde_json::Value,
+    /// Created, ms.
+    pub created_at: i64,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUserRecord<'a> {
+    /// E-mail (lower-cased by the caller).
+    pub email: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Role name.
+    pub role: &'a str,
+    /// IANA time zone.
+    pub timezone: &'a str,
+    /// argon2id PHC string.
+    pub password_hash: &'a str,
+    /// Must change the password at first login.
+    pub must_change_password: bool,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// Id.
+    pub id: String,
+    /// Its user.
+    pub user_id: i64,
+    /// Started, ms.
+    pub created_at: i64,
+    /// Last request, ms.
+    pub last_seen_at: i64,
+    /// Ends at the latest, ms.
+    pub expires_at: i64,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client software.
+    pub user_agent: Option<String>,
+    /// Ended, ms.
+    pub revoked_at: Option<i64>,
+    /// Why it ended.
+    pub revoked_reason: Option<String>,
+}
+
+/// What using a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// First use: now spent. Its session and expiry.
+    Fresh {
+        /// The session.
+        session_id: String,
+        /// When the token expired or expires, ms.
+        expires_at: i64,
+    },
+    /// It was used before: someone replays a rotated token.
+    Reused {
+        /// The session it belonged to.
+        session_id: String,
+    },
+    /// Not a token we issued.
+    Unknown,
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, company, phone, timezone, password_hash, \
+     must_change_password, is_mfa_enabled, failed_login_attempts, account_locked_until, \
+     last_activity, attributes, created_at";
+
+fn user_of<R: Row>(r: &R) -> Result<UserRecord, StoreError>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    let attributes: String = r.try_get(13)?;
+    let id: i64 = r.try_get(0)?;
+    Ok(UserRecord {
+        id,
+        email: r.try_get(1)?,
+        name: r.try_get(2)?,
+        role: r.try_get(3)?,
+        company: r.try_get(4)?,
+        phone: r.try_get(5)?,
+        timezone: r.try_get(6)?,
+        password_hash: r.try_get(7)?,
+        must_change_password: r.try_get(8)?,
+        is_mfa_enabled: r.try_get(9)?,
+        failed_login_attempts: r.try_get(10)?,
+        account_locked_until: r.try_get(11)?,
+        last_activity: r.try_get(12)?,
+        attributes: serde_json::from_str(&attributes)
+            .map_err(|e| StoreError::Corrupt(format!("user {id}: attributes: {e}")))?,
+        created_at: r.try_get(14)?,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, revoked_at, revoked_reason";
+
+fn session_of<R: Row>(r: &R) -> Result<SessionRecord, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SessionRecord {
+        id: r.try_get(0)?,
+        user_id: r.try_get(1)?,
+        created_at: r.try_get(2)?,
+        last_seen_at: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        ip: r.try_get(5)?,
+        user_agent: r.try_get(6)?,
+        revoked_at: r.try_get(7)?,
+        revoked_reason: r.try_get(8)?,
+    })
+}
+
+impl Store {
+    /// Creates a user with their first password in the history; `None`
+    /// when a live user has that e-mail.
+    pub async fn create_user(
+        &self,
+        user: &NewUserRecord<'_>,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let insert = "INSERT INTO users (email, name, role, timezone, password_hash, \
+             password_changed_at, must_change_password, attributes, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $6) ON CONFLICT DO NOTHING RETURNING id"
+            .to_owned();
+        let history =
+            "INSERT INTO password_history (user_id, hash, created_at) VALUES ($1, $2, $3)"
+                .to_owned();
+        run!(self, |q, exec| {
+            let mut tx = exec.begin().await?;
+            let id: Option<i64> = sqlx::query_scalar(q(insert))
+                .bind(user.email)
+                .bind(user.name)
+                .bind(user.role)
+                .bind(user.timezone)
+                .bind(user.password_hash)
+                .bind(now_ms)
+                .bind(user.must_change_password)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(id) = id {
+                sqlx::query(q(history))
+                    .bind(id)
+                    .bind(user.password_hash)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// The live user with this e-mail (lower-cased).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let text =
+            format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL");
+        run!(self, |q, exec| {
+            match sqlx::query(q(text))
+                .bind(email)
+                .fetch_optional(exec)
+                .await?
+            {
+                Some(r) => user_of(&r).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The live user with this id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        let text = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL");
+        run!(self, |q, exec| {
+            match sqlx::query(q(text)).bind(id).fetch_optional(exec).await? {
+                Some(r) => user_of(&r).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Counts a failed login; locks the account until `lock_until` once
+    /// `max_failures` are reached. Returns the failures so far and the lock.
+    pub async fn record_login_failure(
+        &self,
+        id: i64,
+        max_failures: i64,
+        lock_until: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        let text = "UPDATE users SET failed_login_attempts = failed_login_attempts + 1, \
+             account_locked_until = CASE WHEN failed_login_attempts + 1 >= $2 THEN $3 \
+             ELSE account_locked_until END WHERE id = $1 \
+             RETURNING failed_login_attempts, account_locked_until"
+            .to_owned();
+        run!(self, |q, exec| {
+            let row = sqlx::query(q(text))
+                .bind(id)
+                .bind(max_failures)
+                .bind(lock_until)
+                .fetch_one(exec)
+                .await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+    }
+
+    /// A successful login: failures reset, activity noted.
+    pub async fn record_login_success(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        let text = "UPDATE users SET failed_login_attempts = 0, account_locked_until = NULL, \
+             last_activity = $2 WHERE id = $1"
+            .to_owned();
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(id)
+                .bind(now_ms)
+                .execute(exec)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Starts a session with its first refresh token.
+    pub async fn create_session(
+        &self,
+        session: &SessionRecord,
+        refresh_digest: &str,
+        refresh_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let insert = format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
+        );
+        let token = "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4)"
+            .to_owned();
+        run!(self, |q, exec| {
+            let mut tx = exec.begin().await?;
+            sqlx::query(q(insert))
+                .bind(&session.id)
+                .bind(session.user_id)
+                .bind(session.created_at)
+                .bind(session.last_seen_at)
+                .bind(session.expires_at)
+                .bind(&session.ip)
+                .bind(&session.user_agent)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(q(token))
+                .bind(refresh_digest)
+                .bind(&session.id)
+                .bind(session.created_at)
+                .bind(refresh_expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// One session.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let text = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+        run!(self, |q, exec| {
+            match sqlx::query(q(text)).bind(id).fetch_optional(exec).await? {
+                Some(r) => session_of(&r).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// A user's sessions not ended, oldest first.
+    pub async fn live_sessions(
+        &self,
+        user_id: i64,
+        now_ms: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let text = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+             AND expires_at > $2 ORDER BY created_at, id"
+        );
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(user_id)
+                .bind(now_ms)
+                .fetch_all(exec)
+                .await?
+                .iter()
+                .map(session_of)
+                .collect()
+        })
+    }
+
+    /// Ends a session (if not ended yet); `true` when it did.
+    pub async fn revoke_session(
+        &self,
+        id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let text = "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+             WHERE id = $1 AND revoked_at IS NULL"
+            .to_owned();
+        let done = run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(id)
+                .bind(now_ms)
+                .bind(reason)
+                .execute(exec)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Spends a refresh token: the first use wins (atomically), a later one
+    /// is reported as a reuse.
+    pub async fn use_refresh_token(
+        &self,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<RefreshUse, StoreError> {
+        let spend = "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL \
+             RETURNING session_id, expires_at"
+            .to_owned();
+        let find = "SELECT session_id FROM refresh_tokens WHERE hash = $1".to_owned();
+        run!(self, |q, exec| {
+            if let Some(r) = sqlx::query(q(spend))
+                .bind(digest)
+                .bind(now_ms)
+                .fetch_optional(exec)
+                .await?
+            {
+                return Ok(RefreshUse::Fresh {
+                    session_id: r.try_get(0)?,
+                    expires_at: r.try_get(1)?,
+                });
+            }
+            let seen: Option<String> = sqlx::query_scalar(q(find))
+                .bind(digest)
+                .fetch_optional(exec)
+                .await?;
+            Ok(match seen {
+                Some(session_id) => RefreshUse::Reused { session_id },
+                None => RefreshUse::Unknown,
+            })
+        })
+    }
+
+    /// Adds the next refresh token of a session and notes its activity.
+    pub async fn rotate_refresh_token(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let token = "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4)"
+            .to_owned();
+        let seen = "UPDATE sessions SET last_seen_at = $2 WHERE id = $1".to_owned();
+        run!(self, |q, exec| {
+            let mut tx = exec.begin().await?;
+            sqlx::query(q(token))
+                .bind(digest)
+                .bind(session_id)
+                .bind(now_ms)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(q(seen))
+                .bind(session_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
