@@ -201,3 +201,70 @@ async fn repeated_failures_lock_the_account_and_sessions_are_limited() {
     assert_eq!(me(&base, &fourth["access_token"]).await.0, 200);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_keeps_to_the_policy_and_ends_the_other_sessions() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    app.state
+        .auth
+        .add_user(&user("ana@plant.example", Role::Viewer), None)
+        .await
+        .expect("user");
+    let (_, laptop) = login(&base, "ana@plant.example", PASSWORD).await;
+    let (_, phone) = login(&base, "ana@plant.example", PASSWORD).await;
+    let change = |current: &str, new: &str| {
+        http()
+            .post(format!("{base}/api/v1/auth/password"))
+            .bearer_auth(laptop["access_token"].as_str().unwrap())
+            .json(&json!({"current_password": current, "new_password": new}))
+    };
+    let field = |body: &Value| {
+        body["error"]["details"]["field"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (status, body) = send(change("not my password at all", "a fresh long passphrase")).await;
+    assert_eq!(
+        (status, field(&body)),
+        (422, Some("current_password".into())),
+        "{body}"
+    );
+    // The current password is the newest of the last five.
+    let (status, body) = send(change(PASSWORD, PASSWORD)).await;
+    assert_eq!(
+        (status, field(&body)),
+        (422, Some("password".into())),
+        "{body}"
+    );
+    let (status, body) = send(change(PASSWORD, "short one")).await;
+    assert_eq!(
+        (status, field(&body)),
+        (422, Some("password".into())),
+        "{body}"
+    );
+    let (status, _) = send(change(PASSWORD, "a fresh long passphrase")).await;
+    assert_eq!(status, 204);
+    // The phone's session is over; the laptop's goes on.
+    assert_eq!(me(&base, &phone["access_token"]).await.0, 401);
+    assert_eq!(me(&base, &laptop["access_token"]).await.0, 200);
+    assert_eq!(login(&base, "ana@plant.example", PASSWORD).await.0, 401);
+    assert_eq!(
+        login(&base, "ana@plant.example", "a fresh long passphrase")
+            .await
+            .0,
+        200
+    );
+    // And back to the old one: refused, it is among the last five.
+    let (status, body) = send(change("a fresh long passphrase", PASSWORD)).await;
+    assert_eq!(
+        (status, field(&body)),
+        (422, Some("password".into())),
+        "{body}"
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("used recently"));
+    app.shutdown().await;
+}

@@ -92,6 +92,9 @@ pub enum AuthError {
     /// session.
     #[error("{0}")]
     InvalidToken(String),
+    /// The current password given to change it is wrong.
+    #[error("that is not the current password")]
+    WrongPassword,
     /// A refresh token was used twice: its session is ended.
     #[error("this refresh token was already used; the session is ended")]
     RefreshReused,
@@ -456,6 +459,59 @@ impl Auth {
             )
             .await?;
         self.issue(&user, &session.id, refresh, now)
+    }
+
+    /// Changes the caller's password: the current one must be right (a
+    /// wrong one counts towards the lockout, as at login), the new one must
+    /// meet the policy and not be one of the last five. The caller's other
+    /// sessions end: whoever knew the old password is out.
+    pub async fn change_password(
+        &self,
+        who: &Principal,
+        current: &str,
+        new: &str,
+    ) -> Result<(), AuthError> {
+        let now = now_ms();
+        let user = self
+            .store
+            .user_by_id(who.user_id)
+            .await?
+            .ok_or_else(|| AuthError::InvalidToken("the user no longer exists".into()))?;
+        let id = Some(user.id.to_string());
+        if !password::verify(current, &user.password_hash) {
+            let max = i64::from(self.settings.max_failures);
+            let lock_until = now + (self.settings.lockout_secs * 1000) as i64;
+            let (failures, _) = self
+                .store
+                .record_login_failure(user.id, max, lock_until)
+                .await?;
+            let changes =
+                serde_json::json!({"reason": "wrong_current_password", "failures": failures});
+            self.audit(event(
+                Some(user.id),
+                "password.change_failed",
+                "user",
+                id,
+                changes,
+            ))
+            .await;
+            return Err(AuthError::WrongPassword);
+        }
+        let history = self
+            .store
+            .password_history(user.id, password::HISTORY as i64)
+            .await?;
+        password::check(new, &user.email, &history)?;
+        let hash = password::hash(new, &self.settings.hash)?;
+        self.store.set_password(user.id, &hash, now).await?;
+        let ended = self
+            .store
+            .revoke_other_sessions(user.id, &who.session_id, "password_changed", now)
+            .await?;
+        let changes = serde_json::json!({"other_sessions_ended": ended});
+        self.audit(event(Some(user.id), "password.change", "user", id, changes))
+            .await;
+        Ok(())
     }
 
     /// Ends the caller's session.

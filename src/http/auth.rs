@@ -27,6 +27,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken(_) => unauthenticated("invalid_token", &e),
             AuthError::RefreshReused => unauthenticated("refresh_token_reused", &e),
             AuthError::Password(p) => ApiError::invalid("password", p.to_string()),
+            AuthError::WrongPassword => ApiError::invalid("current_password", e.to_string()),
             AuthError::EmailTaken => ApiError::Refused {
                 code: "already_exists",
                 message: e.to_string(),
@@ -137,6 +138,38 @@ pub async fn refresh(
     security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<StatusCode, ApiError> {
     state.auth.logout(&who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The password now.
+    pub current_password: String,
+    /// The new one: 12+ characters, not a common one, not one of the last five.
+    pub new_password: String,
+}
+
+/// Changes the caller's password; their other sessions end.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "changed"),
+        (status = 401, body = ErrorResponse),
+        (status = 422, body = ErrorResponse, description = "`details.field`: `current_password` (wrong) or `password` (the policy)"),
+    ),
+    security(("bearer" = [])))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<PasswordChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json(body)?;
+    state
+        .auth
+        .change_password(&who, &body.current_password, &body.new_password)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -75,7 +75,7 @@ pub struct AppState {
         silences::list, silences::create, silences::end,
         rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
-        auth::login, auth::refresh, auth::logout, auth::me,
+        auth::login, auth::refresh, auth::logout, auth::me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/password", post(auth::change_password))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

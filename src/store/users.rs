@@ -417,3 +417,76 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// The hashes of a user's last `n` passwords, newest first (the current
+    /// one included).
+    pub async fn password_history(&self, user_id: i64, n: i64) -> Result<Vec<String>, StoreError> {
+        let text = "SELECT hash FROM password_history WHERE user_id = $1 \
+             ORDER BY created_at DESC LIMIT $2"
+            .to_owned();
+        run!(self, |q, exec| {
+            Ok(sqlx::query_scalar(q(text))
+                .bind(user_id)
+                .bind(n)
+                .fetch_all(exec)
+                .await?)
+        })
+    }
+
+    /// Sets a user's new password (and keeps it in the history); the
+    /// forced change, if any, is done.
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let update = "UPDATE users SET password_hash = $2, password_changed_at = $3, \
+             must_change_password = FALSE WHERE id = $1"
+            .to_owned();
+        let history =
+            "INSERT INTO password_history (user_id, hash, created_at) VALUES ($1, $2, $3)"
+                .to_owned();
+        run!(self, |q, exec| {
+            let mut tx = exec.begin().await?;
+            sqlx::query(q(update))
+                .bind(user_id)
+                .bind(hash)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(q(history))
+                .bind(user_id)
+                .bind(hash)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Ends every live session of a user but `keep`; how many ended.
+    pub async fn revoke_other_sessions(
+        &self,
+        user_id: i64,
+        keep: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let text = "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL"
+            .to_owned();
+        run!(self, |q, exec| {
+            Ok(sqlx::query(q(text))
+                .bind(user_id)
+                .bind(keep)
+                .bind(now_ms)
+                .bind(reason)
+                .execute(exec)
+                .await?
+                .rows_affected())
+        })
+    }
+}
