@@ -16,7 +16,7 @@ use tokio::sync::{watch, Mutex};
 
 use hydrowatch_actors::alerting::{AlertingConfig, ConfigFeed};
 use hydrowatch_models::alert::escalation::EscalationPolicy;
-use hydrowatch_models::alert::rules::RuleSpec;
+use hydrowatch_models::alert::rules::{valid_name, RuleSpec, NAME_RULE};
 use hydrowatch_models::EquipmentSpec;
 
 use crate::config::check_rule;
@@ -322,8 +322,9 @@ impl AlertRules {
         if self.provisioned.rules.contains_key(&rule.id) {
             return Err(RulesError::Provisioned(what));
         }
-        let policies = self.current().policies.clone();
-        check_rule(&rule, &policies, &self.equipment).map_err(|m| invalid(m.field, m.reason))?;
+        let current = self.current();
+        check_rule(&rule, &current.policies, &self.equipment)
+            .map_err(|m| invalid(m.field, m.reason))?;
         for (i, channel) in rule.channels.iter().enumerate() {
             Target::check(channel, &self.notify)
                 .map_err(|e| invalid(format!("channels[{i}]"), e))?;
@@ -492,20 +493,11 @@ impl AlertRules {
                         ..before.clone()
                     }),
                     Replaced::Missing => Err(RulesError::NotFound(what.clone())),
-                    Replaced::Stale => {
-                        let current = self
-                            .store
-                            .definitions(of)
-                            .await?
-                            .into_iter()
-                            .find(|d| d.key == *key)
-                            .map_or(0, |d| d.version);
-                        Err(RulesError::Stale {
-                            what: what.clone(),
-                            expected,
-                            current,
-                        })
-                    }
+                    Replaced::Stale(current) => Err(RulesError::Stale {
+                        what: what.clone(),
+                        expected,
+                        current,
+                    }),
                 }
             }
         }
@@ -542,16 +534,8 @@ fn check_policy(
     policy: &EscalationPolicy,
     notify: &NotifySettings,
 ) -> Result<(), RulesError> {
-    let name_ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !name_ok {
-        return Err(invalid(
-            "name",
-            "letters, digits, '-', '_' and '.' only, 1 to 100 characters",
-        ));
+    if !valid_name(name) {
+        return Err(invalid("name", NAME_RULE));
     }
     policy
         .validate()

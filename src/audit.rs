@@ -160,7 +160,7 @@ impl AuditLog {
                 Err(_) => Sha256::digest(content.as_bytes()).to_vec(),
             }
         };
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&bytes)
     }
 
     /// Appends an event; returns its position. A failure is logged by the

@@ -783,6 +783,15 @@ impl AlertingSection {
             ));
         }
         for (name, policy) in &self.policies {
+            if !hydrowatch_models::alert::rules::valid_name(name) {
+                return Err(err(
+                    file,
+                    format!(
+                        "alerting.policies.{name:?}: {}",
+                        hydrowatch_models::alert::rules::NAME_RULE
+                    ),
+                ));
+            }
             policy
                 .validate()
                 .map_err(|e| err(file, format!("alerting.policies.{name}: {e}")))?;

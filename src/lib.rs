@@ -20,4 +20,15 @@ pub mod scoring;
 pub mod store;
 pub mod telemetry;
 
+/// Bytes as lower-case hex (digests, signatures, random tokens).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 pub use app::{App, Exit};

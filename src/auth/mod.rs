@@ -330,11 +330,7 @@ impl Auth {
         }
         if !password::verify(password, &user.password_hash) {
             let max = i64::from(self.settings.max_failures);
-            let lock_until = now + (self.settings.lockout_secs * 1000) as i64;
-            let (failures, locked) = self
-                .store
-                .record_login_failure(user.id, max, lock_until)
-                .await?;
+            let (failures, locked) = self.count_failure(user.id, now).await?;
             tracing::info!(
                 event = "login_failed",
                 user = user.id,
@@ -479,12 +475,7 @@ impl Auth {
             .ok_or_else(|| AuthError::InvalidToken("the user no longer exists".into()))?;
         let id = Some(user.id.to_string());
         if !password::verify(current, &user.password_hash) {
-            let max = i64::from(self.settings.max_failures);
-            let lock_until = now + (self.settings.lockout_secs * 1000) as i64;
-            let (failures, _) = self
-                .store
-                .record_login_failure(user.id, max, lock_until)
-                .await?;
+            let (failures, _) = self.count_failure(user.id, now).await?;
             let changes =
                 serde_json::json!({"reason": "wrong_current_password", "failures": failures});
             self.audit(event(
@@ -530,6 +521,24 @@ impl Auth {
         ))
         .await;
         Ok(())
+    }
+
+    /// Counts a wrong password against the user: after `max_failures` in a
+    /// row the account locks for `lockout_secs`. The failures so far and the
+    /// lock.
+    async fn count_failure(&self, user_id: i64, now: i64) -> Result<(i64, Option<i64>), AuthError> {
+        let lock_until = now + (self.settings.lockout_secs * 1000) as i64;
+        Ok(self
+            .store
+            .record_login_failure(user_id, i64::from(self.settings.max_failures), lock_until)
+            .await?)
+    }
+
+    /// The user a bearer token was signed for, from its signature alone (no
+    /// session lookup): who made a request, for the audit log, even when
+    /// the request ended the session.
+    pub fn identify(&self, bearer: &str) -> Option<i64> {
+        self.keys.verify(bearer).ok()?.sub.parse().ok()
     }
 
     /// Who a bearer token stands for: a valid token of a session not ended.

@@ -111,13 +111,9 @@ pub fn decoy(cost: &HashCost) -> String {
     DECOY
         .get_or_init(|| {
             let secret: [u8; 32] = rand::random();
-            hash(&hex(&secret), cost).unwrap_or_default()
+            hash(&crate::hex(&secret), cost).unwrap_or_default()
         })
         .clone()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks a new password against the policy: its length, the common list,

@@ -140,15 +140,12 @@ impl TokenKeys {
 /// A new random token (256 bits, URL-safe): refresh tokens, session ids.
 pub fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&bytes)
 }
 
 /// How a token is stored: its SHA-256, hex.
 pub fn digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

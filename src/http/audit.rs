@@ -53,19 +53,10 @@ pub async fn record_mutations(
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let user_agent: Option<String> =
         text(header::USER_AGENT).map(|ua| ua.chars().take(300).collect());
-    let bearer: Option<String> = text(header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
+    // Who signed the token: known without a session lookup, and still
+    // known when the request ended the session (logout).
+    let user_id = super::auth::bearer(headers).and_then(|t| state.auth.identify(t));
     let response = next.run(request).await;
-    let user_id = match bearer {
-        Some(token) => state
-            .auth
-            .authenticate(&token)
-            .await
-            .ok()
-            .map(|p| p.user_id),
-        None => None,
-    };
     // `alert-rules`, `silences`, `admin/actors`…
     let resource_type = route
         .trim_start_matches("/api/v1/")

@@ -38,6 +38,16 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -45,17 +55,10 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthenticated {
-                code: "invalid_token",
-                message: "sign in: send Authorization: Bearer <access token>".into(),
-            })?;
+        let token = bearer(&parts.headers).ok_or_else(|| ApiError::Unauthenticated {
+            code: "invalid_token",
+            message: "sign in: send Authorization: Bearer <access token>".into(),
+        })?;
         Ok(state.auth.authenticate(token).await?)
     }
 }

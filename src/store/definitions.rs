@@ -57,8 +57,8 @@ pub enum Replaced {
     Done(i64),
     /// Nothing has that key.
     Missing,
-    /// Its version is not the one the caller named.
-    Stale,
+    /// Its version is not the one the caller named; the one stored.
+    Stale(i64),
 }
 
 impl Store {
@@ -148,8 +148,10 @@ impl Store {
         });
         Ok(match version {
             Some(v) => Replaced::Done(v),
-            None if self.definition_version(of, key).await?.is_some() => Replaced::Stale,
-            None => Replaced::Missing,
+            None => match self.definition_version(of, key).await? {
+                Some(current) => Replaced::Stale(current),
+                None => Replaced::Missing,
+            },
         })
     }
 

@@ -132,6 +132,15 @@ where
     })
 }
 
+/// A password kept for the history check.
+const INSERT_HISTORY: &str =
+    "INSERT INTO password_history (user_id, hash, created_at) VALUES ($1, $2, $3)";
+
+/// A session's next refresh token (by its digest).
+const INSERT_REFRESH: &str =
+    "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) \
+     VALUES ($1, $2, $3, $4)";
+
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, expires_at, ip, user_agent, revoked_at, revoked_reason";
 
@@ -166,9 +175,7 @@ impl Store {
              password_changed_at, must_change_password, attributes, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $6) ON CONFLICT DO NOTHING RETURNING id"
             .to_owned();
-        let history =
-            "INSERT INTO password_history (user_id, hash, created_at) VALUES ($1, $2, $3)"
-                .to_owned();
+        let history = INSERT_HISTORY.to_owned();
         run!(self, |q, exec| {
             let mut tx = exec.begin().await?;
             let id: Option<i64> = sqlx::query_scalar(q(insert))
@@ -270,9 +277,7 @@ impl Store {
         let insert = format!(
             "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
         );
-        let token = "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4)"
-            .to_owned();
+        let token = INSERT_REFRESH.to_owned();
         run!(self, |q, exec| {
             let mut tx = exec.begin().await?;
             sqlx::query(q(insert))
@@ -394,9 +399,7 @@ impl Store {
         now_ms: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let token = "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4)"
-            .to_owned();
+        let token = INSERT_REFRESH.to_owned();
         let seen = "UPDATE sessions SET last_seen_at = $2 WHERE id = $1".to_owned();
         run!(self, |q, exec| {
             let mut tx = exec.begin().await?;
@@ -445,9 +448,7 @@ impl Store {
         let update = "UPDATE users SET password_hash = $2, password_changed_at = $3, \
              must_change_password = FALSE WHERE id = $1"
             .to_owned();
-        let history =
-            "INSERT INTO password_history (user_id, hash, created_at) VALUES ($1, $2, $3)"
-                .to_owned();
+        let history = INSERT_HISTORY.to_owned();
         run!(self, |q, exec| {
             let mut tx = exec.begin().await?;
             sqlx::query(q(update))

@@ -158,16 +158,8 @@ impl RuleSpec {
             field,
             reason: reason.to_owned(),
         };
-        let id_ok = !self.id.is_empty()
-            && self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !id_ok {
-            return Err(err(
-                "id",
-                "letters, digits, '-', '_' and '.' only, not empty",
-            ));
+        if !valid_name(&self.id) {
+            return Err(err("id", NAME_RULE));
         }
         if self.for_ms < 0 || self.keep_firing_ms < 0 {
             return Err(err("for_ms", "durations must be zero or more"));
@@ -282,6 +274,19 @@ impl RuleSpec {
     pub fn covers_equipment(&self, equipment: &str) -> bool {
         self.equipment.as_deref().is_none_or(|e| e == equipment)
     }
+}
+
+/// What a rule id or policy name may be, for messages.
+pub const NAME_RULE: &str = "letters, digits, '-', '_' and '.' only, 1 to 100 characters";
+
+/// Whether `name` may be a rule id or an escalation policy's name: it names
+/// alert types and URL paths.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A sensor's type: its id without the trailing number (`TS3` → `TS`).
