@@ -194,11 +194,20 @@ struct StateTs {
 /// between `from` and `until`, arrival time minus sample time.
 async fn ws_client(
     url: String,
+    token: String,
     ids: Vec<String>,
     from: Instant,
     until: Instant,
 ) -> (Vec<f64>, u64) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    // As a browser signs in: the first frame.
+    ws.send(Message::Text(
+        serde_json::json!({"type": "auth", "token": token})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("auth");
     ws.send(Message::Text(
         serde_json::json!({"type": "subscribe", "equipment": ids})
             .to_string()
@@ -344,12 +353,27 @@ async fn run(args: Args) {
     // wallboard would, so its parsing does not queue behind the server's tasks.
     let url = format!("ws://{}/api/v1/ws", app.addr);
     let ids: Vec<String> = (1..=args.rigs).map(|n| format!("rig-{n}")).collect();
+    let viewer = hydrowatch::auth::NewUser {
+        email: "wallboard@plant.example".into(),
+        name: "Wallboard".into(),
+        role: hydrowatch::auth::roles::Role::Viewer,
+        password: "a long passphrase for the control room".into(),
+        must_change_password: false,
+    };
+    app.state.auth.add_user(&viewer, None).await.expect("user");
+    let token = app
+        .state
+        .auth
+        .login(&viewer.email, &viewer.password, None, None)
+        .await
+        .expect("login")
+        .access_token;
     let client = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("client runtime");
-        rt.block_on(ws_client(url, ids, warmup_end, end))
+        rt.block_on(ws_client(url, token, ids, warmup_end, end))
     });
     let processed_at_start = {
         tokio::time::sleep_until(warmup_end.into()).await;

@@ -145,6 +145,26 @@ async fn detect_over_http(cycles: &[Cycle], runs: usize) {
     let loaded = config::load(None, &env).expect("demo config");
     let mut app = hydrowatch::App::start(loaded).await.expect("app starts");
     let url = format!("http://{}/api/v1/detect", app.addr);
+    // An engineer's session, as an integration would hold.
+    let engineer = hydrowatch::auth::NewUser {
+        email: "bench@plant.example".into(),
+        name: "Bench".into(),
+        role: hydrowatch::auth::roles::Role::Engineer,
+        password: "a long passphrase for the scoring run".into(),
+        must_change_password: false,
+    };
+    app.state
+        .auth
+        .add_user(&engineer, None)
+        .await
+        .expect("user");
+    let token = app
+        .state
+        .auth
+        .login(&engineer.email, &engineer.password, None, None)
+        .await
+        .expect("login")
+        .access_token;
     let bodies: Vec<String> = cycles
         .iter()
         .map(|c| {
@@ -162,6 +182,7 @@ async fn detect_over_http(cycles: &[Cycle], runs: usize) {
         let started = Instant::now();
         let resp = client
             .post(&url)
+            .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(body.clone())
             .send()

@@ -369,6 +369,14 @@ impl App {
         });
 
         tracing::info!(%addr, "hydrowatch listening; wallboard at http://{addr}/");
+        match state.auth.setup_code().await {
+            Ok(Some(code)) => tracing::warn!(
+                "no users yet: create the first administrator at http://{addr}/#setup={code} \
+                 (works once), or with `hydrowatch user add --role admin`"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check for users"),
+        }
         Ok(App {
             addr,
             state,

@@ -73,11 +73,13 @@ impl Default for ServerSettings {
     }
 }
 
-/// `[admin]`.
+/// `[admin]`: retired. Its shared bearer token gave way to signed-in
+/// users with roles; the key stays only so that a configuration still
+/// setting it is refused with the way forward, not ignored.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
-    /// Bearer token for `/api/v1/admin/*`; empty disables the admin API.
+    /// Must be empty.
     pub token: String,
 }
 
@@ -403,7 +405,7 @@ impl Default for FileSettings {
 pub struct Settings {
     /// HTTP server.
     pub server: ServerSettings,
-    /// Admin API.
+    /// Retired (see [`AdminSettings`]).
     pub admin: AdminSettings,
     /// WebSocket API.
     pub websocket: WebSocketSettings,
@@ -476,10 +478,12 @@ impl Settings {
             .ensemble
             .validate()
             .map_err(|e| err(file, format!("models.ensemble.{e}")))?;
-        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+        if !self.admin.token.is_empty() {
             return Err(err(
                 file,
-                "admin.token: must be empty (admin API off) or at least 16 characters",
+                "admin.token is no longer used: sign in as a user with the ADMIN role \
+                 (create the first with `hydrowatch user add --role admin`), or, when no \
+                 admin can sign in, set auth.break_glass_token",
             ));
         }
         Ok(())
@@ -1454,8 +1458,8 @@ mod tests {
         assert!(loaded.plant.equipment.iter().all(|e| e.cycle.is_some()));
         assert_eq!(loaded.plant.simulators.len(), 3);
         assert!(
-            loaded.settings.admin.token.is_empty(),
-            "admin API off by default"
+            loaded.settings.auth.break_glass_token.is_empty(),
+            "no break-glass token by default"
         );
     }
 
@@ -1474,12 +1478,25 @@ mod tests {
 
     #[test]
     fn a_numeric_token_stays_a_string() {
+        let digits = "12345678901234567890123456789012";
         let env = vec![(
-            "HYDROWATCH_ADMIN__TOKEN".to_owned(),
-            "1234567890123456".to_owned(),
+            "HYDROWATCH_AUTH__BREAK_GLASS_TOKEN".to_owned(),
+            digits.to_owned(),
         )];
         let loaded = load(None, &env).unwrap();
-        assert_eq!(loaded.settings.admin.token, "1234567890123456");
+        assert_eq!(loaded.settings.auth.break_glass_token, digits);
+        let env = vec![(
+            "HYDROWATCH_AUTH__BREAK_GLASS_TOKEN".to_owned(),
+            "short".to_owned(),
+        )];
+        let e = load(None, &env).unwrap_err();
+        assert!(e.to_string().contains("at least 32 characters"), "{e}");
+        let env = vec![("HYDROWATCH_ADMIN__TOKEN".to_owned(), digits.to_owned())];
+        let e = load(None, &env).unwrap_err();
+        assert!(
+            e.to_string().contains("hydrowatch user add --role admin"),
+            "{e}"
+        );
         let env = vec![(
             "HYDROWATCH_LIVE__ACTOR_TIMEOUT_MS".to_owned(),
             "soon".to_owned(),

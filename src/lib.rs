@@ -31,4 +31,16 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Whether two secrets are equal, in a time that tells nothing of them:
+/// both are hashed first, so neither where they differ nor their lengths
+/// change how long the comparison takes.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 pub use app::{App, Exit};

@@ -45,6 +45,17 @@ async fn post(url: String, body: Value) -> reqwest::Response {
     http().post(url).json(&body).send().await.expect("request")
 }
 
+/// `POST url` as the holder of `token`.
+async fn post_as(url: String, token: &str, body: Value) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
 fn kinds(detail: &Value) -> Vec<String> {
     detail["history"]
         .as_array()
@@ -92,17 +103,22 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
     assert_eq!(deliveries[0]["channel"], "wallboard");
     assert_eq!(deliveries[0]["status"], "sent");
 
-    // Acknowledge: who, when, why; a second time is a conflict.
-    let ack = post(
+    // Acknowledge: who (the signed-in user), when, why; a second time is
+    // a conflict.
+    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
+    let bo = sign_in(&app, "bo@plant.example", "engineer").await;
+    let ack = post_as(
         format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        json!({"by": "ana", "comment": "checking the cooler"}),
+        &ana,
+        json!({"comment": "checking the cooler"}),
     )
     .await;
     assert_eq!(ack.status(), 200);
     assert_eq!(ack.json::<Value>().await.unwrap()["state"], "ACTIVE_ACK");
-    let again = post(
+    let again = post_as(
         format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        json!({"by": "bo"}),
+        &bo,
+        json!({}),
     )
     .await;
     assert_eq!(again.status(), 409);
@@ -111,7 +127,7 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
         "conflict"
     );
     let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
-    assert_eq!(detail["acknowledged_by"], "ana");
+    assert_eq!(detail["acknowledged_by"], "ana@plant.example");
     let ack_event = detail["history"]
         .as_array()
         .unwrap()
@@ -119,16 +135,12 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
         .unwrap()
         .clone();
     assert_eq!(ack_event["kind"], "acknowledged");
-    assert_eq!(ack_event["by"], "ana");
+    assert_eq!(ack_event["by"], "ana@plant.example");
     assert_eq!(ack_event["note"], "checking the cooler");
 
     // Cleared by hand after acknowledgement, the alert is over; the rule
     // still fires, so a new alert opens for the same sensor.
-    let clear = post(
-        format!("{base}/api/v1/alerts/{id}/clear"),
-        json!({"by": "ana"}),
-    )
-    .await;
+    let clear = post_as(format!("{base}/api/v1/alerts/{id}/clear"), &ana, json!({})).await;
     assert_eq!(clear.status(), 200);
     assert_eq!(clear.json::<Value>().await.unwrap()["state"], "CLEARED_ACK");
     let closed = get_json(format!(
@@ -140,11 +152,7 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
         .unwrap()
         .iter()
         .any(|a| a["id"] == id));
-    let gone = post(
-        format!("{base}/api/v1/alerts/{id}/clear"),
-        json!({"by": "ana"}),
-    )
-    .await;
+    let gone = post_as(format!("{base}/api/v1/alerts/{id}/clear"), &ana, json!({})).await;
     assert_eq!(gone.status(), 404);
 
     // Bad requests name the field.
@@ -158,12 +166,27 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
         bad.json::<Value>().await.unwrap()["error"]["details"]["field"],
         "state"
     );
-    let nobody = post(
+    // A viewer reads alerts but may not act on them.
+    let viewer = sign_in(&app, "vi@plant.example", "viewer").await;
+    let refused = post_as(
         format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        json!({"by": " "}),
+        &viewer,
+        json!({}),
     )
     .await;
-    assert_eq!(nobody.status(), 422);
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"]["details"]["required"],
+        "alerts:act"
+    );
+    // `by` is who signs in, never what a body says.
+    let spoofed = post_as(
+        format!("{base}/api/v1/alerts/{id}/acknowledge"),
+        &ana,
+        json!({"by": "someone else"}),
+    )
+    .await;
+    assert_eq!(spoofed.status(), 422);
     assert_eq!(
         http()
             .get(format!("{base}/api/v1/alerts/999999"))
@@ -351,7 +374,7 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         format!("{base}/api/v1/silences"),
         json!({"window": {"type": "recurring", "cron": "0 0 2 * * Sun", "duration_ms": 1000,
                           "timezone": "Mars/Olympus"},
-               "comment": "x", "by": "ana"}),
+               "comment": "x"}),
     )
     .await;
     assert_eq!(bad.status(), 422);
@@ -360,11 +383,13 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         "window"
     );
     // Maintenance on rig-1 for an hour, from now.
-    let created = post(
+    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
+    let created = post_as(
         format!("{base}/api/v1/silences"),
+        &ana,
         json!({"matchers": {"equipment": "rig-1"},
                "window": {"type": "fixed", "starts": now - 1_000, "ends": now + 3_600_000},
-               "comment": "pump replacement", "by": "ana"}),
+               "comment": "pump replacement"}),
     )
     .await;
     assert_eq!(created.status(), 201);
@@ -414,7 +439,8 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
 
     // The silence ends early: what is due goes out.
     let ended = http()
-        .delete(format!("{base}/api/v1/silences/{silence}?by=ana"))
+        .delete(format!("{base}/api/v1/silences/{silence}"))
+        .bearer_auth(&ana)
         .send()
         .await
         .unwrap();
@@ -431,13 +457,15 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
     let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
     assert_eq!(detail["held_back"], Value::Null, "{detail}");
     let again = http()
-        .delete(format!("{base}/api/v1/silences/{silence}?by=ana"))
+        .delete(format!("{base}/api/v1/silences/{silence}"))
+        .bearer_auth(&ana)
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 404);
     let all = get_json(format!("{base}/api/v1/silences?all=true")).await;
-    assert_eq!(all[0]["ended_by"], "ana");
+    assert_eq!(all[0]["created_by"], "ana@plant.example");
+    assert_eq!(all[0]["ended_by"], "ana@plant.example");
     app.shutdown().await;
 }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use common::{
     admin_get, admin_post, admin_put, get_json, get_text, http, next_close, sensor_state,
-    spawn_app, WsClient, ADMIN_TOKEN,
+    spawn_app, WsClient, BREAK_GLASS,
 };
 
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -235,17 +235,21 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_is_closed_without_token_and_guarded_with_one() {
-    // No token configured: disabled, never open.
-    let closed = common::spawn_with(common::demo_config(&[("HYDROWATCH_ADMIN__TOKEN", "")])).await;
+async fn admin_api_needs_an_admin() {
+    // No break-glass token configured: that token is nobody.
+    let closed = common::spawn_with(common::demo_config(&[(
+        "HYDROWATCH_AUTH__BREAK_GLASS_TOKEN",
+        "",
+    )]))
+    .await;
     let resp = http()
         .get(format!("http://{}/api/v1/admin/actors", closed.addr))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(resp.status().as_u16(), 401);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "admin_disabled");
+    assert_eq!(body["error"]["code"], "invalid_token");
 
     let app = spawn_app().await;
     let base = format!("http://{}/api/v1/admin", app.addr);
@@ -256,8 +260,37 @@ async fn admin_api_is_closed_without_token_and_guarded_with_one() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = http().get(format!("{base}/actors")).send().await.unwrap();
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer",
+        "a 401 says how to authenticate"
+    );
+    let resp = common::anonymous()
+        .get(format!("{base}/actors"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    // An engineer is signed in, but actors are the admins'.
+    let engineer = common::sign_in(&app, "eng@plant.example", "engineer").await;
+    let resp = http()
+        .get(format!("{base}/actors"))
+        .bearer_auth(&engineer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert_eq!(body["error"]["details"]["required"], "actors:manage");
+    let admin = common::sign_in(&app, "admin@plant.example", "admin").await;
+    let resp = http()
+        .get(format!("{base}/actors"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 
     let tree: Value = admin_get(format!("{base}/actors")).await;
     let paths: Vec<&str> = tree["actors"]
@@ -423,7 +456,7 @@ async fn wrong_methods_and_plain_requests_to_the_socket_get_the_error_shape() {
         (
             http()
                 .get(format!("{base}/api/v1/admin/actors/plant/rig-1/restart"))
-                .bearer_auth(ADMIN_TOKEN),
+                .bearer_auth(BREAK_GLASS),
             405,
             "method_not_allowed",
         ),

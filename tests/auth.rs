@@ -115,7 +115,7 @@ async fn login_refresh_rotation_reuse_and_logout(env: &[(&str, &str)]) {
         .unwrap()
         .contains(&json!("users:manage")));
     // No token, or a forged one.
-    let (status, body) = send(http().get(format!("{base}/api/v1/auth/me"))).await;
+    let (status, body) = send(anonymous().get(format!("{base}/api/v1/auth/me"))).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("invalid_token"))
@@ -266,5 +266,45 @@ async fn a_password_change_keeps_to_the_policy_and_ends_the_other_sessions() {
         .as_str()
         .unwrap()
         .contains("used recently"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_administrator_is_created_once_with_the_setup_code() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let code = app
+        .state
+        .auth
+        .setup_code()
+        .await
+        .expect("store")
+        .expect("no users yet: a setup code");
+    let setup = |code: &str, password: &str| {
+        send(
+            anonymous()
+                .post(format!("{base}/api/v1/auth/setup"))
+                .json(&json!({"code": code, "email": "root@plant.example",
+                              "name": "Root", "password": password})),
+        )
+    };
+    let (status, body) = setup("0000", PASSWORD).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("setup_refused"))
+    );
+    // A password the policy refuses does not use the code up.
+    let (status, body) = setup(&code, "short").await;
+    assert_eq!(status, 422, "{body}");
+    let (status, issued) = setup(&code, PASSWORD).await;
+    assert_eq!(status, 200, "{issued}");
+    let (status, who) = me(&base, &issued["access_token"]).await;
+    assert_eq!(status, 200);
+    assert_eq!(who["role"], "ADMIN");
+    assert_eq!(who["email"], "root@plant.example");
+    // Once only.
+    let (status, _) = setup(&code, "another long passphrase").await;
+    assert_eq!(status, 403);
+    assert_eq!(app.state.auth.setup_code().await.expect("store"), None);
     app.shutdown().await;
 }

@@ -5,7 +5,8 @@
 //! and drives it over the Chrome DevTools Protocol with a minimal client
 //! written here (tokio-tungstenite + serde_json, no browser-automation crate).
 //!
-//! What it proves: the page at `/` loads, builds exactly one tile per rig,
+//! What it proves: the page at `/` asks to sign in and a viewer signs in
+//! through its form; it builds exactly one tile per rig,
 //! opens its WebSocket (the `#ws-status` pill reads `connected`), shows a
 //! real value for PS1 and TS1 of rig-1, rig-2 and rig-3, and those values
 //! keep changing live in the DOM for every rig, i.e. snapshot/delta frames
@@ -424,6 +425,8 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     ));
     let mut app = spawn_with(fast_plant_config_with(&edits, &[])).await;
     let page_url = format!("http://{}/", app.addr);
+    // A viewer signs in through the page's form.
+    common::sign_in(&app, "wall@plant.example", "viewer").await;
 
     let browser = Browser::launch().await;
     let mut cdp = Cdp::connect(&browser.devtools_url).await;
@@ -453,6 +456,54 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
         .as_str()
         .unwrap_or_else(|| panic!("Target.attachToTarget answered without sessionId: {attached}"))
         .to_owned();
+
+    // Phase 0: the sign-in form, filled in and sent as a person would.
+    let sign_in_js = format!(
+        r#"(() => {{
+  const form = document.getElementById('login');
+  if (!form || form.hidden) return 'waiting';
+  document.getElementById('login-email').value = 'wall@plant.example';
+  document.getElementById('login-password').value = {password:?};
+  form.requestSubmit();
+  return 'sent';
+}})()"#,
+        password = common::PASSWORD
+    );
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    loop {
+        let answer = cdp.evaluate(&session, &sign_in_js).await;
+        if answer.as_ref().is_ok_and(|v| v == "sent") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sign-in form did not show within {PHASE_TIMEOUT:?}: {answer:?}\nchromium stderr:\n{}",
+            browser.stderr()
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    loop {
+        let user = cdp
+            .evaluate(
+                &session,
+                "(() => { const u = document.getElementById('user'); \
+                 return document.getElementById('auth').hidden && !u.hidden ? u.textContent : ''; })()",
+            )
+            .await;
+        if let Ok(Value::String(text)) = &user {
+            if !text.is_empty() {
+                assert!(text.contains("VIEWER"), "signed in as {text}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not sign in within {PHASE_TIMEOUT:?}: {user:?}\nchromium stderr:\n{}",
+            browser.stderr()
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 
     // Phase 1: connected, and a real PS1/TS1 value on every rig.
     let mut latest = PageView::default();

@@ -507,7 +507,7 @@ async fn admin_storage_operations_over_http() {
     let http = common::http();
     let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
         http.request(method, format!("{base}/{path}"))
-            .bearer_auth(common::ADMIN_TOKEN)
+            .bearer_auth(common::BREAK_GLASS)
             .json(&body)
             .send()
     };
@@ -567,7 +567,11 @@ async fn admin_storage_operations_over_http() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["details"]["field"], "end");
 
-    // Without the token: 401.
-    let r = http.get(format!("{base}/stats")).send().await.unwrap();
+    // Without a token: 401.
+    let r = common::anonymous()
+        .get(format!("{base}/stats"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }

@@ -12,8 +12,13 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut request = http().request(method, url);
+async fn send(
+    token: &str,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http().request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -23,16 +28,16 @@ async fn send(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn post(url: String, body: Value) -> (u16, Value) {
-    send(reqwest::Method::POST, url, Some(body)).await
+async fn post(token: &str, url: String, body: Value) -> (u16, Value) {
+    send(token, reqwest::Method::POST, url, Some(body)).await
 }
 
-async fn put(url: String, body: Value) -> (u16, Value) {
-    send(reqwest::Method::PUT, url, Some(body)).await
+async fn put(token: &str, url: String, body: Value) -> (u16, Value) {
+    send(token, reqwest::Method::PUT, url, Some(body)).await
 }
 
-async fn delete(url: String) -> (u16, Value) {
-    send(reqwest::Method::DELETE, url, None).await
+async fn delete(token: &str, url: String) -> (u16, Value) {
+    send(token, reqwest::Method::DELETE, url, None).await
 }
 
 fn error(body: &Value) -> (&str, &str) {
@@ -80,6 +85,8 @@ fn warm_rule(max: f64, severity: &str) -> Value {
 async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     let mut app = spawn_with(fast_plant_config(&[])).await;
     let base = format!("http://{}", app.addr);
+    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
+    let bo = sign_in(&app, "bo@plant.example", "engineer").await;
     let rules_url = format!("{base}/api/v1/alert-rules");
     let policies_url = format!("{base}/api/v1/escalation-policies");
 
@@ -96,20 +103,22 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     let mut edited = oil["rule"].clone();
     edited["severity"] = json!("critical");
     let (status, body) = put(
+        &ana,
         format!("{rules_url}/oil-hot"),
-        json!({"rule": edited, "by": "ana"}),
+        json!({"rule": edited}),
     )
     .await;
     assert_eq!((status, error(&body).0), (409, "provisioned"), "{body}");
-    let (status, body) = delete(format!("{rules_url}/oil-hot?by=ana")).await;
+    let (status, body) = delete(&ana, format!("{rules_url}/oil-hot")).await;
     assert_eq!((status, error(&body).0), (409, "provisioned"));
-    let (status, body) = delete(format!("{policies_url}/default?by=ana")).await;
+    let (status, body) = delete(&ana, format!("{policies_url}/default")).await;
     assert_eq!((status, error(&body).0), (409, "provisioned"));
 
     // A policy may only name channels that are configured.
     let (status, body) = post(
+        &ana,
         policies_url.clone(),
-        json!({"name": "night", "by": "ana", "policy": {"steps": [
+        json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]},
             {"after_ms": 60000, "channels": ["webhook:nowhere"]}]}}),
     )
@@ -120,39 +129,43 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
         "{body}"
     );
     let (status, body) = post(
+        &ana,
         policies_url.clone(),
-        json!({"name": "night", "by": "ana", "policy": {"steps": [
+        json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]}], "repeat_critical_ms": 600000}}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["defined_in"], "api");
     assert_eq!(body["provenance"]["version"], 1);
-    assert_eq!(body["provenance"]["created_by"], "ana");
+    assert_eq!(body["provenance"]["created_by"], "ana@plant.example");
 
     // A rule is checked against the plant and the policies, field by field.
     let mut bad = warm_rule(1.0, "minor");
     bad["policy"] = json!("weekend");
-    let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
+    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "policy"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["equipment"] = json!("rig-9");
-    let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
+    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "equipment"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["when"]["threshold"]["sensor"] = json!("XX9");
-    let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
+    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "when"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["channels"] = json!(["wallboard", "webhook:nowhere"]);
-    let (status, body) = post(rules_url.clone(), json!({"rule": bad, "by": "ana"})).await;
+    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "channels[1]"), "{body}");
+    // A viewer reads rules but may not make them.
+    let viewer = sign_in(&app, "vi@plant.example", "viewer").await;
     let (status, body) = post(
+        &viewer,
         rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor"), "by": " "}),
+        json!({"rule": warm_rule(1.0, "minor")}),
     )
     .await;
-    assert_eq!((status, error(&body).1), (422, "by"), "{body}");
+    assert_eq!((status, error(&body).0), (403, "forbidden"), "{body}");
     // Nothing of that was stored or put in force.
     assert_eq!(
         get_json(format!("{rules_url}/ts1-warm")).await["error"]["code"],
@@ -161,8 +174,9 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
 
     // A new rule is in force at once: rig-1's oil fires it.
     let (status, body) = post(
+        &ana,
         rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor"), "by": "ana"}),
+        json!({"rule": warm_rule(1.0, "minor")}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -172,16 +186,18 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     assert_eq!(alert["severity"], "minor");
     let id = alert["id"].as_i64().unwrap();
     let (status, body) = post(
+        &bo,
         rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor"), "by": "bo"}),
+        json!({"rule": warm_rule(1.0, "minor")}),
     )
     .await;
     assert_eq!((status, error(&body).0), (409, "already_exists"));
 
     // Replacing names the version it replaces; a stale one is refused.
     let (status, body) = put(
+        &bo,
         format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1000.0, "minor"), "by": "bo", "version": 7}),
+        json!({"rule": warm_rule(1000.0, "minor"), "version": 7}),
     )
     .await;
     assert_eq!(
@@ -190,27 +206,30 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
         "{body}"
     );
     let (status, body) = put(
+        &bo,
         format!("{rules_url}/other"),
-        json!({"rule": warm_rule(1000.0, "minor"), "by": "bo"}),
+        json!({"rule": warm_rule(1000.0, "minor")}),
     )
     .await;
     assert_eq!((status, error(&body).1), (422, "rule.id"), "{body}");
     // The band moves above the oil: the alert's condition is gone.
     let (status, body) = put(
+        &bo,
         format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1000.0, "minor"), "by": "bo", "version": 1}),
+        json!({"rule": warm_rule(1000.0, "minor"), "version": 1}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provenance"]["version"], 2);
-    assert_eq!(body["provenance"]["created_by"], "ana");
-    assert_eq!(body["provenance"]["updated_by"], "bo");
+    assert_eq!(body["provenance"]["created_by"], "ana@plant.example");
+    assert_eq!(body["provenance"]["updated_by"], "bo@plant.example");
     let cleared = alert_in(&base, "threshold:ts1-warm", "CLEARED_UNACK").await;
     assert_eq!(cleared["id"], id);
     // And back below it, graver: the same alert fires again.
     let (status, body) = put(
+        &bo,
         format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1.0, "major"), "by": "bo"}),
+        json!({"rule": warm_rule(1.0, "major")}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -220,15 +239,15 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
 
     // A policy in use cannot go; the rule can, and its alert is cleared
     // with the reason in its history.
-    let (status, body) = delete(format!("{policies_url}/night?by=ana")).await;
+    let (status, body) = delete(&ana, format!("{policies_url}/night")).await;
     assert_eq!((status, error(&body).0), (409, "in_use"), "{body}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
         .contains("ts1-warm"));
-    let (status, _) = delete(format!("{rules_url}/ts1-warm?by=ana")).await;
+    let (status, _) = delete(&ana, format!("{rules_url}/ts1-warm")).await;
     assert_eq!(status, 204);
-    let (status, _) = delete(format!("{rules_url}/ts1-warm?by=ana")).await;
+    let (status, _) = delete(&ana, format!("{rules_url}/ts1-warm")).await;
     assert_eq!(status, 404);
     let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
     assert_eq!(detail["state"], "CLEARED_UNACK", "{detail}");
@@ -251,7 +270,7 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
         .filter(|a| a["kind"] == "threshold:ts1-warm")
         .count();
     assert_eq!(of_rule, 1, "{page}");
-    let (status, _) = delete(format!("{policies_url}/night?by=ana")).await;
+    let (status, _) = delete(&ana, format!("{policies_url}/night")).await;
     assert_eq!(status, 204);
     let policies = get_json(policies_url).await;
     assert!(
@@ -272,16 +291,19 @@ async fn stored_rules_and_policies_survive_a_process_restart() {
     let env = [("HYDROWATCH_STORAGE__URL", url.as_str())];
     let mut first = spawn_with(fast_plant_config(&env)).await;
     let base = format!("http://{}", first.addr);
+    let ana = sign_in(&first, "ana@plant.example", "engineer").await;
     let (status, body) = post(
+        &ana,
         format!("{base}/api/v1/escalation-policies"),
-        json!({"name": "night", "by": "ana", "policy": {"steps": [
+        json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]}]}}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = post(
+        &ana,
         format!("{base}/api/v1/alert-rules"),
-        json!({"rule": warm_rule(1.0, "minor"), "by": "ana"}),
+        json!({"rule": warm_rule(1.0, "minor")}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -295,7 +317,7 @@ async fn stored_rules_and_policies_survive_a_process_restart() {
     let rule = get_json(format!("{base}/api/v1/alert-rules/ts1-warm")).await;
     assert_eq!(rule["defined_in"], "api", "{rule}");
     assert_eq!(rule["rule"], created);
-    assert_eq!(rule["provenance"]["created_by"], "ana");
+    assert_eq!(rule["provenance"]["created_by"], "ana@plant.example");
     let policy = get_json(format!("{base}/api/v1/escalation-policies/night")).await;
     assert_eq!(policy["policy"]["steps"][0]["channels"][0], "wallboard");
     // The alert is the same one, still firing under the stored rule.

@@ -43,6 +43,12 @@ pub struct AuthSettings {
     pub max_sessions_per_user: usize,
     /// argon2id cost of new password hashes.
     pub hash: HashCost,
+    /// A bearer token that acts as an administrator without signing in,
+    /// for when no admin can sign in (lost passwords, a broken database of
+    /// users). Empty (the default): off. When set (32+ characters, from the
+    /// environment: `HYDROWATCH_AUTH__BREAK_GLASS_TOKEN`), every start and
+    /// every use is logged as a warning and each use is audited.
+    pub break_glass_token: String,
 }
 
 impl Default for AuthSettings {
@@ -56,6 +62,7 @@ impl Default for AuthSettings {
             lockout_secs: 900,
             max_sessions_per_user: 5,
             hash: HashCost::default(),
+            break_glass_token: String::new(),
         }
     }
 }
@@ -71,6 +78,9 @@ impl AuthSettings {
         }
         if self.max_failures == 0 || self.max_sessions_per_user == 0 {
             return Err("auth.max_failures and auth.max_sessions_per_user: at least 1".into());
+        }
+        if !self.break_glass_token.is_empty() && self.break_glass_token.len() < 32 {
+            return Err("auth.break_glass_token: empty (off) or at least 32 characters".into());
         }
         self.hash
             .validate()
@@ -95,6 +105,13 @@ pub enum AuthError {
     /// The current password given to change it is wrong.
     #[error("that is not the current password")]
     WrongPassword,
+    /// The request needs a signed-in user's session (the break-glass token
+    /// has none).
+    #[error("this needs a signed-in user; the break-glass token has no user or session")]
+    NotAUser,
+    /// The first-administrator setup code is wrong, used, or users exist.
+    #[error("first-time setup is not open with that code: sign in, or create users with `hydrowatch user add`")]
+    SetupRefused,
     /// A refresh token was used twice: its session is ended.
     #[error("this refresh token was already used; the session is ended")]
     RefreshReused,
@@ -134,15 +151,46 @@ pub struct Issued {
     pub must_change_password: bool,
 }
 
-/// Who is asking, from a valid access token of a live session.
+/// How a principal proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of this live session.
+    Session(String),
+    /// The configured break-glass token.
+    BreakGlass,
+}
+
+/// Who is asking: a user from a valid access token of a live session, or
+/// the break-glass administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The user's id.
-    pub user_id: i64,
-    /// Their role.
+    /// The user's id (`None`: break-glass).
+    pub user_id: Option<i64>,
+    /// How the caller is named in alerts, silences and rules they act on:
+    /// the user's e-mail, or `break-glass`.
+    pub label: String,
+    /// Their role now (read with the session, so a changed role holds at
+    /// once, not when the token expires).
     pub role: Role,
-    /// Their session.
-    pub session_id: String,
+    /// How they signed in.
+    pub credential: Credential,
+    /// They must set a new password before anything else.
+    pub must_change_password: bool,
+}
+
+impl Principal {
+    /// Whether the principal may do `permission`.
+    pub fn allows(&self, permission: roles::Permission) -> bool {
+        self.role.allows(permission)
+    }
+
+    /// The signed-in user and their session; break-glass has neither.
+    pub fn user_session(&self) -> Result<(i64, &str), AuthError> {
+        match (&self.credential, self.user_id) {
+            (Credential::Session(sid), Some(user)) => Ok((user, sid)),
+            _ => Err(AuthError::NotAUser),
+        }
+    }
 }
 
 /// A user to create.
@@ -166,6 +214,9 @@ pub struct Auth {
     keys: TokenKeys,
     store: Store,
     audit: Arc<AuditLog>,
+    /// The one-time code that creates the first administrator, while no
+    /// user exists.
+    setup: std::sync::Mutex<Option<String>>,
 }
 
 /// An audit event about `resource_type`/`resource_id` by `user_id`.
@@ -224,11 +275,18 @@ impl Auth {
         } else {
             TokenKeys::new(&settings.keys, &settings.active_key)?
         };
+        if !settings.break_glass_token.is_empty() {
+            tracing::warn!(
+                event = "break_glass_enabled",
+                "auth.break_glass_token is set: whoever holds it acts as an administrator; unset it once an admin can sign in"
+            );
+        }
         Ok(Auth {
             settings,
             keys,
             store,
             audit,
+            setup: std::sync::Mutex::new(None),
         })
     }
 
@@ -279,6 +337,59 @@ impl Auth {
         ))
         .await;
         Ok(id)
+    }
+
+    /// While no user exists: the one-time code that lets the first
+    /// administrator be created from the wallboard (printed in the log at
+    /// start, as a link), so that a fresh install needs no command line.
+    /// `None` once a user exists.
+    pub async fn setup_code(&self) -> Result<Option<String>, AuthError> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let mut slot = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(slot.get_or_insert_with(tokens::random_token).clone()))
+    }
+
+    /// Creates the first administrator with the setup code and signs them
+    /// in. The code works once, and only while no user exists.
+    pub async fn set_up(
+        &self,
+        code: &str,
+        admin: &NewUser,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Issued, AuthError> {
+        // Taken under the lock: two requests with the code cannot both pass.
+        let taken = {
+            let mut slot = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_deref() {
+                Some(expected) if crate::constant_time_eq(code.as_bytes(), expected.as_bytes()) => {
+                    slot.take()
+                }
+                _ => None,
+            }
+        };
+        let Some(taken) = taken else {
+            tracing::warn!(event = "setup_refused", "first-administrator setup refused");
+            return Err(AuthError::SetupRefused);
+        };
+        if self.store.count_users().await? > 0 {
+            return Err(AuthError::SetupRefused);
+        }
+        let admin = NewUser {
+            role: Role::Admin,
+            must_change_password: false,
+            ..admin.clone()
+        };
+        if let Err(e) = self.add_user(&admin, None).await {
+            // A password the policy refuses must not burn the code.
+            *self.setup.lock().unwrap_or_else(|e| e.into_inner()) = Some(taken);
+            return Err(e);
+        }
+        tracing::info!(event = "setup", "first administrator created");
+        self.login(&admin.email, &admin.password, ip, user_agent)
+            .await
     }
 
     /// Checks an e-mail and password; starts a session.
@@ -468,9 +579,10 @@ impl Auth {
         new: &str,
     ) -> Result<(), AuthError> {
         let now = now_ms();
+        let (user_id, session_id) = who.user_session()?;
         let user = self
             .store
-            .user_by_id(who.user_id)
+            .user_by_id(user_id)
             .await?
             .ok_or_else(|| AuthError::InvalidToken("the user no longer exists".into()))?;
         let id = Some(user.id.to_string());
@@ -497,7 +609,7 @@ impl Auth {
         self.store.set_password(user.id, &hash, now).await?;
         let ended = self
             .store
-            .revoke_other_sessions(user.id, &who.session_id, "password_changed", now)
+            .revoke_other_sessions(user.id, session_id, "password_changed", now)
             .await?;
         let changes = serde_json::json!({"other_sessions_ended": ended});
         self.audit(event(Some(user.id), "password.change", "user", id, changes))
@@ -507,13 +619,14 @@ impl Auth {
 
     /// Ends the caller's session.
     pub async fn logout(&self, who: &Principal) -> Result<(), AuthError> {
+        let (user_id, session_id) = who.user_session()?;
         self.store
-            .revoke_session(&who.session_id, "logout", now_ms())
+            .revoke_session(session_id, "logout", now_ms())
             .await?;
-        tracing::info!(event = "logout", session = %who.session_id, "logged out");
-        let session = Some(who.session_id.clone());
+        tracing::info!(event = "logout", session = %session_id, "logged out");
+        let session = Some(session_id.to_owned());
         self.audit(event(
-            Some(who.user_id),
+            Some(user_id),
             "logout",
             "session",
             session,
@@ -534,31 +647,58 @@ impl Auth {
             .await?)
     }
 
-    /// The user a bearer token was signed for, from its signature alone (no
-    /// session lookup): who made a request, for the audit log, even when
-    /// the request ended the session.
-    pub fn identify(&self, bearer: &str) -> Option<i64> {
-        self.keys.verify(bearer).ok()?.sub.parse().ok()
-    }
-
-    /// Who a bearer token stands for: a valid token of a session not ended.
+    /// Who a bearer token stands for: the break-glass token, or a valid
+    /// access token of a session not ended whose user still exists. The
+    /// role is the user's role now, not the one the token was issued with.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        if self.is_break_glass(bearer) {
+            metrics::counter!("hydrowatch_break_glass_uses_total").increment(1);
+            tracing::warn!(
+                event = "break_glass",
+                "request authenticated with the break-glass token"
+            );
+            return Ok(Principal {
+                user_id: None,
+                label: "break-glass".into(),
+                role: Role::Admin,
+                credential: Credential::BreakGlass,
+                must_change_password: false,
+            });
+        }
+        let invalid = || AuthError::InvalidToken("the access token is not valid".into());
         let claims = self.keys.verify(bearer).map_err(|e| match e {
             TokenError::Expired => AuthError::InvalidToken("the access token has expired".into()),
-            TokenError::Invalid => AuthError::InvalidToken("the access token is not valid".into()),
+            TokenError::Invalid => invalid(),
         })?;
-        let user_id: i64 = claims
-            .sub
-            .parse()
-            .map_err(|_| AuthError::InvalidToken("the access token is not valid".into()))?;
-        if self.live_session(&claims.sid, now_ms()).await?.is_none() {
+        let user_id: i64 = claims.sub.parse().map_err(|_| invalid())?;
+        let now = now_ms();
+        let found = self.store.session_user(&claims.sid).await?;
+        let Some(found) = found.filter(|s| s.user_id == user_id) else {
+            return Err(invalid());
+        };
+        if found.revoked_at.is_some() || found.expires_at <= now || found.deleted {
             return Err(AuthError::InvalidToken("the session has ended".into()));
         }
+        let role = Role::parse(&found.role).ok_or_else(|| {
+            AuthError::Store(StoreError::Corrupt(format!(
+                "user {user_id}: role {:?}",
+                found.role
+            )))
+        })?;
         Ok(Principal {
-            user_id,
-            role: claims.role,
-            session_id: claims.sid,
+            user_id: Some(user_id),
+            label: found.email,
+            role,
+            credential: Credential::Session(claims.sid),
+            must_change_password: found.must_change_password,
         })
+    }
+
+    /// Whether `bearer` is the break-glass token (compared in constant
+    /// time; never when it is off).
+    fn is_break_glass(&self, bearer: &str) -> bool {
+        let expected = self.settings.break_glass_token.as_bytes();
+        !expected.is_empty() && crate::constant_time_eq(bearer.as_bytes(), expected)
     }
 
     /// The user behind a principal.
@@ -592,20 +732,8 @@ impl Auth {
             )))
         })?;
         let iat = now / 1000;
-        let claims = Claims {
-            sub: user.id.to_string(),
-            role,
-            permissions: role
-                .permissions()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            sid: session_id.to_owned(),
-            jti: tokens::random_token(),
-            iat,
-            exp: iat + self.settings.access_ttl_secs as i64,
-            iss: tokens::ISSUER.to_owned(),
-        };
+        let exp = iat + self.settings.access_ttl_secs as i64;
+        let claims = Claims::new(user.id, role, session_id, iat, exp);
         Ok(Issued {
             access_token: self.keys.sign(&claims),
             token_type: "Bearer",

@@ -31,6 +31,28 @@ pub struct Claims {
     pub iss: String,
 }
 
+impl Claims {
+    /// The claims of an access token for `user_id` with `role` in session
+    /// `sid`, issued at `iat` and expiring at `exp` (seconds since the
+    /// epoch), with a fresh `jti`.
+    pub fn new(user_id: i64, role: Role, sid: &str, iat: i64, exp: i64) -> Claims {
+        Claims {
+            sub: user_id.to_string(),
+            role,
+            permissions: role
+                .permissions()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            sid: sid.to_owned(),
+            jti: random_token(),
+            iat,
+            exp,
+            iss: ISSUER.to_owned(),
+        }
+    }
+}
+
 /// A signing key by id.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,15 +1,10 @@
-//! The admin API: the actor tree, actor control, simulated rigs.
-//!
-//! Protected by a bearer token from config until the identity issue lands; with
-//! no token configured every admin route answers 403 `admin_disabled`.
+//! The admin API: the actor tree, actor control, simulated rigs, the
+//! audit log. What each route needs is in [`super::access::ROUTES`].
 
-use axum::extract::{Path, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use hydrowatch_actors::connection::ConnectionStatus;
 use hydrowatch_actors::supervision::{AdminError, AdminOp, SupervisionCmd};
@@ -19,35 +14,6 @@ use hydrowatch_protocols::rig::RigCondition;
 
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
-
-/// Checks the bearer token.
-pub async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let expected = state.settings.admin.token.as_bytes();
-    if expected.is_empty() {
-        return Err(ApiError::AdminDisabled);
-    }
-    let given = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), expected) {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(next.run(request).await)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The actor tree.
 #[derive(Serialize, ToSchema)]
@@ -62,7 +28,6 @@ pub struct ActorTree {
 
 /// Lists every actor with its status, restarts, last error and mailbox depth.
 #[utoipa::path(get, path = "/api/v1/admin/actors", tag = "admin",
-    security(("bearer" = [])),
     responses((status = 200, body = ActorTree), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn actors(State(state): State<AppState>) -> Json<ActorTree> {
     Json(ActorTree {
@@ -95,7 +60,6 @@ pub struct ActorCommandResult {
 
 /// Restarts, stops or starts an actor: `POST /api/v1/admin/actors/plant/rig-1/PS1/restart`.
 #[utoipa::path(post, path = "/api/v1/admin/actors/{path}/{action}", tag = "admin",
-    security(("bearer" = [])),
     params(("path" = String, Path, description = "Actor path, e.g. plant/rig-1/PS1 (slashes literal or %2F)"),
            ("action" = String, Path, description = "restart | stop | start")),
     responses((status = 200, body = ActorCommandResult), (status = 404, body = ErrorResponse),
@@ -180,7 +144,7 @@ pub struct SimulatorInfo {
 
 /// Lists the in-process simulators.
 #[utoipa::path(get, path = "/api/v1/admin/simulators", tag = "admin",
-    security(("bearer" = [])), responses((status = 200, body = Vec<SimulatorInfo>)))]
+    responses((status = 200, body = Vec<SimulatorInfo>)))]
 pub async fn simulators(State(state): State<AppState>) -> Json<Vec<SimulatorInfo>> {
     let mut out = Vec::new();
     for (id, sim) in state.simulators.iter() {
@@ -205,7 +169,7 @@ pub struct ConditionRequest {
 
 /// Switches the recorded condition a simulated rig replays.
 #[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/condition", tag = "admin",
-    security(("bearer" = [])), request_body = ConditionRequest,
+    request_body = ConditionRequest,
     params(("id" = String, Path, description = "Equipment id")),
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn set_condition(
@@ -236,7 +200,6 @@ pub async fn set_condition(
 
 /// Stops or starts a simulated rig (as if its PLC lost or regained power).
 #[utoipa::path(post, path = "/api/v1/admin/simulators/{id}/{action}", tag = "admin",
-    security(("bearer" = [])),
     params(("id" = String, Path, description = "Equipment id"), ("action" = String, Path, description = "stop | start")),
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse)))]
 pub async fn simulator_power(
@@ -279,4 +242,49 @@ fn find_simulator(
         .ok()
         .and_then(|id| state.simulators.get(&id).cloned())
         .ok_or_else(|| ApiError::NotFound(format!("no simulator for equipment {id:?}")))
+}
+
+/// `GET /api/v1/admin/audit` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Rows after this sequence number (0: from the first).
+    #[serde(default)]
+    pub after: i64,
+    /// At most this many rows, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Rows in sequence order, as stored and hashed (`changes` is the JSON
+    /// text the hash covers), so that a copy can be checked elsewhere.
+    pub rows: Vec<crate::audit::AuditRow>,
+    /// Pass as `after` for the next page (`None`: this was the last).
+    pub next_after: Option<i64>,
+}
+
+/// The audit log, oldest first, a page at a time. `hydrowatch audit
+/// verify` checks the chain.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit: 1 to 1000"));
+    }
+    if q.after < 0 {
+        return Err(ApiError::invalid("after", "after: 0 or more"));
+    }
+    let rows = state.audit.rows(q.after, limit).await?;
+    let next_after = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(AuditPage { rows, next_after }))
 }

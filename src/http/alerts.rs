@@ -13,6 +13,7 @@ use hydrowatch_models::alert::AlertState;
 use super::error::{ApiError, ErrorResponse};
 use super::history::{min_severity, paging, window};
 use super::AppState;
+use crate::auth::Principal;
 use crate::store::alerts::{AlertDetail, AlertFilter, AlertPage};
 use crate::store::layout::now_ms;
 
@@ -119,12 +120,10 @@ pub async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
 }
 
-/// Who acts on an alert, and why.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Why one acts on an alert (who is the signed-in caller).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertAction {
-    /// Who (until sign-in exists, the caller names themselves).
-    pub by: String,
     /// Why, or what was done.
     #[serde(default)]
     pub comment: Option<String>,
@@ -152,10 +151,11 @@ pub struct AlertActionResult {
     ))]
 pub async fn acknowledge(
     state: State<AppState>,
+    who: Principal,
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
     body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<AlertActionResult>, ApiError> {
-    act(state, path, body, true).await
+    act(state, who, path, body, true).await
 }
 
 /// Clears an open alert by hand.
@@ -171,14 +171,16 @@ pub async fn acknowledge(
     ))]
 pub async fn clear(
     state: State<AppState>,
+    who: Principal,
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
     body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<AlertActionResult>, ApiError> {
-    act(state, path, body, false).await
+    act(state, who, path, body, false).await
 }
 
 async fn act(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
     body: Result<Json<AlertAction>, axum::extract::rejection::JsonRejection>,
     acknowledge: bool,
@@ -188,14 +190,13 @@ async fn act(
         message: e.body_text(),
         details: None,
     })?;
-    let by = who(&body.by)?;
     if body.comment.as_ref().is_some_and(|c| c.len() > 2_000) {
         return Err(ApiError::invalid(
             "comment",
             "comment: at most 2000 characters",
         ));
     }
-    let (by, comment) = (by.to_owned(), body.comment);
+    let (by, comment) = (who.label, body.comment);
     let alert = if acknowledge {
         call_alerting(&state, |reply| AlertingMsg::Acknowledge {
             id,
@@ -227,15 +228,6 @@ impl From<AlertingError> for ApiError {
             AlertingError::Storage(why) => ApiError::Unavailable(why),
         }
     }
-}
-
-/// Who acts, as the caller names themselves (until sign-in exists).
-pub(super) fn who(by: &str) -> Result<&str, ApiError> {
-    let by = by.trim();
-    if by.is_empty() || by.len() > 200 {
-        return Err(ApiError::invalid("by", "by: 1 to 200 characters"));
-    }
-    Ok(by)
 }
 
 /// Asks the alerting actor, within `live.actor_timeout_ms`.

@@ -1,6 +1,6 @@
-//! Every request that changes something goes to the audit log: who (from
-//! the bearer token, when it is a valid one), the route, the path, the
-//! outcome, from where. Sign-in records its own events (with reasons);
+//! Every request that changes something goes to the audit log: who (as
+//! authorisation found them; none when the credentials were refused), the
+//! route, the path, the outcome, from where. Sign-in records its own events (with reasons);
 //! samples (`/ingest`) and model questions (`/detect`) are data, not
 //! changes, and would drown the log.
 
@@ -11,8 +11,10 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::access::credential_name;
 use super::AppState;
 use crate::audit::AuditEvent;
+use crate::auth::Principal;
 use crate::store::layout::now_ms;
 
 /// Routes left out: sign-in audits itself; the others are data.
@@ -53,10 +55,13 @@ pub async fn record_mutations(
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let user_agent: Option<String> =
         text(header::USER_AGENT).map(|ua| ua.chars().take(300).collect());
-    // Who signed the token: known without a session lookup, and still
-    // known when the request ended the session (logout).
-    let user_id = super::auth::bearer(headers).and_then(|t| state.auth.identify(t));
     let response = next.run(request).await;
+    let who = response.extensions().get::<Principal>();
+    let user_id = who.and_then(|w| w.user_id);
+    let mut changes = serde_json::json!({"status": response.status().as_u16()});
+    if let Some(who) = who {
+        changes["credential"] = credential_name(who).into();
+    }
     // `alert-rules`, `silences`, `admin/actors`…
     let resource_type = route
         .trim_start_matches("/api/v1/")
@@ -70,7 +75,7 @@ pub async fn record_mutations(
         action: format!("{method} {route}"),
         resource_type,
         resource_id: Some(path),
-        changes: serde_json::json!({"status": response.status().as_u16()}),
+        changes,
         ip,
         user_agent,
     };

@@ -26,6 +26,16 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => unauthenticated("invalid_credentials", &e),
             AuthError::InvalidToken(_) => unauthenticated("invalid_token", &e),
             AuthError::RefreshReused => unauthenticated("refresh_token_reused", &e),
+            AuthError::SetupRefused => ApiError::Forbidden {
+                code: "setup_refused",
+                message: e.to_string(),
+                required: None,
+            },
+            AuthError::NotAUser => ApiError::Forbidden {
+                code: "user_session_required",
+                message: e.to_string(),
+                required: None,
+            },
             AuthError::Password(p) => ApiError::invalid("password", p.to_string()),
             AuthError::WrongPassword => ApiError::invalid("current_password", e.to_string()),
             AuthError::EmailTaken => ApiError::Refused {
@@ -48,18 +58,19 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-impl FromRequestParts<AppState> for Principal {
+/// Who is asking, as [`super::access::authorize`] found them.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(|| ApiError::Unauthenticated {
-            code: "invalid_token",
-            message: "sign in: send Authorization: Bearer <access token>".into(),
-        })?;
-        Ok(state.auth.authenticate(token).await?)
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthenticated {
+                code: "invalid_token",
+                message: "sign in: send Authorization: Bearer <access token>".into(),
+            })
     }
 }
 
@@ -102,6 +113,20 @@ pub async fn login(
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Issued>, ApiError> {
     let body = json(body)?;
+    let (ip, user_agent) = client(&headers, &extensions);
+    Ok(Json(
+        state
+            .auth
+            .login(&body.email, &body.password, ip, user_agent)
+            .await?,
+    ))
+}
+
+/// Where a request comes from: IP address and user agent.
+fn client(
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> (Option<String>, Option<String>) {
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -109,10 +134,53 @@ pub async fn login(
     let ip = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string());
+    (ip, user_agent)
+}
+
+/// The first administrator, with the one-time setup code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupRequest {
+    /// The code from the link in the server log.
+    pub code: String,
+    /// E-mail.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Password: 12+ characters, not a common one.
+    pub password: String,
+}
+
+/// Creates the first administrator of a fresh install and signs them in.
+/// Works once, with the code printed (as a link) in the server log at
+/// start, and only while no user exists; later users come from
+/// `hydrowatch user add`.
+#[utoipa::path(post, path = "/api/v1/auth/setup", tag = "auth",
+    request_body = SetupRequest,
+    responses(
+        (status = 200, body = Issued),
+        (status = 403, body = ErrorResponse, description = "`setup_refused`: a wrong or used code, or users exist"),
+        (status = 422, body = ErrorResponse, description = "`details.field`: `email`, `name` or `password`"),
+    ))]
+pub async fn setup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: Result<Json<SetupRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Issued>, ApiError> {
+    let body = json(body)?;
+    let (ip, user_agent) = client(&headers, &extensions);
+    let admin = crate::auth::NewUser {
+        email: body.email,
+        name: body.name,
+        role: Role::Admin,
+        password: body.password,
+        must_change_password: false,
+    };
     Ok(Json(
         state
             .auth
-            .login(&body.email, &body.password, ip, user_agent)
+            .set_up(&body.code, &admin, ip, user_agent)
             .await?,
     ))
 }
@@ -137,8 +205,7 @@ pub async fn refresh(
 
 /// Ends the caller's session: its access and refresh tokens stop working.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "logged out"), (status = 401, body = ErrorResponse)),
-    security(("bearer" = [])))]
+    responses((status = 204, description = "logged out"), (status = 401, body = ErrorResponse)))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<StatusCode, ApiError> {
     state.auth.logout(&who).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -161,8 +228,7 @@ pub struct PasswordChange {
         (status = 204, description = "changed"),
         (status = 401, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`details.field`: `current_password` (wrong) or `password` (the policy)"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn change_password(
     State(state): State<AppState>,
     who: Principal,
@@ -197,12 +263,12 @@ pub struct Me {
 
 /// Who the access token stands for.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
-    responses((status = 200, body = Me), (status = 401, body = ErrorResponse)),
-    security(("bearer" = [])))]
+    responses((status = 200, body = Me), (status = 401, body = ErrorResponse)))]
 pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, ApiError> {
+    let (user_id, session_id) = who.user_session()?;
     let user = state
         .auth
-        .user(who.user_id)
+        .user(user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated {
             code: "invalid_token",
@@ -214,7 +280,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
         name: user.name,
         role: who.role,
         permissions: who.role.permissions().iter().map(|p| p.as_str()).collect(),
-        session_id: who.session_id,
+        session_id: session_id.to_owned(),
         must_change_password: user.must_change_password,
     }))
 }

@@ -47,12 +47,18 @@ pub enum ApiError {
     /// The route exists but not with this method.
     #[error("method {0} not allowed here")]
     MethodNotAllowed(String),
-    /// Admin API disabled (no token configured).
-    #[error("the admin API is disabled: set admin.token (HYDROWATCH_ADMIN__TOKEN) to enable it")]
-    AdminDisabled,
-    /// Missing or wrong bearer token.
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
+    /// Signed in, but not allowed: `forbidden` (the role lacks the
+    /// permission named in `details.required`), `password_change_required`,
+    /// `user_session_required`.
+    #[error("{message}")]
+    Forbidden {
+        /// The stable code.
+        code: &'static str,
+        /// For humans.
+        message: String,
+        /// The permission the route needs, if that is what is missing.
+        required: Option<&'static str>,
+    },
     /// Sign-in refused: `invalid_credentials`, `invalid_token`,
     /// `refresh_token_reused`.
     #[error("{message}")]
@@ -111,8 +117,8 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Protocol(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
-            ApiError::Unauthorized | ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::Refused { .. } => StatusCode::CONFLICT,
@@ -133,8 +139,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "invalid_request",
             ApiError::Protocol(_) => "bad_request",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::AdminDisabled => "admin_disabled",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { code, .. } => code,
             ApiError::Unauthenticated { code, .. } => code,
             ApiError::Timeout(..) => "actor_timeout",
             ApiError::Unavailable(_) => "actor_unavailable",
@@ -158,6 +163,9 @@ impl ApiError {
                 message: self.to_string(),
                 details: match self {
                     ApiError::BadRequest { details, .. } => details.clone(),
+                    ApiError::Forbidden {
+                        required: Some(p), ..
+                    } => Some(serde_json::json!({ "required": p })),
                     _ => None,
                 },
             },
@@ -174,7 +182,7 @@ impl IntoResponse for ApiError {
         use axum::http::{header, HeaderValue};
         let headers = response.headers_mut();
         match self {
-            ApiError::Unauthorized | ApiError::Unauthenticated { .. } => {
+            ApiError::Unauthenticated { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited(secs) => {

@@ -1,5 +1,6 @@
 //! The HTTP/WebSocket façade: routes each request to the actor that owns the answer.
 
+pub mod access;
 pub mod admin;
 pub mod alerts;
 pub mod audit;
@@ -75,14 +76,14 @@ pub struct AppState {
         silences::list, silences::create, silences::end,
         rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
-        auth::login, auth::refresh, auth::logout, auth::me, auth::change_password,
+        auth::login, auth::refresh, auth::setup, auth::logout, auth::me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
-        admin::actors, admin::actor_command, admin::simulators, admin::set_condition, admin::simulator_power,
+        admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
         web::index, web::openapi, web::docs,
     ),
     components(schemas(error::ErrorResponse)),
-    modifiers(&BearerAuth),
+    modifiers(&Security),
     tags((name = "equipment", description = "Live equipment state"),
          (name = "history", description = "Stored samples: chart series and KPIs"),
          (name = "detect", description = "Cycle models: judge a cycle or a sample; anomalies found inline"),
@@ -91,21 +92,75 @@ pub struct AppState {
          (name = "ingest", description = "Samples from clients (JSON or CSV), quarantine for invalid rows"),
          (name = "live", description = "WebSocket push"),
          (name = "ops", description = "Health and metrics"),
-         (name = "admin", description = "Actor tree and simulators (bearer token)"),
+         (name = "admin", description = "Actor tree, simulators, storage, the audit log"),
          (name = "web", description = "Wallboard and documentation")),
 )]
 pub struct ApiDoc;
 
-struct BearerAuth;
+/// Documents what each operation needs, from the same table the
+/// [`access::authorize`] middleware enforces.
+struct Security;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let route = access::route_of_documented(path);
+            let operations = [
+                (axum::http::Method::GET, &mut item.get),
+                (axum::http::Method::POST, &mut item.post),
+                (axum::http::Method::PUT, &mut item.put),
+                (axum::http::Method::DELETE, &mut item.delete),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                let Some(Some(needed)) = access::required(&method, route) else {
+                    continue;
+                };
+                let (security, note) = match needed {
+                    access::Access::Public => (SecurityRequirement::default(), None),
+                    access::Access::InBand => (
+                        SecurityRequirement::new("bearer", [""; 0]),
+                        Some("Sign in with an `Authorization: Bearer` header on the upgrade or an `auth` frame first; needs `read`.".to_owned()),
+                    ),
+                    access::Access::SignedIn => (
+                        SecurityRequirement::new("bearer", [""; 0]),
+                        Some("Any signed-in user.".to_owned()),
+                    ),
+                    access::Access::Needs(p) => {
+                        let roles = access::lowest_role(needed)
+                            .map(|r| match r {
+                                crate::auth::roles::Role::Viewer => "any role",
+                                crate::auth::roles::Role::Engineer => "ENGINEER or ADMIN",
+                                crate::auth::roles::Role::Admin => "ADMIN",
+                            })
+                            .unwrap_or("nobody");
+                        (
+                            SecurityRequirement::new("bearer", [p.as_str()]),
+                            Some(format!("Needs `{}` ({roles}).", p.as_str())),
+                        )
+                    }
+                };
+                operation.security = Some(vec![security]);
+                if let Some(note) = note {
+                    let text = operation.description.take().unwrap_or_default();
+                    operation.description = Some(if text.is_empty() {
+                        note
+                    } else {
+                        format!("{text}\n\n{note}")
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -123,10 +178,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/cleanup", post(storage::cleanup))
         .route("/storage/compress", post(storage::compress))
         .route("/quarantine", get(storage::quarantine))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            admin::require_token,
-        ));
+        .route("/audit", get(admin::audit_log));
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))
@@ -164,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/setup", post(auth::setup))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/auth/password", post(auth::change_password))
@@ -171,6 +224,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))
         .nest("/admin", admin)
+        // Outermost last: the audit log sees what authorisation decided.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             audit::record_mutations,

@@ -4,20 +4,21 @@
 //! actor has it, and every equipment unit has it from its next staleness
 //! tick.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use hydrowatch_actors::alerting::AlertingMsg;
 use hydrowatch_models::alert::escalation::EscalationPolicy;
 use hydrowatch_models::alert::rules::RuleSpec;
 
-use super::alerts::{call_alerting, who};
+use super::alerts::call_alerting;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::alert_rules::{PolicyRow, RuleRow, RulesError};
+use crate::auth::Principal;
 use crate::store::layout::now_ms;
 
 impl From<RulesError> for ApiError {
@@ -48,8 +49,6 @@ pub struct NewRule {
     /// `{"model": {...}}`, `{"novelty": {...}}` or `{"quality": {...}}`).
     #[schema(value_type = Object)]
     pub rule: RuleSpec,
-    /// Who (until sign-in exists, the caller names themselves).
-    pub by: String,
 }
 
 /// A rule's replacement.
@@ -59,8 +58,6 @@ pub struct RuleReplacement {
     /// The rule; its `id` must be the one in the path.
     #[schema(value_type = Object)]
     pub rule: RuleSpec,
-    /// Who.
-    pub by: String,
     /// The version replaced: refused with 409 `version_conflict` if it
     /// changed since (left out: whatever is stored).
     pub version: Option<i64>,
@@ -77,8 +74,6 @@ pub struct NewPolicy {
     /// `repeat_critical_ms`.
     #[schema(value_type = Object)]
     pub policy: EscalationPolicy,
-    /// Who.
-    pub by: String,
 }
 
 /// A policy's replacement.
@@ -88,18 +83,8 @@ pub struct PolicyReplacement {
     /// Steps and repeat interval.
     #[schema(value_type = Object)]
     pub policy: EscalationPolicy,
-    /// Who.
-    pub by: String,
     /// The version replaced (left out: whatever is stored).
     pub version: Option<i64>,
-}
-
-/// `DELETE` parameters.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DeleteQuery {
-    /// Who deletes it.
-    pub by: String,
 }
 
 fn json_body<T>(
@@ -158,10 +143,11 @@ pub async fn get_rule(
     ))]
 pub async fn create_rule(
     State(state): State<AppState>,
+    who: Principal,
     body: Result<Json<NewRule>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<RuleRow>), ApiError> {
     let body = json_body(body)?;
-    let by = who(&body.by)?;
+    let by = who.label.as_str();
     let row = state
         .alert_rules
         .put_rule(body.rule, by, None, now_ms())
@@ -185,12 +171,13 @@ pub async fn create_rule(
     ))]
 pub async fn replace_rule(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Result<Json<RuleReplacement>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RuleRow>, ApiError> {
     let Path(id) = path?;
     let body = json_body(body)?;
-    let by = who(&body.by)?;
+    let by = who.label.as_str();
     if body.rule.id != id {
         return Err(ApiError::invalid(
             "rule.id",
@@ -212,7 +199,7 @@ pub async fn replace_rule(
 /// Deletes an alert rule created through the API; its open alerts are
 /// cleared, with the reason in their history.
 #[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
-    params(("id" = String, Path, description = "Rule id"), DeleteQuery),
+    params(("id" = String, Path, description = "Rule id")),
     responses(
         (status = 204, description = "deleted"),
         (status = 404, body = ErrorResponse),
@@ -222,12 +209,11 @@ pub async fn replace_rule(
     ))]
 pub async fn delete_rule(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    let Query(q) = query?;
-    let by = who(&q.by)?;
+    let by = who.label.as_str();
     state.alert_rules.delete_rule(&id, by).await?;
     in_force(&state).await;
     Ok(StatusCode::NO_CONTENT)
@@ -264,10 +250,11 @@ pub async fn get_policy(
     ))]
 pub async fn create_policy(
     State(state): State<AppState>,
+    who: Principal,
     body: Result<Json<NewPolicy>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<PolicyRow>), ApiError> {
     let body = json_body(body)?;
-    let by = who(&body.by)?;
+    let by = who.label.as_str();
     let row = state
         .alert_rules
         .put_policy(&body.name, body.policy, by, None, now_ms())
@@ -291,12 +278,13 @@ pub async fn create_policy(
     ))]
 pub async fn replace_policy(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     body: Result<Json<PolicyReplacement>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PolicyRow>, ApiError> {
     let Path(name) = path?;
     let body = json_body(body)?;
-    let by = who(&body.by)?;
+    let by = who.label.as_str();
     let expected = version(body.version)?;
     let row = state
         .alert_rules
@@ -308,7 +296,7 @@ pub async fn replace_policy(
 
 /// Deletes an escalation policy created through the API that no rule uses.
 #[utoipa::path(delete, path = "/api/v1/escalation-policies/{name}", tag = "alerts",
-    params(("name" = String, Path, description = "Policy name"), DeleteQuery),
+    params(("name" = String, Path, description = "Policy name")),
     responses(
         (status = 204, description = "deleted"),
         (status = 404, body = ErrorResponse),
@@ -318,12 +306,11 @@ pub async fn replace_policy(
     ))]
 pub async fn delete_policy(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(name) = path?;
-    let Query(q) = query?;
-    let by = who(&q.by)?;
+    let by = who.label.as_str();
     state.alert_rules.delete_policy(&name, by).await?;
     in_force(&state).await;
     Ok(StatusCode::NO_CONTENT)

@@ -10,9 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use hydrowatch_actors::alerting::AlertingMsg;
 use hydrowatch_models::alert::silence::{Matchers, Window, WindowSpec};
 
-use super::alerts::{call_alerting, who};
+use super::alerts::call_alerting;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
+use crate::auth::Principal;
 use crate::store::layout::now_ms;
 use crate::store::silences::SilenceRow;
 
@@ -52,8 +53,6 @@ pub struct NewSilence {
     pub window: WindowSpec,
     /// Why (shown with the silenced alerts).
     pub comment: String,
-    /// Who (until sign-in exists, the caller names themselves).
-    pub by: String,
 }
 
 /// Creates a silence or maintenance window; it applies at once.
@@ -66,6 +65,7 @@ pub struct NewSilence {
     ))]
 pub async fn create(
     State(state): State<AppState>,
+    who: Principal,
     body: Result<Json<NewSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<SilenceRow>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError::BadRequest {
@@ -86,7 +86,7 @@ pub async fn create(
             ));
         }
     }
-    let by = who(&body.by)?;
+    let by = who.label.as_str();
     if body.comment.trim().is_empty() || body.comment.len() > 2_000 {
         return Err(ApiError::invalid(
             "comment",
@@ -115,17 +115,9 @@ pub async fn create(
     ))
 }
 
-/// `DELETE /api/v1/silences/{id}` parameters.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EndQuery {
-    /// Who ends it.
-    pub by: String,
-}
-
 /// Ends a silence early; what it held back is notified if still due.
 #[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
-    params(("id" = i64, Path, description = "Silence id"), EndQuery),
+    params(("id" = i64, Path, description = "Silence id")),
     responses(
         (status = 204, description = "ended"),
         (status = 404, body = ErrorResponse, description = "no silence in force with that id"),
@@ -134,12 +126,11 @@ pub struct EndQuery {
     ))]
 pub async fn end(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
-    query: Result<Query<EndQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    let Query(q) = query?;
-    let by = who(&q.by)?;
+    let by = who.label.as_str();
     if !state.store.end_silence(id, by, now_ms()).await? {
         return Err(ApiError::NotFound(format!("no silence {id} in force")));
     }

@@ -27,7 +27,7 @@ pub struct TableQuery {
 
 /// Partitions of a managed table, their ranges, sizes and rows.
 #[utoipa::path(get, path = "/api/v1/admin/storage/stats", tag = "admin",
-    security(("bearer" = [])), params(TableQuery),
+    params(TableQuery),
     responses((status = 200, body = LayoutStats), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
 pub async fn stats(
@@ -41,7 +41,6 @@ pub async fn stats(
 /// TimescaleDB: whether it is offered, installed and used, its jobs and
 /// their failures.
 #[utoipa::path(get, path = "/api/v1/admin/storage/timescale", tag = "admin",
-    security(("bearer" = [])),
     responses((status = 200, body = TimescaleHealth), (status = 503, body = ErrorResponse)))]
 pub async fn timescale(State(state): State<AppState>) -> Result<Json<TimescaleHealth>, ApiError> {
     Ok(Json(state.store.timescale_health().await?))
@@ -72,7 +71,7 @@ pub struct Affected {
 /// Creates the partitions a range needs (native PostgreSQL layout; nothing to
 /// do with TimescaleDB or SQLite). Idempotent.
 #[utoipa::path(post, path = "/api/v1/admin/storage/partitions", tag = "admin",
-    security(("bearer" = [])), request_body = EnsurePartitions,
+    request_body = EnsurePartitions,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
 pub async fn ensure_partitions(
@@ -106,7 +105,7 @@ pub struct Cleanup {
 /// Drops samples older than the retention: whole partitions (native), chunks
 /// (TimescaleDB) or blocks (SQLite).
 #[utoipa::path(post, path = "/api/v1/admin/storage/cleanup", tag = "admin",
-    security(("bearer" = [])), request_body = Cleanup,
+    request_body = Cleanup,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
 pub async fn cleanup(
@@ -135,7 +134,7 @@ pub struct Compress {
 
 /// Compresses old chunks now (TimescaleDB; 501 `unsupported` without it).
 #[utoipa::path(post, path = "/api/v1/admin/storage/compress", tag = "admin",
-    security(("bearer" = [])), request_body = Compress,
+    request_body = Compress,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 501, body = ErrorResponse, description = "not on TimescaleDB"),
               (status = 503, body = ErrorResponse)))]
@@ -170,7 +169,7 @@ pub struct QuarantineList {
 
 /// The latest quarantined ingest rows, as received, with their reasons.
 #[utoipa::path(get, path = "/api/v1/admin/quarantine", tag = "admin",
-    security(("bearer" = [])), params(QuarantineQuery),
+    params(QuarantineQuery),
     responses((status = 200, body = QuarantineList), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
 pub async fn quarantine(

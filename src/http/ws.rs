@@ -1,7 +1,14 @@
 //! The live WebSocket API: one session actor per client.
 //!
+//! Sign-in comes first: an `Authorization: Bearer` header on the upgrade
+//! request (refused with 401/403 before upgrading), or, from browsers that
+//! cannot set headers, an `auth {token}` frame as the first frame within
+//! [`AUTH_TIMEOUT`] (refused with close code 4401 or 4403). Never a token in
+//! the URL: URLs end up in logs. Reading needs the `read` permission.
+//!
 //! Protocol (JSON text frames, each with a `type`):
-//! - client → server: `subscribe {equipment: [id…]}`, `unsubscribe {equipment: [id…]}`, `ping`;
+//! - client → server: `auth {token}` (first), `subscribe {equipment: [id…]}`,
+//!   `unsubscribe {equipment: [id…]}`, `ping`;
 //! - server → client: `hello`, `subscribed`, `snapshot` (full picture, once per
 //!   subscription and after an equipment restart), `delta` (changes since the
 //!   previous frame for that equipment), `pong`, `error {error: {code, message, details}}`.
@@ -23,7 +30,10 @@ use tokio::time::Instant;
 
 use hydrowatch_actors::session::{ErrorBody, Outbox, ServerFrame, SessionMsg};
 
+use super::error::ApiError;
 use super::AppState;
+use crate::auth::roles::Permission;
+use crate::auth::Principal;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -35,10 +45,17 @@ const CLOSE_TRY_LATER: u16 = 1013;
 const CLOSE_IDLE: u16 = 4000;
 /// Close code (private range) for a session ended by the server.
 const CLOSE_SESSION_ENDED: u16 = 4001;
+/// Close code (private range, after HTTP 401) for missing or bad credentials.
+const CLOSE_UNAUTHENTICATED: u16 = 4401;
+/// Close code (private range, after HTTP 403) for a caller without `read`.
+const CLOSE_FORBIDDEN: u16 = 4403;
+/// How long a client has to send its `auth` frame.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientFrame {
+    Auth { token: String },
     Subscribe { equipment: Vec<String> },
     Unsubscribe { equipment: Vec<String> },
     Ping,
@@ -51,7 +68,16 @@ enum ClientFrame {
 pub async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    // A header is checked before upgrading, so a bad one is a plain 401/403.
+    let signed_in = match super::auth::bearer(&headers) {
+        None => None,
+        Some(token) => match authorised(&state, token).await {
+            Ok(who) => Some(who),
+            Err(e) => return e.into_response(),
+        },
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -62,20 +88,89 @@ pub async fn upgrade(
             .into_response()
         }
     };
+
     let max = state.settings.websocket.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(socket, state))
+        .on_upgrade(move |socket| run(socket, state, signed_in))
+}
+
+/// The principal of `token` if it may read.
+async fn authorised(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let who = state.auth.authenticate(token).await?;
+    super::access::check(&who, Some(Permission::Read))?;
+    Ok(who)
+}
+
+/// Waits for the `auth` frame; closes the socket and returns `None` when it
+/// does not come in time or does not hold.
+async fn sign_in(
+    state: &AppState,
+    tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+    rx: &mut futures::stream::SplitStream<WebSocket>,
+) -> Option<Principal> {
+    let refuse = |code: u16, message: &str| close(code, message);
+    let first = tokio::time::timeout(AUTH_TIMEOUT, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Text(text))) => return Some(text),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let text = match first {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
+        Err(_) => {
+            let _ = send(tx, refuse(CLOSE_UNAUTHENTICATED, "no auth frame in time")).await;
+            return None;
+        }
+    };
+    let Ok(ClientFrame::Auth { token }) = serde_json::from_str::<ClientFrame>(&text) else {
+        let _ = send(
+            tx,
+            refuse(
+                CLOSE_UNAUTHENTICATED,
+                "sign in first: {\"type\":\"auth\",\"token\":\"<access token>\"}",
+            ),
+        )
+        .await;
+        return None;
+    };
+    match authorised(state, &token).await {
+        Ok(who) => Some(who),
+        Err(e) => {
+            let code = if e.code() == "forbidden" || e.code() == "password_change_required" {
+                CLOSE_FORBIDDEN
+            } else {
+                CLOSE_UNAUTHENTICATED
+            };
+            // A close reason is at most 123 bytes.
+            let reason: String = e.code().chars().take(120).collect();
+            let _ = send(tx, refuse(code, &reason)).await;
+            None
+        }
+    }
 }
 
 /// Longest a single write to a client may take; a client that stops reading is
 /// dropped instead of holding its task (and its session) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn run(socket: WebSocket, state: AppState) {
+async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
     let id = format!("ws-{}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
     let outbox = Arc::new(Outbox::new());
     let (mut tx, mut rx) = socket.split();
+    let who = match signed_in {
+        Some(who) => who,
+        None => match sign_in(&state, &mut tx, &mut rx).await {
+            Some(who) => who,
+            None => return,
+        },
+    };
+    tracing::debug!(session = %id, user = ?who.user_id, "websocket signed in");
     let actor = match state.tree.open_session(&id, outbox.clone()).await {
         Ok(actor) => actor,
         Err(err) => {
@@ -202,6 +297,14 @@ fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox
         ClientFrame::Unsubscribe { equipment } => actor.cast(SessionMsg::Unsubscribe(equipment)),
         ClientFrame::Ping => {
             outbox.push_control(ServerFrame::Pong);
+            Ok(())
+        }
+        ClientFrame::Auth { .. } => {
+            outbox.push_control(error_frame(
+                "already_signed_in",
+                "this connection is signed in; auth comes once, first".into(),
+                None,
+            ));
             Ok(())
         }
     };

@@ -163,7 +163,68 @@ where
     })
 }
 
+/// A session with what a request needs of its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUser {
+    /// The user.
+    pub user_id: i64,
+    /// Their e-mail.
+    pub email: String,
+    /// Their role now.
+    pub role: String,
+    /// They must set a new password first.
+    pub must_change_password: bool,
+    /// The session ends at the latest, ms.
+    pub expires_at: i64,
+    /// The session ended, ms.
+    pub revoked_at: Option<i64>,
+    /// The user is deleted.
+    pub deleted: bool,
+}
+
+fn session_user_of<R: Row>(r: &R) -> Result<SessionUser, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    String: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
+{
+    let deleted_at: Option<i64> = r.try_get(6)?;
+    Ok(SessionUser {
+        user_id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        role: r.try_get(2)?,
+        must_change_password: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        revoked_at: r.try_get(5)?,
+        deleted: deleted_at.is_some(),
+    })
+}
+
 impl Store {
+    /// Gives a user another role (`ADMIN`, `ENGINEER`, `VIEWER`); false
+    /// when there is no such live user.
+    pub async fn set_role(&self, id: i64, role: &str) -> Result<bool, StoreError> {
+        let text = "UPDATE users SET role = $1 WHERE id = $2 AND deleted_at IS NULL".to_owned();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(role)
+                .bind(id)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// How many users exist (not deleted).
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let text = "SELECT COUNT(*) FROM users WHERE deleted_at IS NULL".to_owned();
+        run!(self, |q, exec| {
+            let row = sqlx::query(q(text)).fetch_one(exec).await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        })
+    }
+
     /// Creates a user with their first password in the history; `None`
     /// when a live user has that e-mail.
     pub async fn create_user(
@@ -308,6 +369,21 @@ impl Store {
         run!(self, |q, exec| {
             match sqlx::query(q(text)).bind(id).fetch_optional(exec).await? {
                 Some(r) => session_of(&r).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// A session and its user, in one lookup: what every authenticated
+    /// request checks.
+    pub async fn session_user(&self, id: &str) -> Result<Option<SessionUser>, StoreError> {
+        let text = "SELECT s.user_id, u.email, u.role, u.must_change_password, s.expires_at, \
+                    s.revoked_at, u.deleted_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                    WHERE s.id = $1"
+            .to_owned();
+        run!(self, |q, exec| {
+            match sqlx::query(q(text)).bind(id).fetch_optional(exec).await? {
+                Some(r) => session_user_of(&r).map(Some),
                 None => Ok(None),
             }
         })

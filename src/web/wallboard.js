@@ -1,8 +1,12 @@
 // hydrowatch wallboard — plain ES2020, no dependencies.
 //
 // Data flow:
+//   sign in                -> a login form (or, on a fresh install, the first-administrator
+//                             form of the setup link); the access token stays in memory, the
+//                             refresh token in sessionStorage (this tab only)
 //   GET /api/v1/equipment  -> build one tile per unit (in that order)
-//   WS  /api/v1/ws         -> subscribe to all units, then apply snapshot/delta frames
+//   WS  /api/v1/ws         -> an `auth` frame, subscribe to all units, then apply
+//                             snapshot/delta frames
 //   GET /api/v1/alerts?state=open -> once subscribed (again after every reconnect), the open
 //                                    alerts; then `alert` frames keep them current
 //
@@ -377,7 +381,7 @@
   async function loadAlerts() {
     alertFramesDuringFetch = [];
     try {
-      const res = await fetch(CONFIG.alertsUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      const res = await api(CONFIG.alertsUrl);
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const body = await res.json();
       const items = Array.isArray(body && body.items) ? body.items : [];
@@ -860,6 +864,12 @@
     clearTimeout(reconnectTimer);
     reconnectTimer = null;
     if (ws) return;
+    if (auth.stale) {
+      // The server refused the token (4401/4403): renew it, or sign in again, first.
+      auth.stale = false;
+      renewOrSignIn().then(connect, () => scheduleReconnect());
+      return;
+    }
     setConnection(everConnected ? 'reconnecting' : 'connecting', 'opening\u2026');
 
     let sock;
@@ -878,6 +888,8 @@
       lastRxAt = openedAt;
       everConnected = true;
       setConnection('connected', 'open');
+      // Browsers cannot set headers on a WebSocket: the token goes in the first frame.
+      send({ type: 'auth', token: auth.access });
       send({ type: 'subscribe', equipment: state.order.slice() });
     };
     sock.onmessage = (ev) => {
@@ -888,7 +900,10 @@
     // Browsers fire "close" after "error", but drop() is idempotent so handling both is
     // safe and also covers an error without a following close.
     sock.onerror = () => drop(sock, 'error');
-    sock.onclose = (ev) => drop(sock, `closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
+    sock.onclose = (ev) => {
+      if (ev.code === 4401 || ev.code === 4403) auth.stale = true;
+      drop(sock, `closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
+    };
   }
 
   function drop(sock, why) {
@@ -988,10 +1003,7 @@
   async function loadEquipment() {
     for (let n = 0; ; n++) {
       try {
-        const res = await fetch(CONFIG.equipmentUrl, {
-          headers: { Accept: 'application/json' },
-          cache: 'no-store',
-        });
+        const res = await api(CONFIG.equipmentUrl);
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const body = await res.json();
         return Array.isArray(body && body.equipment) ? body.equipment : [];
@@ -1003,6 +1015,203 @@
       }
     }
   }
+
+  // ----------------------------------------------------------------- sign-in
+  //
+  // Every API call goes through api(): it sends the access token, renews it once on a 401 and,
+  // when that fails, asks the person to sign in again. Renewals are shared (a refresh token
+  // works once; two renewals at a time would end the session as a replay).
+
+  const REFRESH_KEY = 'hydrowatch.refresh';
+  const auth = { access: null, me: null, timer: null, renewing: null, signingIn: null, stale: false };
+  const authDom = {
+    box: $('auth'),
+    login: $('login'),
+    setup: $('setup'),
+    change: $('password-change'),
+    error: $('auth-error'),
+    user: $('user'),
+    signOut: $('sign-out'),
+  };
+  const input = (id) => $(id).value;
+
+  async function postJson(url, body, token) {
+    const headers = { 'Content-Type': 'application/json', Accept: 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), cache: 'no-store' });
+    let data = null;
+    try {
+      data = await res.json();
+    } catch {
+      /* 204: no body */
+    }
+    return { ok: res.ok, status: res.status, data };
+  }
+
+  const errorOf = (r) => (r.data && r.data.error) || { code: '', message: `HTTP ${r.status}` };
+
+  function storedRefresh() {
+    try {
+      return sessionStorage.getItem(REFRESH_KEY);
+    } catch {
+      return null;
+    }
+  }
+
+  function keep(issued) {
+    auth.access = str(issued.access_token);
+    try {
+      sessionStorage.setItem(REFRESH_KEY, str(issued.refresh_token) || '');
+    } catch {
+      /* private mode: this page stays signed in until the access token expires */
+    }
+    clearTimeout(auth.timer);
+    const lifetime = (finite(issued.expires_in) || 60) * 1000;
+    auth.timer = setTimeout(() => renew().catch(() => false), Math.max(5000, lifetime * 0.8));
+  }
+
+  function forget() {
+    auth.access = null;
+    clearTimeout(auth.timer);
+    try {
+      sessionStorage.removeItem(REFRESH_KEY);
+    } catch {
+      /* nothing stored */
+    }
+  }
+
+  // Trades the stored refresh token for a new pair: false when there is none or it is refused.
+  function renew() {
+    if (!auth.renewing) {
+      auth.renewing = (async () => {
+        const token = storedRefresh();
+        if (!token) return false;
+        const r = await postJson('/api/v1/auth/refresh', { refresh_token: token });
+        if (!r.ok) {
+          if (r.status === 401) forget();
+          return false;
+        }
+        keep(r.data);
+        return true;
+      })().finally(() => {
+        auth.renewing = null;
+      });
+    }
+    return auth.renewing;
+  }
+
+  // Shows `form` until `submit` succeeds (it returns an error message, or null when done).
+  function ask(form, submit) {
+    return new Promise((resolve) => {
+      authDom.box.hidden = false;
+      for (const f of [authDom.login, authDom.setup, authDom.change]) f.hidden = f !== form;
+      authDom.error.textContent = '';
+      form.onsubmit = async (ev) => {
+        ev.preventDefault();
+        const button = form.querySelector('button');
+        button.disabled = true;
+        try {
+          const failed = await submit();
+          if (failed) {
+            authDom.error.textContent = failed;
+            return;
+          }
+          form.reset();
+          form.hidden = true;
+          authDom.box.hidden = true;
+          resolve();
+        } catch (e) {
+          authDom.error.textContent = `Cannot reach the server (${e.message})`;
+        } finally {
+          button.disabled = false;
+        }
+      };
+      const first = form.querySelector('input');
+      if (first) first.focus();
+    });
+  }
+
+  async function signInOnce() {
+    const setupCode = new URLSearchParams(location.hash.slice(1)).get('setup');
+    if (setupCode) {
+      await ask(authDom.setup, async () => {
+        const r = await postJson('/api/v1/auth/setup', {
+          code: setupCode,
+          email: input('setup-email'),
+          name: input('setup-name'),
+          password: input('setup-password'),
+        });
+        if (!r.ok) return errorOf(r).message;
+        keep(r.data);
+        return null;
+      });
+      history.replaceState(null, '', location.pathname);
+    } else if (!(await renew().catch(() => false))) {
+      await ask(authDom.login, async () => {
+        const r = await postJson('/api/v1/auth/login', {
+          email: input('login-email'),
+          password: input('login-password'),
+        });
+        if (!r.ok) return errorOf(r).message;
+        keep(r.data);
+        return null;
+      });
+    }
+    const res = await fetch('/api/v1/auth/me', {
+      headers: { Accept: 'application/json', Authorization: `Bearer ${auth.access}` },
+      cache: 'no-store',
+    });
+    if (!res.ok) throw new Error(`who am I: HTTP ${res.status}`);
+    auth.me = await res.json();
+    if (auth.me.must_change_password) {
+      await ask(authDom.change, async () => {
+        const r = await postJson(
+          '/api/v1/auth/password',
+          { current_password: input('pw-current'), new_password: input('pw-new') },
+          auth.access,
+        );
+        return r.ok ? null : errorOf(r).message;
+      });
+      auth.me.must_change_password = false;
+    }
+    authDom.user.textContent = `${str(auth.me.name) || str(auth.me.email)} \u00b7 ${str(auth.me.role)}`;
+    authDom.user.hidden = false;
+    authDom.signOut.hidden = false;
+  }
+
+  // One sign-in at a time, however many calls found the token refused.
+  function signIn() {
+    if (!auth.signingIn) {
+      auth.signingIn = signInOnce().finally(() => {
+        auth.signingIn = null;
+      });
+    }
+    return auth.signingIn;
+  }
+
+  async function renewOrSignIn() {
+    if (!(await renew().catch(() => false))) await signIn();
+  }
+
+  // fetch() with the access token; a 401 renews (or signs in) and retries once.
+  async function api(url) {
+    for (let n = 0; ; n++) {
+      const headers = { Accept: 'application/json' };
+      if (auth.access) headers.Authorization = `Bearer ${auth.access}`;
+      const res = await fetch(url, { headers, cache: 'no-store' });
+      if (res.status !== 401 || n > 0) return res;
+      await renewOrSignIn();
+    }
+  }
+
+  authDom.signOut.addEventListener('click', async () => {
+    try {
+      if (auth.access) await postJson('/api/v1/auth/logout', {}, auth.access);
+    } finally {
+      forget();
+      location.reload();
+    }
+  });
 
   // -------------------------------------------------------------------- boot
 
@@ -1022,6 +1231,7 @@
     });
     scheduleFrame();
 
+    await signIn();
     applyEquipmentList(await loadEquipment());
     connect();
   }

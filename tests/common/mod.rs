@@ -13,8 +13,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use hydrowatch::config::{self, Loaded};
 use hydrowatch::App;
 
-/// The admin token the test apps use.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The break-glass token of the test apps: an administrator without a
+/// user. [`http`] and [`WsClient::connect`] send it, so that tests about
+/// something else need not sign in; tests about who may do what sign in as
+/// real users ([`sign_in`]) and use [`anonymous`] clients.
+pub const BREAK_GLASS: &str = "test-break-glass-token-0123456789abcdef";
 
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(prefix: &str) -> std::path::PathBuf {
@@ -43,7 +46,10 @@ fn test_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
     let dir = temp_dir("app");
     let mut pairs: Vec<(String, String)> = vec![
         ("HYDROWATCH_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
-        ("HYDROWATCH_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+        (
+            "HYDROWATCH_AUTH__BREAK_GLASS_TOKEN".into(),
+            BREAK_GLASS.into(),
+        ),
         ("HYDROWATCH_SERVER__SHUTDOWN_GRACE_MS".into(), "2000".into()),
         (
             "HYDROWATCH_STORAGE__URL".into(),
@@ -139,7 +145,7 @@ pub const OIL_ALERT_AT_1C: [(&str, &str); 2] = [
 pub async fn admin_put(url: String, body: Value) -> reqwest::Response {
     http()
         .put(url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(BREAK_GLASS)
         .json(&body)
         .send()
         .await
@@ -157,12 +163,62 @@ pub async fn spawn_with(loaded: Loaded) -> App {
     App::start(loaded).await.expect("app starts")
 }
 
-/// An HTTP client.
+/// An HTTP client that sends the break-glass token unless a request sets
+/// its own `Authorization`.
 pub fn http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {BREAK_GLASS}")
+            .parse()
+            .expect("header value"),
+    );
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// An HTTP client with no credentials.
+pub fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")
+}
+
+/// A password that meets the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Creates a user of `role` (`ADMIN`, `ENGINEER`, `VIEWER`) in `app` with
+/// [`PASSWORD`] and signs them in: their access token.
+pub async fn sign_in(app: &App, email: &str, role: &str) -> String {
+    use hydrowatch::auth::{roles::Role, NewUser};
+    let user = NewUser {
+        email: email.into(),
+        name: email.split('@').next().unwrap_or(email).into(),
+        role: Role::parse(role).expect("a role"),
+        password: PASSWORD.into(),
+        must_change_password: false,
+    };
+    app.state
+        .auth
+        .add_user(&user, None)
+        .await
+        .expect("user created");
+    log_in(app, email).await
+}
+
+/// Signs an existing user in with [`PASSWORD`]: a new session's access token.
+pub async fn log_in(app: &App, email: &str) -> String {
+    let issued = app
+        .state
+        .auth
+        .login(email, PASSWORD, None, None)
+        .await
+        .expect("login");
+    issued.access_token
 }
 
 /// A WebSocket client speaking the live protocol.
@@ -171,8 +227,31 @@ pub struct WsClient {
 }
 
 impl WsClient {
-    /// Connects to `/api/v1/ws` of `app`.
+    /// Connects to `/api/v1/ws` of `app` with the break-glass token in the
+    /// upgrade request.
     pub async fn connect(app: &App) -> WsClient {
+        WsClient::connect_as(app, BREAK_GLASS).await
+    }
+
+    /// Connects with `token` in an `Authorization` header.
+    pub async fn connect_as(app: &App, token: &str) -> WsClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/api/v1/ws", app.addr)
+            .into_client_request()
+            .expect("ws request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("ws connects");
+        WsClient { stream }
+    }
+
+    /// Connects with no credentials (as a browser does; it must send an
+    /// `auth` frame first).
+    pub async fn connect_anonymous(app: &App) -> WsClient {
         let url = format!("ws://{}/api/v1/ws", app.addr);
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -239,7 +318,7 @@ pub fn sensor_state<'a>(frame: &'a Value, sensor: &str) -> Option<&'a Value> {
 pub async fn admin_post(url: String) -> reqwest::Response {
     http()
         .post(url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(BREAK_GLASS)
         .send()
         .await
         .expect("admin request")
@@ -249,7 +328,7 @@ pub async fn admin_post(url: String) -> reqwest::Response {
 pub async fn admin_get(url: String) -> Value {
     http()
         .get(url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(BREAK_GLASS)
         .send()
         .await
         .expect("admin request")

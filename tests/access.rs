@@ -1,0 +1,417 @@
+//! Who may call what, over real HTTP: every operation of the OpenAPI
+//! document, called by each role, with no token, an expired token, a token
+//! signed by another key, an `alg: none` token, the token of an ended
+//! session, and the break-glass token. The expected access of each route is
+//! written out here, independently of the server's own table, and the test
+//! fails when the document has an operation this list does not know.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use common::*;
+use hydrowatch::auth::roles::Role;
+use hydrowatch::auth::tokens::{Claims, SigningKey, TokenKeys};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Anyone, without a token.
+    Public,
+    /// The WebSocket: a header token is checked like any other; without
+    /// one the upgrade goes ahead and the client signs in in band.
+    InBand,
+    /// Any signed-in user (not the break-glass token: it has no session).
+    User,
+    /// This role and those above it.
+    AtLeast(Role),
+}
+
+use Expect::*;
+
+const V: Expect = AtLeast(Role::Viewer);
+const E: Expect = AtLeast(Role::Engineer);
+const A: Expect = AtLeast(Role::Admin);
+
+/// Every operation and who may call it: VIEWER reads; ENGINEER also sends
+/// samples, acts on alerts and manages rules, policies, silences and
+/// simulated conditions; ADMIN also manages actors, storage and the audit
+/// log.
+const EXPECTED: &[(&str, &str, Expect)] = &[
+    ("post", "/api/v1/auth/login", Public),
+    ("post", "/api/v1/auth/refresh", Public),
+    ("post", "/api/v1/auth/setup", Public),
+    ("post", "/api/v1/auth/logout", User),
+    ("get", "/api/v1/auth/me", User),
+    ("post", "/api/v1/auth/password", User),
+    ("get", "/api/v1/openapi.json", Public),
+    ("get", "/api/v1/docs", Public),
+    ("get", "/api/v1/ws", InBand),
+    ("get", "/api/v1/equipment", V),
+    ("get", "/api/v1/equipment/{id}", V),
+    ("get", "/api/v1/equipment/{id}/series", V),
+    ("get", "/api/v1/equipment/{id}/stats", V),
+    ("get", "/api/v1/equipment/{id}/anomalies", V),
+    ("get", "/api/v1/equipment/{id}/anomaly-trend", V),
+    ("post", "/api/v1/ingest", E),
+    ("post", "/api/v1/detect", E),
+    ("get", "/api/v1/alerts", V),
+    ("get", "/api/v1/alerts/{id}", V),
+    ("post", "/api/v1/alerts/{id}/acknowledge", E),
+    ("post", "/api/v1/alerts/{id}/clear", E),
+    ("get", "/api/v1/silences", V),
+    ("post", "/api/v1/silences", E),
+    ("delete", "/api/v1/silences/{id}", E),
+    ("get", "/api/v1/alert-rules", V),
+    ("post", "/api/v1/alert-rules", E),
+    ("get", "/api/v1/alert-rules/{id}", V),
+    ("put", "/api/v1/alert-rules/{id}", E),
+    ("delete", "/api/v1/alert-rules/{id}", E),
+    ("get", "/api/v1/escalation-policies", V),
+    ("post", "/api/v1/escalation-policies", E),
+    ("get", "/api/v1/escalation-policies/{name}", V),
+    ("put", "/api/v1/escalation-policies/{name}", E),
+    ("delete", "/api/v1/escalation-policies/{name}", E),
+    ("get", "/api/v1/admin/simulators", E),
+    ("put", "/api/v1/admin/simulators/{id}/condition", E),
+    ("post", "/api/v1/admin/simulators/{id}/{action}", E),
+    ("get", "/api/v1/admin/actors", A),
+    ("post", "/api/v1/admin/actors/{path}/{action}", A),
+    ("get", "/api/v1/admin/storage/stats", A),
+    ("get", "/api/v1/admin/storage/timescale", A),
+    ("post", "/api/v1/admin/storage/partitions", A),
+    ("post", "/api/v1/admin/storage/cleanup", A),
+    ("post", "/api/v1/admin/storage/compress", A),
+    ("get", "/api/v1/admin/quarantine", A),
+    ("get", "/api/v1/admin/audit", A),
+];
+
+const KEY_ID: &str = "k1";
+const KEY_SECRET: &str = "access-matrix-signing-key-0123456789";
+
+/// A concrete URL for a documented path: ids that name nothing, so that
+/// an allowed call changes nothing (it answers 404 or 422).
+fn url_of(base: &str, path: &str) -> String {
+    let path = path
+        .replace("{id}", "no-such-thing")
+        .replace("{name}", "no-such-policy")
+        .replace("{path}", "no/such/actor")
+        .replace("{action}", "no-such-action");
+    format!("{base}{path}")
+}
+
+async fn call(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let url = url_of(base, path);
+    let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+    let mut request = anonymous().request(method.clone(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if method == reqwest::Method::POST || method == reqwest::Method::PUT {
+        request = request.json(&json!({}));
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+fn claims(user_id: i64, role: Role, sid: &str, exp_in_secs: i64) -> Claims {
+    let now = hydrowatch::store::layout::now_ms() / 1000;
+    Claims::new(user_id, role, sid, now - 60, now + exp_in_secs)
+}
+
+fn signed(secret: &str, claims: &Claims) -> String {
+    let keys = TokenKeys::new(
+        &[SigningKey {
+            id: KEY_ID.into(),
+            secret: secret.into(),
+        }],
+        KEY_ID,
+    )
+    .expect("keys");
+    keys.sign(claims)
+}
+
+fn alg_none(claims: &Claims) -> String {
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = json!({"alg": "none", "typ": "JWT", "kid": KEY_ID});
+    let body = serde_json::to_value(claims).expect("claims");
+    format!("{}.{}.", b64(&header), b64(&body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
+    let settings = format!("[[auth.keys]]\nid = \"{KEY_ID}\"\nsecret = \"{KEY_SECRET}\"\n");
+    let mut app = spawn_with(fast_plant_config_full(
+        &[],
+        &settings,
+        &[
+            ("HYDROWATCH_AUTH__ACTIVE_KEY", KEY_ID),
+            // Sessions pile up below; none may end for the limit.
+            ("HYDROWATCH_AUTH__MAX_SESSIONS_PER_USER", "1000"),
+        ],
+    ))
+    .await;
+    let base = format!("http://{}", app.addr);
+
+    // The list above is the document's, no more, no less.
+    let doc = get_json(format!("{base}/api/v1/openapi.json")).await;
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("operations").keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let documented: BTreeSet<(String, String)> = documented
+        .into_iter()
+        .filter(|(_, p)| p.starts_with("/api/v1/"))
+        .collect();
+    let listed: BTreeSet<(String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, listed,
+        "every documented operation needs its expected access here"
+    );
+
+    let roles = [
+        ("viewer@plant.example", Role::Viewer),
+        ("engineer@plant.example", Role::Engineer),
+        ("admin@plant.example", Role::Admin),
+    ];
+    for (email, role) in roles {
+        sign_in(&app, email, role.as_str()).await;
+    }
+    // Bad credentials, each wrong in one way only: the claims are those of
+    // a live admin session.
+    let admin_id = app
+        .state
+        .auth
+        .login("admin@plant.example", PASSWORD, None, None)
+        .await
+        .expect("login");
+    let admin_user = app
+        .state
+        .store
+        .user_by_email("admin@plant.example")
+        .await
+        .expect("store")
+        .expect("the admin")
+        .id;
+    let live_sid = admin_id.session_id.clone();
+    let expired = signed(KEY_SECRET, &claims(admin_user, Role::Admin, &live_sid, -5));
+    let foreign = signed(
+        "another-key-entirely-0123456789abcdef",
+        &claims(admin_user, Role::Admin, &live_sid, 600),
+    );
+    let none = alg_none(&claims(admin_user, Role::Admin, &live_sid, 600));
+    // The same key and a live-looking claim set, but a session that ended.
+    let ended = log_in(&app, "admin@plant.example").await;
+    let (status, _) = call(&base, "post", "/api/v1/auth/logout", Some(&ended)).await;
+    assert_eq!(status, 204);
+    // A genuine token of our key still works (the forged ones differ only
+    // in what is tested).
+    let genuine = signed(KEY_SECRET, &claims(admin_user, Role::Admin, &live_sid, 600));
+    let (status, body) = call(&base, "get", "/api/v1/auth/me", Some(&genuine)).await;
+    assert_eq!(status, 200, "the claims are right: {body}");
+    assert_eq!(body["email"], "admin@plant.example");
+    let bad: [(&str, Option<&str>); 5] = [
+        ("no token", None),
+        ("expired", Some(&expired)),
+        ("foreign key", Some(&foreign)),
+        ("alg none", Some(&none)),
+        ("ended session", Some(&ended)),
+    ];
+
+    let mut checked = 0;
+    for (method, path, expect) in EXPECTED {
+        // Each role with a session of its own (logout ends it).
+        for (email, role) in roles {
+            let token = log_in(&app, email).await;
+            let (status, body) = call(&base, method, path, Some(&token)).await;
+            let allowed = match expect {
+                Public | InBand | User => true,
+                AtLeast(lowest) => role >= *lowest,
+            };
+            if allowed {
+                assert!(
+                    status != 401 && status != 403,
+                    "{method} {path} as {role:?}: allowed, but {status} {body}"
+                );
+            } else {
+                assert_eq!(
+                    (status, code(&body)),
+                    (403, "forbidden"),
+                    "{method} {path} as {role:?}: {body}"
+                );
+            }
+            checked += 1;
+        }
+        for (what, token) in bad {
+            let (status, body) = call(&base, method, path, token).await;
+            match (expect, token) {
+                (Public, _) | (InBand, None) => assert!(
+                    status != 401 && status != 403,
+                    "{method} {path} with {what}: public, but {status} {body}"
+                ),
+                _ => {
+                    assert_eq!(status, 401, "{method} {path} with {what}: {body}");
+                    assert_eq!(code(&body), "invalid_token", "{method} {path} with {what}");
+                }
+            }
+            checked += 1;
+        }
+        // The break-glass token is an administrator without a user.
+        let (status, body) = call(&base, method, path, Some(BREAK_GLASS)).await;
+        match expect {
+            User => {
+                assert_eq!(
+                    (status, code(&body)),
+                    (403, "user_session_required"),
+                    "{method} {path} with break-glass: {body}"
+                );
+            }
+            _ => assert!(
+                status != 401 && status != 403,
+                "{method} {path} with break-glass: {status} {body}"
+            ),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, EXPECTED.len() * 9);
+
+    // Outside the API: health and the wallboard's files are public.
+    for path in [
+        "/",
+        "/wallboard.js",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    ] {
+        let status = anonymous()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{path}: {status}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_password_change_comes_before_anything_else_and_roles_hold_at_once() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let new = hydrowatch::auth::NewUser {
+        email: "new@plant.example".into(),
+        name: "New".into(),
+        role: Role::Engineer,
+        password: PASSWORD.into(),
+        must_change_password: true,
+    };
+    let id = app.state.auth.add_user(&new, None).await.expect("user");
+    let token = log_in(&app, "new@plant.example").await;
+    let (status, body) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "password_change_required"),
+        "{body}"
+    );
+    let (status, body) = call(&base, "get", "/api/v1/auth/me", Some(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["must_change_password"], true);
+    let changed = anonymous()
+        .post(format!("{base}/api/v1/auth/password"))
+        .bearer_auth(&token)
+        .json(&json!({"current_password": PASSWORD,
+                      "new_password": "a brand new passphrase for the rig"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 204);
+    let (status, _) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    assert_eq!(status, 200, "the same session goes on after the change");
+
+    // A role taken away holds for the next request, not when the token
+    // expires: the token says ENGINEER, the database now VIEWER.
+    let (status, _) = call(&base, "post", "/api/v1/alerts/1/acknowledge", Some(&token)).await;
+    assert_eq!(
+        status, 404,
+        "an engineer may acknowledge (there is no alert 1)"
+    );
+    app.state
+        .store
+        .set_role(id, "VIEWER")
+        .await
+        .expect("role changed");
+    let (status, body) = call(&base, "post", "/api/v1/alerts/1/acknowledge", Some(&token)).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite;
+
+    let mut app = spawn_app().await;
+    let viewer = sign_in(&app, "viewer@plant.example", "viewer").await;
+
+    // A browser: no header, an `auth` frame first, then the protocol.
+    let mut ws = WsClient::connect_anonymous(&app).await;
+    ws.send_json(json!({"type": "auth", "token": viewer})).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
+        .await;
+    let hello = ws.next_of("hello", Duration::from_secs(5)).await;
+    assert!(hello.is_some(), "signed in, the session starts");
+    let snapshot = ws.next_of("snapshot", Duration::from_secs(10)).await;
+    assert!(snapshot.is_some(), "and the subscription is served");
+
+    // Anything else first, or a bad token: closed with 4401.
+    let mut ws = WsClient::connect_anonymous(&app).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
+        .await;
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(u16::from(close.code), 4401);
+    let mut ws = WsClient::connect_anonymous(&app).await;
+    ws.send_json(json!({"type": "auth", "token": "not-a-token"}))
+        .await;
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(u16::from(close.code), 4401);
+    assert_eq!(close.reason.as_str(), "invalid_token");
+
+    // A header is checked before upgrading: a plain 401.
+    let refused = tokio_tungstenite::connect_async({
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/api/v1/ws", app.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer not-a-token".parse().unwrap());
+        request
+    })
+    .await;
+    match refused {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+        other => panic!("expected HTTP 401, got {other:?}"),
+    }
+    let mut ws = WsClient::connect_as(&app, &viewer).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
+        .await;
+    assert!(ws
+        .next_of("snapshot", Duration::from_secs(10))
+        .await
+        .is_some());
+    app.shutdown().await;
+}
