@@ -289,9 +289,11 @@ impl App {
                 store: Arc::new(store.clone()),
                 clock: hydrowatch_actors::alerting::Clock::start(),
             }),
+            logins: Some(auth.login_settings()),
         })
         .await
         .context("supervision tree failed to start")?;
+        auth.attach_tree(tree.clone());
 
         let listener = TcpListener::bind(loaded.settings.server.listen)
             .await

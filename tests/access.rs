@@ -47,6 +47,8 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
     ("post", "/api/v1/auth/logout", User),
     ("get", "/api/v1/auth/me", User),
     ("post", "/api/v1/auth/password", User),
+    ("get", "/api/v1/auth/sessions", User),
+    ("delete", "/api/v1/auth/sessions/{id}", User),
     ("get", "/api/v1/openapi.json", Public),
     ("get", "/api/v1/docs", Public),
     ("get", "/api/v1/ws", InBand),
@@ -87,6 +89,13 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
     ("post", "/api/v1/admin/storage/compress", A),
     ("get", "/api/v1/admin/quarantine", A),
     ("get", "/api/v1/admin/audit", A),
+    ("get", "/api/v1/admin/users", A),
+    ("post", "/api/v1/admin/users", A),
+    ("delete", "/api/v1/admin/users/{id}", A),
+    ("put", "/api/v1/admin/users/{id}/role", A),
+    ("get", "/api/v1/admin/users/{id}/sessions", A),
+    ("post", "/api/v1/admin/users/{id}/logout", A),
+    ("delete", "/api/v1/admin/sessions/{id}", A),
 ];
 
 const KEY_ID: &str = "k1";

@@ -10,6 +10,7 @@ pub mod alerting;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod login;
 pub mod plant;
 pub mod registry;
 pub mod session;

@@ -25,8 +25,10 @@ pub enum ActorKind {
     Equipment,
     /// A sensor.
     Sensor,
-    /// A client session.
+    /// A client session (a WebSocket).
     Session,
+    /// A signed-in user's session.
+    Login,
     /// The storage writer.
     Storage,
     /// The alerting actor.
@@ -42,6 +44,7 @@ impl ActorKind {
             ActorKind::Equipment => "equipment",
             ActorKind::Sensor => "sensor",
             ActorKind::Session => "session",
+            ActorKind::Login => "login",
             ActorKind::Storage => "storage",
             ActorKind::Alerting => "alerting",
         }

@@ -47,6 +47,8 @@ pub struct TreeConfig {
     pub scoring: Option<crate::plant::CycleScoring>,
     /// Alert rules and their storage; `None`: no alerting.
     pub alerting: Option<TreeAlerting>,
+    /// Signed-in sessions as actors; `None`: none.
+    pub logins: Option<crate::login::LoginSettings>,
 }
 
 /// The alerting actor's rules and storage.
@@ -104,6 +106,8 @@ pub struct Tree {
     pub alerting: Option<Address<AlertingMsg>>,
     /// How session actors are restarted (`[sessions] children`).
     session_restart: RestartType,
+    /// How login actors run, if they do.
+    logins: Option<crate::login::LoginSettings>,
 }
 
 /// Path of the sessions supervisor.
@@ -317,6 +321,7 @@ impl Tree {
             storage: storage_handle,
             alerting: alerting_address,
             session_restart: sup.sessions.children,
+            logins: config.logins.clone(),
         };
         Ok((tree, handle))
     }
@@ -363,6 +368,84 @@ impl Tree {
         .map_err(|_| SessionError::Unavailable)?
         .map_err(SessionError::StartFailed)?;
         Ok(ActorRef::from(cell))
+    }
+
+    /// The login actor of a signed-in session, if it runs.
+    pub fn login(&self, session_id: &str) -> Option<ActorRef<crate::login::LoginMsg>> {
+        self.registry
+            .cell(&format!("{SESSIONS}/{}", login_child_id(session_id)))
+            .map(ActorRef::from)
+    }
+
+    /// Tells the session's login actor of a request, starting the actor
+    /// first if it does not run (a new login, or the first request after a
+    /// restart).
+    pub async fn touch_login(
+        &self,
+        spec: crate::login::LoginSpec,
+        at_ms: i64,
+    ) -> Result<ActorRef<crate::login::LoginMsg>, SessionError> {
+        let touch = |ip| crate::login::LoginMsg::Touch { at_ms, ip };
+        if let Some(actor) = self.login(&spec.session_id) {
+            let _ = actor.cast(touch(spec.ip.clone()));
+            return Ok(actor);
+        }
+        let settings = self.logins.clone().ok_or(SessionError::Unavailable)?;
+        let sessions: ActorRef<SupervisorMsg> = self
+            .registry
+            .cell(SESSIONS)
+            .map(ActorRef::from)
+            .ok_or(SessionError::Unavailable)?;
+        let id = login_child_id(&spec.session_id);
+        let ip = spec.ip.clone();
+        let child = ChildSpec {
+            id: id.clone(),
+            kind: ActorKind::Login,
+            // Started again by the session's next request, not by the supervisor.
+            restart: RestartType::Temporary,
+            start: spawn_fn(move || {
+                (
+                    crate::login::Login,
+                    crate::login::LoginArgs {
+                        spec: spec.clone(),
+                        settings: settings.clone(),
+                        now_ms: crate::plant::now_ms,
+                    },
+                )
+            }),
+            mailbox: None,
+        };
+        let started = ractor::call_t!(
+            sessions,
+            |reply| SupervisorMsg::Cmd(SupervisionCmd::AddChild {
+                spec: child,
+                reply: Some(reply)
+            }),
+            5000
+        )
+        .map_err(|_| SessionError::Unavailable)?;
+        let actor: ActorRef<crate::login::LoginMsg> = match started {
+            Ok(cell) => ActorRef::from(cell),
+            // Two first requests at once: the other one started it.
+            Err(e) if e.contains("duplicate child id") => self
+                .registry
+                .cell(&format!("{SESSIONS}/{id}"))
+                .map(ActorRef::from)
+                .ok_or(SessionError::StartFailed(e))?,
+            Err(e) => return Err(SessionError::StartFailed(e)),
+        };
+        let _ = actor.cast(touch(ip));
+        Ok(actor)
+    }
+
+    /// A session ended (already recorded): its login actor closes its
+    /// WebSockets with `reason` and stops.
+    pub fn end_login(&self, session_id: &str, reason: &str) {
+        if let Some(actor) = self.login(session_id) {
+            let _ = actor.cast(crate::login::LoginMsg::End {
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// Ends a session.
@@ -419,4 +502,11 @@ impl Tree {
             .stop_and_wait(Some("shutdown".into()), Some(timeout))
             .await;
     }
+}
+
+/// The child id of a session's login actor: `login-` and the start of the
+/// session id (enough to be unique; the whole id stays out of the tree view).
+pub fn login_child_id(session_id: &str) -> String {
+    let prefix: String = session_id.chars().take(16).collect();
+    format!("login-{prefix}")
 }

@@ -41,6 +41,9 @@ pub struct AuthSettings {
     pub lockout_secs: u64,
     /// Live sessions per user; a new login ends the oldest beyond it.
     pub max_sessions_per_user: usize,
+    /// A session without a request (token renewals count) for this long
+    /// ends, s.
+    pub idle_timeout_secs: u64,
     /// argon2id cost of new password hashes.
     pub hash: HashCost,
     /// A bearer token that acts as an administrator without signing in,
@@ -61,6 +64,7 @@ impl Default for AuthSettings {
             max_failures: 5,
             lockout_secs: 900,
             max_sessions_per_user: 5,
+            idle_timeout_secs: 1800,
             hash: HashCost::default(),
             break_glass_token: String::new(),
         }
@@ -75,6 +79,9 @@ impl AuthSettings {
         }
         if self.refresh_ttl_secs < self.access_ttl_secs {
             return Err("auth.refresh_ttl_secs: at least auth.access_ttl_secs".into());
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err("auth.idle_timeout_secs: at least 1".into());
         }
         if self.max_failures == 0 || self.max_sessions_per_user == 0 {
             return Err("auth.max_failures and auth.max_sessions_per_user: at least 1".into());
@@ -193,6 +200,27 @@ impl Principal {
     }
 }
 
+/// A session as its user or an admin sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// The session id.
+    pub id: String,
+    /// Started, ms since the epoch.
+    pub started_ms: i64,
+    /// Last request, ms since the epoch.
+    pub last_activity_ms: i64,
+    /// Ends at the latest (unless renewed by use), ms since the epoch.
+    pub expires_ms: i64,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Client software at login.
+    pub user_agent: Option<String>,
+    /// WebSockets open with it.
+    pub websockets: usize,
+    /// The session of this request.
+    pub current: bool,
+}
+
 /// A user to create.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -217,6 +245,73 @@ pub struct Auth {
     /// The one-time code that creates the first administrator, while no
     /// user exists.
     setup: std::sync::Mutex<Option<String>>,
+    /// The supervision tree, once it runs: sessions are login actors there.
+    tree: std::sync::OnceLock<hydrowatch_actors::Tree>,
+}
+
+/// The session store as the login actors' ledger: an idle session is
+/// revoked and audited, and activity is recorded.
+pub struct StoredSessions {
+    store: Store,
+    audit: Arc<AuditLog>,
+}
+
+impl StoredSessions {
+    /// Sessions in `store`, their ends audited in `audit`.
+    pub fn new(store: Store, audit: Arc<AuditLog>) -> StoredSessions {
+        StoredSessions { store, audit }
+    }
+}
+
+impl hydrowatch_actors::login::SessionLedger for StoredSessions {
+    fn end<'a>(
+        &'a self,
+        session_id: &'a str,
+        reason: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let user = self
+                .store
+                .session(session_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|s| s.user_id);
+            let ended = self
+                .store
+                .revoke_session(session_id, reason, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            if ended {
+                let changes = serde_json::json!({"reason": reason});
+                let e = event(
+                    user,
+                    "session.end",
+                    "session",
+                    Some(session_id.to_owned()),
+                    changes,
+                );
+                if let Err(e) = self.audit.record(e, now).await {
+                    metrics::counter!("hydrowatch_audit_failures_total").increment(1);
+                    tracing::error!(error = %e, "audit event not recorded");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        session_id: &'a str,
+        at_ms: i64,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .touch_session(session_id, at_ms)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// An audit event about `resource_type`/`resource_id` by `user_id`.
@@ -287,7 +382,41 @@ impl Auth {
             store,
             audit,
             setup: std::sync::Mutex::new(None),
+            tree: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sessions become login actors of `tree` from now on.
+    pub fn attach_tree(&self, tree: hydrowatch_actors::Tree) {
+        let _ = self.tree.set(tree);
+    }
+
+    /// The login actors' settings from `[auth]`.
+    pub fn login_settings(&self) -> hydrowatch_actors::login::LoginSettings {
+        hydrowatch_actors::login::LoginSettings {
+            ledger: Arc::new(StoredSessions::new(self.store.clone(), self.audit.clone())),
+            idle_timeout: std::time::Duration::from_secs(self.settings.idle_timeout_secs),
+            touch_every: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// Tells the session's login actor of a request (starting it if needed).
+    /// The session is valid whether or not that works: the actor only
+    /// holds what is live about it.
+    async fn touch(&self, spec: hydrowatch_actors::login::LoginSpec) {
+        if let Some(tree) = self.tree.get() {
+            if let Err(e) = tree.touch_login(spec, now_ms()).await {
+                tracing::warn!(error = %e, "no login actor for the session");
+            }
+        }
+    }
+
+    /// A session was ended (already recorded): its actor closes its
+    /// WebSockets with `reason` and stops.
+    fn end_live(&self, session_id: &str, reason: &str) {
+        if let Some(tree) = self.tree.get() {
+            tree.end_login(session_id, reason);
+        }
     }
 
     /// Records a security event. The event has happened whether or not it
@@ -478,6 +607,7 @@ impl Auth {
             self.store
                 .revoke_session(&old.id, "session_limit", now)
                 .await?;
+            self.end_live(&old.id, "session_limit");
             let changes = serde_json::json!({"reason": "session_limit"});
             self.audit(event(
                 Some(user.id),
@@ -504,6 +634,14 @@ impl Auth {
             .create_session(&session, &tokens::digest(&refresh), session.expires_at)
             .await?;
         tracing::info!(event = "login", user = user.id, session = %session.id, "logged in");
+        self.touch(hydrowatch_actors::login::LoginSpec {
+            session_id: session.id.clone(),
+            user_id: user.id,
+            ip: session.ip.clone(),
+            user_agent: session.user_agent.clone(),
+            started_ms: now,
+        })
+        .await;
         let changes = serde_json::json!({"email": user.email});
         self.audit(from(event(
             Some(user.id),
@@ -531,6 +669,7 @@ impl Auth {
                 self.store
                     .revoke_session(&session_id, "refresh_token_reuse", now)
                     .await?;
+                self.end_live(&session_id, "refresh_token_reuse");
                 tracing::warn!(event = "refresh_token_reuse", session = %session_id, "a rotated refresh token was used again; session ended");
                 let user_id = self.store.session(&session_id).await?.map(|s| s.user_id);
                 let changes = serde_json::json!({"session_ended": true});
@@ -556,6 +695,14 @@ impl Auth {
             .user_by_id(session.user_id)
             .await?
             .ok_or_else(invalid)?;
+        self.touch(hydrowatch_actors::login::LoginSpec {
+            session_id: session.id.clone(),
+            user_id: session.user_id,
+            ip: session.ip.clone(),
+            user_agent: session.user_agent.clone(),
+            started_ms: session.created_at,
+        })
+        .await;
         let refresh = tokens::random_token();
         self.store
             .rotate_refresh_token(
@@ -611,7 +758,10 @@ impl Auth {
             .store
             .revoke_other_sessions(user.id, session_id, "password_changed", now)
             .await?;
-        let changes = serde_json::json!({"other_sessions_ended": ended});
+        for other in &ended {
+            self.end_live(other, "password_changed");
+        }
+        let changes = serde_json::json!({"other_sessions_ended": ended.len()});
         self.audit(event(Some(user.id), "password.change", "user", id, changes))
             .await;
         Ok(())
@@ -623,6 +773,7 @@ impl Auth {
         self.store
             .revoke_session(session_id, "logout", now_ms())
             .await?;
+        self.end_live(session_id, "logout");
         tracing::info!(event = "logout", session = %session_id, "logged out");
         let session = Some(session_id.to_owned());
         self.audit(event(
@@ -685,6 +836,14 @@ impl Auth {
                 found.role
             )))
         })?;
+        self.touch(hydrowatch_actors::login::LoginSpec {
+            session_id: claims.sid.clone(),
+            user_id,
+            ip: found.ip.clone(),
+            user_agent: found.user_agent.clone(),
+            started_ms: found.created_at,
+        })
+        .await;
         Ok(Principal {
             user_id: Some(user_id),
             label: found.email,
@@ -699,6 +858,162 @@ impl Auth {
     fn is_break_glass(&self, bearer: &str) -> bool {
         let expected = self.settings.break_glass_token.as_bytes();
         !expected.is_empty() && crate::constant_time_eq(bearer.as_bytes(), expected)
+    }
+
+    /// A user's sessions not ended, oldest first, with what their login
+    /// actors know (last activity, open WebSockets).
+    pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionView>, AuthError> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for s in self.store.live_sessions(user_id, now).await? {
+            let live = match self.tree.get().and_then(|t| t.login(&s.id)) {
+                Some(actor) => {
+                    ractor::call_t!(actor, hydrowatch_actors::login::LoginMsg::Info, 1000).ok()
+                }
+                None => None,
+            };
+            out.push(SessionView {
+                last_activity_ms: live
+                    .as_ref()
+                    .map_or(s.last_seen_at, |l| l.last_activity_ms.max(s.last_seen_at)),
+                websockets: live.as_ref().map_or(0, |l| l.websockets),
+                id: s.id,
+                started_ms: s.created_at,
+                expires_ms: s.expires_at,
+                ip: s.ip,
+                user_agent: s.user_agent,
+                current: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ends one session: the caller's own (`owner`: their user id) or,
+    /// for an admin (`owner: None`), anyone's, which is a forced logout.
+    /// False when there is no such live session (of that owner).
+    pub async fn end_session(
+        &self,
+        session_id: &str,
+        owner: Option<i64>,
+        by: &Principal,
+    ) -> Result<bool, AuthError> {
+        let now = now_ms();
+        let Some(session) = self.live_session(session_id, now).await? else {
+            return Ok(false);
+        };
+        if owner.is_some_and(|o| o != session.user_id) {
+            return Ok(false);
+        }
+        let reason = if owner.is_some() {
+            "ended_by_user"
+        } else {
+            "forced_logout"
+        };
+        if !self.store.revoke_session(session_id, reason, now).await? {
+            return Ok(false);
+        }
+        self.end_live(session_id, reason);
+        tracing::info!(event = reason, user = session.user_id, by = ?by.user_id, "session ended");
+        let changes =
+            serde_json::json!({"reason": reason, "user": session.user_id, "by": by.label});
+        self.audit(event(
+            by.user_id,
+            reason,
+            "session",
+            Some(session_id.to_owned()),
+            changes,
+        ))
+        .await;
+        Ok(true)
+    }
+
+    /// An admin's forced logout of every session of a user: how many ended.
+    pub async fn end_sessions_of(&self, user_id: i64, by: &Principal) -> Result<usize, AuthError> {
+        let ended = self.end_all(user_id, "forced_logout").await?;
+        tracing::info!(
+            event = "forced_logout",
+            user = user_id,
+            sessions = ended,
+            "user logged out"
+        );
+        let changes = serde_json::json!({"sessions_ended": ended, "by": by.label});
+        self.audit(event(
+            by.user_id,
+            "forced_logout",
+            "user",
+            Some(user_id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(ended)
+    }
+
+    async fn end_all(&self, user_id: i64, reason: &str) -> Result<usize, AuthError> {
+        let ended = self
+            .store
+            .revoke_other_sessions(user_id, "", reason, now_ms())
+            .await?;
+        for id in &ended {
+            self.end_live(id, reason);
+        }
+        Ok(ended.len())
+    }
+
+    /// Every user not deleted.
+    pub async fn users(&self) -> Result<Vec<UserRecord>, AuthError> {
+        Ok(self.store.users().await?)
+    }
+
+    /// Gives a user another role; it holds from their next request. False
+    /// when there is no such user.
+    pub async fn set_role(
+        &self,
+        user_id: i64,
+        role: Role,
+        by: &Principal,
+    ) -> Result<bool, AuthError> {
+        let Some(user) = self.store.user_by_id(user_id).await? else {
+            return Ok(false);
+        };
+        if !self.store.set_role(user_id, role.as_str()).await? {
+            return Ok(false);
+        }
+        let changes = serde_json::json!({"from": user.role, "to": role, "by": by.label});
+        self.audit(event(
+            by.user_id,
+            "user.role",
+            "user",
+            Some(user_id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(true)
+    }
+
+    /// Deletes a user (marked, so the audit log stays whole) and ends their
+    /// sessions. False when there is no such user. Nobody deletes
+    /// themselves: an install must keep an administrator who can sign in.
+    pub async fn delete_user(&self, user_id: i64, by: &Principal) -> Result<bool, AuthError> {
+        if by.user_id == Some(user_id) {
+            return Err(AuthError::Invalid {
+                field: "id",
+                reason: "you cannot delete yourself".into(),
+            });
+        }
+        if !self.store.delete_user(user_id, now_ms()).await? {
+            return Ok(false);
+        }
+        let ended = self.end_all(user_id, "user_deleted").await?;
+        let changes = serde_json::json!({"sessions_ended": ended, "by": by.label});
+        self.audit(event(
+            by.user_id,
+            "user.delete",
+            "user",
+            Some(user_id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(true)
     }
 
     /// The user behind a principal.

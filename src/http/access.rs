@@ -44,6 +44,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/auth/logout", SignedIn),
     ("GET", "/api/v1/auth/me", SignedIn),
     ("POST", "/api/v1/auth/password", SignedIn),
+    ("GET", "/api/v1/auth/sessions", SignedIn),
+    ("DELETE", "/api/v1/auth/sessions/{id}", SignedIn),
     ("GET", "/api/v1/openapi.json", Public),
     ("GET", "/api/v1/docs", Public),
     ("GET", "/api/v1/ws", InBand),
@@ -112,6 +114,21 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/api/v1/admin/quarantine", Needs(ActorsManage)),
     ("GET", "/api/v1/admin/audit", Needs(UsersManage)),
+    ("GET", "/api/v1/admin/users", Needs(UsersManage)),
+    ("POST", "/api/v1/admin/users", Needs(UsersManage)),
+    ("DELETE", "/api/v1/admin/users/{id}", Needs(UsersManage)),
+    ("PUT", "/api/v1/admin/users/{id}/role", Needs(UsersManage)),
+    (
+        "GET",
+        "/api/v1/admin/users/{id}/sessions",
+        Needs(UsersManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/logout",
+        Needs(UsersManage),
+    ),
+    ("DELETE", "/api/v1/admin/sessions/{id}", Needs(UsersManage)),
 ];
 
 /// The route a path of the OpenAPI document is served by: the document

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod rules;
 pub mod silences;
 pub mod storage;
+pub mod users;
 pub mod web;
 pub mod ws;
 
@@ -76,7 +77,8 @@ pub struct AppState {
         silences::list, silences::create, silences::end,
         rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
-        auth::login, auth::refresh, auth::setup, auth::logout, auth::me, auth::change_password,
+        auth::login, auth::refresh, auth::setup, users::own_sessions, users::end_own_session,
+        users::list, users::create, users::set_role, users::delete, users::sessions, users::force_logout, users::end_session, auth::logout, auth::me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -178,7 +180,13 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/cleanup", post(storage::cleanup))
         .route("/storage/compress", post(storage::compress))
         .route("/quarantine", get(storage::quarantine))
-        .route("/audit", get(admin::audit_log));
+        .route("/audit", get(admin::audit_log))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", delete(users::delete))
+        .route("/users/{id}/role", put(users::set_role))
+        .route("/users/{id}/sessions", get(users::sessions))
+        .route("/users/{id}/logout", post(users::force_logout))
+        .route("/sessions/{id}", delete(users::end_session));
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))
@@ -220,6 +228,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/auth/password", post(auth::change_password))
+        .route("/auth/sessions", get(users::own_sessions))
+        .route("/auth/sessions/{id}", delete(users::end_own_session))
         .route("/ws", get(ws::upgrade))
         .route("/openapi.json", get(web::openapi))
         .route("/docs", get(web::docs))

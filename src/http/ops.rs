@@ -161,6 +161,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ActorKind::Sensor,
         ActorKind::Connection,
         ActorKind::Session,
+        ActorKind::Login,
     ] {
         metrics::gauge!("hydrowatch_actors_running", "kind" => kind.as_str())
             .set(registry.count_running(kind) as f64);

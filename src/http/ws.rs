@@ -171,6 +171,15 @@ async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
         },
     };
     tracing::debug!(session = %id, user = ?who.user_id, "websocket signed in");
+    // The signed-in session closes this socket when it ends (logout, a
+    // forced logout, idleness): its login actor holds a weak reference.
+    if let crate::auth::Credential::Session(sid) = &who.credential {
+        if let Some(login) = state.tree.login(sid) {
+            let _ = login.cast(hydrowatch_actors::login::LoginMsg::Attach(Arc::downgrade(
+                &outbox,
+            )));
+        }
+    }
     let actor = match state.tree.open_session(&id, outbox.clone()).await {
         Ok(actor) => actor,
         Err(err) => {

@@ -4,8 +4,9 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
-/// A user as stored (never the password itself).
-#[derive(Debug, Clone, PartialEq)]
+/// A user as stored (never the password itself); as the API shows it,
+/// without the password hash.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserRecord {
     /// Id.
     pub id: i64,
@@ -22,6 +23,8 @@ pub struct UserRecord {
     /// IANA time zone.
     pub timezone: String,
     /// argon2id PHC string.
+    #[serde(skip)]
+    #[schema(ignore)]
     pub password_hash: String,
     /// Must set a new password before anything else.
     pub must_change_password: bool,
@@ -34,6 +37,7 @@ pub struct UserRecord {
     /// Last request, ms.
     pub last_activity: Option<i64>,
     /// Extensible profile attributes (JSON object).
+    #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
     /// Created, ms.
     pub created_at: i64,
@@ -180,6 +184,12 @@ pub struct SessionUser {
     pub revoked_at: Option<i64>,
     /// The user is deleted.
     pub deleted: bool,
+    /// Started, ms.
+    pub created_at: i64,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Client software at login.
+    pub user_agent: Option<String>,
 }
 
 fn session_user_of<R: Row>(r: &R) -> Result<SessionUser, StoreError>
@@ -198,6 +208,9 @@ where
         expires_at: r.try_get(4)?,
         revoked_at: r.try_get(5)?,
         deleted: deleted_at.is_some(),
+        created_at: r.try_get(7)?,
+        ip: r.try_get(8)?,
+        user_agent: r.try_get(9)?,
     })
 }
 
@@ -378,7 +391,8 @@ impl Store {
     /// request checks.
     pub async fn session_user(&self, id: &str) -> Result<Option<SessionUser>, StoreError> {
         let text = "SELECT s.user_id, u.email, u.role, u.must_change_password, s.expires_at, \
-                    s.revoked_at, u.deleted_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                    s.revoked_at, u.deleted_at, s.created_at, s.ip, s.user_agent \
+                    FROM sessions s JOIN users u ON u.id = s.user_id \
                     WHERE s.id = $1"
             .to_owned();
         run!(self, |q, exec| {
@@ -551,19 +565,68 @@ impl Store {
         keep: &str,
         reason: &str,
         now_ms: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let text = "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
-             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL"
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id"
             .to_owned();
         run!(self, |q, exec| {
-            Ok(sqlx::query(q(text))
+            sqlx::query(q(text))
                 .bind(user_id)
                 .bind(keep)
                 .bind(now_ms)
                 .bind(reason)
-                .execute(exec)
+                .fetch_all(exec)
                 .await?
-                .rows_affected())
+                .iter()
+                .map(|r| Ok(r.try_get::<String, _>(0)?))
+                .collect()
+        })
+    }
+
+    /// Records a session's last request (and its user's).
+    pub async fn touch_session(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let sessions = "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2";
+        let users = "UPDATE users SET last_activity = $2 WHERE id = \
+                     (SELECT user_id FROM sessions WHERE id = $1) \
+                     AND (last_activity IS NULL OR last_activity < $2)";
+        for text in [sessions, users] {
+            run!(self, |q, exec| {
+                sqlx::query(q(text.to_owned()))
+                    .bind(id)
+                    .bind(at_ms)
+                    .execute(exec)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        Ok(())
+    }
+
+    /// Every user not deleted, by id.
+    pub async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let text = format!("SELECT {USER_COLUMNS} FROM users WHERE deleted_at IS NULL ORDER BY id");
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .fetch_all(exec)
+                .await?
+                .iter()
+                .map(user_of)
+                .collect()
+        })
+    }
+
+    /// Marks a user deleted (the row stays, so the audit log stays whole);
+    /// false when there is no such live user.
+    pub async fn delete_user(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let text =
+            "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL".to_owned();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(id)
+                .bind(now_ms)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
         })
     }
 }

@@ -1,0 +1,211 @@
+//! Users and sessions: everyone lists and ends their own sessions; admins
+//! manage users (create, role, delete) and end anyone's sessions (a forced
+//! logout closes the user's WebSockets at once).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorResponse};
+use super::AppState;
+use crate::auth::roles::Role;
+use crate::auth::{NewUser, Principal, SessionView};
+use crate::store::users::UserRecord;
+
+type PathRejection = axum::extract::rejection::PathRejection;
+type JsonRejection = axum::extract::rejection::JsonRejection;
+
+fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(ApiError::from)
+}
+
+/// The caller's sessions not ended, oldest first; `current` marks this one.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    responses((status = 200, body = [SessionView]), (status = 401, body = ErrorResponse)))]
+pub async fn own_sessions(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let (user_id, current) = who.user_session()?;
+    let mut sessions = state.auth.sessions_of(user_id).await?;
+    for s in &mut sessions {
+        s.current = s.id == current;
+    }
+    Ok(Json(sessions))
+}
+
+/// Ends one of the caller's sessions (another device, or this one): its
+/// tokens stop working and its WebSockets close (code 4001).
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204, description = "ended"), (status = 401, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = "no live session of yours with that id")))]
+pub async fn end_own_session(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    let (user_id, _) = who.user_session()?;
+    if !state.auth.end_session(&id, Some(user_id), &who).await? {
+        return Err(ApiError::NotFound(format!("no live session {id} of yours")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every user not deleted.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+    responses((status = 200, body = [UserRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UserRecord>>, ApiError> {
+    Ok(Json(state.auth.users().await?))
+}
+
+/// A user to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// E-mail (unique among users not deleted).
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// `ADMIN`, `ENGINEER` or `VIEWER`.
+    pub role: String,
+    /// A first password under the policy (12+ characters, not a common one).
+    pub password: String,
+    /// Must set their own at the first sign-in (default true).
+    pub must_change_password: Option<bool>,
+}
+
+/// Who was created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    /// The new user's id.
+    pub id: i64,
+}
+
+fn role_of(name: &str) -> Result<Role, ApiError> {
+    Role::parse(name).ok_or_else(|| ApiError::invalid("role", "role: ADMIN, ENGINEER or VIEWER"))
+}
+
+/// Creates a user; by default they must set their own password at the
+/// first sign-in.
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+    request_body = CreateUser,
+    responses((status = 201, body = Created), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = "`already_exists`"),
+        (status = 422, body = ErrorResponse, description = "`details.field`: `email`, `name`, `role` or `password`")))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<CreateUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let body = json(body)?;
+    let user = NewUser {
+        email: body.email,
+        name: body.name,
+        role: role_of(&body.role)?,
+        password: body.password,
+        must_change_password: body.must_change_password.unwrap_or(true),
+    };
+    let id = state.auth.add_user(&user, who.user_id).await?;
+    Ok((StatusCode::CREATED, Json(Created { id })))
+}
+
+/// A new role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// `ADMIN`, `ENGINEER` or `VIEWER`.
+    pub role: String,
+}
+
+/// Gives a user another role; it holds from their next request.
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = RoleChange,
+    responses((status = 204, description = "changed"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+    body: Result<Json<RoleChange>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    let role = role_of(&json(body)?.role)?;
+    if !state.auth.set_role(id, role, &who).await? {
+        return Err(ApiError::NotFound(format!("no user {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a user: their sessions end; the user is kept, marked deleted,
+/// so that the audit log still names them.
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse, description = "deleting yourself")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    if !state.auth.delete_user(id, &who).await? {
+        return Err(ApiError::NotFound(format!("no user {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user's sessions not ended.
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, body = [SessionView]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn sessions(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let Path(id) = path?;
+    Ok(Json(state.auth.sessions_of(id).await?))
+}
+
+/// How many sessions a forced logout ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ended {
+    /// Sessions ended.
+    pub sessions_ended: usize,
+}
+
+/// Forced logout: every session of the user ends, their tokens stop
+/// working and their WebSockets close (code 4001).
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/logout", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, body = Ended), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn force_logout(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Ended>, ApiError> {
+    let Path(id) = path?;
+    let sessions_ended = state.auth.end_sessions_of(id, &who).await?;
+    Ok(Json(Ended { sessions_ended }))
+}
+
+/// Forced logout of one session.
+#[utoipa::path(delete, path = "/api/v1/admin/sessions/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204, description = "ended"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)))]
+pub async fn end_session(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    if !state.auth.end_session(&id, None, &who).await? {
+        return Err(ApiError::NotFound(format!("no live session {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

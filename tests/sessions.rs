@@ -1,0 +1,291 @@
+//! Signed-in sessions as actors: each login runs a login actor under the
+//! sessions supervisor; an admin's forced logout ends the sessions and
+//! closes the user's live WebSockets with code 4001; users list and end
+//! their own sessions; an idle session ends by itself; admins manage users.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+use hydrowatch::App;
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn user_id(app: &App, email: &str) -> i64 {
+    app.state
+        .store
+        .user_by_email(email)
+        .await
+        .expect("store")
+        .expect("user")
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}/api/v1", app.addr);
+    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
+    let ana_id = user_id(&app, "ana@plant.example").await;
+    let admin = sign_in(&app, "admin@plant.example", "admin").await;
+    let admin_id = user_id(&app, "admin@plant.example").await;
+
+    let mut ws = WsClient::connect_as(&app, &ana).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
+        .await;
+    assert!(ws
+        .next_of("snapshot", Duration::from_secs(10))
+        .await
+        .is_some());
+    // The session is an actor in the tree, and knows its WebSocket.
+    let tree = admin_get(format!("{base}/admin/actors")).await;
+    let logins: Vec<&Value> = tree["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "login")
+        .collect();
+    assert_eq!(logins.len(), 2, "ana's and the admin's: {tree}");
+    assert!(logins
+        .iter()
+        .all(|a| a["path"].as_str().unwrap().starts_with("sessions/login-")));
+    let (status, sessions) = send(
+        http()
+            .get(format!("{base}/admin/users/{ana_id}/sessions"))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(sessions[0]["websockets"], 1, "{sessions}");
+
+    // An engineer may not throw anyone out.
+    let (status, _) = send(
+        http()
+            .post(format!("{base}/admin/users/{admin_id}/logout"))
+            .bearer_auth(&ana),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = send(
+        http()
+            .post(format!("{base}/admin/users/{ana_id}/logout"))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["sessions_ended"]),
+        (200, &json!(1)),
+        "{body}"
+    );
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(u16::from(close.code), 4001);
+    assert!(
+        close.reason.as_str().contains("forced_logout"),
+        "{}",
+        close.reason
+    );
+    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    assert_eq!(
+        status, 401,
+        "the token of the ended session no longer works"
+    );
+    let rows = app.state.audit.rows(0, 1000).await.unwrap();
+    let forced = rows
+        .iter()
+        .find(|r| r.action == "forced_logout")
+        .expect("audited");
+    assert_eq!(forced.user_id, Some(admin_id));
+    assert_eq!(forced.resource_id, Some(ana_id.to_string()));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_and_end_their_own_sessions_only() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}/api/v1", app.addr);
+    sign_in(&app, "bo@plant.example", "viewer").await;
+    let login = |agent: &'static str| {
+        send(
+            anonymous()
+                .post(format!("{base}/auth/login"))
+                .header("user-agent", agent)
+                .json(&json!({"email": "ana@plant.example", "password": PASSWORD})),
+        )
+    };
+    let new = hydrowatch::auth::NewUser {
+        email: "ana@plant.example".into(),
+        name: "Ana".into(),
+        role: hydrowatch::auth::roles::Role::Viewer,
+        password: PASSWORD.into(),
+        must_change_password: false,
+    };
+    app.state.auth.add_user(&new, None).await.unwrap();
+    let (_, phone) = login("phone").await;
+    let (_, laptop) = login("laptop").await;
+    let laptop_token = laptop["access_token"].as_str().unwrap();
+    let (status, mine) = send(
+        http()
+            .get(format!("{base}/auth/sessions"))
+            .bearer_auth(laptop_token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mine = mine.as_array().unwrap().clone();
+    assert_eq!(mine.len(), 2);
+    let current: Vec<&Value> = mine.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["user_agent"], "laptop");
+    assert_eq!(current[0]["id"], laptop["session_id"]);
+    assert!(
+        current[0]["last_activity_ms"].as_i64().unwrap()
+            >= current[0]["started_ms"].as_i64().unwrap()
+    );
+
+    // Someone else's session is not theirs to end.
+    let bo_sessions = app
+        .state
+        .auth
+        .sessions_of(user_id(&app, "bo@plant.example").await)
+        .await
+        .unwrap();
+    let (status, _) = send(
+        http()
+            .delete(format!("{base}/auth/sessions/{}", bo_sessions[0].id))
+            .bearer_auth(laptop_token),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        http()
+            .delete(format!(
+                "{base}/auth/sessions/{}",
+                phone["session_id"].as_str().unwrap()
+            ))
+            .bearer_auth(laptop_token),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = send(
+        http()
+            .get(format!("{base}/auth/me"))
+            .bearer_auth(phone["access_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(status, 401, "the phone is signed out");
+    let (status, _) = send(
+        http()
+            .get(format!("{base}/auth/me"))
+            .bearer_auth(laptop_token),
+    )
+    .await;
+    assert_eq!(status, 200, "the laptop is not");
+    // The phone's refresh token died with its session.
+    let (status, _) = send(
+        anonymous()
+            .post(format!("{base}/auth/refresh"))
+            .json(&json!({"refresh_token": phone["refresh_token"]})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_requests_ends_when_idle() {
+    let mut app = spawn_with(demo_config(&[("HYDROWATCH_AUTH__IDLE_TIMEOUT_SECS", "1")])).await;
+    let base = format!("http://{}/api/v1", app.addr);
+    let ana = sign_in(&app, "ana@plant.example", "viewer").await;
+    let mut ws = WsClient::connect_as(&app, &ana).await;
+    // A live WebSocket is not activity: requests (and token renewals) are.
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(u16::from(close.code), 4001);
+    assert!(close.reason.as_str().contains("idle"), "{}", close.reason);
+    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    assert_eq!(status, 401);
+    let rows = app.state.audit.rows(0, 1000).await.unwrap();
+    assert!(rows
+        .iter()
+        .any(|r| r.action == "session.end" && r.changes.contains("idle")));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_users_change_roles_and_delete_them() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}/api/v1", app.addr);
+    let admin = sign_in(&app, "admin@plant.example", "admin").await;
+    let admin_id = user_id(&app, "admin@plant.example").await;
+    let as_admin = |r: reqwest::RequestBuilder| send(r.bearer_auth(&admin));
+
+    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
+        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD})))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let cy_id = body["id"].as_i64().unwrap();
+    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
+        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD})))
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("already_exists"))
+    );
+    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
+        "email": "dee@plant.example", "name": "Dee", "role": "root", "password": PASSWORD})))
+    .await;
+    assert_eq!(
+        (status, &body["error"]["details"]["field"]),
+        (422, &json!("role"))
+    );
+    let (status, users) = as_admin(http().get(format!("{base}/admin/users"))).await;
+    assert_eq!(status, 200);
+    let cy = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == cy_id)
+        .expect("listed");
+    assert_eq!(cy["role"], "VIEWER");
+    assert_eq!(
+        cy["must_change_password"], true,
+        "an admin's password is a first one"
+    );
+    assert!(cy.get("password_hash").is_none());
+
+    let cy_token = log_in(&app, "cy@plant.example").await;
+    let (status, _) = as_admin(
+        http()
+            .put(format!("{base}/admin/users/{cy_id}/role"))
+            .json(&json!({"role": "ENGINEER"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, me) = send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    assert_eq!((status, &me["role"]), (200, &json!("ENGINEER")));
+
+    let (status, body) = as_admin(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
+    assert_eq!(status, 422, "nobody deletes themselves: {body}");
+    let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
+    assert_eq!(status, 204);
+    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    assert_eq!(status, 401, "a deleted user's sessions end");
+    let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
+    assert_eq!(status, 404);
+    let rows = app.state.audit.rows(0, 1000).await.unwrap();
+    for action in ["user.create", "user.role", "user.delete"] {
+        assert!(
+            rows.iter()
+                .any(|r| r.action == action && r.user_id == Some(admin_id)),
+            "{action} audited with the admin"
+        );
+    }
+    app.shutdown().await;
+}
