@@ -256,9 +256,29 @@ impl App {
             store.clone(),
             &loaded.settings.audit,
         ));
+        let redis = if loaded.settings.redis.url.is_empty() {
+            None
+        } else {
+            let redis = crate::shared::Redis::connect(&loaded.settings.redis)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "redis.url {}: cannot connect: {e}",
+                        loaded.settings.redis.url
+                    )
+                })?;
+            tracing::info!(url = %loaded.settings.redis.url, "sessions and rate limits shared through Redis");
+            Some(redis)
+        };
+        let shared = Arc::new(crate::shared::Shared::new(redis));
         let auth = Arc::new(
-            crate::auth::Auth::new(loaded.settings.auth.clone(), store.clone(), audit.clone())
-                .map_err(|e| anyhow::anyhow!("auth: {e}"))?,
+            crate::auth::Auth::new(
+                loaded.settings.auth.clone(),
+                store.clone(),
+                audit.clone(),
+                shared,
+            )
+            .map_err(|e| anyhow::anyhow!("auth: {e}"))?,
         );
         // Rules and policies of plant.toml and those stored through the API.
         let (alert_rules, rule_feed) = crate::alert_rules::AlertRules::load(

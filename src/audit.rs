@@ -174,7 +174,14 @@ impl AuditLog {
         );
         let store = &self.store;
         run!(store, |q, exec| {
-            let mut tx = exec.begin().await?;
+            // SQLite: take the write lock at once; a transaction that reads
+            // the head first and writes later fails instead of waiting when
+            // another connection wrote in between.
+            let mut tx = if matches!(store, Store::Sqlite(_)) {
+                exec.begin_with("BEGIN IMMEDIATE").await?
+            } else {
+                exec.begin().await?
+            };
             if matches!(store, Store::Postgres(_)) {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(HEAD_LOCK)

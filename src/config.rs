@@ -423,6 +423,8 @@ pub struct Settings {
     pub notify: crate::notify::NotifySettings,
     /// Sign-in: token keys and lifetimes, lockout, password hashing.
     pub auth: crate::auth::AuthSettings,
+    /// State shared across nodes.
+    pub redis: crate::shared::RedisSettings,
     /// The audit log's chain key.
     pub audit: crate::audit::AuditSettings,
     /// The other files.
@@ -473,6 +475,7 @@ impl Settings {
         self.ingest.validate(file)?;
         self.notify.validate().map_err(|m| err(file, m))?;
         self.auth.validate().map_err(|m| err(file, m))?;
+        self.redis.validate().map_err(|m| err(file, m))?;
         self.audit.validate().map_err(|m| err(file, m))?;
         self.models
             .ensemble

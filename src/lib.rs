@@ -17,6 +17,7 @@ pub mod notify;
 pub mod onnx;
 pub mod rigdata;
 pub mod scoring;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 

@@ -295,7 +295,9 @@ async fn user(loaded: config::Loaded, op: UserOp) -> anyhow::Result<ExitCode> {
         store.clone(),
         &loaded.settings.audit,
     ));
-    let auth = Auth::new(loaded.settings.auth.clone(), store, audit)
+    // Creating a user touches no session: nothing to share across nodes.
+    let shared = std::sync::Arc::new(hydrowatch::shared::Shared::new(None));
+    let auth = Auth::new(loaded.settings.auth.clone(), store, audit, shared)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let id = auth
         .add_user(

@@ -166,6 +166,8 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
             ("HYDROWATCH_AUTH__ACTIVE_KEY", KEY_ID),
             // Sessions pile up below; none may end for the limit.
             ("HYDROWATCH_AUTH__MAX_SESSIONS_PER_USER", "1000"),
+            // As are logins: each call below signs in afresh.
+            ("HYDROWATCH_AUTH__LOGIN_PER_USER__BURST", "1000"),
         ],
     ))
     .await;

@@ -9,12 +9,13 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 21] = [
+const SQLITE_TABLES: [&str; 22] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
     "alerts",
     "anomalies",
+    "api_keys",
     "audit_log",
     "equipment",
     "escalation_policies",
@@ -35,12 +36,13 @@ const SQLITE_TABLES: [&str; 21] = [
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 23] = [
+const POSTGRES_TABLES: [&str; 24] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
     "alerts",
     "anomalies",
+    "api_keys",
     "audit_log",
     "equipment",
     "escalation_policies",

@@ -210,8 +210,10 @@ impl Actor for Login {
                 st.sockets.push(socket);
             }
             LoginMsg::End { reason } => {
+                tracing::debug!(user = st.args.spec.user_id, %reason, "session ended");
                 st.close_sockets(&reason);
-                myself.stop(Some(reason));
+                // An ended session is a normal end for its supervisor.
+                myself.stop(None);
             }
             LoginMsg::Info(reply) => {
                 st.sockets.retain(|s| s.strong_count() > 0);
@@ -239,7 +241,7 @@ impl Actor for Login {
                         "idle session ended"
                     );
                     st.close_sockets("idle");
-                    myself.stop(Some("idle".into()));
+                    myself.stop(None);
                 } else if st
                     .written_at
                     .is_none_or(|t| t.elapsed() >= st.args.settings.touch_every)

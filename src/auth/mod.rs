@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditLog};
-use crate::store::users::{NewUserRecord, RefreshUse, SessionRecord, UserRecord};
+use crate::shared::{Rate, Shared};
+use crate::store::users::{NewUserRecord, RefreshUse, SessionRecord, SessionUser, UserRecord};
 use crate::store::{Store, StoreError};
 use password::{HashCost, PasswordError};
 use roles::Role;
@@ -44,6 +45,13 @@ pub struct AuthSettings {
     /// A session without a request (token renewals count) for this long
     /// ends, s.
     pub idle_timeout_secs: u64,
+    /// Logins from one address (all e-mails together).
+    pub login_per_ip: Rate,
+    /// Logins for one e-mail (from all addresses together).
+    pub login_per_user: Rate,
+    /// With Redis: a session checked in the database is trusted this long,
+    /// s, while Redis says it is not ended and its user not changed.
+    pub session_cache_secs: u64,
     /// argon2id cost of new password hashes.
     pub hash: HashCost,
     /// A bearer token that acts as an administrator without signing in,
@@ -65,6 +73,15 @@ impl Default for AuthSettings {
             lockout_secs: 900,
             max_sessions_per_user: 5,
             idle_timeout_secs: 1800,
+            login_per_ip: Rate {
+                burst: 20,
+                per_min: 10,
+            },
+            login_per_user: Rate {
+                burst: 10,
+                per_min: 5,
+            },
+            session_cache_secs: 30,
             hash: HashCost::default(),
             break_glass_token: String::new(),
         }
@@ -82,6 +99,11 @@ impl AuthSettings {
         }
         if self.idle_timeout_secs == 0 {
             return Err("auth.idle_timeout_secs: at least 1".into());
+        }
+        self.login_per_ip.validate("auth.login_per_ip")?;
+        self.login_per_user.validate("auth.login_per_user")?;
+        if self.session_cache_secs > self.access_ttl_secs {
+            return Err("auth.session_cache_secs: at most auth.access_ttl_secs".into());
         }
         if self.max_failures == 0 || self.max_sessions_per_user == 0 {
             return Err("auth.max_failures and auth.max_sessions_per_user: at least 1".into());
@@ -119,6 +141,10 @@ pub enum AuthError {
     /// The first-administrator setup code is wrong, used, or users exist.
     #[error("first-time setup is not open with that code: sign in, or create users with `hydrowatch user add`")]
     SetupRefused,
+    /// Too many logins from this address or for this e-mail: retry after
+    /// this long.
+    #[error("too many sign-in attempts; retry in {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
     /// A refresh token was used twice: its session is ended.
     #[error("this refresh token was already used; the session is ended")]
     RefreshReused,
@@ -247,20 +273,31 @@ pub struct Auth {
     setup: std::sync::Mutex<Option<String>>,
     /// The supervision tree, once it runs: sessions are login actors there.
     tree: std::sync::OnceLock<hydrowatch_actors::Tree>,
+    /// Revocations, user changes and rate limits across nodes.
+    shared: Arc<Shared>,
+    /// With Redis: sessions checked in the database lately, by id.
+    cache: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
 }
+
+/// A session as the database said, and when it said it.
+#[derive(Clone)]
+struct Cached {
+    session: SessionUser,
+    at_ms: i64,
+    checked: std::time::Instant,
+}
+
+/// How far nodes' clocks may disagree when a user change is compared with
+/// a cached session.
+const CLOCK_SKEW_MS: i64 = 5_000;
 
 /// The session store as the login actors' ledger: an idle session is
 /// revoked and audited, and activity is recorded.
 pub struct StoredSessions {
     store: Store,
     audit: Arc<AuditLog>,
-}
-
-impl StoredSessions {
-    /// Sessions in `store`, their ends audited in `audit`.
-    pub fn new(store: Store, audit: Arc<AuditLog>) -> StoredSessions {
-        StoredSessions { store, audit }
-    }
+    shared: Arc<Shared>,
+    revoked_for: std::time::Duration,
 }
 
 impl hydrowatch_actors::login::SessionLedger for StoredSessions {
@@ -283,6 +320,7 @@ impl hydrowatch_actors::login::SessionLedger for StoredSessions {
                 .await
                 .map_err(|e| e.to_string())?;
             if ended {
+                self.shared.revoke(session_id, self.revoked_for).await;
                 let changes = serde_json::json!({"reason": reason});
                 let e = event(
                     user,
@@ -357,7 +395,12 @@ fn email_of(raw: &str) -> Result<String, AuthError> {
 
 impl Auth {
     /// Logins and tokens over `store`; security events go to `audit`.
-    pub fn new(settings: AuthSettings, store: Store, audit: Arc<AuditLog>) -> Result<Auth, String> {
+    pub fn new(
+        settings: AuthSettings,
+        store: Store,
+        audit: Arc<AuditLog>,
+        shared: Arc<Shared>,
+    ) -> Result<Auth, String> {
         let keys = if settings.keys.is_empty() {
             tracing::warn!("no auth.keys configured: access tokens are signed with a key made at start and end with the process");
             TokenKeys::new(
@@ -383,6 +426,8 @@ impl Auth {
             audit,
             setup: std::sync::Mutex::new(None),
             tree: std::sync::OnceLock::new(),
+            shared,
+            cache: Default::default(),
         })
     }
 
@@ -394,7 +439,12 @@ impl Auth {
     /// The login actors' settings from `[auth]`.
     pub fn login_settings(&self) -> hydrowatch_actors::login::LoginSettings {
         hydrowatch_actors::login::LoginSettings {
-            ledger: Arc::new(StoredSessions::new(self.store.clone(), self.audit.clone())),
+            ledger: Arc::new(StoredSessions {
+                store: self.store.clone(),
+                audit: self.audit.clone(),
+                shared: self.shared.clone(),
+                revoked_for: self.revoked_for(),
+            }),
             idle_timeout: std::time::Duration::from_secs(self.settings.idle_timeout_secs),
             touch_every: std::time::Duration::from_secs(60),
         }
@@ -411,12 +461,81 @@ impl Auth {
         }
     }
 
-    /// A session was ended (already recorded): its actor closes its
-    /// WebSockets with `reason` and stops.
-    fn end_live(&self, session_id: &str, reason: &str) {
+    /// A session was ended (already recorded in the database): every node
+    /// is told, and its actor closes its WebSockets with `reason` and stops.
+    async fn end_live(&self, session_id: &str, reason: &str) {
+        self.cache_lock().remove(session_id);
+        self.shared.revoke(session_id, self.revoked_for()).await;
         if let Some(tree) = self.tree.get() {
             tree.end_login(session_id, reason);
         }
+    }
+
+    /// A user changed (role, deletion, password): every node reads their
+    /// sessions from the database again.
+    async fn user_changed(&self, user_id: i64) {
+        self.cache_lock()
+            .retain(|_, c| c.session.user_id != user_id);
+        let ttl = std::time::Duration::from_secs(self.settings.session_cache_secs)
+            + std::time::Duration::from_millis(2 * CLOCK_SKEW_MS as u64);
+        self.shared.user_changed(user_id, now_ms(), ttl).await;
+    }
+
+    /// How long an ended session is remembered in Redis: as long as its
+    /// access tokens could be presented.
+    fn revoked_for(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.access_ttl_secs + 60)
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Cached>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session, from the cache when Redis vouches that it did not end
+    /// and its user did not change since; else from the database.
+    async fn session_user(
+        &self,
+        session_id: &str,
+        user_id: i64,
+    ) -> Result<Option<SessionUser>, AuthError> {
+        let fresh = std::time::Duration::from_secs(self.settings.session_cache_secs);
+        let hit = self
+            .cache_lock()
+            .get(session_id)
+            .filter(|c| c.checked.elapsed() < fresh)
+            .cloned();
+        if let Some(hit) = hit {
+            match self.shared.check(session_id, user_id).await {
+                Some((true, _)) => {
+                    self.cache_lock().remove(session_id);
+                    return Err(AuthError::InvalidToken("the session has ended".into()));
+                }
+                Some((false, changed)) if changed.is_none_or(|c| c < hit.at_ms - CLOCK_SKEW_MS) => {
+                    metrics::counter!("hydrowatch_session_cache_hits_total").increment(1);
+                    return Ok(Some(hit.session));
+                }
+                _ => {}
+            }
+        }
+        let at_ms = now_ms();
+        let found = self.store.session_user(session_id).await?;
+        if let Some(session) = &found {
+            if self.shared.has_redis() {
+                let mut cache = self.cache_lock();
+                if cache.len() >= 100_000 {
+                    cache.retain(|_, c| c.checked.elapsed() < fresh);
+                }
+                cache.insert(
+                    session_id.to_owned(),
+                    Cached {
+                        session: session.clone(),
+                        at_ms,
+                        checked: std::time::Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(found)
     }
 
     /// Records a security event. The event has happened whether or not it
@@ -521,6 +640,28 @@ impl Auth {
             .await
     }
 
+    /// Takes a token from the address's and the e-mail's login buckets
+    /// (shared across nodes with Redis). The e-mail's bucket is spent alike
+    /// whether or not it belongs to a user.
+    async fn limit_login(&self, email: &str, ip: Option<&str>) -> Result<(), AuthError> {
+        let attempted: String = email.trim().to_lowercase().chars().take(254).collect();
+        let mut buckets = vec![(
+            format!("login-user:{attempted}"),
+            self.settings.login_per_user,
+        )];
+        if let Some(ip) = ip {
+            buckets.push((format!("login-ip:{ip}"), self.settings.login_per_ip));
+        }
+        for (bucket, rate) in buckets {
+            if let Err(wait) = self.shared.take(&bucket, rate).await {
+                metrics::counter!("hydrowatch_login_rate_limited_total").increment(1);
+                tracing::warn!(event = "login_rate_limited", %bucket, "login refused: rate limit");
+                return Err(AuthError::RateLimited(wait));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks an e-mail and password; starts a session.
     pub async fn login(
         &self,
@@ -529,6 +670,7 @@ impl Auth {
         ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<Issued, AuthError> {
+        self.limit_login(email, ip.as_deref()).await?;
         let now = now_ms();
         let user = match email_of(email) {
             Ok(email) => self.store.user_by_email(&email).await?,
@@ -607,7 +749,7 @@ impl Auth {
             self.store
                 .revoke_session(&old.id, "session_limit", now)
                 .await?;
-            self.end_live(&old.id, "session_limit");
+            self.end_live(&old.id, "session_limit").await;
             let changes = serde_json::json!({"reason": "session_limit"});
             self.audit(event(
                 Some(user.id),
@@ -669,7 +811,7 @@ impl Auth {
                 self.store
                     .revoke_session(&session_id, "refresh_token_reuse", now)
                     .await?;
-                self.end_live(&session_id, "refresh_token_reuse");
+                self.end_live(&session_id, "refresh_token_reuse").await;
                 tracing::warn!(event = "refresh_token_reuse", session = %session_id, "a rotated refresh token was used again; session ended");
                 let user_id = self.store.session(&session_id).await?.map(|s| s.user_id);
                 let changes = serde_json::json!({"session_ended": true});
@@ -754,12 +896,13 @@ impl Auth {
         password::check(new, &user.email, &history)?;
         let hash = password::hash(new, &self.settings.hash)?;
         self.store.set_password(user.id, &hash, now).await?;
+        self.user_changed(user.id).await;
         let ended = self
             .store
             .revoke_other_sessions(user.id, session_id, "password_changed", now)
             .await?;
         for other in &ended {
-            self.end_live(other, "password_changed");
+            self.end_live(other, "password_changed").await;
         }
         let changes = serde_json::json!({"other_sessions_ended": ended.len()});
         self.audit(event(Some(user.id), "password.change", "user", id, changes))
@@ -773,7 +916,7 @@ impl Auth {
         self.store
             .revoke_session(session_id, "logout", now_ms())
             .await?;
-        self.end_live(session_id, "logout");
+        self.end_live(session_id, "logout").await;
         tracing::info!(event = "logout", session = %session_id, "logged out");
         let session = Some(session_id.to_owned());
         self.audit(event(
@@ -823,7 +966,7 @@ impl Auth {
         })?;
         let user_id: i64 = claims.sub.parse().map_err(|_| invalid())?;
         let now = now_ms();
-        let found = self.store.session_user(&claims.sid).await?;
+        let found = self.session_user(&claims.sid, user_id).await?;
         let Some(found) = found.filter(|s| s.user_id == user_id) else {
             return Err(invalid());
         };
@@ -912,7 +1055,7 @@ impl Auth {
         if !self.store.revoke_session(session_id, reason, now).await? {
             return Ok(false);
         }
-        self.end_live(session_id, reason);
+        self.end_live(session_id, reason).await;
         tracing::info!(event = reason, user = session.user_id, by = ?by.user_id, "session ended");
         let changes =
             serde_json::json!({"reason": reason, "user": session.user_id, "by": by.label});
@@ -954,7 +1097,7 @@ impl Auth {
             .revoke_other_sessions(user_id, "", reason, now_ms())
             .await?;
         for id in &ended {
-            self.end_live(id, reason);
+            self.end_live(id, reason).await;
         }
         Ok(ended.len())
     }
@@ -978,6 +1121,7 @@ impl Auth {
         if !self.store.set_role(user_id, role.as_str()).await? {
             return Ok(false);
         }
+        self.user_changed(user_id).await;
         let changes = serde_json::json!({"from": user.role, "to": role, "by": by.label});
         self.audit(event(
             by.user_id,
@@ -1003,6 +1147,7 @@ impl Auth {
         if !self.store.delete_user(user_id, now_ms()).await? {
             return Ok(false);
         }
+        self.user_changed(user_id).await;
         let ended = self.end_all(user_id, "user_deleted").await?;
         let changes = serde_json::json!({"sessions_ended": ended, "by": by.label});
         self.audit(event(

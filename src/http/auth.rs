@@ -26,6 +26,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => unauthenticated("invalid_credentials", &e),
             AuthError::InvalidToken(_) => unauthenticated("invalid_token", &e),
             AuthError::RefreshReused => unauthenticated("refresh_token_reused", &e),
+            AuthError::RateLimited(wait) => ApiError::RateLimited(wait.as_secs().max(1)),
             AuthError::SetupRefused => ApiError::Forbidden {
                 code: "setup_refused",
                 message: e.to_string(),

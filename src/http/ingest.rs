@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,47 +39,15 @@ pub const MAX_LISTED_ERRORS: usize = 1000;
 /// Per-client token buckets and the batch ids being applied right now.
 #[derive(Debug, Default)]
 pub struct IngestState {
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: crate::shared::LocalBuckets,
     in_flight: Mutex<HashSet<String>>,
 }
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Clients remembered at most; beyond it, the idle (full) buckets are forgotten.
-const MAX_CLIENTS: usize = 10_000;
 
 impl IngestState {
     /// Takes a token for `client`; when there is none, how long until there is.
     fn admit(&self, client: IpAddr, per_sec: f64, burst: u32) -> Result<(), Duration> {
-        let now = Instant::now();
-        let burst = f64::from(burst);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
-            if buckets.len() >= MAX_CLIENTS {
-                // All busy: forget them rather than grow without bound.
-                buckets.clear();
-            }
-        }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_sec).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::try_from_secs_f64((1.0 - bucket.tokens) / per_sec)
-                .unwrap_or(Duration::MAX))
-        }
+        self.buckets
+            .take_at(&client.to_string(), f64::from(burst), per_sec)
     }
 }
 
