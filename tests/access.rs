@@ -1,7 +1,8 @@
 //! Who may call what, over real HTTP: every operation of the OpenAPI
 //! document, called by each role, with no token, an expired token, a token
 //! signed by another key, an `alg: none` token, the token of an ended
-//! session, and the break-glass token. The expected access of each route is
+//! session, a revoked and an expired API key, an API key scoped to `read`,
+//! and the break-glass token. The expected access of each route is
 //! written out here, independently of the server's own table, and the test
 //! fails when the document has an operation this list does not know.
 
@@ -89,6 +90,9 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
     ("post", "/api/v1/admin/storage/compress", A),
     ("get", "/api/v1/admin/quarantine", A),
     ("get", "/api/v1/admin/audit", A),
+    ("get", "/api/v1/admin/api-keys", A),
+    ("post", "/api/v1/admin/api-keys", A),
+    ("delete", "/api/v1/admin/api-keys/{id}", A),
     ("get", "/api/v1/admin/users", A),
     ("post", "/api/v1/admin/users", A),
     ("delete", "/api/v1/admin/users/{id}", A),
@@ -235,12 +239,59 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     let (status, body) = call(&base, "get", "/api/v1/auth/me", Some(&genuine)).await;
     assert_eq!(status, 200, "the claims are right: {body}");
     assert_eq!(body["email"], "admin@plant.example");
-    let bad: [(&str, Option<&str>); 5] = [
+    // API keys: one that reads, one revoked, one expired.
+    let admin_token = log_in(&app, "admin@plant.example").await;
+    let make_key = async |scopes: Value| {
+        let made: Value = anonymous()
+            .post(format!("{base}/api/v1/admin/api-keys"))
+            .bearer_auth(&admin_token)
+            .json(&json!({"name": "matrix", "scopes": scopes,
+                          "rate": {"burst": 10000, "per_min": 10000}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            made["key"].as_str().expect("a key").to_owned(),
+            made["record"]["id"].as_i64().unwrap(),
+        )
+    };
+    let (read_key, _) = make_key(json!(["read"])).await;
+    let (revoked_key, revoked_id) = make_key(json!(["read"])).await;
+    let revoked = anonymous()
+        .delete(format!("{base}/api/v1/admin/api-keys/{revoked_id}"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let expired_key = format!("hwk_{}", "e".repeat(64));
+    let now = hydrowatch::store::layout::now_ms();
+    app.state
+        .store
+        .create_api_key(&hydrowatch::store::api_keys::NewApiKey {
+            user_id: admin_user,
+            name: "expired",
+            prefix: &expired_key[..12],
+            hash: &hydrowatch::auth::tokens::digest(&expired_key),
+            scopes: &["read".to_owned()],
+            rate_burst: 10,
+            rate_per_min: 10,
+            created_at: now - 86_400_000,
+            expires_at: Some(now - 1),
+        })
+        .await
+        .expect("stored");
+    let bad: [(&str, Option<&str>); 7] = [
         ("no token", None),
         ("expired", Some(&expired)),
         ("foreign key", Some(&foreign)),
         ("alg none", Some(&none)),
         ("ended session", Some(&ended)),
+        ("revoked API key", Some(&revoked_key)),
+        ("expired API key", Some(&expired_key)),
     ];
 
     let mut checked = 0;
@@ -281,6 +332,25 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
             }
             checked += 1;
         }
+        // A key scoped to `read` reads, and does nothing else.
+        let (status, body) = call(&base, method, path, Some(&read_key)).await;
+        match expect {
+            Public | InBand | AtLeast(Role::Viewer) => assert!(
+                status != 401 && status != 403,
+                "{method} {path} with a read key: {status} {body}"
+            ),
+            User => assert_eq!(
+                (status, code(&body)),
+                (403, "user_session_required"),
+                "{method} {path} with a read key"
+            ),
+            AtLeast(_) => assert_eq!(
+                (status, code(&body)),
+                (403, "forbidden"),
+                "{method} {path} with a read key"
+            ),
+        }
+        checked += 1;
         // The break-glass token is an administrator without a user.
         let (status, body) = call(&base, method, path, Some(BREAK_GLASS)).await;
         match expect {
@@ -298,7 +368,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         }
         checked += 1;
     }
-    assert_eq!(checked, EXPECTED.len() * 9);
+    assert_eq!(checked, EXPECTED.len() * 12);
 
     // Outside the API: health and the wallboard's files are public.
     for path in [

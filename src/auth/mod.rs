@@ -191,6 +191,8 @@ pub enum Credential {
     Session(String),
     /// The configured break-glass token.
     BreakGlass,
+    /// An API key, by id.
+    ApiKey(i64),
 }
 
 /// Who is asking: a user from a valid access token of a live session, or
@@ -209,12 +211,19 @@ pub struct Principal {
     pub credential: Credential,
     /// They must set a new password before anything else.
     pub must_change_password: bool,
+    /// An API key's scopes: it may do only these, and only what its
+    /// maker's role allows (`None`: what the role allows).
+    pub scopes: Option<Vec<roles::Permission>>,
 }
 
 impl Principal {
     /// Whether the principal may do `permission`.
     pub fn allows(&self, permission: roles::Permission) -> bool {
         self.role.allows(permission)
+            && self
+                .scopes
+                .as_ref()
+                .is_none_or(|scopes| scopes.contains(&permission))
     }
 
     /// The signed-in user and their session; break-glass has neither.
@@ -224,6 +233,38 @@ impl Principal {
             _ => Err(AuthError::NotAUser),
         }
     }
+}
+
+/// What every API key starts with: tells it from an access token (JWT).
+pub const API_KEY_PREFIX: &str = "hwk_";
+
+/// An API key to make.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// What it is for (1 to 100 characters).
+    pub name: String,
+    /// Permission names, at least one; never `users:manage` (a key does
+    /// not manage users or keys).
+    pub scopes: Vec<String>,
+    /// It stops working after this many days (none: never).
+    pub expires_in_days: Option<u32>,
+    /// Its own rate limit (none: 60 at once, then 600 a minute).
+    pub rate: Option<Rate>,
+}
+
+/// A key just made: the key itself is shown this once.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IssuedKey {
+    /// The key, for `Authorization: Bearer`; only its hash is kept.
+    pub key: String,
+    /// What is stored about it.
+    pub record: crate::store::api_keys::ApiKeyRecord,
+}
+
+/// Uses of API keys not yet written: at most one write a second per key.
+#[derive(Default)]
+struct KeyUses {
+    pending: std::sync::Mutex<std::collections::HashMap<i64, (i64, i64)>>,
 }
 
 /// A session as its user or an admin sees it.
@@ -277,6 +318,8 @@ pub struct Auth {
     shared: Arc<Shared>,
     /// With Redis: sessions checked in the database lately, by id.
     cache: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+    /// API key uses to count.
+    key_uses: Arc<KeyUses>,
 }
 
 /// A session as the database said, and when it said it.
@@ -428,6 +471,7 @@ impl Auth {
             tree: std::sync::OnceLock::new(),
             shared,
             cache: Default::default(),
+            key_uses: Default::default(),
         })
     }
 
@@ -957,7 +1001,11 @@ impl Auth {
                 role: Role::Admin,
                 credential: Credential::BreakGlass,
                 must_change_password: false,
+                scopes: None,
             });
+        }
+        if bearer.starts_with(API_KEY_PREFIX) {
+            return self.authenticate_key(bearer).await;
         }
         let invalid = || AuthError::InvalidToken("the access token is not valid".into());
         let claims = self.keys.verify(bearer).map_err(|e| match e {
@@ -993,6 +1041,7 @@ impl Auth {
             role,
             credential: Credential::Session(claims.sid),
             must_change_password: found.must_change_password,
+            scopes: None,
         })
     }
 
@@ -1155,6 +1204,207 @@ impl Auth {
             "user.delete",
             "user",
             Some(user_id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(true)
+    }
+
+    /// Who an API key stands for: its maker, limited to its scopes, if it
+    /// is known, not revoked, not expired, its maker still exists and its
+    /// rate limit has room.
+    async fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {
+        let now = now_ms();
+        let invalid = |why: &str| AuthError::InvalidToken(format!("the API key {why}"));
+        let record = self
+            .store
+            .api_key_by_hash(&tokens::digest(key))
+            .await?
+            .ok_or_else(|| invalid("is not valid"))?;
+        if record.revoked_at.is_some() {
+            return Err(invalid("was revoked"));
+        }
+        if record.expires_at.is_some_and(|t| t <= now) {
+            return Err(invalid("has expired"));
+        }
+        let owner = self
+            .store
+            .user_by_id(record.user_id)
+            .await?
+            .ok_or_else(|| invalid("belongs to a deleted user"))?;
+        let role =
+            Role::parse(&owner.role).ok_or_else(|| invalid("has an owner without a role"))?;
+        let rate = Rate {
+            burst: u32::try_from(record.rate_burst).unwrap_or(u32::MAX),
+            per_min: u32::try_from(record.rate_per_min).unwrap_or(u32::MAX),
+        };
+        if let Err(wait) = self
+            .shared
+            .take(&format!("api-key:{}", record.id), rate)
+            .await
+        {
+            metrics::counter!("hydrowatch_api_key_rate_limited_total").increment(1);
+            return Err(AuthError::RateLimited(wait));
+        }
+        self.count_key_use(record.id, now);
+        Ok(Principal {
+            user_id: Some(owner.id),
+            label: format!("api-key:{}", record.name),
+            role,
+            credential: Credential::ApiKey(record.id),
+            must_change_password: false,
+            scopes: Some(
+                record
+                    .scopes
+                    .iter()
+                    .filter_map(|s| roles::Permission::parse(s))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Counts a use of a key: the first use in a second schedules one
+    /// write of all of that second's uses.
+    fn count_key_use(&self, id: i64, now: i64) {
+        let first = {
+            let mut pending = self
+                .key_uses
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let entry = pending.entry(id).or_insert((0, now));
+            entry.0 += 1;
+            entry.1 = now;
+            entry.0 == 1
+        };
+        if !first {
+            return;
+        }
+        let (uses, store) = (self.key_uses.clone(), self.store.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let taken = uses
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            if let Some((count, last)) = taken {
+                if let Err(e) = store.count_api_key_uses(id, count, last).await {
+                    tracing::warn!(error = %e, key = id, "API key use not counted");
+                }
+            }
+        });
+    }
+
+    /// Makes an API key for the signed-in `by`, acting as them within its
+    /// scopes. The key is returned this once.
+    pub async fn create_api_key(
+        &self,
+        key: &NewKey,
+        by: &Principal,
+    ) -> Result<IssuedKey, AuthError> {
+        let (user_id, _) = by.user_session()?;
+        let name = key.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(AuthError::Invalid {
+                field: "name",
+                reason: "1 to 100 characters".into(),
+            });
+        }
+        if key.scopes.is_empty() {
+            return Err(AuthError::Invalid {
+                field: "scopes",
+                reason: "at least one permission".into(),
+            });
+        }
+        for (i, scope) in key.scopes.iter().enumerate() {
+            let allowed = roles::Permission::parse(scope)
+                .filter(|p| *p != roles::Permission::UsersManage && by.allows(*p));
+            if allowed.is_none() {
+                return Err(AuthError::Invalid {
+                    field: "scopes",
+                    reason: format!(
+                        "scopes[{i}]: {scope:?} is not a permission a key of yours may have \
+                         (read, ingest, alerts:act, rules:manage, simulators:manage, actors:manage)"
+                    ),
+                });
+            }
+        }
+        let rate = key.rate.unwrap_or(Rate {
+            burst: 60,
+            per_min: 600,
+        });
+        rate.validate("rate").map_err(|reason| AuthError::Invalid {
+            field: "rate",
+            reason,
+        })?;
+        if key.expires_in_days == Some(0) {
+            return Err(AuthError::Invalid {
+                field: "expires_in_days",
+                reason: "at least 1 (or left out: never)".into(),
+            });
+        }
+        let now = now_ms();
+        let secret = format!("{API_KEY_PREFIX}{}", tokens::random_token());
+        let prefix: String = secret.chars().take(12).collect();
+        let expires_at = key.expires_in_days.map(|d| now + i64::from(d) * 86_400_000);
+        let record = crate::store::api_keys::NewApiKey {
+            user_id,
+            name,
+            prefix: &prefix,
+            hash: &tokens::digest(&secret),
+            scopes: &key.scopes,
+            rate_burst: i64::from(rate.burst),
+            rate_per_min: i64::from(rate.per_min),
+            created_at: now,
+            expires_at,
+        };
+        let id = self.store.create_api_key(&record).await?;
+        let changes = serde_json::json!({"name": name, "scopes": key.scopes, "expires_at": expires_at, "prefix": prefix});
+        self.audit(event(
+            Some(user_id),
+            "api_key.create",
+            "api_key",
+            Some(id.to_string()),
+            changes,
+        ))
+        .await;
+        Ok(IssuedKey {
+            key: secret,
+            record: crate::store::api_keys::ApiKeyRecord {
+                id,
+                user_id,
+                name: name.to_owned(),
+                prefix,
+                scopes: key.scopes.clone(),
+                rate_burst: i64::from(rate.burst),
+                rate_per_min: i64::from(rate.per_min),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                usage_count: 0,
+                revoked_at: None,
+            },
+        })
+    }
+
+    /// Every API key, newest first (never the keys themselves).
+    pub async fn api_keys(&self) -> Result<Vec<crate::store::api_keys::ApiKeyRecord>, AuthError> {
+        Ok(self.store.api_keys().await?)
+    }
+
+    /// Revokes an API key: it stops working at once. False when there is
+    /// no such key not yet revoked.
+    pub async fn revoke_api_key(&self, id: i64, by: &Principal) -> Result<bool, AuthError> {
+        if !self.store.revoke_api_key(id, now_ms()).await? {
+            return Ok(false);
+        }
+        let changes = serde_json::json!({"by": by.label});
+        self.audit(event(
+            by.user_id,
+            "api_key.revoke",
+            "api_key",
+            Some(id.to_string()),
             changes,
         ))
         .await;

@@ -114,6 +114,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/api/v1/admin/quarantine", Needs(ActorsManage)),
     ("GET", "/api/v1/admin/audit", Needs(UsersManage)),
+    ("GET", "/api/v1/admin/api-keys", Needs(UsersManage)),
+    ("POST", "/api/v1/admin/api-keys", Needs(UsersManage)),
+    ("DELETE", "/api/v1/admin/api-keys/{id}", Needs(UsersManage)),
     ("GET", "/api/v1/admin/users", Needs(UsersManage)),
     ("POST", "/api/v1/admin/users", Needs(UsersManage)),
     ("DELETE", "/api/v1/admin/users/{id}", Needs(UsersManage)),
@@ -255,11 +258,12 @@ pub fn check(who: &Principal, needed: Option<Permission>) -> Result<(), ApiError
     Ok(())
 }
 
-/// The break-glass marker for the audit log.
+/// How the caller signed in, for the audit log.
 pub fn credential_name(who: &Principal) -> &'static str {
     match who.credential {
         Credential::Session(_) => "session",
         Credential::BreakGlass => "break_glass",
+        Credential::ApiKey(_) => "api_key",
     }
 }
 

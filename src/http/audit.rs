@@ -61,6 +61,9 @@ pub async fn record_mutations(
     let mut changes = serde_json::json!({"status": response.status().as_u16()});
     if let Some(who) = who {
         changes["credential"] = credential_name(who).into();
+        if let crate::auth::Credential::ApiKey(id) = who.credential {
+            changes["api_key"] = id.into();
+        }
     }
     // `alert-rules`, `silences`, `admin/actors`…
     let resource_type = route

@@ -78,7 +78,8 @@ pub struct AppState {
         rules::list_rules, rules::get_rule, rules::create_rule, rules::replace_rule, rules::delete_rule,
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
         auth::login, auth::refresh, auth::setup, users::own_sessions, users::end_own_session,
-        users::list, users::create, users::set_role, users::delete, users::sessions, users::force_logout, users::end_session, auth::logout, auth::me, auth::change_password,
+        users::list, users::create, users::set_role, users::delete, users::sessions, users::force_logout, users::end_session,
+        users::api_keys, users::create_api_key, users::revoke_api_key, auth::logout, auth::me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -186,7 +187,12 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{id}/role", put(users::set_role))
         .route("/users/{id}/sessions", get(users::sessions))
         .route("/users/{id}/logout", post(users::force_logout))
-        .route("/sessions/{id}", delete(users::end_session));
+        .route("/sessions/{id}", delete(users::end_session))
+        .route(
+            "/api-keys",
+            get(users::api_keys).post(users::create_api_key),
+        )
+        .route("/api-keys/{id}", delete(users::revoke_api_key));
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::auth::roles::Role;
-use crate::auth::{NewUser, Principal, SessionView};
+use crate::auth::{IssuedKey, NewKey, NewUser, Principal, SessionView};
+use crate::store::api_keys::ApiKeyRecord;
 use crate::store::users::UserRecord;
 
 type PathRejection = axum::extract::rejection::PathRejection;
@@ -206,6 +207,70 @@ pub async fn end_session(
     let Path(id) = path?;
     if !state.auth.end_session(&id, None, &who).await? {
         return Err(ApiError::NotFound(format!("no live session {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every API key, newest first (never the keys themselves).
+#[utoipa::path(get, path = "/api/v1/admin/api-keys", tag = "admin",
+    responses((status = 200, body = [ApiKeyRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
+pub async fn api_keys(State(state): State<AppState>) -> Result<Json<Vec<ApiKeyRecord>>, ApiError> {
+    Ok(Json(state.auth.api_keys().await?))
+}
+
+/// An API key to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// What it is for.
+    pub name: String,
+    /// Permissions it may use, within your role's: `read`, `ingest`,
+    /// `alerts:act`, `rules:manage`, `simulators:manage`, `actors:manage`.
+    pub scopes: Vec<String>,
+    /// It stops working after this many days (left out: never).
+    pub expires_in_days: Option<u32>,
+    /// Its rate limit, `{"burst": 60, "per_min": 600}` when left out.
+    #[schema(value_type = Option<Object>)]
+    pub rate: Option<crate::shared::Rate>,
+}
+
+/// Makes an API key that acts as you within its scopes. The key is in
+/// this answer only: store it now; only its hash is kept.
+#[utoipa::path(post, path = "/api/v1/admin/api-keys", tag = "admin",
+    request_body = CreateKey,
+    responses((status = 201, body = IssuedKey), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 422, body = ErrorResponse, description = "`details.field`: `name`, `scopes`, `expires_in_days` or `rate`")))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    let body = json(body)?;
+    let key = NewKey {
+        name: body.name,
+        scopes: body.scopes,
+        expires_in_days: body.expires_in_days,
+        rate: body.rate,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.auth.create_api_key(&key, &who).await?),
+    ))
+}
+
+/// Revokes an API key: it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/admin/api-keys/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "Key id")),
+    responses((status = 204, description = "revoked"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)))]
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    if !state.auth.revoke_api_key(id, &who).await? {
+        return Err(ApiError::NotFound(format!("no API key {id} in use")));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,6 +28,7 @@ pub(crate) use run;
 
 pub mod alerts;
 pub mod anomalies;
+pub mod api_keys;
 pub mod blocks;
 pub mod definitions;
 pub mod history;

@@ -618,14 +618,21 @@ impl Store {
     /// Marks a user deleted (the row stays, so the audit log stays whole);
     /// false when there is no such live user.
     pub async fn delete_user(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
-        let text =
-            "UPDATE users SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL".to_owned();
+        self.stamp_once("users", "deleted_at", id, now_ms).await
+    }
+
+    /// Sets `column` of row `id` of `table` to `at` unless it is set
+    /// already (a deletion, a revocation): whether this call set it.
+    pub(crate) async fn stamp_once(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        id: i64,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let text = format!("UPDATE {table} SET {column} = $2 WHERE id = $1 AND {column} IS NULL");
         run!(self, |q, exec| {
-            let done = sqlx::query(q(text))
-                .bind(id)
-                .bind(now_ms)
-                .execute(exec)
-                .await?;
+            let done = sqlx::query(q(text)).bind(id).bind(at).execute(exec).await?;
             Ok(done.rows_affected() == 1)
         })
     }
