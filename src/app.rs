@@ -271,15 +271,18 @@ impl App {
             Some(redis)
         };
         let shared = Arc::new(crate::shared::Shared::new(redis));
-        let auth = Arc::new(
-            crate::auth::Auth::new(
-                loaded.settings.auth.clone(),
-                store.clone(),
-                audit.clone(),
-                shared,
-            )
-            .map_err(|e| anyhow::anyhow!("auth: {e}"))?,
-        );
+        let mut auth = crate::auth::Auth::new(
+            loaded.settings.auth.clone(),
+            store.clone(),
+            audit.clone(),
+            shared,
+        )
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+        if let Some(email) = &loaded.settings.notify.email {
+            let mailer = crate::notify::email::Mailer::new(email.clone())?;
+            auth.set_mail(Arc::new(mailer), &loaded.settings.notify.base_url);
+        }
+        let auth = Arc::new(auth);
         // Rules and policies of plant.toml and those stored through the API.
         let (alert_rules, rule_feed) = crate::alert_rules::AlertRules::load(
             loaded.plant.alerting.clone(),

@@ -47,8 +47,16 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
     ("post", "/api/v1/auth/setup", Public),
     ("post", "/api/v1/auth/logout", User),
     ("get", "/api/v1/auth/me", User),
+    ("patch", "/api/v1/auth/me", User),
     ("post", "/api/v1/auth/password", User),
     ("get", "/api/v1/auth/sessions", User),
+    ("post", "/api/v1/auth/mfa/enrol", User),
+    ("post", "/api/v1/auth/mfa/confirm", User),
+    ("post", "/api/v1/auth/mfa/disable", User),
+    ("post", "/api/v1/auth/password-reset", Public),
+    ("post", "/api/v1/auth/password-reset/confirm", Public),
+    ("post", "/api/v1/auth/verify-email", User),
+    ("post", "/api/v1/auth/verify-email/confirm", Public),
     ("delete", "/api/v1/auth/sessions/{id}", User),
     ("get", "/api/v1/openapi.json", Public),
     ("get", "/api/v1/docs", Public),
@@ -93,10 +101,12 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
     ("get", "/api/v1/admin/api-keys", A),
     ("post", "/api/v1/admin/api-keys", A),
     ("delete", "/api/v1/admin/api-keys/{id}", A),
+    ("post", "/api/v1/admin/users/{id}/mfa/reset", A),
     ("get", "/api/v1/admin/users", A),
     ("post", "/api/v1/admin/users", A),
     ("delete", "/api/v1/admin/users/{id}", A),
     ("put", "/api/v1/admin/users/{id}/role", A),
+    ("put", "/api/v1/admin/users/{id}/equipment", A),
     ("get", "/api/v1/admin/users/{id}/sessions", A),
     ("post", "/api/v1/admin/users/{id}/logout", A),
     ("delete", "/api/v1/admin/sessions/{id}", A),
@@ -123,7 +133,13 @@ async fn call(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if method == reqwest::Method::POST || method == reqwest::Method::PUT {
+    if [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::PATCH,
+    ]
+    .contains(&method)
+    {
         request = request.json(&json!({}));
     }
     let response = request.send().await.expect("request");
@@ -494,5 +510,73 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
         .next_of("snapshot", Duration::from_secs(10))
         .await
         .is_some());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
+    use std::time::Duration;
+
+    let mut app = spawn_app().await;
+    let base = format!("http://{}", app.addr);
+    let token = sign_in(&app, "rig1@plant.example", "viewer").await;
+    let id = app
+        .state
+        .store
+        .user_by_email("rig1@plant.example")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let scope = |equipment: Value| {
+        http()
+            .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
+            .json(&json!({ "equipment": equipment }))
+            .send()
+    };
+    let refused = scope(json!(["rig-9"])).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422, "an unknown unit");
+    assert_eq!(
+        scope(json!(["rig-1"])).await.unwrap().status().as_u16(),
+        204
+    );
+
+    let (status, list) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["equipment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rig-1"]);
+    let (status, _) = call(&base, "get", "/api/v1/equipment/rig-1/stats", Some(&token)).await;
+    assert_eq!(status, 200);
+    let (status, body) = call(&base, "get", "/api/v1/equipment/rig-2/stats", Some(&token)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "forbidden_equipment"),
+        "{body}"
+    );
+
+    let mut ws = WsClient::connect_as(&app, &token).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1", "rig-2"]}))
+        .await;
+    let error = ws
+        .next_of("error", Duration::from_secs(5))
+        .await
+        .expect("refused");
+    assert_eq!(error["error"]["code"], "forbidden_equipment");
+    assert_eq!(error["error"]["details"]["equipment"], json!(["rig-2"]));
+    let subscribed = ws
+        .next_of("subscribed", Duration::from_secs(5))
+        .await
+        .expect("subscribed");
+    assert_eq!(subscribed["equipment"], json!(["rig-1"]));
+
+    // Lifted: every unit again, at the next request.
+    assert_eq!(scope(Value::Null).await.unwrap().status().as_u16(), 204);
+    let (status, _) = call(&base, "get", "/api/v1/equipment/rig-2/stats", Some(&token)).await;
+    assert_eq!(status, 200);
     app.shutdown().await;
 }

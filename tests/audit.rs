@@ -304,21 +304,24 @@ async fn changes_through_the_api_are_audited_with_who_and_the_outcome() {
                 Some(ana_id),
                 "silences".to_owned(),
                 Some("/api/v1/silences".to_owned()),
-                json!({"status": 201, "credential": "session"})
+                json!({"status": 201, "credential": "session", "request": {
+                    "matchers": {"equipment": "rig-1"},
+                    "window": {"type": "fixed", "starts": now, "ends": now + 60_000},
+                    "comment": "pump swap"}})
             ),
             (
                 "POST /api/v1/alert-rules".to_owned(),
                 None,
                 "alert-rules".to_owned(),
                 Some("/api/v1/alert-rules".to_owned()),
-                json!({"status": 401})
+                json!({"status": 401, "request": {"rule": {"id": "x"}}})
             ),
             (
                 "POST /api/v1/admin/storage/cleanup".to_owned(),
                 Some(ana_id),
                 "admin/storage".to_owned(),
                 Some("/api/v1/admin/storage/cleanup".to_owned()),
-                json!({"status": 403, "credential": "session"})
+                json!({"status": 403, "credential": "session", "request": {}})
             ),
             (
                 "DELETE /api/v1/silences/{id}".to_owned(),

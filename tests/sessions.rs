@@ -280,6 +280,15 @@ async fn admins_create_users_change_roles_and_delete_them() {
     let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
     assert_eq!(status, 404);
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
+    // The request is in the log, its password is not.
+    let created = rows
+        .iter()
+        .find(|r| r.action == "POST /api/v1/admin/users")
+        .expect("audited");
+    let changes: Value = serde_json::from_str(&created.changes).unwrap();
+    assert_eq!(changes["request"]["email"], "cy@plant.example");
+    assert_eq!(changes["request"]["password"], "[redacted]");
+    assert!(!created.changes.contains(PASSWORD));
     for action in ["user.create", "user.role", "user.delete"] {
         assert!(
             rows.iter()
@@ -287,5 +296,50 @@ async fn admins_create_users_change_roles_and_delete_them() {
             "{action} audited with the admin"
         );
     }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_keep_their_own_profile() {
+    let mut app = spawn_app().await;
+    let base = format!("http://{}/api/v1", app.addr);
+    let ana = sign_in(&app, "ana@plant.example", "viewer").await;
+    let patch = |body: Value| {
+        send(
+            anonymous()
+                .patch(format!("{base}/auth/me"))
+                .bearer_auth(&ana)
+                .json(&body),
+        )
+    };
+    let (status, user) = patch(json!({"company": "Rig Works", "phone": "+49 681 302-0",
+        "timezone": "Europe/Berlin", "attributes": {"shift": "B"}}))
+    .await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["company"], "Rig Works");
+    assert_eq!(user["timezone"], "Europe/Berlin");
+    assert_eq!(user["attributes"]["shift"], "B");
+    assert_eq!(user["name"], "ana", "left out: kept");
+    let (status, user) = patch(json!({"company": null})).await;
+    assert_eq!(
+        (status, &user["company"]),
+        (200, &Value::Null),
+        "null: cleared"
+    );
+    assert_eq!(user["phone"], "+49 681 302-0");
+    for (body, field) in [
+        (json!({"timezone": "Mars/Olympus"}), "timezone"),
+        (json!({"phone": "call me"}), "phone"),
+        (json!({"attributes": [1, 2]}), "attributes"),
+        (json!({"name": " "}), "name"),
+    ] {
+        let (status, error) = patch(body).await;
+        assert_eq!(
+            (status, &error["error"]["details"]["field"]),
+            (422, &json!(field))
+        );
+    }
+    let (status, _) = patch(json!({"role": "ADMIN"})).await;
+    assert_eq!(status, 422, "the role is an admin's to change");
     app.shutdown().await;
 }

@@ -9,7 +9,7 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{Store, StoreError};
 
 /// Tables both backends have, in name order.
-const SQLITE_TABLES: [&str; 22] = [
+const SQLITE_TABLES: [&str; 24] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
@@ -20,6 +20,7 @@ const SQLITE_TABLES: [&str; 22] = [
     "equipment",
     "escalation_policies",
     "ingest_batches",
+    "mfa_backup_codes",
     "password_history",
     "quarantine",
     "refresh_tokens",
@@ -31,12 +32,13 @@ const SQLITE_TABLES: [&str; 22] = [
     "sessions",
     "silences",
     "sites",
+    "user_tokens",
     "users",
 ];
 
 /// PostgreSQL without TimescaleDB adds its partition registry and the layout
 /// record (partitions of `sample_blocks` are not listed).
-const POSTGRES_TABLES: [&str; 24] = [
+const POSTGRES_TABLES: [&str; 26] = [
     "alert_events",
     "alert_notifications",
     "alert_rules",
@@ -48,6 +50,7 @@ const POSTGRES_TABLES: [&str; 24] = [
     "escalation_policies",
     "hw_partitions",
     "ingest_batches",
+    "mfa_backup_codes",
     "password_history",
     "quarantine",
     "refresh_tokens",
@@ -60,6 +63,7 @@ const POSTGRES_TABLES: [&str; 24] = [
     "silences",
     "sites",
     "storage_layout",
+    "user_tokens",
     "users",
 ];
 

@@ -10,6 +10,7 @@
 pub mod password;
 pub mod roles;
 pub mod tokens;
+pub mod totp;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,9 @@ use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::shared::{Rate, Shared};
-use crate::store::users::{NewUserRecord, RefreshUse, SessionRecord, SessionUser, UserRecord};
+use crate::store::users::{
+    NewUserRecord, Profile, RefreshUse, SessionRecord, SessionUser, UserRecord,
+};
 use crate::store::{Store, StoreError};
 use password::{HashCost, PasswordError};
 use roles::Role;
@@ -52,6 +55,10 @@ pub struct AuthSettings {
     /// With Redis: a session checked in the database is trusted this long,
     /// s, while Redis says it is not ended and its user not changed.
     pub session_cache_secs: u64,
+    /// A password-reset link works this long, s.
+    pub reset_ttl_secs: u64,
+    /// An address-verification link works this long, s.
+    pub verification_ttl_secs: u64,
     /// argon2id cost of new password hashes.
     pub hash: HashCost,
     /// A bearer token that acts as an administrator without signing in,
@@ -82,6 +89,8 @@ impl Default for AuthSettings {
                 per_min: 5,
             },
             session_cache_secs: 30,
+            reset_ttl_secs: 3600,
+            verification_ttl_secs: 86_400,
             hash: HashCost::default(),
             break_glass_token: String::new(),
         }
@@ -141,6 +150,15 @@ pub enum AuthError {
     /// The first-administrator setup code is wrong, used, or users exist.
     #[error("first-time setup is not open with that code: sign in, or create users with `hydrowatch user add`")]
     SetupRefused,
+    /// The password was right; the second factor is missing.
+    #[error("this account needs a code from its authenticator app (or a backup code) as `code`")]
+    MfaRequired,
+    /// The second factor is wrong, or was used already.
+    #[error("the code is not valid (wrong, expired or used already)")]
+    InvalidMfaCode,
+    /// This install cannot do that (e-mail not configured).
+    #[error("{0}")]
+    Unsupported(String),
     /// Too many logins from this address or for this e-mail: retry after
     /// this long.
     #[error("too many sign-in attempts; retry in {} s", .0.as_secs().max(1))]
@@ -214,6 +232,8 @@ pub struct Principal {
     /// An API key's scopes: it may do only these, and only what its
     /// maker's role allows (`None`: what the role allows).
     pub scopes: Option<Vec<roles::Permission>>,
+    /// The equipment the user may see (`None`: all of it).
+    pub equipment: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Principal {
@@ -224,6 +244,13 @@ impl Principal {
                 .scopes
                 .as_ref()
                 .is_none_or(|scopes| scopes.contains(&permission))
+    }
+
+    /// Whether the principal may see equipment `id`.
+    pub fn sees(&self, id: &str) -> bool {
+        self.equipment
+            .as_ref()
+            .is_none_or(|scope| scope.contains(id))
     }
 
     /// The signed-in user and their session; break-glass has neither.
@@ -265,6 +292,38 @@ pub struct IssuedKey {
 #[derive(Default)]
 struct KeyUses {
     pending: std::sync::Mutex<std::collections::HashMap<i64, (i64, i64)>>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`, so
+/// that null clears it and leaving it out keeps it.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A change of one's own profile: the fields given replace the stored ones
+/// (`company` and `phone` may be set to null).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    /// Display name.
+    pub name: Option<String>,
+    /// Company.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub company: Option<Option<String>>,
+    /// Phone.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    /// IANA time zone.
+    pub timezone: Option<String>,
+    /// Extensible attributes: a JSON object.
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Value>,
 }
 
 /// A session as its user or an admin sees it.
@@ -320,6 +379,28 @@ pub struct Auth {
     cache: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
     /// API key uses to count.
     key_uses: Arc<KeyUses>,
+    /// Where account e-mails go out, and the link base (`notify.base_url`).
+    mail: Option<(Arc<crate::notify::email::Mailer>, String)>,
+}
+
+/// Backup codes made when the second factor is turned on.
+const BACKUP_CODES: usize = 10;
+
+/// A backup code as typed: lower case, without spaces or dashes.
+fn normalise_backup_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// What enrolling a second factor hands out.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Enrolment {
+    /// The secret, base32, for typing into an authenticator app.
+    pub secret: String,
+    /// The same as an `otpauth://` URI (for a QR code).
+    pub otpauth_uri: String,
 }
 
 /// A session as the database said, and when it said it.
@@ -472,7 +553,14 @@ impl Auth {
             shared,
             cache: Default::default(),
             key_uses: Default::default(),
+            mail: None,
         })
+    }
+
+    /// Account e-mails (password reset, address verification) go out
+    /// through `mailer`, with links under `base_url`.
+    pub fn set_mail(&mut self, mailer: Arc<crate::notify::email::Mailer>, base_url: &str) {
+        self.mail = Some((mailer, base_url.trim_end_matches('/').to_owned()));
     }
 
     /// Sessions become login actors of `tree` from now on.
@@ -582,6 +670,24 @@ impl Auth {
         Ok(found)
     }
 
+    /// Records a security event about user `user_id`, by `by`.
+    async fn audit_user(
+        &self,
+        by: Option<i64>,
+        action: &str,
+        user_id: i64,
+        changes: serde_json::Value,
+    ) {
+        self.audit(event(
+            by,
+            action,
+            "user",
+            Some(user_id.to_string()),
+            changes,
+        ))
+        .await;
+    }
+
     /// Records a security event. The event has happened whether or not it
     /// is recorded: a failure is logged loudly, not returned.
     async fn audit(&self, event: AuditEvent) {
@@ -620,14 +726,7 @@ impl Auth {
             .await?
             .ok_or(AuthError::EmailTaken)?;
         let changes = serde_json::json!({"email": email, "role": user.role});
-        self.audit(event(
-            by,
-            "user.create",
-            "user",
-            Some(id.to_string()),
-            changes,
-        ))
-        .await;
+        self.audit_user(by, "user.create", id, changes).await;
         Ok(id)
     }
 
@@ -706,11 +805,25 @@ impl Auth {
         Ok(())
     }
 
-    /// Checks an e-mail and password; starts a session.
+    /// Checks an e-mail and password (of an account without a second
+    /// factor); starts a session.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Issued, AuthError> {
+        self.login_with(email, password, None, ip, user_agent).await
+    }
+
+    /// Checks an e-mail, password and, for an account with a second
+    /// factor, `code` (a TOTP code or a backup code); starts a session.
+    pub async fn login_with(
+        &self,
+        email: &str,
+        password: &str,
+        code: Option<&str>,
         ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<Issued, AuthError> {
@@ -784,6 +897,22 @@ impl Auth {
                 .await;
             }
             return Err(AuthError::InvalidCredentials);
+        }
+        if user.is_mfa_enabled {
+            let Some(code) = code else {
+                tracing::info!(
+                    event = "login_mfa_required",
+                    user = user.id,
+                    "login waits for the second factor"
+                );
+                return Err(AuthError::MfaRequired);
+            };
+            if !self.second_factor(user.id, code).await? {
+                let (failures, _) = self.count_failure(user.id, now).await?;
+                self.audit(failed(Some(user.id), "wrong_mfa_code", Some(failures)))
+                    .await;
+                return Err(AuthError::InvalidMfaCode);
+            }
         }
         self.store.record_login_success(user.id, now).await?;
         // The oldest sessions beyond the limit end.
@@ -1002,6 +1131,7 @@ impl Auth {
                 credential: Credential::BreakGlass,
                 must_change_password: false,
                 scopes: None,
+                equipment: None,
             });
         }
         if bearer.starts_with(API_KEY_PREFIX) {
@@ -1042,6 +1172,9 @@ impl Auth {
             credential: Credential::Session(claims.sid),
             must_change_password: found.must_change_password,
             scopes: None,
+            equipment: found
+                .equipment_scope
+                .map(|ids| Arc::new(ids.into_iter().collect())),
         })
     }
 
@@ -1129,14 +1262,8 @@ impl Auth {
             "user logged out"
         );
         let changes = serde_json::json!({"sessions_ended": ended, "by": by.label});
-        self.audit(event(
-            by.user_id,
-            "forced_logout",
-            "user",
-            Some(user_id.to_string()),
-            changes,
-        ))
-        .await;
+        self.audit_user(by.user_id, "forced_logout", user_id, changes)
+            .await;
         Ok(ended)
     }
 
@@ -1172,14 +1299,31 @@ impl Auth {
         }
         self.user_changed(user_id).await;
         let changes = serde_json::json!({"from": user.role, "to": role, "by": by.label});
-        self.audit(event(
-            by.user_id,
-            "user.role",
-            "user",
-            Some(user_id.to_string()),
-            changes,
-        ))
-        .await;
+        self.audit_user(by.user_id, "user.role", user_id, changes)
+            .await;
+        Ok(true)
+    }
+
+    /// Limits the equipment a user sees (`None`: all of it); it holds from
+    /// their next request and WebSocket subscription. False when there is
+    /// no such user.
+    pub async fn set_equipment_scope(
+        &self,
+        user_id: i64,
+        scope: Option<Vec<String>>,
+        by: &Principal,
+    ) -> Result<bool, AuthError> {
+        if !self
+            .store
+            .set_equipment_scope(user_id, scope.as_deref())
+            .await?
+        {
+            return Ok(false);
+        }
+        self.user_changed(user_id).await;
+        let changes = serde_json::json!({"equipment": scope, "by": by.label});
+        self.audit_user(by.user_id, "user.equipment", user_id, changes)
+            .await;
         Ok(true)
     }
 
@@ -1199,14 +1343,8 @@ impl Auth {
         self.user_changed(user_id).await;
         let ended = self.end_all(user_id, "user_deleted").await?;
         let changes = serde_json::json!({"sessions_ended": ended, "by": by.label});
-        self.audit(event(
-            by.user_id,
-            "user.delete",
-            "user",
-            Some(user_id.to_string()),
-            changes,
-        ))
-        .await;
+        self.audit_user(by.user_id, "user.delete", user_id, changes)
+            .await;
         Ok(true)
     }
 
@@ -1253,6 +1391,9 @@ impl Auth {
             role,
             credential: Credential::ApiKey(record.id),
             must_change_password: false,
+            equipment: owner
+                .equipment_scope
+                .map(|ids| Arc::new(ids.into_iter().collect())),
             scopes: Some(
                 record
                     .scopes
@@ -1409,6 +1550,357 @@ impl Auth {
         ))
         .await;
         Ok(true)
+    }
+
+    /// Checks a second factor: a TOTP code (each step once) or a backup
+    /// code (each once).
+    async fn second_factor(&self, user_id: i64, code: &str) -> Result<bool, AuthError> {
+        let (secret, _, last) = self.store.totp_state(user_id).await?;
+        let Some(secret) = secret else {
+            return Ok(false);
+        };
+        let trimmed = code.trim();
+        if trimmed.len() == 6 && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            let Some(step) = totp::verify(&secret, trimmed, now_ms() / 1000, last) else {
+                return Ok(false);
+            };
+            return Ok(self.store.use_totp_step(user_id, step).await?);
+        }
+        let hash = tokens::digest(&normalise_backup_code(code));
+        let used = self.store.use_backup_code(user_id, &hash, now_ms()).await?;
+        if used {
+            let changes = serde_json::json!({"backup_code": true});
+            self.audit_user(Some(user_id), "mfa.backup_code_used", user_id, changes)
+                .await;
+        }
+        Ok(used)
+    }
+
+    /// Starts enrolling a second factor for the signed-in user: a new
+    /// secret, in force once confirmed with a code from it.
+    pub async fn mfa_enrol(&self, who: &Principal) -> Result<Enrolment, AuthError> {
+        let (user_id, _) = who.user_session()?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotAUser)?;
+        let secret = totp::new_secret();
+        self.store.set_totp_pending(user_id, &secret).await?;
+        Ok(Enrolment {
+            otpauth_uri: totp::uri(&secret, &user.email),
+            secret,
+        })
+    }
+
+    /// Confirms the enrolled secret with a code from it: the second factor
+    /// is on, and the backup codes (shown this once) replace any earlier.
+    pub async fn mfa_confirm(&self, who: &Principal, code: &str) -> Result<Vec<String>, AuthError> {
+        let (user_id, _) = who.user_session()?;
+        let (_, pending, _) = self.store.totp_state(user_id).await?;
+        let pending = pending.ok_or_else(|| AuthError::Invalid {
+            field: "code",
+            reason: "enrol first (POST /api/v1/auth/mfa/enrol)".into(),
+        })?;
+        let step =
+            totp::verify(&pending, code, now_ms() / 1000, None).ok_or(AuthError::Invalid {
+                field: "code",
+                reason: "not the current code of the enrolled secret".into(),
+            })?;
+        let codes: Vec<String> = (0..BACKUP_CODES)
+            .map(|_| {
+                let raw = tokens::random_token();
+                format!("{}-{}", &raw[..5], &raw[5..10])
+            })
+            .collect();
+        let hashes: Vec<String> = codes
+            .iter()
+            .map(|c| tokens::digest(&normalise_backup_code(c)))
+            .collect();
+        self.store
+            .set_totp(user_id, Some((&pending, step, &hashes)))
+            .await?;
+        self.user_changed(user_id).await;
+        let changes = serde_json::json!({"backup_codes": BACKUP_CODES});
+        self.audit_user(Some(user_id), "mfa.enable", user_id, changes)
+            .await;
+        Ok(codes)
+    }
+
+    /// Turns the signed-in user's second factor off: their password and a
+    /// current code (or a backup code) are needed.
+    pub async fn mfa_disable(
+        &self,
+        who: &Principal,
+        password: &str,
+        code: &str,
+    ) -> Result<(), AuthError> {
+        let (user_id, _) = who.user_session()?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotAUser)?;
+        if !password::verify(password, &user.password_hash) {
+            self.count_failure(user_id, now_ms()).await?;
+            return Err(AuthError::WrongPassword);
+        }
+        if !self.second_factor(user_id, code).await? {
+            return Err(AuthError::InvalidMfaCode);
+        }
+        self.store.set_totp(user_id, None).await?;
+        self.user_changed(user_id).await;
+        self.audit_user(
+            Some(user_id),
+            "mfa.disable",
+            user_id,
+            serde_json::Value::Null,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// An admin turns a user's second factor off (a lost phone and no
+    /// backup codes left): false when there is no such user.
+    pub async fn mfa_reset(&self, user_id: i64, by: &Principal) -> Result<bool, AuthError> {
+        if self.store.user_by_id(user_id).await?.is_none() {
+            return Ok(false);
+        }
+        self.store.set_totp(user_id, None).await?;
+        self.user_changed(user_id).await;
+        let changes = serde_json::json!({"by": by.label});
+        self.audit_user(by.user_id, "mfa.reset", user_id, changes)
+            .await;
+        Ok(true)
+    }
+
+    /// Sends a single-use link for `purpose` to the user, in the
+    /// background (so that the answer takes as long whether or not there
+    /// is a user).
+    async fn send_link(
+        &self,
+        user: &UserRecord,
+        purpose: &'static str,
+        ttl_secs: u64,
+    ) -> Result<(), AuthError> {
+        let Some((mailer, base)) = self.mail.clone() else {
+            return Err(AuthError::Unsupported(
+                "account e-mails need [notify.email] configured".into(),
+            ));
+        };
+        let now = now_ms();
+        let token = tokens::random_token();
+        let expires = now + (ttl_secs * 1000) as i64;
+        self.store
+            .create_user_token(&tokens::digest(&token), user.id, purpose, now, expires)
+            .await?;
+        let minutes = ttl_secs / 60;
+        let (subject, text) = match purpose {
+            "password_reset" => (
+                "Reset your hydrowatch password",
+                format!(
+                    "Someone asked to reset the password of {} on hydrowatch.\n\n\
+                     Set a new one here (the link works once, for {minutes} minutes):\n{base}/#reset={token}\n\n\
+                     If it was not you, ignore this message: your password stays as it is.\n\n-- \nhydrowatch\n",
+                    user.email
+                ),
+            ),
+            _ => (
+                "Confirm your e-mail address for hydrowatch",
+                format!(
+                    "Confirm that {} is your address (the link works once, for {minutes} minutes):\n\
+                     {base}/#verify={token}\n\n-- \nhydrowatch\n",
+                    user.email
+                ),
+            ),
+        };
+        let to = user.email.clone();
+        tokio::spawn(async move {
+            match mailer.send_text(&to, subject, &text).await {
+                Ok(()) => {
+                    metrics::counter!("hydrowatch_account_emails_total", "purpose" => purpose)
+                        .increment(1)
+                }
+                Err(e) => {
+                    metrics::counter!("hydrowatch_account_email_failures_total", "purpose" => purpose).increment(1);
+                    tracing::warn!(error = ?e, purpose, "account e-mail not sent");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Asks for a password-reset link for `email`. The answer is the same
+    /// whether or not the address is a user's (and as quick: the e-mail
+    /// goes out in the background); rate-limited like a login.
+    pub async fn request_password_reset(
+        &self,
+        email: &str,
+        ip: Option<String>,
+    ) -> Result<(), AuthError> {
+        self.limit_login(email, ip.as_deref()).await?;
+        if self.mail.is_none() {
+            return Err(AuthError::Unsupported(
+                "password reset needs [notify.email] configured".into(),
+            ));
+        }
+        let user = match email_of(email) {
+            Ok(email) => self.store.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let attempted: String = email.trim().to_lowercase().chars().take(254).collect();
+        let changes = serde_json::json!({"email": attempted, "known": user.is_some()});
+        let mut e = event(
+            user.as_ref().map(|u| u.id),
+            "password_reset.request",
+            "user",
+            None,
+            changes,
+        );
+        e.ip = ip;
+        self.audit(e).await;
+        if let Some(user) = user {
+            self.send_link(&user, "password_reset", self.settings.reset_ttl_secs)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a new password with a reset link's token: the token works
+    /// once (a password the policy refuses does not use it up); every
+    /// session of the user ends, and the lockout is lifted.
+    pub async fn reset_password(&self, token: &str, new: &str) -> Result<(), AuthError> {
+        let now = now_ms();
+        let invalid =
+            || AuthError::InvalidToken("the reset link is not valid, expired or used".into());
+        let hash = tokens::digest(token);
+        let user_id = self
+            .store
+            .user_token(&hash, "password_reset", now, false)
+            .await?
+            .ok_or_else(invalid)?;
+        let user = self.store.user_by_id(user_id).await?.ok_or_else(invalid)?;
+        let history = self
+            .store
+            .password_history(user.id, password::HISTORY as i64)
+            .await?;
+        password::check(new, &user.email, &history)?;
+        if self
+            .store
+            .user_token(&hash, "password_reset", now, true)
+            .await?
+            .is_none()
+        {
+            return Err(invalid());
+        }
+        let hashed = password::hash(new, &self.settings.hash)?;
+        self.store.set_password(user.id, &hashed, now).await?;
+        self.store.record_login_success(user.id, now).await?;
+        let ended = self.end_all(user.id, "password_reset").await?;
+        self.user_changed(user.id).await;
+        let changes = serde_json::json!({"sessions_ended": ended});
+        self.audit_user(Some(user.id), "password_reset", user.id, changes)
+            .await;
+        Ok(())
+    }
+
+    /// Sends the signed-in user a link that confirms their address.
+    pub async fn request_verification(&self, who: &Principal) -> Result<(), AuthError> {
+        let (user_id, _) = who.user_session()?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotAUser)?;
+        self.send_link(
+            &user,
+            "email_verification",
+            self.settings.verification_ttl_secs,
+        )
+        .await
+    }
+
+    /// Confirms an address with a verification link's token (once).
+    pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
+        let now = now_ms();
+        let user_id = self
+            .store
+            .user_token(&tokens::digest(token), "email_verification", now, true)
+            .await?
+            .ok_or_else(|| {
+                AuthError::InvalidToken("the link is not valid, expired or used".into())
+            })?;
+        self.store.set_email_verified(user_id, now).await?;
+        self.audit_user(
+            Some(user_id),
+            "email.verified",
+            user_id,
+            serde_json::Value::Null,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Changes the signed-in user's profile: the fields given replace
+    /// theirs (name 1 to 200 characters, company up to 200, phone up to 50
+    /// of digits, spaces and `+()-.`, an IANA time zone, attributes a JSON
+    /// object of at most 16 KiB). The user as it now is.
+    pub async fn update_profile(
+        &self,
+        who: &Principal,
+        change: ProfileChange,
+    ) -> Result<UserRecord, AuthError> {
+        let (user_id, _) = who.user_session()?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotAUser)?;
+        let invalid = |field, reason: &str| AuthError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+        let name = change.name.unwrap_or(user.name).trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(invalid("name", "1 to 200 characters"));
+        }
+        let company = change.company.unwrap_or(user.company);
+        if company.as_ref().is_some_and(|c| c.chars().count() > 200) {
+            return Err(invalid("company", "at most 200 characters"));
+        }
+        let phone = change.phone.unwrap_or(user.phone);
+        if phone.as_ref().is_some_and(|p| {
+            p.chars().count() > 50
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || " +()-.".contains(c))
+        }) {
+            return Err(invalid("phone", "at most 50 digits, spaces and +()-."));
+        }
+        let timezone = change.timezone.unwrap_or(user.timezone);
+        if timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid("timezone", "an IANA time zone, e.g. Europe/Berlin"));
+        }
+        let attributes = change.attributes.unwrap_or(user.attributes);
+        if !attributes.is_object() || attributes.to_string().len() > 16 * 1024 {
+            return Err(invalid("attributes", "a JSON object of at most 16 KiB"));
+        }
+        let profile = Profile {
+            name,
+            company,
+            phone,
+            timezone,
+            attributes,
+        };
+        self.store.set_profile(user_id, &profile).await?;
+        let changes = serde_json::json!({"name": profile.name, "company": profile.company,
+            "phone": profile.phone, "timezone": profile.timezone});
+        self.audit_user(Some(user_id), "user.profile", user_id, changes)
+            .await;
+        self.store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotAUser)
     }
 
     /// The user behind a principal.

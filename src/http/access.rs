@@ -43,8 +43,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/auth/setup", Public),
     ("POST", "/api/v1/auth/logout", SignedIn),
     ("GET", "/api/v1/auth/me", SignedIn),
+    ("PATCH", "/api/v1/auth/me", SignedIn),
     ("POST", "/api/v1/auth/password", SignedIn),
     ("GET", "/api/v1/auth/sessions", SignedIn),
+    ("POST", "/api/v1/auth/mfa/enrol", SignedIn),
+    ("POST", "/api/v1/auth/mfa/confirm", SignedIn),
+    ("POST", "/api/v1/auth/mfa/disable", SignedIn),
+    ("POST", "/api/v1/auth/password-reset", Public),
+    ("POST", "/api/v1/auth/password-reset/confirm", Public),
+    ("POST", "/api/v1/auth/verify-email", SignedIn),
+    ("POST", "/api/v1/auth/verify-email/confirm", Public),
     ("DELETE", "/api/v1/auth/sessions/{id}", SignedIn),
     ("GET", "/api/v1/openapi.json", Public),
     ("GET", "/api/v1/docs", Public),
@@ -117,10 +125,20 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/admin/api-keys", Needs(UsersManage)),
     ("POST", "/api/v1/admin/api-keys", Needs(UsersManage)),
     ("DELETE", "/api/v1/admin/api-keys/{id}", Needs(UsersManage)),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/mfa/reset",
+        Needs(UsersManage),
+    ),
     ("GET", "/api/v1/admin/users", Needs(UsersManage)),
     ("POST", "/api/v1/admin/users", Needs(UsersManage)),
     ("DELETE", "/api/v1/admin/users/{id}", Needs(UsersManage)),
     ("PUT", "/api/v1/admin/users/{id}/role", Needs(UsersManage)),
+    (
+        "PUT",
+        "/api/v1/admin/users/{id}/equipment",
+        Needs(UsersManage),
+    ),
     (
         "GET",
         "/api/v1/admin/users/{id}/sessions",
@@ -220,7 +238,18 @@ pub async fn authorize(
             .into_response()
         }
     };
-    if let Err(refused) = check(&who, needed) {
+    let refused = check(&who, needed).and_then(|()| {
+        // Routes of one unit: only for those who may see it.
+        let path = request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| request.uri().path(), |u| u.0.path());
+        match route.strip_prefix("/api/v1/equipment/{id}") {
+            Some(_) => check_equipment(&who, path.split('/').nth(4).unwrap_or_default()),
+            None => Ok(()),
+        }
+    });
+    if let Err(refused) = refused {
         let mut response = refused.into_response();
         response.extensions_mut().insert(who);
         return response;
@@ -256,6 +285,18 @@ pub fn check(who: &Principal, needed: Option<Permission>) -> Result<(), ApiError
         });
     }
     Ok(())
+}
+
+/// Whether `who` may see equipment `id` (403 `forbidden_equipment` if not).
+pub fn check_equipment(who: &Principal, id: &str) -> Result<(), ApiError> {
+    if who.sees(id) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        code: "forbidden_equipment",
+        message: format!("{id} is not among the equipment you may see"),
+        required: None,
+    })
 }
 
 /// How the caller signed in, for the audit log.

@@ -74,12 +74,7 @@ pub async fn list(
     }
     let min_severity = min_severity(q.severity.as_deref())?;
     if let Some(e) = &q.equipment {
-        if !state
-            .tree
-            .equipment_specs
-            .iter()
-            .any(|s| s.id.as_str() == e)
-        {
+        if !state.has_equipment(e) {
             return Err(ApiError::invalid(
                 "equipment",
                 format!("no equipment {e:?}"),

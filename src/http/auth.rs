@@ -27,6 +27,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken(_) => unauthenticated("invalid_token", &e),
             AuthError::RefreshReused => unauthenticated("refresh_token_reused", &e),
             AuthError::RateLimited(wait) => ApiError::RateLimited(wait.as_secs().max(1)),
+            AuthError::MfaRequired => unauthenticated("mfa_required", &e),
+            AuthError::InvalidMfaCode => unauthenticated("invalid_mfa_code", &e),
+            AuthError::Unsupported(why) => ApiError::Unsupported(why),
             AuthError::SetupRefused => ApiError::Forbidden {
                 code: "setup_refused",
                 message: e.to_string(),
@@ -83,6 +86,10 @@ pub struct LoginRequest {
     pub email: String,
     /// Password.
     pub password: String,
+    /// For an account with a second factor: the authenticator app's code,
+    /// or a backup code (asked for with 401 `mfa_required`).
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// A refresh token to trade.
@@ -103,7 +110,8 @@ fn json<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Re
     request_body = LoginRequest,
     responses(
         (status = 200, body = Issued),
-        (status = 401, body = ErrorResponse, description = "`invalid_credentials`"),
+        (status = 401, body = ErrorResponse, description = "`invalid_credentials`; `mfa_required` (send `code`) or `invalid_mfa_code` once the password was right"),
+        (status = 429, body = ErrorResponse, description = "`rate_limited`: too many attempts from this address or for this e-mail"),
         (status = 422, body = ErrorResponse),
         (status = 503, body = ErrorResponse),
     ))]
@@ -118,7 +126,13 @@ pub async fn login(
     Ok(Json(
         state
             .auth
-            .login(&body.email, &body.password, ip, user_agent)
+            .login_with(
+                &body.email,
+                &body.password,
+                body.code.as_deref(),
+                ip,
+                user_agent,
+            )
             .await?,
     ))
 }
@@ -284,4 +298,189 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
         session_id: session_id.to_owned(),
         must_change_password: user.must_change_password,
     }))
+}
+
+/// A code from the authenticator app.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCode {
+    /// Six digits (or, to turn the factor off, a backup code).
+    pub code: String,
+}
+
+/// Password and code, to turn the second factor off.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaDisable {
+    /// The current password.
+    pub password: String,
+    /// A current code or a backup code.
+    pub code: String,
+}
+
+/// The backup codes, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupCodes {
+    /// Each works once instead of a code from the app.
+    pub backup_codes: Vec<String>,
+}
+
+/// Starts enrolling a second factor (TOTP): a new secret for an
+/// authenticator app, in force once confirmed.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/enrol", tag = "auth",
+    responses((status = 200, body = crate::auth::Enrolment), (status = 401, body = ErrorResponse)))]
+pub async fn mfa_enrol(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<crate::auth::Enrolment>, ApiError> {
+    Ok(Json(state.auth.mfa_enrol(&who).await?))
+}
+
+/// Confirms the enrolled secret with a current code: from now on sign-in
+/// needs a code; the backup codes are in this answer only.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/confirm", tag = "auth",
+    request_body = MfaCode,
+    responses((status = 200, body = BackupCodes), (status = 401, body = ErrorResponse),
+        (status = 422, body = ErrorResponse, description = "`details.field` = `code`: not enrolled, or not the current code")))]
+pub async fn mfa_confirm(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<MfaCode>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<BackupCodes>, ApiError> {
+    let body = json(body)?;
+    let backup_codes = state.auth.mfa_confirm(&who, &body.code).await?;
+    Ok(Json(BackupCodes { backup_codes }))
+}
+
+/// Turns the caller's second factor off (password and a code needed).
+#[utoipa::path(post, path = "/api/v1/auth/mfa/disable", tag = "auth",
+    request_body = MfaDisable,
+    responses((status = 204, description = "off"), (status = 401, body = ErrorResponse, description = "`invalid_mfa_code`"),
+        (status = 422, body = ErrorResponse, description = "`details.field` = `current_password`")))]
+pub async fn mfa_disable(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<MfaDisable>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json(body)?;
+    state
+        .auth
+        .mfa_disable(&who, &body.password, &body.code)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An e-mail address.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    /// The account's e-mail.
+    pub email: String,
+}
+
+/// What a reset request says, whoever asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The same for every address.
+    pub message: &'static str,
+}
+
+/// Asks for a password-reset link by e-mail. The answer is the same for
+/// every address, a user's or not; rate-limited like sign-in.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth",
+    request_body = ResetRequest,
+    responses((status = 202, body = Accepted), (status = 429, body = ErrorResponse),
+        (status = 501, body = ErrorResponse, description = "`unsupported`: no [notify.email]")))]
+pub async fn password_reset(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    body: Result<Json<ResetRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let body = json(body)?;
+    let ip = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string());
+    state.auth.request_password_reset(&body.email, ip).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            message: "if the address belongs to an account, a reset link is on its way",
+        }),
+    ))
+}
+
+/// A reset link's token and the new password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    /// The token from the link (after `#reset=`).
+    pub token: String,
+    /// The new password (the policy applies, the last five included).
+    pub new_password: String,
+}
+
+/// Sets a new password with a reset link (once); every session of the
+/// user ends.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth",
+    request_body = ResetConfirm,
+    responses((status = 204, description = "changed"), (status = 401, body = ErrorResponse, description = "`invalid_token`: not valid, expired or used"),
+        (status = 422, body = ErrorResponse, description = "`details.field` = `password`")))]
+pub async fn password_reset_confirm(
+    State(state): State<AppState>,
+    body: Result<Json<ResetConfirm>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json(body)?;
+    state
+        .auth
+        .reset_password(&body.token, &body.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends the caller a link that confirms their e-mail address.
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth",
+    responses((status = 202, description = "sent"), (status = 401, body = ErrorResponse),
+        (status = 501, body = ErrorResponse, description = "`unsupported`: no [notify.email]")))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<StatusCode, ApiError> {
+    state.auth.request_verification(&who).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A verification link's token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfirm {
+    /// The token from the link (after `#verify=`).
+    pub token: String,
+}
+
+/// Confirms an e-mail address with the link's token (once).
+#[utoipa::path(post, path = "/api/v1/auth/verify-email/confirm", tag = "auth",
+    request_body = VerifyConfirm,
+    responses((status = 204, description = "confirmed"), (status = 401, body = ErrorResponse, description = "`invalid_token`")))]
+pub async fn verify_email_confirm(
+    State(state): State<AppState>,
+    body: Result<Json<VerifyConfirm>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json(body)?;
+    state.auth.verify_email(&body.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the caller's profile (name, company, phone, time zone,
+/// attributes): the fields given replace theirs; the user as it now is.
+#[utoipa::path(patch, path = "/api/v1/auth/me", tag = "auth",
+    request_body = crate::auth::ProfileChange,
+    responses((status = 200, body = crate::store::users::UserRecord), (status = 401, body = ErrorResponse),
+        (status = 422, body = ErrorResponse, description = "`details.field` names the field")))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<crate::auth::ProfileChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::store::users::UserRecord>, ApiError> {
+    let change = json(body)?;
+    Ok(Json(state.auth.update_profile(&who, change).await?))
 }

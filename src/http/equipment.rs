@@ -10,6 +10,7 @@ use hydrowatch_models::{EquipmentId, EquipmentSnapshot, Health, HealthStatus};
 
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
+use crate::auth::Principal;
 
 /// One row of the equipment list.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,11 +34,16 @@ pub struct EquipmentList {
     pub equipment: Vec<EquipmentSummary>,
 }
 
-/// Lists the equipment units with their health.
+/// Lists the equipment units with their health: those the caller may see.
 #[utoipa::path(get, path = "/api/v1/equipment", tag = "equipment",
     responses((status = 200, body = EquipmentList)))]
-pub async fn list(State(state): State<AppState>) -> Json<EquipmentList> {
-    let asks = state.tree.equipment_specs.iter().map(|spec| {
+pub async fn list(State(state): State<AppState>, who: Principal) -> Json<EquipmentList> {
+    let seen = state
+        .tree
+        .equipment_specs
+        .iter()
+        .filter(|spec| who.sees(spec.id.as_str()));
+    let asks = seen.map(|spec| {
         let state = state.clone();
         let spec = spec.clone();
         async move {

@@ -66,6 +66,16 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
 }
 
+impl AppState {
+    /// Whether the plant has equipment `id`.
+    pub fn has_equipment(&self, id: &str) -> bool {
+        self.tree
+            .equipment_specs
+            .iter()
+            .any(|spec| spec.id.as_str() == id)
+    }
+}
+
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
@@ -79,7 +89,9 @@ pub struct AppState {
         rules::list_policies, rules::get_policy, rules::create_policy, rules::replace_policy, rules::delete_policy,
         auth::login, auth::refresh, auth::setup, users::own_sessions, users::end_own_session,
         users::list, users::create, users::set_role, users::delete, users::sessions, users::force_logout, users::end_session,
-        users::api_keys, users::create_api_key, users::revoke_api_key, auth::logout, auth::me, auth::change_password,
+        users::api_keys, users::create_api_key, users::revoke_api_key, users::mfa_reset, users::set_equipment,
+        auth::mfa_enrol, auth::mfa_confirm, auth::mfa_disable, auth::password_reset, auth::password_reset_confirm,
+        auth::verify_email, auth::verify_email_confirm, auth::logout, auth::me, auth::update_me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
         admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
@@ -121,6 +133,7 @@ impl utoipa::Modify for Security {
                 (axum::http::Method::POST, &mut item.post),
                 (axum::http::Method::PUT, &mut item.put),
                 (axum::http::Method::DELETE, &mut item.delete),
+                (axum::http::Method::PATCH, &mut item.patch),
             ];
             for (method, operation) in operations {
                 let Some(operation) = operation.as_mut() else {
@@ -185,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", delete(users::delete))
         .route("/users/{id}/role", put(users::set_role))
+        .route("/users/{id}/equipment", put(users::set_equipment))
         .route("/users/{id}/sessions", get(users::sessions))
         .route("/users/{id}/logout", post(users::force_logout))
         .route("/sessions/{id}", delete(users::end_session))
@@ -192,7 +206,8 @@ pub fn router(state: AppState) -> Router {
             "/api-keys",
             get(users::api_keys).post(users::create_api_key),
         )
-        .route("/api-keys/{id}", delete(users::revoke_api_key));
+        .route("/api-keys/{id}", delete(users::revoke_api_key))
+        .route("/users/{id}/mfa/reset", post(users::mfa_reset));
     let api = Router::new()
         .route("/equipment", get(equipment::list))
         .route("/equipment/{id}", get(equipment::get))
@@ -232,8 +247,21 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/setup", post(auth::setup))
         .route("/auth/logout", post(auth::logout))
-        .route("/auth/me", get(auth::me))
+        .route("/auth/me", get(auth::me).patch(auth::update_me))
         .route("/auth/password", post(auth::change_password))
+        .route("/auth/mfa/enrol", post(auth::mfa_enrol))
+        .route("/auth/mfa/confirm", post(auth::mfa_confirm))
+        .route("/auth/mfa/disable", post(auth::mfa_disable))
+        .route("/auth/password-reset", post(auth::password_reset))
+        .route(
+            "/auth/password-reset/confirm",
+            post(auth::password_reset_confirm),
+        )
+        .route("/auth/verify-email", post(auth::verify_email))
+        .route(
+            "/auth/verify-email/confirm",
+            post(auth::verify_email_confirm),
+        )
         .route("/auth/sessions", get(users::own_sessions))
         .route("/auth/sessions/{id}", delete(users::end_own_session))
         .route("/ws", get(ws::upgrade))

@@ -74,12 +74,7 @@ pub async fn create(
     })?;
     Window::try_from(&body.window).map_err(|e| ApiError::invalid("window", e.to_string()))?;
     if let Some(e) = &body.matchers.equipment {
-        if !state
-            .tree
-            .equipment_specs
-            .iter()
-            .any(|s| s.id.as_str() == e)
-        {
+        if !state.has_equipment(e) {
             return Err(ApiError::invalid(
                 "matchers.equipment",
                 format!("no equipment {e:?}"),

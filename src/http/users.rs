@@ -274,3 +274,59 @@ pub async fn revoke_api_key(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Turns a user's second factor off (a lost phone and no backup codes):
+/// they sign in with their password alone until they enrol again.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/mfa/reset", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 204, description = "off"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)))]
+pub async fn mfa_reset(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    if !state.auth.mfa_reset(id, &who).await? {
+        return Err(ApiError::NotFound(format!("no user {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The equipment a user may see.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EquipmentScope {
+    /// Equipment ids; `null`: all of it.
+    pub equipment: Option<Vec<String>>,
+}
+
+/// Limits the equipment a user sees: the list, the routes of a unit and
+/// WebSocket subscriptions (others answer 403 `forbidden_equipment`).
+/// Holds from their next request and subscription.
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/equipment", tag = "admin",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = EquipmentScope,
+    responses((status = 204, description = "set"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse, description = "an unknown equipment id")))]
+pub async fn set_equipment(
+    State(state): State<AppState>,
+    who: Principal,
+    path: Result<Path<i64>, PathRejection>,
+    body: Result<Json<EquipmentScope>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = path?;
+    let scope = json(body)?.equipment;
+    for (i, e) in scope.iter().flatten().enumerate() {
+        if !state.has_equipment(e) {
+            return Err(ApiError::invalid(
+                "equipment",
+                format!("equipment[{i}]: no equipment {e:?}"),
+            ));
+        }
+    }
+    if !state.auth.set_equipment_scope(id, scope, &who).await? {
+        return Err(ApiError::NotFound(format!("no user {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -227,7 +227,7 @@ async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
                 let Some(Ok(message)) = incoming else { break };
                 last_seen = Instant::now();
                 match message {
-                    Message::Text(text) => handle_text(&text, &actor, &outbox),
+                    Message::Text(text) => handle_text(&text, &actor, &outbox, &who),
                     Message::Binary(_) => outbox.push_control(error_frame(
                         "unsupported_frame",
                         "binary frames are not supported; send JSON text frames".into(),
@@ -287,7 +287,7 @@ async fn flush(tx: &mut futures::stream::SplitSink<WebSocket, Message>, outbox: 
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox) {
+fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox, who: &Principal) {
     let frame = match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => frame,
         Err(err) => {
@@ -302,7 +302,22 @@ fn handle_text(text: &str, actor: &ractor::ActorRef<SessionMsg>, outbox: &Outbox
         }
     };
     let sent = match frame {
-        ClientFrame::Subscribe { equipment } => actor.cast(SessionMsg::Subscribe(equipment)),
+        ClientFrame::Subscribe { equipment } => {
+            // Only the units the caller may see; the others are named.
+            let (seen, refused): (Vec<String>, Vec<String>) =
+                equipment.into_iter().partition(|id| who.sees(id));
+            if !refused.is_empty() {
+                outbox.push_control(error_frame(
+                    "forbidden_equipment",
+                    format!(
+                        "not among the equipment you may see: {}",
+                        refused.join(", ")
+                    ),
+                    Some(serde_json::json!({ "equipment": refused })),
+                ));
+            }
+            actor.cast(SessionMsg::Subscribe(seen))
+        }
         ClientFrame::Unsubscribe { equipment } => actor.cast(SessionMsg::Unsubscribe(equipment)),
         ClientFrame::Ping => {
             outbox.push_control(ServerFrame::Pong);

@@ -50,6 +50,27 @@ impl Mailer {
             .parse()
             .map_err(|e| Failure::Permanent(format!("recipient {to:?}: {e}")))?;
         let message = compose(&self.from, to, notice)?;
+        self.deliver(message).await
+    }
+
+    /// Sends a plain-text message to `to` (account e-mails: password reset,
+    /// address verification).
+    pub async fn send_text(&self, to: &str, subject: &str, text: &str) -> Result<(), Failure> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| Failure::Permanent(format!("recipient {to:?}: {e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(text.to_owned())
+            .map_err(|e| Failure::Permanent(format!("message: {e}")))?;
+        self.deliver(message).await
+    }
+
+    /// Tries each relay in turn until one takes `message`.
+    async fn deliver(&self, message: Message) -> Result<(), Failure> {
         let mut errors = Vec::new();
         for (name, transport) in &self.relays {
             match transport.send(message.clone()).await {

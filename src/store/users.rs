@@ -41,6 +41,25 @@ pub struct UserRecord {
     pub attributes: serde_json::Value,
     /// Created, ms.
     pub created_at: i64,
+    /// The e-mail was confirmed through a link sent to it, ms.
+    pub email_verified_at: Option<i64>,
+    /// The equipment the user may see (none: all of it).
+    pub equipment_scope: Option<Vec<String>>,
+}
+
+/// What a user may change about themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Display name.
+    pub name: String,
+    /// Company.
+    pub company: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Extensible attributes (a JSON object).
+    pub attributes: serde_json::Value,
 }
 
 /// A user to create.
@@ -104,7 +123,7 @@ pub enum RefreshUse {
 
 const USER_COLUMNS: &str = "id, email, name, role, company, phone, timezone, password_hash, \
      must_change_password, is_mfa_enabled, failed_login_attempts, account_locked_until, \
-     last_activity, attributes, created_at";
+     last_activity, attributes, created_at, email_verified_at, equipment_scope";
 
 fn user_of<R: Row>(r: &R) -> Result<UserRecord, StoreError>
 where
@@ -133,7 +152,19 @@ where
         attributes: serde_json::from_str(&attributes)
             .map_err(|e| StoreError::Corrupt(format!("user {id}: attributes: {e}")))?,
         created_at: r.try_get(14)?,
+        email_verified_at: r.try_get(15)?,
+        equipment_scope: scope_of(id, r.try_get(16)?)?,
     })
+}
+
+/// An equipment scope as stored: a JSON array of ids, or NULL for all.
+fn scope_of(user_id: i64, stored: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+    stored
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("user {user_id}: equipment_scope: {e}")))
+        })
+        .transpose()
 }
 
 /// A password kept for the history check.
@@ -190,6 +221,8 @@ pub struct SessionUser {
     pub ip: Option<String>,
     /// Client software at login.
     pub user_agent: Option<String>,
+    /// The equipment the user may see (none: all of it).
+    pub equipment_scope: Option<Vec<String>>,
 }
 
 fn session_user_of<R: Row>(r: &R) -> Result<SessionUser, StoreError>
@@ -200,8 +233,9 @@ where
     bool: for<'d> sqlx::Decode<'d, R::Database> + sqlx::Type<R::Database>,
 {
     let deleted_at: Option<i64> = r.try_get(6)?;
+    let user_id: i64 = r.try_get(0)?;
     Ok(SessionUser {
-        user_id: r.try_get(0)?,
+        user_id,
         email: r.try_get(1)?,
         role: r.try_get(2)?,
         must_change_password: r.try_get(3)?,
@@ -211,6 +245,7 @@ where
         created_at: r.try_get(7)?,
         ip: r.try_get(8)?,
         user_agent: r.try_get(9)?,
+        equipment_scope: scope_of(user_id, r.try_get(10)?)?,
     })
 }
 
@@ -391,7 +426,7 @@ impl Store {
     /// request checks.
     pub async fn session_user(&self, id: &str) -> Result<Option<SessionUser>, StoreError> {
         let text = "SELECT s.user_id, u.email, u.role, u.must_change_password, s.expires_at, \
-                    s.revoked_at, u.deleted_at, s.created_at, s.ip, s.user_agent \
+                    s.revoked_at, u.deleted_at, s.created_at, s.ip, s.user_agent, u.equipment_scope \
                     FROM sessions s JOIN users u ON u.id = s.user_id \
                     WHERE s.id = $1"
             .to_owned();
@@ -634,6 +669,231 @@ impl Store {
         run!(self, |q, exec| {
             let done = sqlx::query(q(text)).bind(id).bind(at).execute(exec).await?;
             Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// A user's TOTP secret (confirmed), pending secret (enrolled, not
+    /// confirmed) and the last step used.
+    pub async fn totp_state(
+        &self,
+        user_id: i64,
+    ) -> Result<(Option<String>, Option<String>, Option<i64>), StoreError> {
+        let text =
+            "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = $1".to_owned();
+        run!(self, |q, exec| {
+            match sqlx::query(q(text))
+                .bind(user_id)
+                .fetch_optional(exec)
+                .await?
+            {
+                Some(r) => Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+                None => Ok((None, None, None)),
+            }
+        })
+    }
+
+    /// Keeps a secret enrolled but not yet confirmed.
+    pub async fn set_totp_pending(&self, user_id: i64, secret: &str) -> Result<(), StoreError> {
+        let text = "UPDATE users SET totp_pending = $2 WHERE id = $1".to_owned();
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(user_id)
+                .bind(secret)
+                .execute(exec)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Turns the second factor on with `secret` (its step `step` used to
+    /// confirm it) and these backup codes (by hash), or off (`None`): the
+    /// old backup codes go either way.
+    pub async fn set_totp(
+        &self,
+        user_id: i64,
+        enabled: Option<(&str, i64, &[String])>,
+    ) -> Result<(), StoreError> {
+        let user = "UPDATE users SET totp_secret = $2, totp_pending = NULL, totp_last_step = $3, \
+                    is_mfa_enabled = $4 WHERE id = $1"
+            .to_owned();
+        let clear = "DELETE FROM mfa_backup_codes WHERE user_id = $1".to_owned();
+        let insert = "INSERT INTO mfa_backup_codes (user_id, hash) VALUES ($1, $2)".to_owned();
+        let (secret, step, codes) = match enabled {
+            Some((secret, step, codes)) => (Some(secret), Some(step), codes),
+            None => (None, None, &[][..]),
+        };
+        run!(self, |q, exec| {
+            let mut tx = exec.begin().await?;
+            sqlx::query(q(user.clone()))
+                .bind(user_id)
+                .bind(secret)
+                .bind(step)
+                .bind(secret.is_some())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(q(clear.clone()))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for hash in codes {
+                sqlx::query(q(insert.clone()))
+                    .bind(user_id)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Spends TOTP step `step` for the user: false when it, or a later
+    /// one, was used already (a code works once).
+    pub async fn use_totp_step(&self, user_id: i64, step: i64) -> Result<bool, StoreError> {
+        let text = "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
+                    AND (totp_last_step IS NULL OR totp_last_step < $2)"
+            .to_owned();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(user_id)
+                .bind(step)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Spends a backup code (by hash): false when it is unknown or used.
+    pub async fn use_backup_code(
+        &self,
+        user_id: i64,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let text = "UPDATE mfa_backup_codes SET used_at = $3 WHERE user_id = $1 AND hash = $2 \
+                    AND used_at IS NULL"
+            .to_owned();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(user_id)
+                .bind(hash)
+                .bind(now_ms)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Keeps a single-use token (by hash) for `purpose`.
+    pub async fn create_user_token(
+        &self,
+        hash: &str,
+        user_id: i64,
+        purpose: &str,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let text = "INSERT INTO user_tokens (hash, user_id, purpose, created_at, expires_at) \
+                    VALUES ($1, $2, $3, $4, $5)"
+            .to_owned();
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(hash)
+                .bind(user_id)
+                .bind(purpose)
+                .bind(now_ms)
+                .bind(expires_at)
+                .execute(exec)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The user of a token for `purpose` not used and not expired; with
+    /// `spend`, it is used up (atomically: of two at once, one wins).
+    pub async fn user_token(
+        &self,
+        hash: &str,
+        purpose: &str,
+        now_ms: i64,
+        spend: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let text = if spend {
+            "UPDATE user_tokens SET used_at = $3 WHERE hash = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3 RETURNING user_id"
+        } else {
+            "SELECT user_id FROM user_tokens WHERE hash = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3"
+        }
+        .to_owned();
+        run!(self, |q, exec| {
+            match sqlx::query(q(text))
+                .bind(hash)
+                .bind(purpose)
+                .bind(now_ms)
+                .fetch_optional(exec)
+                .await?
+            {
+                Some(r) => Ok(Some(r.try_get::<i64, _>(0)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Sets the equipment a user may see (`None`: all of it); false when
+    /// there is no such live user.
+    pub async fn set_equipment_scope(
+        &self,
+        user_id: i64,
+        scope: Option<&[String]>,
+    ) -> Result<bool, StoreError> {
+        let stored = scope
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("equipment: {e}")))?;
+        let text =
+            "UPDATE users SET equipment_scope = $2 WHERE id = $1 AND deleted_at IS NULL".to_owned();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(user_id)
+                .bind(&stored)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Replaces a user's profile: name, company, phone, time zone and
+    /// attributes (JSON object); false when there is no such live user.
+    pub async fn set_profile(&self, user_id: i64, profile: &Profile) -> Result<bool, StoreError> {
+        let text = "UPDATE users SET name = $2, company = $3, phone = $4, timezone = $5, \
+                    attributes = $6 WHERE id = $1 AND deleted_at IS NULL"
+            .to_owned();
+        let attributes = profile.attributes.to_string();
+        run!(self, |q, exec| {
+            let done = sqlx::query(q(text))
+                .bind(user_id)
+                .bind(&profile.name)
+                .bind(&profile.company)
+                .bind(&profile.phone)
+                .bind(&profile.timezone)
+                .bind(&attributes)
+                .execute(exec)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Records that the user confirmed their e-mail.
+    pub async fn set_email_verified(&self, user_id: i64, now_ms: i64) -> Result<(), StoreError> {
+        let text = "UPDATE users SET email_verified_at = $2 WHERE id = $1".to_owned();
+        run!(self, |q, exec| {
+            sqlx::query(q(text))
+                .bind(user_id)
+                .bind(now_ms)
+                .execute(exec)
+                .await?;
+            Ok(())
         })
     }
 }

@@ -1027,6 +1027,7 @@
   const authDom = {
     box: $('auth'),
     login: $('login'),
+    reset: $('reset'),
     setup: $('setup'),
     change: $('password-change'),
     error: $('auth-error'),
@@ -1104,7 +1105,7 @@
   function ask(form, submit) {
     return new Promise((resolve) => {
       authDom.box.hidden = false;
-      for (const f of [authDom.login, authDom.setup, authDom.change]) f.hidden = f !== form;
+      for (const f of [authDom.login, authDom.reset, authDom.setup, authDom.change]) f.hidden = f !== form;
       authDom.error.textContent = '';
       form.onsubmit = async (ev) => {
         ev.preventDefault();
@@ -1132,7 +1133,26 @@
   }
 
   async function signInOnce() {
-    const setupCode = new URLSearchParams(location.hash.slice(1)).get('setup');
+    const link = new URLSearchParams(location.hash.slice(1));
+    const setupCode = link.get('setup');
+    const resetToken = link.get('reset');
+    const verifyToken = link.get('verify');
+    if (resetToken || verifyToken) history.replaceState(null, '', location.pathname);
+    if (verifyToken) {
+      // A link from the address-verification mail.
+      const r = await postJson('/api/v1/auth/verify-email/confirm', { token: verifyToken });
+      showToast(r.ok ? 'Your e-mail address is confirmed' : errorOf(r).message);
+    }
+    if (resetToken) {
+      // A link from the password-reset mail: a new password, then sign in with it.
+      await ask(authDom.reset, async () => {
+        const r = await postJson('/api/v1/auth/password-reset/confirm', {
+          token: resetToken,
+          new_password: input('reset-password'),
+        });
+        return r.ok ? null : errorOf(r).message;
+      });
+    }
     if (setupCode) {
       await ask(authDom.setup, async () => {
         const r = await postJson('/api/v1/auth/setup', {
@@ -1147,12 +1167,19 @@
       });
       history.replaceState(null, '', location.pathname);
     } else if (!(await renew().catch(() => false))) {
+      const codeRow = $('login-code-row');
       await ask(authDom.login, async () => {
-        const r = await postJson('/api/v1/auth/login', {
-          email: input('login-email'),
-          password: input('login-password'),
-        });
-        if (!r.ok) return errorOf(r).message;
+        const body = { email: input('login-email'), password: input('login-password') };
+        if (!codeRow.hidden && input('login-code')) body.code = input('login-code');
+        const r = await postJson('/api/v1/auth/login', body);
+        if (!r.ok) {
+          // The password was right; the account has a second factor.
+          if (errorOf(r).code === 'mfa_required') {
+            codeRow.hidden = false;
+            $('login-code').focus();
+          }
+          return errorOf(r).message;
+        }
         keep(r.data);
         return null;
       });
@@ -1203,6 +1230,16 @@
       await renewOrSignIn();
     }
   }
+
+  $('forgot').addEventListener('click', async () => {
+    const email = input('login-email');
+    if (!email) {
+      authDom.error.textContent = 'Type your e-mail first, then ask for a reset link';
+      return;
+    }
+    const r = await postJson('/api/v1/auth/password-reset', { email });
+    authDom.error.textContent = r.ok ? str(r.data && r.data.message) : errorOf(r).message;
+  });
 
   authDom.signOut.addEventListener('click', async () => {
     try {
