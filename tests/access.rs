@@ -574,8 +574,19 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
         .expect("subscribed");
     assert_eq!(subscribed["equipment"], json!(["rig-1"]));
 
-    // Lifted: every unit again, at the next request.
+    // Lifted: every unit again, at the next request; the open WebSocket,
+    // authorised under the old scope, closes so that it connects again.
     assert_eq!(scope(Value::Null).await.unwrap().status().as_u16(), 204);
+    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(u16::from(close.code), 4001);
+    assert!(close.reason.as_str().contains("permissions changed"));
+    let mut ws = WsClient::connect_as(&app, &token).await;
+    ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
+        .await;
+    assert!(ws
+        .next_of("snapshot", Duration::from_secs(10))
+        .await
+        .is_some());
     let (status, _) = call(&base, "get", "/api/v1/equipment/rig-2/stats", Some(&token)).await;
     assert_eq!(status, 200);
     app.shutdown().await;

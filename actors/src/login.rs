@@ -90,6 +90,13 @@ pub enum LoginMsg {
         /// Why: `logout`, `forced_logout`, `session_limit`…
         reason: String,
     },
+    /// User `user_id` changed (role, equipment scope): if this is their
+    /// session, its WebSockets close, so that they sign in again under the
+    /// new rules; the session goes on.
+    Reauthorise {
+        /// The user who changed.
+        user_id: i64,
+    },
     /// What the actor knows.
     Info(RpcReplyPort<LoginInfo>),
     /// Time to check for idleness and write the last activity.
@@ -122,10 +129,10 @@ pub struct LoginState {
 }
 
 impl LoginState {
-    fn close_sockets(&mut self, reason: &str) {
+    fn close_sockets(&mut self, why: &str) {
         for socket in self.sockets.drain(..) {
             if let Some(outbox) = socket.upgrade() {
-                outbox.close(format!("session ended: {reason}"));
+                outbox.close(why);
             }
         }
     }
@@ -211,9 +218,14 @@ impl Actor for Login {
             }
             LoginMsg::End { reason } => {
                 tracing::debug!(user = st.args.spec.user_id, %reason, "session ended");
-                st.close_sockets(&reason);
+                st.close_sockets(&format!("session ended: {reason}"));
                 // An ended session is a normal end for its supervisor.
                 myself.stop(None);
+            }
+            LoginMsg::Reauthorise { user_id } => {
+                if user_id == st.args.spec.user_id {
+                    st.close_sockets("permissions changed: connect again");
+                }
             }
             LoginMsg::Info(reply) => {
                 st.sockets.retain(|s| s.strong_count() > 0);
@@ -240,7 +252,7 @@ impl Actor for Login {
                         user = st.args.spec.user_id,
                         "idle session ended"
                     );
-                    st.close_sockets("idle");
+                    st.close_sockets("session ended: idle");
                     myself.stop(None);
                 } else if st
                     .written_at

@@ -448,6 +448,21 @@ impl Tree {
         }
     }
 
+    /// User `user_id` changed: the WebSockets of their sessions close, so
+    /// that they connect again under the new rules.
+    pub fn reauthorise_user(&self, user_id: i64) {
+        let prefix = format!("{SESSIONS}/login-");
+        for info in self.registry.snapshot() {
+            if !info.path.starts_with(&prefix) {
+                continue;
+            }
+            if let Some(cell) = self.registry.cell(&info.path) {
+                let actor: ActorRef<crate::login::LoginMsg> = ActorRef::from(cell);
+                let _ = actor.cast(crate::login::LoginMsg::Reauthorise { user_id });
+            }
+        }
+    }
+
     /// Ends a session.
     pub fn close_session(&self, id: &str) {
         if let Some(cell) = self.registry.cell(SESSIONS) {

@@ -608,6 +608,10 @@ impl Auth {
     async fn user_changed(&self, user_id: i64) {
         self.cache_lock()
             .retain(|_, c| c.session.user_id != user_id);
+        // Open WebSockets were authorised under the old rules.
+        if let Some(tree) = self.tree.get() {
+            tree.reauthorise_user(user_id);
+        }
         let ttl = std::time::Duration::from_secs(self.settings.session_cache_secs)
             + std::time::Duration::from_millis(2 * CLOCK_SKEW_MS as u64);
         self.shared.user_changed(user_id, now_ms(), ttl).await;

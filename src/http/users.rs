@@ -303,7 +303,8 @@ pub struct EquipmentScope {
 
 /// Limits the equipment a user sees: the list, the routes of a unit and
 /// WebSocket subscriptions (others answer 403 `forbidden_equipment`).
-/// Holds from their next request and subscription.
+/// Holds from their next request; their open WebSockets close (4001) and
+/// connect again under it.
 #[utoipa::path(put, path = "/api/v1/admin/users/{id}/equipment", tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     request_body = EquipmentScope,
