@@ -591,3 +591,76 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
     assert_eq!(status, 200);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
+    use std::time::Duration;
+
+    // The oil alert fires on every rig within seconds.
+    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
+    let base = format!("http://{}", app.addr);
+    let token = sign_in(&app, "rig1@plant.example", "engineer").await;
+    let id = app
+        .state
+        .store
+        .user_by_email("rig1@plant.example")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let set = http()
+        .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
+        .json(&json!({"equipment": ["rig-1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status().as_u16(), 204);
+    eventually(
+        Duration::from_secs(20),
+        "oil alerts on rig-1 and rig-2",
+        async || {
+            let all = get_json(format!("{base}/api/v1/alerts?state=open")).await;
+            let units: Vec<&str> = all["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a["equipment"].as_str())
+                .collect();
+            units.contains(&"rig-1") && units.contains(&"rig-2")
+        },
+    )
+    .await;
+    let all = get_json(format!("{base}/api/v1/alerts?state=open")).await;
+    let rig2_alert = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["equipment"] == "rig-2")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    let (status, mine) = call(&base, "get", "/api/v1/alerts?state=open", Some(&token)).await;
+    assert_eq!(status, 200);
+    let units: Vec<&str> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["equipment"].as_str().unwrap_or("plant"))
+        .collect();
+    assert!(units.contains(&"rig-1"), "{mine}");
+    assert!(
+        units.iter().all(|u| *u == "rig-1" || *u == "plant"),
+        "{units:?}"
+    );
+    assert_eq!(mine["total"].as_i64().unwrap() as usize, units.len());
+    let (status, body) = call(&base, "get", "/api/v1/alerts?equipment=rig-2", Some(&token)).await;
+    assert_eq!((status, code(&body)), (403, "forbidden_equipment"));
+    let path = format!("/api/v1/alerts/{rig2_alert}");
+    let (status, _) = call(&base, "get", &path, Some(&token)).await;
+    assert_eq!(status, 403);
+    let path = format!("/api/v1/alerts/{rig2_alert}/acknowledge");
+    let (status, body) = call(&base, "post", &path, Some(&token)).await;
+    assert_eq!((status, code(&body)), (403, "forbidden_equipment"));
+    app.shutdown().await;
+}

@@ -50,9 +50,13 @@ pub struct AlertsQuery {
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    who: Principal,
     query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AlertPage>, ApiError> {
     let Query(q) = query?;
+    if let Some(e) = &q.equipment {
+        super::access::check_equipment(&who, e)?;
+    }
     let (from_ms, to_ms) = window(
         q.from.as_deref(),
         q.to.as_deref(),
@@ -86,6 +90,16 @@ pub async fn list(
         states,
         min_severity,
         equipment: q.equipment,
+        // The plant's own ids that the caller may see.
+        within: who.equipment.as_ref().map(|_| {
+            state
+                .tree
+                .equipment_specs
+                .iter()
+                .map(|spec| spec.id.as_str().to_owned())
+                .filter(|id| who.sees(id))
+                .collect()
+        }),
         from_ms: Some(from_ms),
         to_ms: Some(to_ms),
         page,
@@ -104,15 +118,32 @@ pub async fn list(
     ))]
 pub async fn get(
     State(state): State<AppState>,
+    who: Principal,
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<AlertDetail>, ApiError> {
     let Path(id) = path?;
-    state
+    let detail = state
         .store
         .alert(id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))?;
+    if let Some(e) = &detail.alert.equipment {
+        super::access::check_equipment(&who, e)?;
+    }
+    Ok(Json(detail))
+}
+
+/// For a caller limited to some equipment: alert `id` must be of one of
+/// those units (or plant-wide).
+async fn check_alert_scope(state: &AppState, who: &Principal, id: i64) -> Result<(), ApiError> {
+    if who.equipment.is_none() {
+        return Ok(());
+    }
+    let equipment = state.store.alert(id).await?.and_then(|d| d.alert.equipment);
+    match equipment {
+        Some(e) => super::access::check_equipment(who, &e),
+        None => Ok(()),
+    }
 }
 
 /// Why one acts on an alert (who is the signed-in caller).
@@ -181,6 +212,7 @@ async fn act(
     acknowledge: bool,
 ) -> Result<Json<AlertActionResult>, ApiError> {
     let Path(id) = path?;
+    check_alert_scope(&state, &who, id).await?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest {
         message: e.body_text(),
         details: None,

@@ -391,6 +391,10 @@ pub struct AlertFilter {
     pub min_severity: Option<Severity>,
     /// Only this equipment unit.
     pub equipment: Option<String>,
+    /// Only alerts of these units and plant-wide ones (a user's equipment
+    /// scope; `None`: any). The ids must come from the plant's
+    /// configuration, never from a request: they are spliced as literals.
+    pub within: Option<Vec<String>>,
     /// First seen from (inclusive), ms.
     pub from_ms: Option<i64>,
     /// First seen before, ms.
@@ -470,6 +474,20 @@ fn filter_sql(f: &AlertFilter) -> (String, Vec<i64>, Option<String>) {
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
         clauses.push(format!("severity IN ({})", list.join(", ")));
+    }
+    if let Some(within) = &f.within {
+        let list: Vec<String> = within
+            .iter()
+            .map(|id| format!("'{}'", id.replace('\'', "''")))
+            .collect();
+        clauses.push(if list.is_empty() {
+            "equipment_id IS NULL".to_owned()
+        } else {
+            format!(
+                "(equipment_id IS NULL OR equipment_id IN ({}))",
+                list.join(", ")
+            )
+        });
     }
     clauses.push("first_seen >= $1 AND first_seen < $2".to_owned());
     let equipment = f.equipment.clone();
