@@ -230,14 +230,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         .login("admin@plant.example", PASSWORD, None, None)
         .await
         .expect("login");
-    let admin_user = app
-        .state
-        .store
-        .user_by_email("admin@plant.example")
-        .await
-        .expect("store")
-        .expect("the admin")
-        .id;
+    let admin_user = user_id(&app, "admin@plant.example").await;
     let live_sid = admin_id.session_id.clone();
     let expired = signed(KEY_SECRET, &claims(admin_user, Role::Admin, &live_sid, -5));
     let foreign = signed(
@@ -520,14 +513,7 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
     let mut app = spawn_app().await;
     let base = format!("http://{}", app.addr);
     let token = sign_in(&app, "rig1@plant.example", "viewer").await;
-    let id = app
-        .state
-        .store
-        .user_by_email("rig1@plant.example")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = user_id(&app, "rig1@plant.example").await;
     let scope = |equipment: Value| {
         http()
             .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
@@ -600,14 +586,7 @@ async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
     let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
     let base = format!("http://{}", app.addr);
     let token = sign_in(&app, "rig1@plant.example", "engineer").await;
-    let id = app
-        .state
-        .store
-        .user_by_email("rig1@plant.example")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = user_id(&app, "rig1@plant.example").await;
     let set = http()
         .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
         .json(&json!({"equipment": ["rig-1"]}))

@@ -33,14 +33,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     let mut app = spawn_app().await;
     let base = format!("http://{}/api/v1", app.addr);
     let admin = sign_in(&app, "admin@plant.example", "admin").await;
-    let admin_id = app
-        .state
-        .store
-        .user_by_email("admin@plant.example")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let admin_id = user_id(&app, "admin@plant.example").await;
 
     // Scopes are permissions the maker has, never user management.
     for (scopes, why) in [
@@ -215,14 +208,7 @@ async fn a_key_has_its_own_rate_limit_and_dies_with_its_maker() {
     assert_eq!(status, 200);
 
     // Its maker deleted (by the break-glass admin): it stops.
-    let admin_id = app
-        .state
-        .store
-        .user_by_email("admin@plant.example")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let admin_id = user_id(&app, "admin@plant.example").await;
     let (status, _) = send(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
     assert_eq!(status, 204);
     let (status, _) = send(

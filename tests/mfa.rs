@@ -68,14 +68,7 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     .await;
     let base = format!("http://{}/api/v1", app.addr);
     let ana = sign_in(&app, "ana@plant.example", "viewer").await;
-    let ana_id = app
-        .state
-        .store
-        .user_by_email("ana@plant.example")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let ana_id = user_id(&app, "ana@plant.example").await;
     let post = |path: &str, token: &str, body: Value| {
         send(
             anonymous()

@@ -10,23 +10,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::*;
-use hydrowatch::App;
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn user_id(app: &App, email: &str) -> i64 {
-    app.state
-        .store
-        .user_by_email(email)
-        .await
-        .expect("store")
-        .expect("user")
-        .id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

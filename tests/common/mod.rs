@@ -215,6 +215,17 @@ pub async fn sign_in(app: &App, email: &str, role: &str) -> String {
     log_in(app, email).await
 }
 
+/// The id of the user with `email`.
+pub async fn user_id(app: &App, email: &str) -> i64 {
+    app.state
+        .store
+        .user_by_email(email)
+        .await
+        .expect("store")
+        .expect("user")
+        .id
+}
+
 /// Signs an existing user in with [`PASSWORD`]: a new session's access token.
 pub async fn log_in(app: &App, email: &str) -> String {
     let issued = app
