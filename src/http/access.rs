@@ -163,7 +163,7 @@ pub fn route_of_documented(path: &str) -> &str {
 
 /// What `method route` needs: `None` when the route is not in the table
 /// (refused), `Some(None)` when the route is there with other methods only
-/// (the router answers 405).
+/// (405, whether or not a handler would answer: nothing unlisted runs).
 pub fn required(method: &Method, route: &str) -> Option<Option<Access>> {
     // HEAD is answered by the GET handler.
     let method = if method == Method::HEAD {
@@ -213,8 +213,11 @@ pub async fn authorize(
     };
     let access = match required(request.method(), &route) {
         Some(Some(access)) => access,
-        // Another method of a known route: the router's 405.
-        Some(None) => return next.run(request).await,
+        // Another method of a known route: refused here, so that a handler
+        // added without an access rule cannot answer.
+        Some(None) => {
+            return ApiError::MethodNotAllowed(request.method().to_string()).into_response()
+        }
         None => {
             tracing::error!(%route, "route without an access rule refused");
             return ApiError::Internal(format!("{route} has no access rule")).into_response();
