@@ -403,11 +403,8 @@ async fn a_forced_password_change_comes_before_anything_else_and_roles_hold_at_o
     let mut app = spawn_app().await;
     let base = format!("http://{}", app.addr);
     let new = hydrowatch::auth::NewUser {
-        email: "new@plant.example".into(),
-        name: "New".into(),
-        role: Role::Engineer,
-        password: PASSWORD.into(),
         must_change_password: true,
+        ..new_user("new@plant.example", "engineer")
     };
     let id = app.state.auth.add_user(&new, None).await.expect("user");
     let token = log_in(&app, "new@plant.example").await;

@@ -11,13 +11,6 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn make_key(base: &str, admin: &str, body: Value) -> (u16, Value) {
     send(
         anonymous()

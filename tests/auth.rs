@@ -13,13 +13,6 @@ use hydrowatch::auth::{AuthError, NewUser};
 
 const PASSWORD: &str = "a long enough secret";
 
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
     send(
         http()

@@ -14,13 +14,6 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// RFC 6238 as the test knows it: HMAC-SHA1 of the 30 s step, dynamic
 /// truncation, six digits.
 fn totp(secret_base32: &str, unix_secs: u64) -> String {

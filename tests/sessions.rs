@@ -11,13 +11,6 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
     let mut app = spawn_app().await;
@@ -110,13 +103,7 @@ async fn users_list_and_end_their_own_sessions_only() {
                 .json(&json!({"email": "ana@plant.example", "password": PASSWORD})),
         )
     };
-    let new = hydrowatch::auth::NewUser {
-        email: "ana@plant.example".into(),
-        name: "Ana".into(),
-        role: hydrowatch::auth::roles::Role::Viewer,
-        password: PASSWORD.into(),
-        must_change_password: false,
-    };
+    let new = new_user("ana@plant.example", "viewer");
     app.state.auth.add_user(&new, None).await.unwrap();
     let (_, phone) = login("phone").await;
     let (_, laptop) = login("laptop").await;

@@ -10,21 +10,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::*;
-use hydrowatch::auth::roles::Role;
-use hydrowatch::auth::{AuthError, NewUser};
+use hydrowatch::auth::AuthError;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A key prefix of this test's own in the shared Redis.
 fn prefix(test: &str) -> String {
     format!("hwtest:{test}:{}:", std::process::id())
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
@@ -34,16 +26,6 @@ async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
             .json(&json!({"email": email, "password": password})),
     )
     .await
-}
-
-fn ana() -> NewUser {
-    NewUser {
-        email: "ana@plant.example".into(),
-        name: "Ana".into(),
-        role: Role::Engineer,
-        password: PASSWORD.into(),
-        must_change_password: false,
-    }
 }
 
 async fn redis_has(key: &str) -> bool {
@@ -80,7 +62,12 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     let mut a = spawn_with(fast_plant_config_full(&[], keys, &env)).await;
     let mut b = spawn_with(fast_plant_config_full(&[], keys, &env)).await;
     let (on_a, on_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    let ana_id = a.state.auth.add_user(&ana(), None).await.expect("user");
+    let ana_id = a
+        .state
+        .auth
+        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .await
+        .expect("user");
 
     // Signed in on A (one of five logins from this address), used on B:
     // B reads the session from the database once, then trusts its cache
@@ -198,7 +185,11 @@ async fn without_redis_the_login_limits_hold_in_the_process() {
     ]))
     .await;
     let base = format!("http://{}", app.addr);
-    app.state.auth.add_user(&ana(), None).await.expect("user");
+    app.state
+        .auth
+        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .await
+        .expect("user");
     // The e-mail's bucket, whatever the password: three, then none.
     for password in ["wrong password!", PASSWORD, "wrong again!"] {
         let (status, _) = login(&base, "ana@plant.example", password).await;
@@ -229,7 +220,11 @@ async fn when_redis_goes_away_sign_in_falls_back_to_the_database() {
     ]))
     .await;
     let base = format!("http://{}", app.addr);
-    app.state.auth.add_user(&ana(), None).await.expect("user");
+    app.state
+        .auth
+        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .await
+        .expect("user");
     let (status, issued) = login(&base, "ana@plant.example", PASSWORD).await;
     assert_eq!(status, 200);
     let token = issued["access_token"].as_str().unwrap().to_owned();

@@ -61,7 +61,7 @@ pub struct LoginSpec {
 pub struct LoginInfo {
     /// The user.
     pub user_id: i64,
-    /// Client address of the last request.
+    /// Client address at login.
     pub ip: Option<String>,
     /// Client software.
     pub user_agent: Option<String>,
@@ -75,13 +75,8 @@ pub struct LoginInfo {
 
 /// Messages of a login actor.
 pub enum LoginMsg {
-    /// A request of the session, at `at_ms`, from `ip`.
-    Touch {
-        /// When, ms since the epoch.
-        at_ms: i64,
-        /// From where.
-        ip: Option<String>,
-    },
+    /// A request of the session, at this instant (ms since the epoch).
+    Touch(i64),
     /// A WebSocket signed in with the session.
     Attach(Weak<Outbox>),
     /// The session ended elsewhere (already recorded): close its WebSockets
@@ -119,7 +114,6 @@ pub struct Login;
 /// State of a login actor.
 pub struct LoginState {
     args: LoginArgs,
-    ip: Option<String>,
     last_activity_ms: i64,
     last_active: Instant,
     written_ms: i64,
@@ -173,7 +167,6 @@ impl Actor for Login {
         let ticker = myself.send_interval(every, || LoginMsg::Tick);
         let now = (args.now_ms)();
         Ok(LoginState {
-            ip: args.spec.ip.clone(),
             last_activity_ms: now,
             last_active: Instant::now(),
             written_ms: 0,
@@ -205,12 +198,9 @@ impl Actor for Login {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            LoginMsg::Touch { at_ms, ip } => {
+            LoginMsg::Touch(at_ms) => {
                 st.last_activity_ms = st.last_activity_ms.max(at_ms);
                 st.last_active = Instant::now();
-                if ip.is_some() {
-                    st.ip = ip;
-                }
             }
             LoginMsg::Attach(socket) => {
                 st.sockets.retain(|s| s.strong_count() > 0);
@@ -231,7 +221,7 @@ impl Actor for Login {
                 st.sockets.retain(|s| s.strong_count() > 0);
                 let _ = reply.send(LoginInfo {
                     user_id: st.args.spec.user_id,
-                    ip: st.ip.clone(),
+                    ip: st.args.spec.ip.clone(),
                     user_agent: st.args.spec.user_agent.clone(),
                     started_ms: st.args.spec.started_ms,
                     last_activity_ms: st.last_activity_ms,
@@ -327,16 +317,11 @@ mod tests {
         // Used every 40 s: never idle for 60.
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_secs(40)).await;
-            actor
-                .cast(LoginMsg::Touch {
-                    at_ms: 2_000,
-                    ip: Some("10.0.0.2".into()),
-                })
-                .unwrap();
+            actor.cast(LoginMsg::Touch(2_000)).unwrap();
         }
         let info = ractor::call!(actor, LoginMsg::Info).unwrap();
         assert_eq!(info.websockets, 1);
-        assert_eq!(info.ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(info.ip.as_deref(), Some("10.0.0.1"));
         assert_eq!(info.last_activity_ms, 2_000);
         assert!(ledger.ended.lock().unwrap().is_empty());
         assert!(socket.closed().is_none());

@@ -377,19 +377,22 @@ impl Tree {
             .map(ActorRef::from)
     }
 
-    /// Tells the session's login actor of a request, starting the actor
-    /// first if it does not run (a new login, or the first request after a
-    /// restart).
+    /// Tells session `session_id`'s login actor of a request at `at_ms`,
+    /// starting the actor from `spec` first if it does not run (a new
+    /// login, or the first request after a restart): the spec is built only
+    /// then, not on every request.
     pub async fn touch_login(
         &self,
-        spec: crate::login::LoginSpec,
+        session_id: &str,
         at_ms: i64,
+        spec: impl FnOnce() -> crate::login::LoginSpec,
     ) -> Result<ActorRef<crate::login::LoginMsg>, SessionError> {
-        let touch = |ip| crate::login::LoginMsg::Touch { at_ms, ip };
-        if let Some(actor) = self.login(&spec.session_id) {
-            let _ = actor.cast(touch(spec.ip.clone()));
+        let touch = crate::login::LoginMsg::Touch;
+        if let Some(actor) = self.login(session_id) {
+            let _ = actor.cast(touch(at_ms));
             return Ok(actor);
         }
+        let spec = spec();
         let settings = self.logins.clone().ok_or(SessionError::Unavailable)?;
         let sessions: ActorRef<SupervisorMsg> = self
             .registry
@@ -397,7 +400,6 @@ impl Tree {
             .map(ActorRef::from)
             .ok_or(SessionError::Unavailable)?;
         let id = login_child_id(&spec.session_id);
-        let ip = spec.ip.clone();
         let child = ChildSpec {
             id: id.clone(),
             kind: ActorKind::Login,
@@ -434,7 +436,7 @@ impl Tree {
                 .ok_or(SessionError::StartFailed(e))?,
             Err(e) => return Err(SessionError::StartFailed(e)),
         };
-        let _ = actor.cast(touch(ip));
+        let _ = actor.cast(touch(at_ms));
         Ok(actor)
     }
 

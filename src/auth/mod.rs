@@ -383,6 +383,17 @@ pub struct Auth {
     mail: Option<(Arc<crate::notify::email::Mailer>, String)>,
 }
 
+/// What a login actor starts with, from the stored session.
+fn login_spec(session: &SessionRecord) -> hydrowatch_actors::login::LoginSpec {
+    hydrowatch_actors::login::LoginSpec {
+        session_id: session.id.clone(),
+        user_id: session.user_id,
+        ip: session.ip.clone(),
+        user_agent: session.user_agent.clone(),
+        started_ms: session.created_at,
+    }
+}
+
 /// Backup codes made when the second factor is turned on.
 const BACKUP_CODES: usize = 10;
 
@@ -585,9 +596,13 @@ impl Auth {
     /// Tells the session's login actor of a request (starting it if needed).
     /// The session is valid whether or not that works: the actor only
     /// holds what is live about it.
-    async fn touch(&self, spec: hydrowatch_actors::login::LoginSpec) {
+    async fn touch(
+        &self,
+        session_id: &str,
+        spec: impl FnOnce() -> hydrowatch_actors::login::LoginSpec,
+    ) {
         if let Some(tree) = self.tree.get() {
-            if let Err(e) = tree.touch_login(spec, now_ms()).await {
+            if let Err(e) = tree.touch_login(session_id, now_ms(), spec).await {
                 tracing::warn!(error = %e, "no login actor for the session");
             }
         }
@@ -953,14 +968,7 @@ impl Auth {
             .create_session(&session, &tokens::digest(&refresh), session.expires_at)
             .await?;
         tracing::info!(event = "login", user = user.id, session = %session.id, "logged in");
-        self.touch(hydrowatch_actors::login::LoginSpec {
-            session_id: session.id.clone(),
-            user_id: user.id,
-            ip: session.ip.clone(),
-            user_agent: session.user_agent.clone(),
-            started_ms: now,
-        })
-        .await;
+        self.touch(&session.id, || login_spec(&session)).await;
         let changes = serde_json::json!({"email": user.email});
         self.audit(from(event(
             Some(user.id),
@@ -1014,14 +1022,7 @@ impl Auth {
             .user_by_id(session.user_id)
             .await?
             .ok_or_else(invalid)?;
-        self.touch(hydrowatch_actors::login::LoginSpec {
-            session_id: session.id.clone(),
-            user_id: session.user_id,
-            ip: session.ip.clone(),
-            user_agent: session.user_agent.clone(),
-            started_ms: session.created_at,
-        })
-        .await;
+        self.touch(&session.id, || login_spec(&session)).await;
         let refresh = tokens::random_token();
         self.store
             .rotate_refresh_token(
@@ -1161,7 +1162,7 @@ impl Auth {
                 found.role
             )))
         })?;
-        self.touch(hydrowatch_actors::login::LoginSpec {
+        self.touch(&claims.sid, || hydrowatch_actors::login::LoginSpec {
             session_id: claims.sid.clone(),
             user_id,
             ip: found.ip.clone(),
@@ -1504,32 +1505,19 @@ impl Auth {
             created_at: now,
             expires_at,
         };
-        let id = self.store.create_api_key(&record).await?;
+        let record = self.store.create_api_key(&record).await?;
         let changes = serde_json::json!({"name": name, "scopes": key.scopes, "expires_at": expires_at, "prefix": prefix});
         self.audit(event(
             Some(user_id),
             "api_key.create",
             "api_key",
-            Some(id.to_string()),
+            Some(record.id.to_string()),
             changes,
         ))
         .await;
         Ok(IssuedKey {
             key: secret,
-            record: crate::store::api_keys::ApiKeyRecord {
-                id,
-                user_id,
-                name: name.to_owned(),
-                prefix,
-                scopes: key.scopes.clone(),
-                rate_burst: i64::from(rate.burst),
-                rate_per_min: i64::from(rate.per_min),
-                created_at: now,
-                expires_at,
-                last_used_at: None,
-                usage_count: 0,
-                revoked_at: None,
-            },
+            record,
         })
     }
 

@@ -139,8 +139,7 @@ async fn check_alert_scope(state: &AppState, who: &Principal, id: i64) -> Result
     if who.equipment.is_none() {
         return Ok(());
     }
-    let equipment = state.store.alert(id).await?.and_then(|d| d.alert.equipment);
-    match equipment {
+    match state.store.alert_equipment(id).await?.flatten() {
         Some(e) => super::access::check_equipment(who, &e),
         None => Ok(()),
     }

@@ -634,6 +634,18 @@ impl Store {
             Store::Sqlite(pool) => detail_in!(pool, sqlite_sql, id),
         }
     }
+
+    /// The unit of alert `id` (`Some(None)`: a plant-wide alert; `None`:
+    /// no such alert), without its history and deliveries.
+    pub async fn alert_equipment(&self, id: i64) -> Result<Option<Option<String>>, StoreError> {
+        let text = "SELECT equipment_id FROM alerts WHERE id = $1".to_owned();
+        super::run!(self, |q, exec| {
+            match sqlx::query(q(text)).bind(id).fetch_optional(exec).await? {
+                Some(r) => Ok(Some(sqlx::Row::try_get(&r, 0)?)),
+                None => Ok(None),
+            }
+        })
+    }
 }
 
 /// A notification due for delivery, with its alert.

@@ -85,14 +85,15 @@ where
 }
 
 impl Store {
-    /// Stores a new key; its id.
-    pub async fn create_api_key(&self, key: &NewApiKey<'_>) -> Result<i64, StoreError> {
+    /// Stores a new key; the key as stored.
+    pub async fn create_api_key(&self, key: &NewApiKey<'_>) -> Result<ApiKeyRecord, StoreError> {
         let scopes = serde_json::to_string(key.scopes)
             .map_err(|e| StoreError::Invalid(format!("scopes: {e}")))?;
         let text = "INSERT INTO api_keys (user_id, name, prefix, hash, scopes, rate_burst, \
                     rate_per_min, created_at, expires_at) \
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"
-            .to_owned();
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING "
+            .to_owned()
+            + COLUMNS;
         run!(self, |q, exec| {
             let row = sqlx::query(q(text))
                 .bind(key.user_id)
@@ -106,7 +107,7 @@ impl Store {
                 .bind(key.expires_at)
                 .fetch_one(exec)
                 .await?;
-            Ok(row.try_get::<i64, _>(0)?)
+            key_of(&row)
         })
     }
 

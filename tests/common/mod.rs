@@ -193,20 +193,34 @@ pub fn anonymous() -> reqwest::Client {
         .expect("client")
 }
 
+/// Sends `request`: the status and the JSON body (`null` when there is
+/// none).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 /// A password that meets the policy.
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A user of `role` (`ADMIN`, `ENGINEER`, `VIEWER`) with [`PASSWORD`],
+/// named after the e-mail.
+pub fn new_user(email: &str, role: &str) -> hydrowatch::auth::NewUser {
+    hydrowatch::auth::NewUser {
+        email: email.into(),
+        name: email.split('@').next().unwrap_or(email).into(),
+        role: hydrowatch::auth::roles::Role::parse(role).expect("a role"),
+        password: PASSWORD.into(),
+        must_change_password: false,
+    }
+}
 
 /// Creates a user of `role` (`ADMIN`, `ENGINEER`, `VIEWER`) in `app` with
 /// [`PASSWORD`] and signs them in: their access token.
 pub async fn sign_in(app: &App, email: &str, role: &str) -> String {
-    use hydrowatch::auth::{roles::Role, NewUser};
-    let user = NewUser {
-        email: email.into(),
-        name: email.split('@').next().unwrap_or(email).into(),
-        role: Role::parse(role).expect("a role"),
-        password: PASSWORD.into(),
-        must_change_password: false,
-    };
+    let user = new_user(email, role);
     app.state
         .auth
         .add_user(&user, None)
