@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use hydrowatch_actors::connection::ConnectionSpec;
 use hydrowatch_actors::{Tree, TreeConfig, TreeStorage};
-use hydrowatch_protocols::modbus::{PollerConfig, ReconnectPolicy, SimulatorHandle};
+use hydrowatch_protocols::modbus::{
+    PollerConfig, ReconnectPolicy, SimulatorHandle, SimulatorOptions,
+};
 use hydrowatch_protocols::rig::RigRecording;
 
 use crate::config::{Loaded, Plant, StorageSettings};
@@ -55,15 +57,19 @@ pub async fn start_simulators(
     for sim in &plant.simulators {
         let port = if fixed_ports { sim.port } else { 0 };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let handle = SimulatorHandle::start_with_speed(
-            addr,
-            recording.clone(),
-            sim.condition,
-            sim.phase_secs,
-            sim.speed,
-        )
-        .await
-        .with_context(|| format!("simulator for {} could not listen on {addr}", sim.equipment))?;
+        let options = SimulatorOptions {
+            framing: sim.framing,
+            units: sim.units.clone(),
+            condition: sim.condition,
+            phase_secs: sim.phase_secs,
+            speed: sim.speed,
+            faults: sim.faults.clone(),
+        };
+        let handle = SimulatorHandle::start_with(addr, recording.clone(), options)
+            .await
+            .with_context(|| {
+                format!("simulator for {} could not listen on {addr}", sim.equipment)
+            })?;
         out.insert(sim.equipment.clone(), Arc::new(Mutex::new(handle)));
     }
     Ok(out)
@@ -236,10 +242,12 @@ impl App {
                 equipment: planned.equipment.clone(),
                 poller: PollerConfig {
                     addr,
+                    framing: c.protocol.framing(),
                     unit_id: c.unit_id,
                     connect_timeout: Duration::from_millis(c.connect_timeout_ms),
                     request_timeout: Duration::from_millis(c.request_timeout_ms),
                     max_registers_per_read: c.max_registers_per_read,
+                    max_bits_per_read: c.max_bits_per_read,
                     max_gap: c.max_gap,
                     reconnect: ReconnectPolicy {
                         initial: Duration::from_millis(c.reconnect_initial_ms),
@@ -250,6 +258,7 @@ impl App {
                 },
                 map: planned.map.clone(),
                 period: Duration::from_millis(c.period_ms),
+                setpoints: planned.setpoints.clone(),
             });
         }
         let audit = Arc::new(crate::audit::AuditLog::new(

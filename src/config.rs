@@ -17,15 +17,17 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use hydrowatch_actors::alerting::AlertingConfig;
+use hydrowatch_actors::connection::SetpointSpec;
 use hydrowatch_actors::storage::WriterConfig;
 use hydrowatch_actors::SupervisionConfig;
 use hydrowatch_models::alert::escalation::EscalationPolicy;
 use hydrowatch_models::alert::rules::RuleSpec;
 use hydrowatch_models::alert::silence::{Inhibition, Matchers, Silence, Window, WindowSpec};
 use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
+use hydrowatch_protocols::modbus::{Framing, ModbusFaults};
 use hydrowatch_protocols::rig::RigCondition;
 use hydrowatch_protocols::{
-    ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
+    ByteOrder, DataType, Endianness, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
 };
 
 use crate::store::{LayoutSettings, TimescaleMode};
@@ -520,7 +522,7 @@ pub struct SensorConfig {
     /// Stale after this long without a reading, ms.
     #[serde(default = "default_stale_ms")]
     pub stale_after_ms: u64,
-    /// Register table.
+    /// Register table: `holding` (default), `input`, `coil`, `discrete_input`.
     #[serde(default = "default_kind")]
     pub register: RegisterKind,
     /// First register.
@@ -528,12 +530,15 @@ pub struct SensorConfig {
     /// Encoding.
     #[serde(rename = "type")]
     pub data_type: DataType,
-    /// Byte order within a register.
-    #[serde(default)]
-    pub byte_order: ByteOrder,
-    /// Register order.
-    #[serde(default)]
-    pub word_order: WordOrder,
+    /// Byte order within a register (default big).
+    pub byte_order: Option<ByteOrder>,
+    /// Register order (default big).
+    pub word_order: Option<WordOrder>,
+    /// Both orders by their usual name (`abcd`, `cdab`, `badc`, `dcba`),
+    /// instead of `byte_order` and `word_order`.
+    pub order: Option<Endianness>,
+    /// Unit id, when not the connection's (a device behind a gateway).
+    pub unit_id: Option<u8>,
     /// Engineering = raw × scale + offset.
     #[serde(default = "one")]
     pub scale: f64,
@@ -570,6 +575,121 @@ impl SensorConfig {
     }
 }
 
+/// A value operators may write to an equipment's device
+/// (`[[setpoint_sets.X]]`): a holding register (or several) or a coil, written
+/// through the API and read back before the write counts as done.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetpointConfig {
+    /// Identifier within the equipment.
+    pub id: SensorId,
+    /// Display name.
+    pub name: String,
+    /// Engineering unit.
+    pub unit: String,
+    /// Lowest value accepted.
+    pub min: f64,
+    /// Highest value accepted.
+    pub max: f64,
+    /// `holding` (default) or `coil`.
+    #[serde(default = "default_kind")]
+    pub register: RegisterKind,
+    /// First register.
+    pub address: u16,
+    /// Encoding.
+    #[serde(rename = "type")]
+    pub data_type: DataType,
+    /// Byte order within a register (default big).
+    pub byte_order: Option<ByteOrder>,
+    /// Register order (default big).
+    pub word_order: Option<WordOrder>,
+    /// Both orders by their usual name, instead of the two above.
+    pub order: Option<Endianness>,
+    /// Unit id, when not the connection's.
+    pub unit_id: Option<u8>,
+    /// Engineering = raw × scale + offset.
+    #[serde(default = "one")]
+    pub scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+/// Where a configured point lives, whatever it is (sensor or setpoint).
+struct PointPlace<'a> {
+    id: &'a SensorId,
+    register: RegisterKind,
+    address: u16,
+    data_type: DataType,
+    byte_order: Option<ByteOrder>,
+    word_order: Option<WordOrder>,
+    order: Option<Endianness>,
+    unit_id: Option<u8>,
+    scale: f64,
+    offset: f64,
+}
+
+impl PointPlace<'_> {
+    /// The register point, or why the orders contradict each other.
+    fn point(&self) -> Result<RegisterPoint, String> {
+        let (byte_order, word_order) = match (self.order, self.byte_order, self.word_order) {
+            (Some(order), None, None) => order.orders(),
+            (Some(_), _, _) => {
+                return Err(format!(
+                    "{}: give either order or byte_order/word_order, not both",
+                    self.id.as_str()
+                ))
+            }
+            (None, b, w) => (b.unwrap_or_default(), w.unwrap_or_default()),
+        };
+        Ok(RegisterPoint {
+            sensor: self.id.clone(),
+            unit: self.unit_id,
+            kind: self.register,
+            address: self.address,
+            data_type: self.data_type,
+            byte_order,
+            word_order,
+            scale: self.scale,
+            offset: self.offset,
+        })
+    }
+}
+
+impl SensorConfig {
+    fn place(&self) -> PointPlace<'_> {
+        PointPlace {
+            id: &self.id,
+            register: self.register,
+            address: self.address,
+            data_type: self.data_type,
+            byte_order: self.byte_order,
+            word_order: self.word_order,
+            order: self.order,
+            unit_id: self.unit_id,
+            scale: self.scale,
+            offset: self.offset,
+        }
+    }
+}
+
+impl SetpointConfig {
+    fn place(&self) -> PointPlace<'_> {
+        PointPlace {
+            id: &self.id,
+            register: self.register,
+            address: self.address,
+            data_type: self.data_type,
+            byte_order: self.byte_order,
+            word_order: self.word_order,
+            order: self.order,
+            unit_id: self.unit_id,
+            scale: self.scale,
+            offset: self.offset,
+        }
+    }
+}
+
 fn default_stale_ms() -> u64 {
     3_000
 }
@@ -584,7 +704,7 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionConfig {
-    /// Only `modbus_tcp` for now.
+    /// `modbus_tcp`, or `modbus_rtu_over_tcp` for a serial gateway.
     pub protocol: Protocol,
     /// `host:port` of the device, or `simulator` for the built-in simulator.
     pub endpoint: String,
@@ -600,9 +720,12 @@ pub struct ConnectionConfig {
     /// Connect timeout, ms.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
-    /// Largest read the device accepts.
+    /// Largest register read the device accepts.
     #[serde(default = "default_max_regs")]
     pub max_registers_per_read: u16,
+    /// Largest coil or discrete-input read the device accepts.
+    #[serde(default = "default_max_bits")]
+    pub max_bits_per_read: u16,
     /// Unused registers worth reading to merge two requests.
     #[serde(default)]
     pub max_gap: u16,
@@ -629,6 +752,9 @@ fn default_connect_timeout() -> u64 {
 fn default_max_regs() -> u16 {
     125
 }
+fn default_max_bits() -> u16 {
+    2000
+}
 fn default_reconnect_initial() -> u64 {
     200
 }
@@ -642,6 +768,18 @@ fn default_reconnect_max() -> u64 {
 pub enum Protocol {
     /// Modbus TCP.
     ModbusTcp,
+    /// Modbus RTU frames over TCP (a serial-to-Ethernet gateway).
+    ModbusRtuOverTcp,
+}
+
+impl Protocol {
+    /// How its frames are delimited.
+    pub fn framing(self) -> Framing {
+        match self {
+            Protocol::ModbusTcp => Framing::Tcp,
+            Protocol::ModbusRtuOverTcp => Framing::RtuOverTcp,
+        }
+    }
 }
 
 /// The built-in simulator of an equipment unit.
@@ -660,6 +798,10 @@ pub struct SimulatorConfig {
     pub speed: f64,
     /// Port for `hydrowatch simulate` (serve picks a free loopback port).
     pub port: u16,
+    /// Misbehaviour injected from the start (`[equipment.simulator.faults]`);
+    /// changed at run time through `PUT /api/v1/admin/simulators/{id}/faults`.
+    #[serde(default)]
+    pub faults: ModbusFaults,
 }
 
 fn real_time() -> f64 {
@@ -703,6 +845,8 @@ pub struct EquipmentConfig {
     pub name: String,
     /// Name of the sensor set it carries.
     pub sensor_set: String,
+    /// Name of the setpoint set operators may write, if any.
+    pub setpoint_set: Option<String>,
     /// Its device.
     pub connection: ConnectionConfig,
     /// Its simulator, when `connection.endpoint = "simulator"`.
@@ -719,6 +863,9 @@ pub struct PlantConfig {
     pub site: SiteConfig,
     /// Reusable sensor sets by name.
     pub sensor_sets: BTreeMap<String, Vec<SensorConfig>>,
+    /// Reusable setpoint sets by name.
+    #[serde(default)]
+    pub setpoint_sets: BTreeMap<String, Vec<SetpointConfig>>,
     /// Equipment units, in display order.
     pub equipment: Vec<EquipmentConfig>,
     /// The per-sample detectors every sensor actor runs, unless its sensor
@@ -928,6 +1075,12 @@ pub struct SimulatedDevice {
     pub speed: f64,
     /// Port for `simulate`.
     pub port: u16,
+    /// Modbus TCP or RTU over TCP, as its connection speaks.
+    pub framing: Framing,
+    /// The unit ids it answers: the connection's and its points'.
+    pub units: Vec<u8>,
+    /// Faults injected from the start.
+    pub faults: ModbusFaults,
 }
 
 /// A connection, before the simulator addresses are known.
@@ -941,6 +1094,8 @@ pub struct PlannedConnection {
     pub endpoint: Option<SocketAddr>,
     /// Its register map.
     pub map: RegisterMap,
+    /// What operators may write.
+    pub setpoints: Vec<SetpointSpec>,
 }
 
 /// The validated plant.
@@ -1041,17 +1196,9 @@ impl PlantConfig {
             })?;
             let points: Vec<RegisterPoint> = sensors
                 .iter()
-                .map(|s| RegisterPoint {
-                    sensor: s.id.clone(),
-                    kind: s.register,
-                    address: s.address,
-                    data_type: s.data_type,
-                    byte_order: s.byte_order,
-                    word_order: s.word_order,
-                    scale: s.scale,
-                    offset: s.offset,
-                })
-                .collect();
+                .map(|s| s.place().point())
+                .collect::<Result<_, _>>()
+                .map_err(|m| err(file, format!("sensor_sets.{}.{m}", e.sensor_set)))?;
             let map = RegisterMap::new(points).map_err(|m| {
                 err(
                     file,
@@ -1098,6 +1245,34 @@ impl PlantConfig {
                     ),
                 ));
             }
+            if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
+                return Err(err(
+                    file,
+                    format!(
+                        "{ckey}.max_bits_per_read = {}: must be between 1 and 2000",
+                        c.max_bits_per_read
+                    ),
+                ));
+            }
+            let setpoints = match &e.setpoint_set {
+                None => Vec::new(),
+                Some(name) => {
+                    let set = self.setpoint_sets.get(name).ok_or_else(|| {
+                        err(
+                            file,
+                            format!(
+                                "{key}.setpoint_set = {name:?}: no such setpoint set (known: {})",
+                                self.setpoint_sets
+                                    .keys()
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                    setpoint_specs(name, set).map_err(|m| err(file, m))?
+                }
+            };
             if c.reconnect_initial_ms == 0 || c.reconnect_initial_ms > c.reconnect_max_ms {
                 return Err(err(file, format!("{ckey}.reconnect_initial_ms = {}: must be at least 1 and at most reconnect_max_ms", c.reconnect_initial_ms)));
             }
@@ -1127,12 +1302,24 @@ impl PlantConfig {
                         ),
                     ));
                 }
+                sim.faults
+                    .validate()
+                    .map_err(|m| err(file, format!("{key}.simulator.faults.{m}")))?;
+                let mut units: Vec<u8> = std::iter::once(c.unit_id)
+                    .chain(map.points.iter().filter_map(|p| p.unit))
+                    .chain(setpoints.iter().filter_map(|s| s.point.unit))
+                    .collect();
+                let mut seen_units = HashSet::new();
+                units.retain(|u| seen_units.insert(*u));
                 plant.simulators.push(SimulatedDevice {
                     equipment: e.id.clone(),
                     condition,
                     phase_secs: sim.phase_secs,
                     speed: sim.speed,
                     port: sim.port,
+                    framing: c.protocol.framing(),
+                    units,
+                    faults: sim.faults.clone(),
                 });
                 None
             } else {
@@ -1145,6 +1332,7 @@ impl PlantConfig {
                 config: c.clone(),
                 endpoint,
                 map,
+                setpoints,
             });
             let cycle = e
                 .cycle
@@ -1176,6 +1364,46 @@ impl PlantConfig {
         plant.alerting = self.alerting.build(file, &plant.equipment)?;
         Ok(plant)
     }
+}
+
+/// The setpoints of set `name`, checked: unique ids, sane limits, writable
+/// tables, places that do not overlap.
+fn setpoint_specs(name: &str, set: &[SetpointConfig]) -> Result<Vec<SetpointSpec>, String> {
+    let mut ids = HashSet::new();
+    let mut specs = Vec::with_capacity(set.len());
+    for (i, s) in set.iter().enumerate() {
+        let key = format!("setpoint_sets.{name}[{i}]");
+        if !ids.insert(s.id.as_str()) {
+            return Err(format!(
+                "{key}.id = {:?}: duplicate setpoint id",
+                s.id.as_str()
+            ));
+        }
+        if !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max) {
+            return Err(format!(
+                "{key}.min/max = {}/{}: min must not be above max",
+                s.min, s.max
+            ));
+        }
+        if !s.register.is_writable() {
+            return Err(format!(
+                "{key}.register: a setpoint is a holding register or a coil"
+            ));
+        }
+        let point = s.place().point().map_err(|m| format!("{key}: {m}"))?;
+        specs.push(SetpointSpec {
+            id: s.id.to_string(),
+            name: s.name.clone(),
+            unit: s.unit.clone(),
+            min: s.min,
+            max: s.max,
+            point,
+        });
+    }
+    // The map's own checks: types that fit their table, no overlap.
+    RegisterMap::new(specs.iter().map(|s| s.point.clone()).collect())
+        .map_err(|m| format!("setpoint_sets.{name}: {m}"))?;
+    Ok(specs)
 }
 
 /// The cycle layout of an equipment carrying `sensors`, or what is missing.
@@ -1450,6 +1678,71 @@ mod tests {
         let cfg: PlantConfig = toml::from_str(&plant).unwrap();
         let e = cfg.build("plant.toml").unwrap_err().to_string();
         assert!(e.contains("equipment[0].simulator.speed = 0"), "{e}");
+    }
+
+    /// The error building the demo plant after replacing `from` (once) with `to`.
+    fn plant_error(from: &str, to: &str) -> String {
+        let plant = EMBEDDED_PLANT.replacen(from, to, 1);
+        assert_ne!(plant, EMBEDDED_PLANT, "no {from:?} in the demo plant");
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        cfg.build("plant.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn field_points_and_setpoints_are_checked() {
+        // An order given twice.
+        let e = plant_error(
+            "type = \"f32\"\nbyte_order",
+            "type = \"f32\"\norder = \"cdab\"\nbyte_order",
+        );
+        assert!(
+            e.contains("sensor_sets.zema-rig.PS1: give either order"),
+            "{e}"
+        );
+        // A register type on a bit table.
+        let e = plant_error(
+            "address = 0\ntype = \"f32\"",
+            "register = \"coil\"\naddress = 0\ntype = \"f32\"",
+        );
+        assert!(e.contains("coils and discrete inputs are `bool`"), "{e}");
+        // A setpoint in a read-only table, or outside its set.
+        let e = plant_error("address = 1102", "register = \"input\"\naddress = 1102");
+        assert!(e.contains("setpoint_sets.zema-rig[1].register"), "{e}");
+        let e = plant_error("setpoint_set = \"zema-rig\"", "setpoint_set = \"press\"");
+        assert!(
+            e.contains("equipment[0].setpoint_set = \"press\": no such setpoint set"),
+            "{e}"
+        );
+        let e = plant_error("address = 1102", "address = 1101");
+        assert!(e.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn demo_setpoints_and_simulator_faults_load() {
+        let loaded = load(None, &[]).unwrap();
+        let setpoints = &loaded.plant.connections[0].setpoints;
+        let ids: Vec<&str> = setpoints.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["pump_pressure", "fan_speed", "cooler_enabled"]);
+        assert_eq!(setpoints[2].point.kind, RegisterKind::Coil);
+        let plant = EMBEDDED_PLANT.replacen(
+            "port = 5020",
+            "port = 5020\n[equipment.simulator.faults]\nlatency_ms = 20\nprobability = 0.1",
+            1,
+        );
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let built = cfg.build("plant.toml").unwrap();
+        assert_eq!(built.simulators[0].faults.latency_ms, 20);
+        let plant = EMBEDDED_PLANT.replacen(
+            "port = 5020",
+            "port = 5020\n[equipment.simulator.faults]\nprobability = 1.5",
+            1,
+        );
+        let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+        let e = cfg.build("plant.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("equipment[0].simulator.faults.probability 1.5"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -572,8 +572,12 @@ async fn simulate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
     let simulators = hydrowatch::app::start_simulators(&loaded.plant, true).await?;
     for (id, sim) in &simulators {
         let sim = sim.lock().await;
+        let protocol = match sim.framing() {
+            hydrowatch_protocols::modbus::Framing::Tcp => "Modbus TCP",
+            hydrowatch_protocols::modbus::Framing::RtuOverTcp => "Modbus RTU-over-TCP",
+        };
         println!(
-            "{id}: Modbus TCP simulator on {} replaying {} (write holding register {} to switch condition)",
+            "{id}: {protocol} simulator on {} replaying {} (write holding register {} to switch condition)",
             sim.addr(),
             sim.condition(),
             hydrowatch_protocols::modbus::CONDITION_REGISTER

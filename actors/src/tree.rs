@@ -15,7 +15,8 @@ use crate::alerting::{
 };
 use crate::config::SupervisionConfig;
 use crate::connection::{
-    Connection, ConnectionArgs, ConnectionSpec, ConnectionStatus, SharedStatus, StorageLink,
+    Connection, ConnectionArgs, ConnectionMsg, ConnectionSpec, ConnectionStatus, SharedStatus,
+    StorageLink,
 };
 use crate::hub::Hub;
 use crate::plant::{AlertLink, Equipment, EquipmentArgs, EquipmentMsg};
@@ -100,6 +101,8 @@ pub struct Tree {
     pub equipment: Arc<HashMap<EquipmentId, Address<EquipmentMsg>>>,
     /// Connection statuses, in config order.
     pub connections: Arc<Vec<SharedStatus>>,
+    /// Connection addresses by the equipment they serve.
+    pub connection_addresses: Arc<HashMap<EquipmentId, Address<ConnectionMsg>>>,
     /// The storage writer, when samples are persisted.
     pub storage: Option<StorageHandle>,
     /// The alerting actor, when alerting runs.
@@ -222,19 +225,24 @@ impl Tree {
 
         let mut statuses = Vec::new();
         let mut connection_children = Vec::new();
+        let mut connection_addresses = HashMap::new();
         for spec in config.connections {
             let status: SharedStatus = Arc::new(Mutex::new(ConnectionStatus {
                 id: spec.id.clone(),
                 endpoint: spec.poller.addr.to_string(),
+                protocol: spec.poller.framing.protocol(),
                 link: LinkState::Disconnected,
                 last_success_ms: None,
                 polls: 0,
                 errors: 0,
                 reconnects: 0,
+                error_counts: Default::default(),
                 last_error: None,
                 throttled: false,
             }));
             statuses.push(status.clone());
+            let address = Address::<ConnectionMsg>::new();
+            connection_addresses.insert(spec.equipment.clone(), address.clone());
             let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
             let id = spec.id.clone();
             let storage_link = storage_link.as_ref().map(|(link, sensors)| StorageLink {
@@ -253,6 +261,7 @@ impl Tree {
                             equipment: target.clone(),
                             status: status.clone(),
                             storage: storage_link.clone(),
+                            address: address.clone(),
                         },
                     )
                 }),
@@ -318,6 +327,7 @@ impl Tree {
             equipment_specs: Arc::new(equipment_specs),
             equipment: Arc::new(equipment),
             connections: Arc::new(statuses),
+            connection_addresses: Arc::new(connection_addresses),
             storage: storage_handle,
             alerting: alerting_address,
             session_restart: sup.sessions.children,

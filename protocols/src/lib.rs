@@ -6,4 +6,6 @@ pub mod modbus;
 pub mod register;
 pub mod rig;
 
-pub use register::{ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder};
+pub use register::{
+    ByteOrder, DataType, Endianness, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
+};

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use hydrowatch_models::Quality;
 use hydrowatch_models::SensorId;
 use hydrowatch_protocols::modbus::{
-    rig_register_map, LinkState, ModbusPoller, PollerConfig, ReconnectPolicy, SimulatorHandle,
+    rig_register_map, Framing, LinkState, ModbusPoller, PollerConfig, ReconnectPolicy,
+    SimulatorHandle,
 };
 use hydrowatch_protocols::rig::{RigCondition, RigRecording};
 use hydrowatch_protocols::{DataType, RegisterKind, RegisterMap, RegisterPoint};
@@ -19,10 +20,12 @@ use hydrowatch_protocols::{DataType, RegisterKind, RegisterMap, RegisterPoint};
 fn config(addr: SocketAddr) -> PollerConfig {
     PollerConfig {
         addr,
+        framing: Framing::Tcp,
         unit_id: 1,
         connect_timeout: Duration::from_millis(300),
         request_timeout: Duration::from_millis(200),
         max_registers_per_read: 125,
+        max_bits_per_read: 2000,
         max_gap: 0,
         reconnect: ReconnectPolicy {
             initial: Duration::from_millis(50),
@@ -80,6 +83,7 @@ async fn exception_codes_become_bad_quality_with_the_reason() {
     let mut points = rig_register_map().points;
     points.push(RegisterPoint {
         sensor: SensorId::parse("GHOST").unwrap(),
+        unit: None,
         kind: RegisterKind::Holding,
         address: 500,
         data_type: DataType::U16,
@@ -97,7 +101,7 @@ async fn exception_codes_become_bad_quality_with_the_reason() {
             .reason
             .as_deref()
             .unwrap()
-            .contains("IllegalDataAddress"),
+            .contains("exception 0x02 (illegal data address)"),
         "{ghost:?}"
     );
     // The rest of the device is still read, and the link stays up.

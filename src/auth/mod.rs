@@ -1471,7 +1471,7 @@ impl Auth {
                     field: "scopes",
                     reason: format!(
                         "scopes[{i}]: {scope:?} is not a permission a key of yours may have \
-                         (read, ingest, alerts:act, rules:manage, simulators:manage, actors:manage)"
+                         (read, ingest, alerts:act, rules:manage, simulators:manage, setpoints:write, actors:manage)"
                     ),
                 });
             }

@@ -39,8 +39,10 @@ pub enum Permission {
     AlertsAct,
     /// Create, change and delete alert rules, policies and silences.
     RulesManage,
-    /// Change simulated rigs' conditions and power.
+    /// Change simulated rigs' conditions, power and injected faults.
     SimulatorsManage,
+    /// Write setpoints to field devices.
+    SetpointsWrite,
     /// Start, stop and restart actors; storage maintenance.
     ActorsManage,
     /// Manage users, sessions of others, API keys; read the audit log.
@@ -49,12 +51,13 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 8] = [
         Permission::Read,
         Permission::Ingest,
         Permission::AlertsAct,
         Permission::RulesManage,
         Permission::SimulatorsManage,
+        Permission::SetpointsWrite,
         Permission::ActorsManage,
         Permission::UsersManage,
     ];
@@ -67,6 +70,7 @@ impl Permission {
             Permission::AlertsAct => "alerts:act",
             Permission::RulesManage => "rules:manage",
             Permission::SimulatorsManage => "simulators:manage",
+            Permission::SetpointsWrite => "setpoints:write",
             Permission::ActorsManage => "actors:manage",
             Permission::UsersManage => "users:manage",
         }
@@ -84,7 +88,14 @@ impl Role {
         use Permission::*;
         match self {
             Role::Viewer => &[Read],
-            Role::Engineer => &[Read, Ingest, AlertsAct, RulesManage, SimulatorsManage],
+            Role::Engineer => &[
+                Read,
+                Ingest,
+                AlertsAct,
+                RulesManage,
+                SimulatorsManage,
+                SetpointsWrite,
+            ],
             Role::Admin => &Permission::ALL,
         }
     }

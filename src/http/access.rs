@@ -63,6 +63,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/equipment/{id}/stats", Needs(Read)),
     ("GET", "/api/v1/equipment/{id}/anomalies", Needs(Read)),
     ("GET", "/api/v1/equipment/{id}/anomaly-trend", Needs(Read)),
+    ("GET", "/api/v1/equipment/{id}/setpoints", Needs(Read)),
+    (
+        "PUT",
+        "/api/v1/equipment/{id}/setpoints/{setpoint}",
+        Needs(SetpointsWrite),
+    ),
     ("POST", "/api/v1/ingest", Needs(Ingest)),
     ("POST", "/api/v1/detect", Needs(Ingest)),
     ("GET", "/api/v1/alerts", Needs(Read)),
@@ -99,6 +105,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     (
         "POST",
         "/api/v1/admin/simulators/{id}/{action}",
+        Needs(SimulatorsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/simulators/{id}/faults",
+        Needs(SimulatorsManage),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/simulators/{id}/faults",
         Needs(SimulatorsManage),
     ),
     ("GET", "/api/v1/admin/actors", Needs(ActorsManage)),

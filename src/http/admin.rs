@@ -10,6 +10,7 @@ use hydrowatch_actors::connection::ConnectionStatus;
 use hydrowatch_actors::supervision::{AdminError, AdminOp, SupervisionCmd};
 use hydrowatch_actors::ActorInfo;
 use hydrowatch_models::EquipmentId;
+use hydrowatch_protocols::modbus::{ModbusFaults, SimulatorHandle, SimulatorStats};
 use hydrowatch_protocols::rig::RigCondition;
 
 use super::error::{ApiError, ErrorResponse};
@@ -140,6 +141,85 @@ pub struct SimulatorInfo {
     pub running: bool,
     /// Condition replayed.
     pub condition: String,
+    /// `modbus_tcp` or `modbus_rtu_over_tcp`.
+    pub protocol: &'static str,
+    /// Whether any fault is being injected.
+    pub faulty: bool,
+}
+
+impl SimulatorInfo {
+    fn of(equipment: String, sim: &SimulatorHandle) -> Self {
+        SimulatorInfo {
+            equipment,
+            address: sim.addr().to_string(),
+            running: sim.is_running(),
+            condition: sim.condition().to_string(),
+            protocol: sim.framing().protocol(),
+            faulty: sim.faults().any(),
+        }
+    }
+}
+
+/// The faults a simulated rig injects, and what it has served.
+#[derive(Serialize, ToSchema)]
+pub struct SimulatorFaults {
+    /// Equipment it simulates.
+    pub equipment: String,
+    /// `probability`, `latency_ms`, `drop_connection`, `no_response`,
+    /// `exception`, `garbage`, `truncated`, `short_response`,
+    /// `stale_transaction`.
+    #[schema(value_type = Object)]
+    pub faults: ModbusFaults,
+    /// Connections, requests, and requests hit by a fault.
+    #[schema(value_type = Object)]
+    pub stats: SimulatorStats,
+}
+
+/// The faults a simulated rig injects.
+#[utoipa::path(get, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
+    params(("id" = String, Path, description = "Equipment id")),
+    responses((status = 200, body = SimulatorFaults), (status = 404, body = ErrorResponse)))]
+pub async fn simulator_faults(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<SimulatorFaults>, ApiError> {
+    let Path(id) = path?;
+    let sim = find_simulator(&state, &id)?;
+    let sim = sim.lock().await;
+    Ok(Json(SimulatorFaults {
+        equipment: id,
+        faults: sim.faults(),
+        stats: sim.stats(),
+    }))
+}
+
+/// Sets the faults a simulated rig injects (replacing the ones before; `{}`
+/// clears them): latency, missing answers, dropped connections, exception
+/// codes, garbage, truncated or short frames, stale transaction ids, each on
+/// a share `probability` of the requests.
+#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
+    request_body(content = Object, description = "The faults (unknown fields are refused)"),
+    params(("id" = String, Path, description = "Equipment id")),
+    responses((status = 200, body = SimulatorFaults), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn set_simulator_faults(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Result<Json<ModbusFaults>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SimulatorFaults>, ApiError> {
+    let Path(id) = path?;
+    let Json(faults) = body?;
+    let sim = find_simulator(&state, &id)?;
+    let sim = sim.lock().await;
+    sim.set_faults(faults).map_err(|m| ApiError::BadRequest {
+        message: m,
+        details: None,
+    })?;
+    tracing::warn!(equipment = %id, faults = ?sim.faults(), "simulator faults changed");
+    Ok(Json(SimulatorFaults {
+        equipment: id,
+        faults: sim.faults(),
+        stats: sim.stats(),
+    }))
 }
 
 /// Lists the in-process simulators.
@@ -149,12 +229,7 @@ pub async fn simulators(State(state): State<AppState>) -> Json<Vec<SimulatorInfo
     let mut out = Vec::new();
     for (id, sim) in state.simulators.iter() {
         let sim = sim.lock().await;
-        out.push(SimulatorInfo {
-            equipment: id.to_string(),
-            address: sim.addr().to_string(),
-            running: sim.is_running(),
-            condition: sim.condition().to_string(),
-        });
+        out.push(SimulatorInfo::of(id.to_string(), &sim));
     }
     Json(out)
 }
@@ -190,12 +265,7 @@ pub async fn set_condition(
     let sim = sim.lock().await;
     sim.set_condition(condition);
     tracing::info!(equipment = %id, %condition, "simulated condition switched");
-    Ok(Json(SimulatorInfo {
-        equipment: id,
-        address: sim.addr().to_string(),
-        running: sim.is_running(),
-        condition: condition.to_string(),
-    }))
+    Ok(Json(SimulatorInfo::of(id, &sim)))
 }
 
 /// Stops or starts a simulated rig (as if its PLC lost or regained power).
@@ -223,21 +293,13 @@ pub async fn simulator_power(
         }
     }
     tracing::info!(equipment = %id, action, "simulator power");
-    Ok(Json(SimulatorInfo {
-        equipment: id,
-        address: sim.addr().to_string(),
-        running: sim.is_running(),
-        condition: sim.condition().to_string(),
-    }))
+    Ok(Json(SimulatorInfo::of(id, &sim)))
 }
 
 fn find_simulator(
     state: &AppState,
     id: &str,
-) -> Result<
-    std::sync::Arc<tokio::sync::Mutex<hydrowatch_protocols::modbus::SimulatorHandle>>,
-    ApiError,
-> {
+) -> Result<std::sync::Arc<tokio::sync::Mutex<SimulatorHandle>>, ApiError> {
     EquipmentId::parse(id)
         .ok()
         .and_then(|id| state.simulators.get(&id).cloned())

@@ -108,6 +108,17 @@ pub enum ApiError {
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A field device refused, did not answer, or did not confirm
+    /// (`device_refused`, `device_unreachable`, `write_not_verified`).
+    #[error("{message}")]
+    Device {
+        /// The stable code.
+        code: &'static str,
+        /// For humans.
+        message: String,
+        /// What the device said.
+        details: Option<serde_json::Value>,
+    },
 }
 
 impl ApiError {
@@ -129,6 +140,7 @@ impl ApiError {
             ApiError::Backpressure => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Device { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -152,6 +164,7 @@ impl ApiError {
             ApiError::Backpressure => "storage_backpressure",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Device { code, .. } => code,
         }
     }
 
@@ -162,7 +175,9 @@ impl ApiError {
                 code: self.code(),
                 message: self.to_string(),
                 details: match self {
-                    ApiError::BadRequest { details, .. } => details.clone(),
+                    ApiError::BadRequest { details, .. } | ApiError::Device { details, .. } => {
+                        details.clone()
+                    }
                     ApiError::Forbidden {
                         required: Some(p), ..
                     } => Some(serde_json::json!({ "required": p })),

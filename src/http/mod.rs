@@ -12,6 +12,7 @@ pub mod history;
 pub mod ingest;
 pub mod ops;
 pub mod rules;
+pub mod setpoints;
 pub mod silences;
 pub mod storage;
 pub mod users;
@@ -93,7 +94,7 @@ impl AppState {
         auth::mfa_enrol, auth::mfa_confirm, auth::mfa_disable, auth::password_reset, auth::password_reset_confirm,
         auth::verify_email, auth::verify_email_confirm, auth::logout, auth::me, auth::update_me, auth::change_password,
         ops::live, ops::ready, ops::metrics,
-        admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power,
+        admin::actors, admin::actor_command, admin::audit_log, admin::simulators, admin::set_condition, admin::simulator_power, admin::simulator_faults, admin::set_simulator_faults, setpoints::list, setpoints::write,
         storage::stats, storage::timescale, storage::ensure_partitions, storage::cleanup, storage::compress, storage::quarantine,
         web::index, web::openapi, web::docs,
     ),
@@ -187,6 +188,10 @@ pub fn router(state: AppState) -> Router {
         .route("/actors/{*rest}", post(admin::actor_command))
         .route("/simulators", get(admin::simulators))
         .route("/simulators/{id}/condition", put(admin::set_condition))
+        .route(
+            "/simulators/{id}/faults",
+            get(admin::simulator_faults).put(admin::set_simulator_faults),
+        )
         .route("/simulators/{id}/{action}", post(admin::simulator_power))
         .route("/storage/stats", get(storage::stats))
         .route("/storage/timescale", get(storage::timescale))
@@ -216,6 +221,11 @@ pub fn router(state: AppState) -> Router {
         .route("/equipment/{id}/stats", get(history::stats))
         .route("/equipment/{id}/anomalies", get(detect::anomalies))
         .route("/equipment/{id}/anomaly-trend", get(detect::anomaly_trend))
+        .route("/equipment/{id}/setpoints", get(setpoints::list))
+        .route(
+            "/equipment/{id}/setpoints/{setpoint}",
+            put(setpoints::write),
+        )
         .route("/detect", post(detect::detect))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get))

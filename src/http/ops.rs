@@ -51,6 +51,11 @@ pub struct Ready {
     pub connections_up: usize,
     /// Total connections.
     pub connections_total: usize,
+    /// Every connection's health: link, last success, polls, errors by kind,
+    /// reconnects, the last error. A device that is down does not make the
+    /// process unready; it is shown here.
+    #[schema(value_type = Vec<Object>)]
+    pub connections: Vec<hydrowatch_actors::connection::ConnectionStatus>,
     /// The storage writer: `state` (ok, replaying, spooling), `backpressure`,
     /// spool size, rows written, replayed and dropped, the last database error.
     #[schema(value_type = Object)]
@@ -122,6 +127,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         actors_down,
         connections_up: up,
         connections_total: connections.len(),
+        connections,
         models: serde_json::json!({
             "members": state.scorer.members().collect::<std::collections::BTreeMap<_, _>>(),
             "unavailable": state.scorer.unavailable().iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),

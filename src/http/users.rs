@@ -225,7 +225,8 @@ pub struct CreateKey {
     /// What it is for.
     pub name: String,
     /// Permissions it may use, within your role's: `read`, `ingest`,
-    /// `alerts:act`, `rules:manage`, `simulators:manage`, `actors:manage`.
+    /// `alerts:act`, `rules:manage`, `simulators:manage`, `setpoints:write`,
+    /// `actors:manage`.
     pub scopes: Vec<String>,
     /// It stops working after this many days (left out: never).
     pub expires_in_days: Option<u32>,

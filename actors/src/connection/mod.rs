@@ -4,13 +4,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use hydrowatch_models::{EquipmentId, Quality, SampleBatch};
-use hydrowatch_protocols::modbus::{LinkState, ModbusPoller, PollerConfig};
-use hydrowatch_protocols::RegisterMap;
+use hydrowatch_protocols::modbus::{
+    ErrorCounts, LinkState, ModbusPoller, PollerConfig, WriteError, WriteOutcome,
+};
+use hydrowatch_protocols::{RegisterMap, RegisterPoint};
 
 use crate::plant::{now_ms, EquipmentMsg};
 use crate::storage::{StorageStatus, StoredSample, WriterMsg};
@@ -29,6 +31,61 @@ pub struct ConnectionSpec {
     pub map: RegisterMap,
     /// Poll period.
     pub period: Duration,
+    /// What operators may write to the device.
+    pub setpoints: Vec<SetpointSpec>,
+}
+
+/// A value operators may write to the device (a setpoint), with its limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetpointSpec {
+    /// Identifier within the equipment.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Engineering unit.
+    pub unit: String,
+    /// Lowest value accepted.
+    pub min: f64,
+    /// Highest value accepted.
+    pub max: f64,
+    /// Where it lives in the device.
+    #[serde(skip)]
+    pub point: RegisterPoint,
+}
+
+/// A setpoint and the value the device holds now.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetpointReading {
+    /// The setpoint.
+    #[serde(flatten)]
+    pub spec: SetpointSpec,
+    /// Its value read from the device just now, if the read succeeded.
+    pub value: Option<f64>,
+    /// Why it could not be read.
+    pub error: Option<String>,
+}
+
+/// Why a setpoint was not written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetpointError {
+    /// The equipment has no such setpoint.
+    #[error("no setpoint {0:?}")]
+    Unknown(String),
+    /// The value is outside the setpoint's limits.
+    #[error("{value} is outside the limits of {id}: {min} to {max}")]
+    OutOfRange {
+        /// The setpoint.
+        id: String,
+        /// Asked for.
+        value: f64,
+        /// Lowest accepted.
+        min: f64,
+        /// Highest accepted.
+        max: f64,
+    },
+    /// The device did not take it, or reading back did not confirm it.
+    #[error(transparent)]
+    Device(#[from] WriteError),
 }
 
 /// Polls a connection may fall behind and still catch up on.
@@ -41,6 +98,8 @@ pub struct ConnectionStatus {
     pub id: String,
     /// Device address.
     pub endpoint: String,
+    /// `modbus_tcp` or `modbus_rtu_over_tcp`.
+    pub protocol: &'static str,
     /// Link state.
     pub link: LinkState,
     /// Time of the last fully good poll (ms since the Unix epoch).
@@ -51,6 +110,9 @@ pub struct ConnectionStatus {
     pub errors: u64,
     /// Re-established links since start.
     pub reconnects: u64,
+    /// The same failures by kind (connect, timeout, exception, malformed,
+    /// garbled, link) and the stray answers discarded.
+    pub error_counts: ErrorCounts,
     /// The last error seen.
     pub last_error: Option<String>,
     /// Polling slowed down because storage pushes back (its spool is full).
@@ -70,6 +132,8 @@ pub struct ConnectionArgs {
     pub status: SharedStatus,
     /// Where samples are persisted, if anywhere.
     pub storage: Option<StorageLink>,
+    /// Its own address, filled in on start (for setpoint writes).
+    pub address: Address<ConnectionMsg>,
 }
 
 /// A connection's way to the storage writer.
@@ -116,6 +180,18 @@ impl StorageLink {
 pub enum ConnectionMsg {
     /// Time to poll.
     Poll,
+    /// Write a setpoint and read it back; between two polls, so that the
+    /// device sees one request at a time.
+    WriteSetpoint {
+        /// Setpoint id.
+        id: String,
+        /// Engineering value.
+        value: f64,
+        /// The outcome.
+        reply: RpcReplyPort<Result<WriteOutcome, SetpointError>>,
+    },
+    /// Read every setpoint from the device now.
+    ReadSetpoints(RpcReplyPort<Vec<SetpointReading>>),
 }
 
 /// The connection actor.
@@ -132,10 +208,25 @@ pub struct ConnectionState {
 /// Metric handles, resolved once rather than on every poll.
 struct Meters {
     polled: metrics::Counter,
-    errors: metrics::Counter,
+    /// By kind, in the order of [`error_kinds`].
+    errors: [metrics::Counter; 7],
     reconnects: metrics::Counter,
     duration: metrics::Histogram,
     throttled: metrics::Gauge,
+    connected: metrics::Gauge,
+}
+
+/// The failure kinds as metric labels, with their counts.
+fn error_kinds(c: &ErrorCounts) -> [(&'static str, u64); 7] {
+    [
+        ("connect", c.connect),
+        ("timeout", c.timeout),
+        ("exception", c.exception),
+        ("malformed", c.malformed),
+        ("garbled", c.garbled),
+        ("link", c.link),
+        ("discarded", c.discarded),
+    ]
 }
 
 impl Meters {
@@ -143,8 +234,11 @@ impl Meters {
         let label = connection.to_owned();
         Self {
             polled: metrics::counter!("hydrowatch_samples_polled_total", "connection" => label.clone()),
-            errors: metrics::counter!("hydrowatch_poll_errors_total", "connection" => label.clone()),
+            errors: error_kinds(&ErrorCounts::default()).map(|(kind, _)| {
+                metrics::counter!("hydrowatch_poll_errors_total", "connection" => label.clone(), "kind" => kind)
+            }),
             reconnects: metrics::counter!("hydrowatch_reconnects_total", "connection" => label.clone()),
+            connected: metrics::gauge!("hydrowatch_connection_up", "connection" => label.clone()),
             throttled: metrics::gauge!("hydrowatch_poll_throttled", "connection" => label),
             duration: metrics::histogram!("hydrowatch_poll_duration_seconds"),
         }
@@ -162,6 +256,7 @@ impl Actor for Connection {
         args: ConnectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         set_link(&args.status, LinkState::Disconnected);
+        args.address.set(myself.clone());
         let poller = ModbusPoller::new(args.spec.poller.clone(), args.spec.map.clone());
         // The first poll goes out at once (data on screen right after start); the
         // next one at a random phase within the period, so that a thousand
@@ -217,9 +312,61 @@ impl Actor for Connection {
                     myself.send_after(delay, || ConnectionMsg::Poll);
                 }
             }
+            ConnectionMsg::WriteSetpoint { id, value, reply } => {
+                let outcome = write_setpoint(st, &id, value).await;
+                let _ = reply.send(outcome);
+            }
+            ConnectionMsg::ReadSetpoints(reply) => {
+                let mut out = Vec::with_capacity(st.args.spec.setpoints.len());
+                for spec in st.args.spec.setpoints.clone() {
+                    let (value, error) = match st.poller.read(&spec.point).await {
+                        Ok(v) => (Some(v), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    out.push(SetpointReading { spec, value, error });
+                }
+                let _ = reply.send(out);
+            }
         }
         Ok(())
     }
+}
+
+async fn write_setpoint(
+    st: &mut ConnectionState,
+    id: &str,
+    value: f64,
+) -> Result<WriteOutcome, SetpointError> {
+    let spec = st
+        .args
+        .spec
+        .setpoints
+        .iter()
+        .find(|s| s.id == id)
+        .cloned()
+        .ok_or_else(|| SetpointError::Unknown(id.to_owned()))?;
+    if !(value.is_finite() && spec.min <= value && value <= spec.max) {
+        return Err(SetpointError::OutOfRange {
+            id: spec.id,
+            value,
+            min: spec.min,
+            max: spec.max,
+        });
+    }
+    let outcome = st.poller.write(&spec.point, value).await;
+    match &outcome {
+        Ok(done) => {
+            tracing::info!(connection = %st.args.spec.id, setpoint = %spec.id, value, read_back = done.read_back, "setpoint written and verified");
+            metrics::counter!("hydrowatch_setpoint_writes_total", "outcome" => "verified")
+                .increment(1);
+        }
+        Err(err) => {
+            tracing::warn!(connection = %st.args.spec.id, setpoint = %spec.id, value, error = %err, "setpoint write failed");
+            metrics::counter!("hydrowatch_setpoint_writes_total", "outcome" => "failed")
+                .increment(1);
+        }
+    }
+    Ok(outcome?)
 }
 
 /// The poll period multiplier: 1, or the storage's slowdown while it pushes back.
@@ -254,7 +401,18 @@ async fn poll_once(st: &mut ConnectionState) {
     let outcome = st.poller.poll().await;
     st.meters.duration.record(started.elapsed().as_secs_f64());
     st.meters.polled.increment(outcome.readings.len() as u64);
-    st.meters.errors.increment(outcome.errors as u64);
+    for (meter, (_, n)) in st.meters.errors.iter().zip(error_kinds(&outcome.counts)) {
+        if n > 0 {
+            meter.increment(n);
+        }
+    }
+    st.meters
+        .connected
+        .set(if outcome.link == LinkState::Connected {
+            1.0
+        } else {
+            0.0
+        });
     st.meters.reconnects.increment(outcome.reconnected as u64);
     let ts_ms = now_ms();
     let all_good = outcome.readings.iter().all(|r| r.quality == Quality::Good);
@@ -263,6 +421,7 @@ async fn poll_once(st: &mut ConnectionState) {
         status.polls += 1;
         status.errors += outcome.errors as u64;
         status.reconnects += outcome.reconnected as u64;
+        status.error_counts.add(&outcome.counts);
         if all_good {
             status.last_success_ms = Some(ts_ms);
         }

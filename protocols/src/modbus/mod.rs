@@ -1,9 +1,18 @@
-//! Modbus TCP: a poller that never hangs and a simulator of the hydraulic rig.
+//! Modbus over TCP (Modbus TCP, or RTU frames through a serial gateway): a
+//! codec that checks every byte, a poller that never hangs, and a simulator of
+//! the hydraulic rig that misbehaves on demand.
 
 mod client;
+pub mod codec;
 mod simulator;
 
-pub use client::{LinkState, ModbusPoller, PollOutcome, PollerConfig, ReconnectPolicy};
+pub use client::{
+    ErrorCounts, LinkError, LinkState, ModbusLink, ModbusPoller, PollOutcome, PollerConfig,
+    ReconnectPolicy, WriteError, WriteOutcome,
+};
+pub use codec::Framing;
 pub use simulator::{
-    rig_register_map, SimulatorHandle, CONDITION_REGISTER, CYCLE_TIMER_REGISTER, CYCLE_TIMER_SENSOR,
+    rig_register_map, ModbusFaults, SimulatorHandle, SimulatorOptions, SimulatorStats, COILS,
+    CONDITION_REGISTER, CYCLE_TIMER_REGISTER, CYCLE_TIMER_SENSOR, DISCRETE_INPUTS,
+    SETPOINT_REGISTERS,
 };

@@ -1,0 +1,202 @@
+//! Field protocol benchmark: Modbus polls per second on one connection and
+//! across 1,000 connections, over real loopback sockets against the rig
+//! simulator (the server side runs in this process too, on the same 2 cores).
+//!
+//! ```sh
+//! cargo bench -p hydrowatch-protocols --bench field
+//! ```
+//!
+//! 1. **One connection**: back-to-back polls of the rig's map (17 `f32`
+//!    and the cycle timer, one 35-register read), Modbus TCP and RTU over
+//!    TCP: polls/s and the latency of a poll.
+//! 2. **1,000 connections, as fast as they go**: 1,000 pollers (20
+//!    simulators × 50 connections), each polling back to back: polls/s in
+//!    all, and the spread of a poll's latency.
+//! 3. **1,000 connections at 2 Hz** (the demo plant's rate): the poll
+//!    latency under a realistic load, and the CPU it takes.
+//!
+//! Under `cargo test` (debug) it runs a few polls of each, as a smoke test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hydrowatch_models::Quality;
+use hydrowatch_protocols::modbus::{
+    rig_register_map, Framing, ModbusPoller, PollerConfig, ReconnectPolicy, SimulatorHandle,
+    SimulatorOptions,
+};
+use hydrowatch_protocols::rig::RigRecording;
+
+const QUICK: bool = cfg!(debug_assertions);
+
+fn config(addr: SocketAddr, framing: Framing) -> PollerConfig {
+    PollerConfig {
+        addr,
+        framing,
+        unit_id: 1,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        max_registers_per_read: 125,
+        max_bits_per_read: 2000,
+        max_gap: 0,
+        reconnect: ReconnectPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: 0.2,
+        },
+    }
+}
+
+async fn simulator(framing: Framing) -> SimulatorHandle {
+    SimulatorHandle::start_with(
+        "127.0.0.1:0".parse().expect("address"),
+        Arc::new(RigRecording::embedded()),
+        SimulatorOptions {
+            framing,
+            ..SimulatorOptions::default()
+        },
+    )
+    .await
+    .expect("simulator listens")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second here).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+async fn poll_checked(poller: &mut ModbusPoller) -> Duration {
+    let started = Instant::now();
+    let outcome = poller.poll().await;
+    let took = started.elapsed();
+    assert!(
+        outcome.readings.iter().all(|r| r.quality == Quality::Good),
+        "a poll failed: {:?}",
+        outcome.error
+    );
+    took
+}
+
+async fn one_connection(framing: Framing) {
+    let polls = if QUICK { 200 } else { 20_000 };
+    let sim = simulator(framing).await;
+    let mut poller = ModbusPoller::new(config(sim.addr(), framing), rig_register_map());
+    poll_checked(&mut poller).await;
+    let mut latencies = Vec::with_capacity(polls);
+    let started = Instant::now();
+    for _ in 0..polls {
+        latencies.push(poll_checked(&mut poller).await);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!(
+        "one connection, {:<12} {polls} polls: {:>8.0} polls/s, latency p50 {:>6.1} µs, p99 {:>6.1} µs",
+        framing.protocol(),
+        polls as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+    );
+}
+
+/// `connections` pollers over `simulators` simulators for `duration`, each
+/// polling every `period` (zero: back to back).
+async fn many_connections(
+    simulators: usize,
+    connections: usize,
+    period: Duration,
+    duration: Duration,
+) {
+    let mut sims = Vec::new();
+    for _ in 0..simulators {
+        sims.push(simulator(Framing::Tcp).await);
+    }
+    let addrs: Vec<SocketAddr> = sims.iter().map(|s| s.addr()).collect();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
+            tokio::spawn(async move {
+                let mut poller = ModbusPoller::new(config(addr, Framing::Tcp), rig_register_map());
+                // Spread the first polls over one period, as the connection
+                // actors do.
+                tokio::time::sleep(period.mul_f64(i as f64 / connections as f64)).await;
+                let mut latencies = Vec::new();
+                let mut next = tokio::time::Instant::now();
+                while tokio::time::Instant::now() < deadline {
+                    latencies.push(poll_checked(&mut poller).await);
+                    if !period.is_zero() {
+                        next += period;
+                        tokio::time::sleep_until(next).await;
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("poller task"));
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
+    latencies.sort();
+    let rate = if period.is_zero() {
+        "back to back".to_owned()
+    } else {
+        format!("every {} ms", period.as_millis())
+    };
+    println!(
+        "{connections} connections ({simulators} simulators), {rate}: {:>8.0} polls/s, \
+         latency p50 {:>7.2} ms, p99 {:>7.2} ms, max {:>7.2} ms, CPU {:>4.0} % (simulators included)",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        cpu / elapsed.as_secs_f64() * 100.0,
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        one_connection(Framing::Tcp).await;
+        one_connection(Framing::RtuOverTcp).await;
+        let (simulators, connections, duration) = if QUICK {
+            (2, 20, Duration::from_millis(500))
+        } else {
+            (20, 1_000, Duration::from_secs(10))
+        };
+        many_connections(simulators, connections, Duration::ZERO, duration).await;
+        many_connections(
+            simulators,
+            connections,
+            Duration::from_millis(500),
+            duration,
+        )
+        .await;
+    });
+}
