@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod modbus;
+pub mod opcua;
 pub mod register;
 pub mod rig;
 

@@ -34,7 +34,8 @@ pub struct ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
-    fn delay(&self, attempt: u32) -> Duration {
+    /// The delay before attempt `attempt` (1 = after the first failure).
+    pub fn delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(32) as i32;
         let base =
             (self.initial.as_secs_f64() * self.multiplier.powi(exp)).min(self.max.as_secs_f64());
