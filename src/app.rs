@@ -14,10 +14,13 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use hydrowatch_actors::connection::ConnectionSpec;
+use hydrowatch_actors::connection::DeviceSpec;
 use hydrowatch_actors::{Tree, TreeConfig, TreeStorage};
-use hydrowatch_protocols::modbus::{
-    PollerConfig, ReconnectPolicy, SimulatorHandle, SimulatorOptions,
-};
+use hydrowatch_protocols::modbus::{PollerConfig, SimulatorHandle, SimulatorOptions};
+use hydrowatch_protocols::opcua::{OpcUaSimulatorHandle, OpcUaSimulatorOptions};
+
+use crate::config::Protocol;
+use crate::simulators::RigSimulator;
 use hydrowatch_protocols::rig::RigRecording;
 
 use crate::config::{Loaded, Plant, StorageSettings};
@@ -51,25 +54,43 @@ pub struct App {
 pub async fn start_simulators(
     plant: &Plant,
     fixed_ports: bool,
-) -> anyhow::Result<HashMap<hydrowatch_models::EquipmentId, Arc<Mutex<SimulatorHandle>>>> {
+) -> anyhow::Result<HashMap<hydrowatch_models::EquipmentId, Arc<Mutex<RigSimulator>>>> {
     let recording = Arc::new(RigRecording::embedded());
     let mut out = HashMap::new();
     for sim in &plant.simulators {
         let port = if fixed_ports { sim.port } else { 0 };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let options = SimulatorOptions {
-            framing: sim.framing,
-            units: sim.units.clone(),
-            condition: sim.condition,
-            phase_secs: sim.phase_secs,
-            speed: sim.speed,
-            faults: sim.faults.clone(),
+        let handle = if sim.protocol == Protocol::Opcua {
+            let mut options = OpcUaSimulatorOptions::new(&sim.pki_dir);
+            options.condition = sim.condition;
+            options.phase_secs = sim.phase_secs;
+            options.speed = sim.speed;
+            options.subscriptions = sim.subscriptions;
+            let handle = OpcUaSimulatorHandle::start(addr, recording.clone(), options)
+                .await
+                .with_context(|| {
+                    format!(
+                        "OPC-UA simulator for {} could not start on {addr}",
+                        sim.equipment
+                    )
+                })?;
+            RigSimulator::OpcUa(Box::new(handle))
+        } else {
+            let options = SimulatorOptions {
+                framing: sim.framing,
+                units: sim.units.clone(),
+                condition: sim.condition,
+                phase_secs: sim.phase_secs,
+                speed: sim.speed,
+                faults: sim.faults.clone(),
+            };
+            let handle = SimulatorHandle::start_with(addr, recording.clone(), options)
+                .await
+                .with_context(|| {
+                    format!("simulator for {} could not listen on {addr}", sim.equipment)
+                })?;
+            RigSimulator::Modbus(handle)
         };
-        let handle = SimulatorHandle::start_with(addr, recording.clone(), options)
-            .await
-            .with_context(|| {
-                format!("simulator for {} could not listen on {addr}", sim.equipment)
-            })?;
         out.insert(sim.equipment.clone(), Arc::new(Mutex::new(handle)));
     }
     Ok(out)
@@ -227,36 +248,44 @@ impl App {
         let simulators = start_simulators(&loaded.plant, false).await?;
         let mut connections = Vec::new();
         for planned in &loaded.plant.connections {
-            let addr = match planned.endpoint {
-                Some(addr) => addr,
-                None => simulators
-                    .get(&planned.equipment)
-                    .context("simulated device without simulator")?
-                    .lock()
-                    .await
-                    .addr(),
-            };
             let c = &planned.config;
+            let simulated = match simulators.get(&planned.equipment) {
+                Some(sim) if c.endpoint == "simulator" => Some(sim.lock().await.endpoint()),
+                _ => None,
+            };
+            let device = match c.protocol.framing() {
+                None => DeviceSpec::OpcUa {
+                    config: planned.opcua_config(simulated.unwrap_or_else(|| c.endpoint.clone())),
+                    points: planned.opcua_points.clone(),
+                },
+                Some(framing) => {
+                    let addr = match (planned.endpoint, simulated) {
+                        (Some(addr), _) => addr,
+                        (None, Some(endpoint)) => endpoint
+                            .parse()
+                            .context("a simulator's address is host:port")?,
+                        (None, None) => anyhow::bail!("simulated device without simulator"),
+                    };
+                    DeviceSpec::Modbus {
+                        poller: PollerConfig {
+                            addr,
+                            framing,
+                            unit_id: c.unit_id,
+                            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                            request_timeout: Duration::from_millis(c.request_timeout_ms),
+                            max_registers_per_read: c.max_registers_per_read,
+                            max_bits_per_read: c.max_bits_per_read,
+                            max_gap: c.max_gap,
+                            reconnect: planned.reconnect_policy(),
+                        },
+                        map: planned.map.clone(),
+                    }
+                }
+            };
             connections.push(ConnectionSpec {
                 id: planned.equipment.to_string(),
                 equipment: planned.equipment.clone(),
-                poller: PollerConfig {
-                    addr,
-                    framing: c.protocol.framing(),
-                    unit_id: c.unit_id,
-                    connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-                    request_timeout: Duration::from_millis(c.request_timeout_ms),
-                    max_registers_per_read: c.max_registers_per_read,
-                    max_bits_per_read: c.max_bits_per_read,
-                    max_gap: c.max_gap,
-                    reconnect: ReconnectPolicy {
-                        initial: Duration::from_millis(c.reconnect_initial_ms),
-                        max: Duration::from_millis(c.reconnect_max_ms),
-                        multiplier: 2.0,
-                        jitter: 0.2,
-                    },
-                },
-                map: planned.map.clone(),
+                device,
                 period: Duration::from_millis(c.period_ms),
                 setpoints: planned.setpoints.clone(),
             });

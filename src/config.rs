@@ -24,7 +24,10 @@ use hydrowatch_models::alert::escalation::EscalationPolicy;
 use hydrowatch_models::alert::rules::RuleSpec;
 use hydrowatch_models::alert::silence::{Inhibition, Matchers, Silence, Window, WindowSpec};
 use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
-use hydrowatch_protocols::modbus::{Framing, ModbusFaults};
+use hydrowatch_protocols::modbus::{Framing, ModbusFaults, ReconnectPolicy};
+use hydrowatch_protocols::opcua::{
+    check_node_id, OpcUaConfig, OpcUaPoint, OpcUaSecurityMode, OpcUaSecurityPolicy,
+};
 use hydrowatch_protocols::rig::RigCondition;
 use hydrowatch_protocols::{
     ByteOrder, DataType, Endianness, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
@@ -545,6 +548,10 @@ pub struct SensorConfig {
     /// See `scale`.
     #[serde(default)]
     pub offset: f64,
+    /// OPC-UA: its variable, instead of the connection's `node_ids` pattern.
+    pub node_id: Option<String>,
+    /// OPC-UA: changes smaller than this are not sent (absolute deadband).
+    pub deadband: Option<f64>,
     /// Process limits with hysteresis on this sensor (`[[sensor_sets.X.limits]]`).
     #[serde(default)]
     pub limits: Vec<hydrowatch_models::detect::HysteresisConfig>,
@@ -729,6 +736,33 @@ pub struct ConnectionConfig {
     /// Unused registers worth reading to merge two requests.
     #[serde(default)]
     pub max_gap: u16,
+    /// OPC-UA: each sensor's variable, `{id}` standing for the sensor id
+    /// (`"ns=2;s=Rig.{id}"`); a sensor's own `node_id` wins.
+    pub node_ids: Option<String>,
+    /// OPC-UA: `none`, `basic256_sha256` or `aes128_sha256_rsa_oaep`.
+    #[serde(default)]
+    pub security_policy: OpcUaSecurityPolicy,
+    /// OPC-UA: `none`, `sign` or `sign_and_encrypt`.
+    #[serde(default)]
+    pub security_mode: OpcUaSecurityMode,
+    /// OPC-UA: user name (anonymous without).
+    pub username: Option<String>,
+    /// OPC-UA: password of `username`.
+    pub password: Option<String>,
+    /// OPC-UA: the client's certificate store (`own/`, `private/`,
+    /// `trusted/`, `rejected/`); trust a server with `hydrowatch opcua-trust`.
+    #[serde(default = "default_client_pki")]
+    pub pki_dir: PathBuf,
+    /// OPC-UA: trust any server certificate (demos only).
+    #[serde(default)]
+    pub trust_server_certs: bool,
+    /// OPC-UA: how often the server sends changes, ms (default: the poll period).
+    pub publishing_interval_ms: Option<u64>,
+    /// OPC-UA: how often the server samples each variable, ms (default: the poll period).
+    pub sampling_interval_ms: Option<f64>,
+    /// OPC-UA: use subscriptions (otherwise every poll reads).
+    #[serde(default = "yes")]
+    pub subscribe: bool,
     /// First reconnect delay, ms.
     #[serde(default = "default_reconnect_initial")]
     pub reconnect_initial_ms: u64,
@@ -752,6 +786,15 @@ fn default_connect_timeout() -> u64 {
 fn default_max_regs() -> u16 {
     125
 }
+fn default_client_pki() -> PathBuf {
+    PathBuf::from("data/pki/client")
+}
+fn default_simulator_pki() -> PathBuf {
+    PathBuf::from("data/pki/simulator")
+}
+fn yes() -> bool {
+    true
+}
 fn default_max_bits() -> u16 {
     2000
 }
@@ -770,14 +813,17 @@ pub enum Protocol {
     ModbusTcp,
     /// Modbus RTU frames over TCP (a serial-to-Ethernet gateway).
     ModbusRtuOverTcp,
+    /// OPC-UA (binary, `opc.tcp://`).
+    Opcua,
 }
 
 impl Protocol {
-    /// How its frames are delimited.
-    pub fn framing(self) -> Framing {
+    /// How its frames are delimited, for Modbus.
+    pub fn framing(self) -> Option<Framing> {
         match self {
-            Protocol::ModbusTcp => Framing::Tcp,
-            Protocol::ModbusRtuOverTcp => Framing::RtuOverTcp,
+            Protocol::ModbusTcp => Some(Framing::Tcp),
+            Protocol::ModbusRtuOverTcp => Some(Framing::RtuOverTcp),
+            Protocol::Opcua => None,
         }
     }
 }
@@ -798,10 +844,19 @@ pub struct SimulatorConfig {
     pub speed: f64,
     /// Port for `hydrowatch simulate` (serve picks a free loopback port).
     pub port: u16,
-    /// Misbehaviour injected from the start (`[equipment.simulator.faults]`);
-    /// changed at run time through `PUT /api/v1/admin/simulators/{id}/faults`.
+    /// Misbehaviour injected from the start (`[equipment.simulator.faults]`,
+    /// Modbus simulators); changed at run time through
+    /// `PUT /api/v1/admin/simulators/{id}/faults`.
     #[serde(default)]
     pub faults: ModbusFaults,
+    /// OPC-UA: where the simulated server keeps its certificate (one folder
+    /// per equipment below it).
+    #[serde(default = "default_simulator_pki")]
+    pub pki_dir: PathBuf,
+    /// OPC-UA: whether the simulated server serves subscriptions (otherwise
+    /// only Read: the connection polls).
+    #[serde(default = "yes")]
+    pub subscriptions: bool,
 }
 
 fn real_time() -> f64 {
@@ -1075,8 +1130,14 @@ pub struct SimulatedDevice {
     pub speed: f64,
     /// Port for `simulate`.
     pub port: u16,
-    /// Modbus TCP or RTU over TCP, as its connection speaks.
+    /// The protocol its connection speaks.
+    pub protocol: Protocol,
+    /// Modbus: TCP or RTU over TCP.
     pub framing: Framing,
+    /// OPC-UA: the server's certificate store.
+    pub pki_dir: PathBuf,
+    /// OPC-UA: whether it serves subscriptions.
+    pub subscriptions: bool,
     /// The unit ids it answers: the connection's and its points'.
     pub units: Vec<u8>,
     /// Faults injected from the start.
@@ -1096,6 +1157,88 @@ pub struct PlannedConnection {
     pub map: RegisterMap,
     /// What operators may write.
     pub setpoints: Vec<SetpointSpec>,
+    /// OPC-UA: each sensor's variable.
+    pub opcua_points: Vec<OpcUaPoint>,
+}
+
+impl PlannedConnection {
+    /// How the OPC-UA reader reaches `endpoint_url`.
+    pub fn opcua_config(&self, endpoint_url: String) -> OpcUaConfig {
+        let c = &self.config;
+        OpcUaConfig {
+            endpoint_url,
+            security_policy: c.security_policy,
+            security_mode: c.security_mode,
+            user: c
+                .username
+                .clone()
+                .map(|u| (u, c.password.clone().unwrap_or_default())),
+            pki_dir: c.pki_dir.clone(),
+            trust_server_certs: c.trust_server_certs,
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            publishing_interval: Duration::from_millis(
+                c.publishing_interval_ms.unwrap_or(c.period_ms),
+            ),
+            reconnect: self.reconnect_policy(),
+            max_items_per_subscription: 1_000,
+            subscribe: c.subscribe,
+        }
+    }
+
+    /// The reconnect backoff.
+    pub fn reconnect_policy(&self) -> ReconnectPolicy {
+        ReconnectPolicy {
+            initial: Duration::from_millis(self.config.reconnect_initial_ms),
+            max: Duration::from_millis(self.config.reconnect_max_ms),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+/// The OPC-UA variables of `sensors` on connection `c`.
+fn opcua_points(c: &ConnectionConfig, sensors: &[SensorConfig]) -> Result<Vec<OpcUaPoint>, String> {
+    if (c.security_policy == OpcUaSecurityPolicy::None)
+        != (c.security_mode == OpcUaSecurityMode::None)
+    {
+        return Err(format!(
+            "security_policy {:?} with security_mode {:?}: none goes with none only",
+            c.security_policy, c.security_mode
+        ));
+    }
+    if c.password.is_some() && c.username.is_none() {
+        return Err("password without username".into());
+    }
+    sensors
+        .iter()
+        .map(|s| {
+            let node_id = match (&s.node_id, &c.node_ids) {
+                (Some(own), _) => own.clone(),
+                (None, Some(pattern)) => pattern.replace("{id}", s.id.as_str()),
+                (None, None) => {
+                    return Err(format!(
+                        "sensor {}: no node_id, and the connection has no node_ids pattern",
+                        s.id.as_str()
+                    ))
+                }
+            };
+            check_node_id(&node_id).map_err(|m| format!("sensor {}: {m}", s.id.as_str()))?;
+            if s.deadband.is_some_and(|d| !(d.is_finite() && d >= 0.0)) {
+                return Err(format!(
+                    "sensor {}: deadband must be a number ≥ 0",
+                    s.id.as_str()
+                ));
+            }
+            Ok(OpcUaPoint {
+                sensor: s.id.clone(),
+                node_id,
+                sampling_interval_ms: c.sampling_interval_ms.unwrap_or(c.period_ms as f64),
+                queue_size: 1,
+                deadband: s.deadband,
+            })
+        })
+        .collect()
 }
 
 /// The validated plant.
@@ -1317,15 +1460,34 @@ impl PlantConfig {
                     phase_secs: sim.phase_secs,
                     speed: sim.speed,
                     port: sim.port,
-                    framing: c.protocol.framing(),
+                    protocol: c.protocol,
+                    framing: c.protocol.framing().unwrap_or_default(),
+                    pki_dir: sim.pki_dir.join(e.id.as_str()),
+                    subscriptions: sim.subscriptions,
                     units,
                     faults: sim.faults.clone(),
                 });
+                None
+            } else if c.protocol == Protocol::Opcua {
+                if !c.endpoint.starts_with("opc.tcp://") {
+                    return Err(err(file, format!("{ckey}.endpoint = {:?}: expected opc.tcp://host:port/ or \"simulator\"", c.endpoint)));
+                }
                 None
             } else {
                 Some(c.endpoint.parse::<SocketAddr>().map_err(|_| {
                     err(file, format!("{ckey}.endpoint = {:?}: expected host:port (an IP address) or \"simulator\"", c.endpoint))
                 })?)
+            };
+            if c.protocol == Protocol::Opcua && !setpoints.is_empty() {
+                return Err(err(
+                    file,
+                    format!("{key}.setpoint_set: setpoints are written over Modbus; this connection is OPC-UA"),
+                ));
+            }
+            let opcua_points = if c.protocol == Protocol::Opcua {
+                opcua_points(c, sensors).map_err(|m| err(file, format!("{ckey}: {m}")))?
+            } else {
+                Vec::new()
             };
             plant.connections.push(PlannedConnection {
                 equipment: e.id.clone(),
@@ -1333,6 +1495,7 @@ impl PlantConfig {
                 endpoint,
                 map,
                 setpoints,
+                opcua_points,
             });
             let cycle = e
                 .cycle
@@ -1715,6 +1878,53 @@ mod tests {
         );
         let e = plant_error("address = 1102", "address = 1101");
         assert!(e.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn an_opcua_connection_is_checked() {
+        let opcua = |extra: &str| {
+            EMBEDDED_PLANT.replacen(
+                "protocol = \"modbus_tcp\"   # or \"modbus_rtu_over_tcp\" behind a serial gateway",
+                &format!("protocol = \"opcua\"\n{extra}"),
+                1,
+            )
+        };
+        let build = |plant: String| {
+            let cfg: PlantConfig = toml::from_str(&plant).unwrap();
+            cfg.build("plant.toml")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        // Setpoints are Modbus-only.
+        let e = build(opcua("node_ids = \"ns=2;s=Rig.{id}\"")).unwrap_err();
+        assert!(
+            e.contains("equipment[0].setpoint_set: setpoints are written over Modbus"),
+            "{e}"
+        );
+        let without_setpoints =
+            |extra: &str| opcua(extra).replacen("setpoint_set = \"zema-rig\"\n", "", 1);
+        assert_eq!(
+            build(without_setpoints("node_ids = \"ns=2;s=Rig.{id}\"")),
+            Ok(())
+        );
+        let e = build(without_setpoints("")).unwrap_err();
+        assert!(e.contains("sensor PS1: no node_id"), "{e}");
+        let e = build(without_setpoints("node_ids = \"Rig.{id}\"")).unwrap_err();
+        assert!(e.contains("is not a node id"), "{e}");
+        let e = build(without_setpoints(
+            "node_ids = \"ns=2;s=Rig.{id}\"\nsecurity_policy = \"basic256_sha256\"",
+        ))
+        .unwrap_err();
+        assert!(e.contains("none goes with none only"), "{e}");
+        let e = build(
+            without_setpoints("node_ids = \"ns=2;s=Rig.{id}\"").replacen(
+                "endpoint = \"simulator\"\nunit_id",
+                "endpoint = \"10.0.0.5:4840\"\nunit_id",
+                1,
+            ),
+        )
+        .unwrap_err();
+        assert!(e.contains("expected opc.tcp://host:port/"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod onnx;
 pub mod rigdata;
 pub mod scoring;
 pub mod shared;
+pub mod simulators;
 pub mod store;
 pub mod telemetry;
 

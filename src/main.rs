@@ -31,6 +31,18 @@ enum Command {
     Simulate,
     /// Load and validate the configuration, then exit.
     CheckConfig,
+    /// OPC-UA: list the server certificates a connection refused and those it
+    /// trusts, or trust a refused one (moved from rejected/ to trusted/; a
+    /// connection that is retrying picks it up by itself).
+    OpcuaTrust {
+        /// The equipment whose connection's certificate store is meant
+        /// (default: the first OPC-UA connection's).
+        #[arg(long)]
+        equipment: Option<String>,
+        /// Trust the refused certificate whose file name contains this (its
+        /// thumbprint, or the server's name). Without it: list.
+        pattern: Option<String>,
+    },
     /// Create or upgrade the database schema (storage.url) and record the plant.
     Migrate,
     /// Train the RandomForest cycle classifiers on rig data (a folder in the
@@ -241,6 +253,9 @@ fn main() -> ExitCode {
                 xgb_cv,
             } => evaluate(&data, &models, cv, trees, json, xgb_cv.as_deref()),
             Command::CheckConfig => Ok(ExitCode::SUCCESS),
+            Command::OpcuaTrust { equipment, pattern } => {
+                opcua_trust(&loaded, equipment.as_deref(), pattern.as_deref())
+            }
         }
     });
     match result {
@@ -568,17 +583,60 @@ fn evaluate(
     Ok(ExitCode::SUCCESS)
 }
 
+fn opcua_trust(
+    loaded: &config::Loaded,
+    equipment: Option<&str>,
+    pattern: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use hydrowatch_protocols::opcua::trust;
+    let connection = loaded
+        .plant
+        .connections
+        .iter()
+        .filter(|c| c.config.protocol == config::Protocol::Opcua)
+        .find(|c| equipment.is_none_or(|e| c.equipment.as_str() == e))
+        .ok_or_else(|| match equipment {
+            Some(e) => anyhow::anyhow!("equipment {e:?} has no OPC-UA connection"),
+            None => anyhow::anyhow!("the plant has no OPC-UA connection"),
+        })?;
+    let pki = &connection.config.pki_dir;
+    match pattern {
+        None => {
+            println!(
+                "certificate store {} ({})",
+                pki.display(),
+                connection.equipment
+            );
+            for (label, certs) in [
+                ("rejected", trust::rejected(pki)?),
+                ("trusted", trust::trusted(pki)?),
+            ] {
+                println!("{label}:");
+                for cert in certs {
+                    println!("  {}", cert.file);
+                }
+            }
+        }
+        Some(pattern) => {
+            let cert = trust::trust(pki, pattern)?;
+            println!("trusted {} ({})", cert.file, cert.path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn simulate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
     let simulators = hydrowatch::app::start_simulators(&loaded.plant, true).await?;
     for (id, sim) in &simulators {
         let sim = sim.lock().await;
-        let protocol = match sim.framing() {
-            hydrowatch_protocols::modbus::Framing::Tcp => "Modbus TCP",
-            hydrowatch_protocols::modbus::Framing::RtuOverTcp => "Modbus RTU-over-TCP",
+        let protocol = match sim.protocol() {
+            "modbus_tcp" => "Modbus TCP",
+            "modbus_rtu_over_tcp" => "Modbus RTU-over-TCP",
+            _ => "OPC-UA",
         };
         println!(
             "{id}: {protocol} simulator on {} replaying {} (write holding register {} to switch condition)",
-            sim.addr(),
+            sim.endpoint(),
             sim.condition(),
             hydrowatch_protocols::modbus::CONDITION_REGISTER
         );

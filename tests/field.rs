@@ -347,3 +347,127 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
     );
     app.shutdown().await;
 }
+
+/// The demo plant with rig-3 on OPC-UA (Basic256Sha256, signed and
+/// encrypted, as the simulator's user), certificates in `dir`.
+fn plant_with_opcua_rig(dir: &std::path::Path, trust: bool) -> hydrowatch::config::Loaded {
+    let client_pki = dir.join("client");
+    let server_pki = dir.join("server");
+    fast_plant_config_with(
+        &[
+            (
+                "id = \"rig-3\"\nname = \"Hydraulic rig 3\"\nsensor_set = \"zema-rig\"\nsetpoint_set = \"zema-rig\"\n",
+                "id = \"rig-3\"\nname = \"Hydraulic rig 3\"\nsensor_set = \"zema-rig\"\n",
+            ),
+            (
+                "[equipment.connection]\nprotocol = \"modbus_tcp\"\nendpoint = \"simulator\"\nunit_id = 1\nperiod_ms = 500\nrequest_timeout_ms = 500\nconnect_timeout_ms = 1000\n\n# Score every completed load cycle with the cycle models (models/artifacts).\n[equipment.cycle]\nphase_sensor = \"CYC\"\nmax_missing = 3\n\n[equipment.simulator]\ncondition = \"cooler_degraded\"",
+                &format!(
+                    "[equipment.connection]\nprotocol = \"opcua\"\nendpoint = \"simulator\"\nnode_ids = \"ns=2;s=Rig.{{id}}\"\nsecurity_policy = \"basic256_sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = \"operator-password\"\ntrust_server_certs = {trust}\npki_dir = {client:?}\nperiod_ms = 500\nrequest_timeout_ms = 1000\nconnect_timeout_ms = 5000\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\n\n[equipment.cycle]\nphase_sensor = \"CYC\"\nmax_missing = 3\n\n[equipment.simulator]\npki_dir = {server:?}\ncondition = \"cooler_degraded\"",
+                    client = client_pki.display().to_string(),
+                    server = server_pki.display().to_string(),
+                ),
+            ),
+        ],
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
+    let dir = temp_dir("opcua-rig");
+    let mut app = spawn_with(plant_with_opcua_rig(&dir, true)).await;
+    let root = format!("http://{}", app.addr);
+    let base = format!("{root}/api/v1");
+    eventually(Duration::from_secs(30), "rig-3 over OPC-UA", async || {
+        let health = connection_health(&root, "rig-3").await;
+        health["protocol"] == "opcua"
+            && health["link"] == "connected"
+            && health["last_success_ms"].is_i64()
+    })
+    .await;
+    let snapshot = get_json(format!("{base}/equipment/rig-3")).await;
+    let ps1 = snapshot["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "PS1")
+        .unwrap()
+        .clone();
+    assert_eq!(ps1["state"]["quality"], "good", "{ps1}");
+    assert!((100.0..250.0).contains(&ps1["state"]["value"].as_f64().unwrap()));
+    let sims = admin_get(format!("{base}/admin/simulators")).await;
+    let rig3 = sims
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["equipment"] == "rig-3")
+        .unwrap()
+        .clone();
+    assert_eq!(rig3["protocol"], "opcua");
+    assert!(rig3["endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("opc.tcp://127.0.0.1:"));
+
+    // A server restart: sessions and subscriptions on it are gone; the
+    // connection notices, reconnects and subscribes again by itself.
+    let before = connection_health(&root, "rig-3").await;
+    let (status, body) = send(http().post(format!("{base}/admin/simulators/rig-3/restart"))).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(30),
+        "rig-3 back after the restart",
+        async || {
+            let health = connection_health(&root, "rig-3").await;
+            health["link"] == "connected"
+                && health["reconnects"].as_u64() > before["reconnects"].as_u64()
+                && health["last_success_ms"].as_i64() > Some(now_ms() - 1_000)
+        },
+    )
+    .await;
+    let faults = admin_get(format!("{base}/admin/simulators/rig-3/faults")).await;
+    assert_eq!(faults["stats"]["restarts"], 1, "{faults}");
+
+    // A hung server: the link is declared lost within the keep-alive limits,
+    // and data comes back when it answers again.
+    let (status, _) = send(
+        http()
+            .put(format!("{base}/admin/simulators/rig-3/faults"))
+            .json(&json!({"no_response": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(30), "the hang noticed", async || {
+        connection_health(&root, "rig-3").await["link"] == "disconnected"
+    })
+    .await;
+    let (status, _) = send(
+        http()
+            .put(format!("{base}/admin/simulators/rig-3/faults"))
+            .json(&json!({"hang": true})),
+    )
+    .await;
+    assert_eq!(status, 422, "OPC-UA faults are checked by name");
+    let (status, _) = send(
+        http()
+            .put(format!("{base}/admin/simulators/rig-3/faults"))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(30), "data after the hang", async || {
+        let health = connection_health(&root, "rig-3").await;
+        health["link"] == "connected" && health["last_success_ms"].as_i64() > Some(now_ms() - 1_000)
+    })
+    .await;
+    // The Modbus rigs were never disturbed.
+    assert_eq!(connection_health(&root, "rig-1").await["link"], "connected");
+    app.shutdown().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -229,8 +229,8 @@ impl Tree {
         for spec in config.connections {
             let status: SharedStatus = Arc::new(Mutex::new(ConnectionStatus {
                 id: spec.id.clone(),
-                endpoint: spec.poller.addr.to_string(),
-                protocol: spec.poller.framing.protocol(),
+                endpoint: spec.device.endpoint(),
+                protocol: spec.device.protocol(),
                 link: LinkState::Disconnected,
                 last_success_ms: None,
                 polls: 0,

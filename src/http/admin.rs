@@ -6,11 +6,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::simulators::RigSimulator;
 use hydrowatch_actors::connection::ConnectionStatus;
 use hydrowatch_actors::supervision::{AdminError, AdminOp, SupervisionCmd};
 use hydrowatch_actors::ActorInfo;
 use hydrowatch_models::EquipmentId;
-use hydrowatch_protocols::modbus::{ModbusFaults, SimulatorHandle, SimulatorStats};
 use hydrowatch_protocols::rig::RigCondition;
 
 use super::error::{ApiError, ErrorResponse};
@@ -137,25 +137,28 @@ pub struct SimulatorInfo {
     pub equipment: String,
     /// Where it listens.
     pub address: String,
+    /// What a connection points at (`host:port`, or an `opc.tcp://` URL).
+    pub endpoint: String,
     /// Whether it serves.
     pub running: bool,
     /// Condition replayed.
     pub condition: String,
-    /// `modbus_tcp` or `modbus_rtu_over_tcp`.
+    /// `modbus_tcp`, `modbus_rtu_over_tcp` or `opcua`.
     pub protocol: &'static str,
     /// Whether any fault is being injected.
     pub faulty: bool,
 }
 
 impl SimulatorInfo {
-    fn of(equipment: String, sim: &SimulatorHandle) -> Self {
+    fn of(equipment: String, sim: &RigSimulator) -> Self {
         SimulatorInfo {
             equipment,
             address: sim.addr().to_string(),
+            endpoint: sim.endpoint(),
             running: sim.is_running(),
             condition: sim.condition().to_string(),
-            protocol: sim.framing().protocol(),
-            faulty: sim.faults().any(),
+            protocol: sim.protocol(),
+            faulty: sim.faulty(),
         }
     }
 }
@@ -165,14 +168,16 @@ impl SimulatorInfo {
 pub struct SimulatorFaults {
     /// Equipment it simulates.
     pub equipment: String,
-    /// `probability`, `latency_ms`, `drop_connection`, `no_response`,
-    /// `exception`, `garbage`, `truncated`, `short_response`,
-    /// `stale_transaction`.
+    /// Modbus: `probability`, `latency_ms`, `drop_connection`,
+    /// `no_response`, `exception`, `garbage`, `truncated`,
+    /// `short_response`, `stale_transaction`. OPC-UA: `latency_ms`,
+    /// `no_response`, `drop_connections`.
     #[schema(value_type = Object)]
-    pub faults: ModbusFaults,
-    /// Connections, requests, and requests hit by a fault.
+    pub faults: serde_json::Value,
+    /// Modbus: connections, requests, and requests hit by a fault. OPC-UA:
+    /// connections and restarts.
     #[schema(value_type = Object)]
-    pub stats: SimulatorStats,
+    pub stats: serde_json::Value,
 }
 
 /// The faults a simulated rig injects.
@@ -194,9 +199,11 @@ pub async fn simulator_faults(
 }
 
 /// Sets the faults a simulated rig injects (replacing the ones before; `{}`
-/// clears them): latency, missing answers, dropped connections, exception
-/// codes, garbage, truncated or short frames, stale transaction ids, each on
-/// a share `probability` of the requests.
+/// clears them). Modbus: latency, missing answers, dropped connections,
+/// exception codes, garbage, truncated or short frames, stale transaction
+/// ids, each on a share `probability` of the requests. OPC-UA: latency, a
+/// hung server, dropped connections (a server restart is
+/// `POST …/{id}/restart`).
 #[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
     request_body(content = Object, description = "The faults (unknown fields are refused)"),
     params(("id" = String, Path, description = "Equipment id")),
@@ -204,7 +211,7 @@ pub async fn simulator_faults(
 pub async fn set_simulator_faults(
     State(state): State<AppState>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    body: Result<Json<ModbusFaults>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SimulatorFaults>, ApiError> {
     let Path(id) = path?;
     let Json(faults) = body?;
@@ -270,7 +277,7 @@ pub async fn set_condition(
 
 /// Stops or starts a simulated rig (as if its PLC lost or regained power).
 #[utoipa::path(post, path = "/api/v1/admin/simulators/{id}/{action}", tag = "admin",
-    params(("id" = String, Path, description = "Equipment id"), ("action" = String, Path, description = "stop | start")),
+    params(("id" = String, Path, description = "Equipment id"), ("action" = String, Path, description = "stop | start | restart")),
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse)))]
 pub async fn simulator_power(
     State(state): State<AppState>,
@@ -279,15 +286,18 @@ pub async fn simulator_power(
     let Path((id, action)) = path?;
     let sim = find_simulator(&state, &id)?;
     let mut sim = sim.lock().await;
+    let start_failed =
+        |e: String| ApiError::Conflict(format!("simulator could not start again: {e}"));
     match action.as_str() {
         "stop" => sim.stop().await,
-        "start" => sim
-            .restart()
-            .await
-            .map_err(|e| ApiError::Conflict(format!("simulator could not listen again: {e}")))?,
+        "start" => sim.start().await.map_err(start_failed)?,
+        "restart" => {
+            sim.stop().await;
+            sim.start().await.map_err(start_failed)?
+        }
         other => {
             return Err(ApiError::BadRequest {
-                message: format!("unknown action {other:?}; expected stop or start"),
+                message: format!("unknown action {other:?}; expected stop, start or restart"),
                 details: Some(serde_json::json!({ "field": "action" })),
             })
         }
@@ -299,7 +309,7 @@ pub async fn simulator_power(
 fn find_simulator(
     state: &AppState,
     id: &str,
-) -> Result<std::sync::Arc<tokio::sync::Mutex<SimulatorHandle>>, ApiError> {
+) -> Result<std::sync::Arc<tokio::sync::Mutex<RigSimulator>>, ApiError> {
     EquipmentId::parse(id)
         .ok()
         .and_then(|id| state.simulators.get(&id).cloned())

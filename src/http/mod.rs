@@ -27,14 +27,14 @@ use axum::{middleware, Router};
 use tokio::sync::{watch, Mutex};
 use utoipa::OpenApi;
 
+use crate::simulators::RigSimulator;
 use hydrowatch_actors::Tree;
 use hydrowatch_models::{EquipmentId, SensorId};
-use hydrowatch_protocols::modbus::SimulatorHandle;
 
 use crate::config::Settings;
 
 /// In-process simulators by equipment.
-pub type Simulators = Arc<HashMap<EquipmentId, Arc<Mutex<SimulatorHandle>>>>;
+pub type Simulators = Arc<HashMap<EquipmentId, Arc<Mutex<RigSimulator>>>>;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]

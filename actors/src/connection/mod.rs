@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use hydrowatch_models::{EquipmentId, Quality, SampleBatch};
 use hydrowatch_protocols::modbus::{
-    ErrorCounts, LinkState, ModbusPoller, PollerConfig, WriteError, WriteOutcome,
+    ErrorCounts, LinkState, ModbusPoller, PollOutcome, PollerConfig, WriteError, WriteOutcome,
 };
+use hydrowatch_protocols::opcua::{OpcUaConfig, OpcUaPoint, OpcUaReader};
 use hydrowatch_protocols::{RegisterMap, RegisterPoint};
 
 use crate::plant::{now_ms, EquipmentMsg};
@@ -25,15 +26,96 @@ pub struct ConnectionSpec {
     pub id: String,
     /// The equipment whose sensors the device serves.
     pub equipment: EquipmentId,
-    /// How to reach the device.
-    pub poller: PollerConfig,
-    /// Where each sensor is.
-    pub map: RegisterMap,
+    /// The device and where each sensor is in it.
+    pub device: DeviceSpec,
     /// Poll period.
     pub period: Duration,
     /// What operators may write to the device.
     pub setpoints: Vec<SetpointSpec>,
 }
+
+/// A device, by protocol.
+#[derive(Clone)]
+pub enum DeviceSpec {
+    /// Modbus TCP or RTU over TCP.
+    Modbus {
+        /// How to reach it.
+        poller: PollerConfig,
+        /// Where each sensor is.
+        map: RegisterMap,
+    },
+    /// An OPC-UA server.
+    OpcUa {
+        /// How to reach it.
+        config: OpcUaConfig,
+        /// Each sensor's variable.
+        points: Vec<OpcUaPoint>,
+    },
+}
+
+impl DeviceSpec {
+    /// Where the device is.
+    pub fn endpoint(&self) -> String {
+        match self {
+            DeviceSpec::Modbus { poller, .. } => poller.addr.to_string(),
+            DeviceSpec::OpcUa { config, .. } => config.endpoint_url.clone(),
+        }
+    }
+
+    /// `modbus_tcp`, `modbus_rtu_over_tcp` or `opcua`.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            DeviceSpec::Modbus { poller, .. } => poller.framing.protocol(),
+            DeviceSpec::OpcUa { .. } => "opcua",
+        }
+    }
+}
+
+/// A running device link.
+enum Device {
+    Modbus(ModbusPoller),
+    OpcUa(OpcUaReader),
+}
+
+impl Device {
+    fn start(spec: &DeviceSpec) -> Result<Self, String> {
+        Ok(match spec {
+            DeviceSpec::Modbus { poller, map } => {
+                Device::Modbus(ModbusPoller::new(poller.clone(), map.clone()))
+            }
+            DeviceSpec::OpcUa { config, points } => Device::OpcUa(
+                OpcUaReader::start(config.clone(), points.clone()).map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    async fn poll(&mut self) -> PollOutcome {
+        match self {
+            Device::Modbus(poller) => poller.poll().await,
+            Device::OpcUa(reader) => reader.poll().await,
+        }
+    }
+
+    async fn read(&mut self, point: &RegisterPoint) -> Result<f64, WriteError> {
+        match self {
+            Device::Modbus(poller) => poller.read(point).await,
+            Device::OpcUa(_) => Err(WriteError::Link(NO_OPCUA_SETPOINTS.into())),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        point: &RegisterPoint,
+        value: f64,
+    ) -> Result<WriteOutcome, WriteError> {
+        match self {
+            Device::Modbus(poller) => poller.write(point, value).await,
+            Device::OpcUa(_) => Err(WriteError::Link(NO_OPCUA_SETPOINTS.into())),
+        }
+    }
+}
+
+const NO_OPCUA_SETPOINTS: &str = "setpoints are written over Modbus; this device is OPC-UA";
 
 /// A value operators may write to the device (a setpoint), with its limits.
 #[derive(Debug, Clone, Serialize)]
@@ -98,7 +180,7 @@ pub struct ConnectionStatus {
     pub id: String,
     /// Device address.
     pub endpoint: String,
-    /// `modbus_tcp` or `modbus_rtu_over_tcp`.
+    /// `modbus_tcp`, `modbus_rtu_over_tcp` or `opcua`.
     pub protocol: &'static str,
     /// Link state.
     pub link: LinkState,
@@ -200,7 +282,7 @@ pub struct Connection;
 /// State of a connection actor.
 pub struct ConnectionState {
     args: ConnectionArgs,
-    poller: ModbusPoller,
+    device: Device,
     next_poll: Instant,
     meters: Meters,
 }
@@ -257,7 +339,7 @@ impl Actor for Connection {
     ) -> Result<Self::State, ActorProcessingErr> {
         set_link(&args.status, LinkState::Disconnected);
         args.address.set(myself.clone());
-        let poller = ModbusPoller::new(args.spec.poller.clone(), args.spec.map.clone());
+        let device = Device::start(&args.spec.device)?;
         // The first poll goes out at once (data on screen right after start); the
         // next one at a random phase within the period, so that a thousand
         // connections started together do not poll (and load the tree) in lockstep.
@@ -267,7 +349,7 @@ impl Actor for Connection {
         let meters = Meters::new(&args.spec.id);
         Ok(ConnectionState {
             args,
-            poller,
+            device,
             // `handle` adds one period after the first poll: the second one comes
             // `phase` after start.
             next_poll: (Instant::now() + phase)
@@ -319,7 +401,7 @@ impl Actor for Connection {
             ConnectionMsg::ReadSetpoints(reply) => {
                 let mut out = Vec::with_capacity(st.args.spec.setpoints.len());
                 for spec in st.args.spec.setpoints.clone() {
-                    let (value, error) = match st.poller.read(&spec.point).await {
+                    let (value, error) = match st.device.read(&spec.point).await {
                         Ok(v) => (Some(v), None),
                         Err(e) => (None, Some(e.to_string())),
                     };
@@ -353,7 +435,7 @@ async fn write_setpoint(
             max: spec.max,
         });
     }
-    let outcome = st.poller.write(&spec.point, value).await;
+    let outcome = st.device.write(&spec.point, value).await;
     match &outcome {
         Ok(done) => {
             tracing::info!(connection = %st.args.spec.id, setpoint = %spec.id, value, read_back = done.read_back, "setpoint written and verified");
@@ -398,7 +480,7 @@ fn set_link(status: &SharedStatus, link: LinkState) {
 
 async fn poll_once(st: &mut ConnectionState) {
     let started = Instant::now();
-    let outcome = st.poller.poll().await;
+    let outcome = st.device.poll().await;
     st.meters.duration.record(started.elapsed().as_secs_f64());
     st.meters.polled.increment(outcome.readings.len() as u64);
     for (meter, (_, n)) in st.meters.errors.iter().zip(error_kinds(&outcome.counts)) {

@@ -190,6 +190,14 @@ pub enum OpcUaError {
     Security(OpcUaSecurityPolicy, OpcUaSecurityMode),
 }
 
+/// Whether `node_id` is a node id the reader can use (`ns=2;s=Rig.PS1`,
+/// `i=2258`, …), and why not.
+pub fn check_node_id(node_id: &str) -> Result<(), String> {
+    NodeId::from_str(node_id)
+        .map(|_| ())
+        .map_err(|_| format!("{node_id:?} is not a node id (e.g. \"ns=2;s=Rig.PS1\")"))
+}
+
 /// Reads one OPC-UA server; owns the session (run by a task of its own).
 pub struct OpcUaReader {
     config: OpcUaConfig,

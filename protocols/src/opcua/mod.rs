@@ -7,8 +7,8 @@ mod simulator;
 pub mod trust;
 
 pub use client::{
-    Acquisition, OpcUaConfig, OpcUaError, OpcUaPoint, OpcUaReader, OpcUaSecurityMode,
-    OpcUaSecurityPolicy,
+    check_node_id, Acquisition, OpcUaConfig, OpcUaError, OpcUaPoint, OpcUaReader,
+    OpcUaSecurityMode, OpcUaSecurityPolicy,
 };
 pub use simulator::{
     rig_variable, OpcUaFaults, OpcUaSimulatorError, OpcUaSimulatorHandle, OpcUaSimulatorOptions,
