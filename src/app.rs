@@ -66,6 +66,7 @@ pub async fn start_simulators(
             options.phase_secs = sim.phase_secs;
             options.speed = sim.speed;
             options.subscriptions = sim.subscriptions;
+            options.faults = sim.opcua_faults.clone();
             let handle = OpcUaSimulatorHandle::start(addr, recording.clone(), options)
                 .await
                 .with_context(|| {

@@ -26,7 +26,7 @@ use hydrowatch_models::alert::silence::{Inhibition, Matchers, Silence, Window, W
 use hydrowatch_models::{EquipmentId, EquipmentSpec, PhysicalRange, SensorId, SensorSpec};
 use hydrowatch_protocols::modbus::{Framing, ModbusFaults, ReconnectPolicy};
 use hydrowatch_protocols::opcua::{
-    check_node_id, OpcUaConfig, OpcUaPoint, OpcUaSecurityMode, OpcUaSecurityPolicy,
+    check_node_id, OpcUaConfig, OpcUaFaults, OpcUaPoint, OpcUaSecurityMode, OpcUaSecurityPolicy,
 };
 use hydrowatch_protocols::rig::RigCondition;
 use hydrowatch_protocols::{
@@ -844,11 +844,11 @@ pub struct SimulatorConfig {
     pub speed: f64,
     /// Port for `hydrowatch simulate` (serve picks a free loopback port).
     pub port: u16,
-    /// Misbehaviour injected from the start (`[equipment.simulator.faults]`,
-    /// Modbus simulators); changed at run time through
-    /// `PUT /api/v1/admin/simulators/{id}/faults`.
+    /// Misbehaviour injected from the start (`[equipment.simulator.faults]`:
+    /// the Modbus or the OPC-UA kind, as the connection's protocol); changed
+    /// at run time through `PUT /api/v1/admin/simulators/{id}/faults`.
     #[serde(default)]
-    pub faults: ModbusFaults,
+    pub faults: toml::Table,
     /// OPC-UA: where the simulated server keeps its certificate (one folder
     /// per equipment below it).
     #[serde(default = "default_simulator_pki")]
@@ -1140,8 +1140,10 @@ pub struct SimulatedDevice {
     pub subscriptions: bool,
     /// The unit ids it answers: the connection's and its points'.
     pub units: Vec<u8>,
-    /// Faults injected from the start.
+    /// Faults injected from the start (Modbus).
     pub faults: ModbusFaults,
+    /// Faults injected from the start (OPC-UA).
+    pub opcua_faults: OpcUaFaults,
 }
 
 /// A connection, before the simulator addresses are known.
@@ -1445,9 +1447,24 @@ impl PlantConfig {
                         ),
                     ));
                 }
-                sim.faults
-                    .validate()
-                    .map_err(|m| err(file, format!("{key}.simulator.faults.{m}")))?;
+                let faults_of = |kind: &str, e: toml::de::Error| {
+                    err(
+                        file,
+                        format!("{key}.simulator.faults ({kind}): {}", e.message()),
+                    )
+                };
+                let table = toml::Value::Table(sim.faults.clone());
+                let (faults, opcua_faults) = if c.protocol == Protocol::Opcua {
+                    let f = OpcUaFaults::deserialize(table).map_err(|e| faults_of("OPC-UA", e))?;
+                    f.validate()
+                        .map_err(|m| err(file, format!("{key}.simulator.faults.{m}")))?;
+                    (ModbusFaults::default(), f)
+                } else {
+                    let f = ModbusFaults::deserialize(table).map_err(|e| faults_of("Modbus", e))?;
+                    f.validate()
+                        .map_err(|m| err(file, format!("{key}.simulator.faults.{m}")))?;
+                    (f, OpcUaFaults::default())
+                };
                 let mut units: Vec<u8> = std::iter::once(c.unit_id)
                     .chain(map.points.iter().filter_map(|p| p.unit))
                     .chain(setpoints.iter().filter_map(|s| s.point.unit))
@@ -1465,7 +1482,8 @@ impl PlantConfig {
                     pki_dir: sim.pki_dir.join(e.id.as_str()),
                     subscriptions: sim.subscriptions,
                     units,
-                    faults: sim.faults.clone(),
+                    faults,
+                    opcua_faults,
                 });
                 None
             } else if c.protocol == Protocol::Opcua {
@@ -1925,6 +1943,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("expected opc.tcp://host:port/"), "{e}");
+        // Faults of the protocol's own kind.
+        let with_faults = |faults: &str| {
+            without_setpoints("node_ids = \"ns=2;s=Rig.{id}\"").replacen(
+                "port = 5020",
+                &format!("port = 5020\n[equipment.simulator.faults]\n{faults}"),
+                1,
+            )
+        };
+        let cfg: PlantConfig = toml::from_str(&with_faults("no_response = true")).unwrap();
+        let built = cfg.build("plant.toml").unwrap();
+        assert!(built.simulators[0].opcua_faults.no_response);
+        assert_eq!(built.simulators[0].protocol, Protocol::Opcua);
+        let e = build(with_faults("garbage = true")).unwrap_err();
+        assert!(e.contains("equipment[0].simulator.faults (OPC-UA)"), "{e}");
     }
 
     #[test]

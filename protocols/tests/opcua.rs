@@ -331,6 +331,31 @@ async fn a_server_without_subscriptions_is_polled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_beyond_the_servers_limit_go_into_another_subscription() {
+    // 18 items, at most 10 per subscription: two subscriptions, all delivering.
+    let sim = simulator(|o| o.max_items_per_subscription = 10).await;
+    let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
+    let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
+    let outcome = until(
+        &mut reader,
+        Duration::from_secs(20),
+        "good values",
+        all_good,
+    )
+    .await;
+    plausible(&outcome);
+    assert_eq!(reader.acquisition(), Acquisition::Subscriptions(2));
+    let timer = outcome.readings[17].value;
+    until(
+        &mut reader,
+        Duration::from_secs(5),
+        "the last item moving",
+        |o| all_good(o) && o.readings[17].value != timer,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_node_is_bad_with_the_servers_reason_and_the_rest_is_read() {
     let sim = simulator(|_| {}).await;
     let mut pts = points(sim.namespace(), None);

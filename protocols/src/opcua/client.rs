@@ -661,13 +661,11 @@ async fn acquire(
 ) {
     let mut waiting: Vec<usize> = (0..points.len()).collect();
     let mut subscriptions = 0usize;
+    // Halved each time the server says a subscription cannot hold that many.
+    let mut per_subscription = config.max_items_per_subscription.max(1);
     if config.subscribe {
         while !waiting.is_empty() {
-            let batch: Vec<usize> = waiting
-                .iter()
-                .copied()
-                .take(config.max_items_per_subscription.max(1))
-                .collect();
+            let batch: Vec<usize> = waiting.iter().copied().take(per_subscription).collect();
             let callback_shared = shared.clone();
             // Keep-alives at least every 2 s; the server keeps the
             // subscription through a minute without the client (an outage,
@@ -715,6 +713,14 @@ async fn acquire(
                 .await
             {
                 Ok(results) => results,
+                Err(err)
+                    if err.status() == StatusCode::BadTooManyMonitoredItems && batch.len() > 1 =>
+                {
+                    let _ = session.delete_subscription(subscription).await;
+                    per_subscription = batch.len() / 2;
+                    tracing::info!(endpoint = %config.endpoint_url, per_subscription, "the server limits items per subscription; splitting");
+                    continue;
+                }
                 Err(err) => {
                     tracing::warn!(endpoint = %config.endpoint_url, error = %err, "monitored items refused; polling them");
                     let _ = session.delete_subscription(subscription).await;

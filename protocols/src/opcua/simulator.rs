@@ -91,6 +91,9 @@ pub struct OpcUaSimulatorOptions {
     pub users: Vec<(String, String)>,
     /// Whether it serves subscriptions (otherwise only Read: clients poll).
     pub subscriptions: bool,
+    /// Most monitored items it accepts in one subscription (0: the stack's
+    /// default, 1,000).
+    pub max_items_per_subscription: usize,
     /// Faults injected from the start.
     pub faults: OpcUaFaults,
 }
@@ -108,6 +111,7 @@ impl OpcUaSimulatorOptions {
             anonymous: true,
             users: vec![("operator".into(), "operator-password".into())],
             subscriptions: true,
+            max_items_per_subscription: 0,
             faults: OpcUaFaults::default(),
         }
     }
@@ -165,7 +169,7 @@ pub struct OpcUaSimulatorHandle {
     proxy: JoinHandle<()>,
     running: Option<Running>,
     restarts: u64,
-    /// Sessions served to the variables' node ids, for tests and benchmarks.
+    /// The variables' node ids (the sensors, then the cycle timer).
     node_ids: Arc<Mutex<Vec<NodeId>>>,
 }
 
@@ -480,6 +484,12 @@ fn build_server(
             .limits_mut()
             .subscriptions
             .max_subscriptions_per_session = 0;
+    }
+    if options.max_items_per_subscription > 0 {
+        builder
+            .limits_mut()
+            .subscriptions
+            .max_monitored_items_per_sub = options.max_items_per_subscription;
     }
     builder.build().map_err(OpcUaSimulatorError::Server)
 }
