@@ -144,6 +144,20 @@ async fn until(
     }
 }
 
+/// Waits for good, plausible values, then for the cycle timer (the last
+/// item, changing ten times a second) to move: data flows, it is not one
+/// stale read.
+async fn flowing(reader: &mut OpcUaReader) -> PollOutcome {
+    let outcome = until(reader, Duration::from_secs(20), "good values", all_good).await;
+    plausible(&outcome);
+    let timer = outcome.readings[17].value;
+    until(reader, Duration::from_secs(5), "a new timer value", |o| {
+        all_good(o) && o.readings[17].value != timer
+    })
+    .await;
+    outcome
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_deliver_the_rig_with_every_security_policy_and_identity() {
     use OpcUaSecurityMode as M;
@@ -162,29 +176,13 @@ async fn subscriptions_deliver_the_rig_with_every_security_policy_and_identity()
             cfg.user = Some(("operator".into(), "operator-password".into()));
         }
         let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
-        let outcome = until(
-            &mut reader,
-            Duration::from_secs(20),
-            "good values",
-            all_good,
-        )
-        .await;
-        plausible(&outcome);
+        let outcome = flowing(&mut reader).await;
         assert_eq!(outcome.link, LinkState::Connected);
         assert_eq!(
             reader.acquisition(),
             Acquisition::Subscriptions(1),
             "{policy:?} {mode:?}: one subscription holds the 18 items"
         );
-        // The values move: the cycle timer changes ten times a second.
-        let timer = outcome.readings[17].value;
-        until(
-            &mut reader,
-            Duration::from_secs(5),
-            "a new timer value",
-            |o| all_good(o) && o.readings[17].value != timer,
-        )
-        .await;
     }
 }
 
@@ -310,24 +308,9 @@ async fn a_server_without_subscriptions_is_polled() {
     let sim = simulator(|o| o.subscriptions = false).await;
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
-    let outcome = until(
-        &mut reader,
-        Duration::from_secs(20),
-        "polled values",
-        all_good,
-    )
-    .await;
-    plausible(&outcome);
+    flowing(&mut reader).await;
     assert_eq!(reader.acquisition(), Acquisition::Polling);
     assert_eq!(reader.notifications(), 0);
-    let timer = outcome.readings[17].value;
-    until(
-        &mut reader,
-        Duration::from_secs(5),
-        "a new timer value",
-        |o| all_good(o) && o.readings[17].value != timer,
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,23 +319,8 @@ async fn items_beyond_the_servers_limit_go_into_another_subscription() {
     let sim = simulator(|o| o.max_items_per_subscription = 10).await;
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
-    let outcome = until(
-        &mut reader,
-        Duration::from_secs(20),
-        "good values",
-        all_good,
-    )
-    .await;
-    plausible(&outcome);
+    flowing(&mut reader).await;
     assert_eq!(reader.acquisition(), Acquisition::Subscriptions(2));
-    let timer = outcome.readings[17].value;
-    until(
-        &mut reader,
-        Duration::from_secs(5),
-        "the last item moving",
-        |o| all_good(o) && o.readings[17].value != timer,
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
