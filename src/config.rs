@@ -749,6 +749,9 @@ pub struct ConnectionConfig {
     pub username: Option<String>,
     /// OPC-UA: password of `username`.
     pub password: Option<String>,
+    /// OPC-UA: the environment variable holding the password, instead of
+    /// writing it here.
+    pub password_env: Option<String>,
     /// OPC-UA: the client's certificate store (`own/`, `private/`,
     /// `trusted/`, `rejected/`); trust a server with `hydrowatch opcua-trust`.
     #[serde(default = "default_client_pki")]
@@ -1209,8 +1212,8 @@ fn opcua_points(c: &ConnectionConfig, sensors: &[SensorConfig]) -> Result<Vec<Op
             c.security_policy, c.security_mode
         ));
     }
-    if c.password.is_some() && c.username.is_none() {
-        return Err("password without username".into());
+    if (c.password.is_some() || c.password_env.is_some()) && c.username.is_none() {
+        return Err("a password without a username".into());
     }
     sensors
         .iter()
@@ -1507,9 +1510,26 @@ impl PlantConfig {
             } else {
                 Vec::new()
             };
+            let mut config = c.clone();
+            if let Some(var) = &c.password_env {
+                if c.password.is_some() {
+                    return Err(err(
+                        file,
+                        format!("{ckey}: give password or password_env, not both"),
+                    ));
+                }
+                config.password = Some(std::env::var(var).map_err(|_| {
+                    err(
+                        file,
+                        format!(
+                            "{ckey}.password_env = {var:?}: the environment variable is not set"
+                        ),
+                    )
+                })?);
+            }
             plant.connections.push(PlannedConnection {
                 equipment: e.id.clone(),
-                config: c.clone(),
+                config,
                 endpoint,
                 map,
                 setpoints,
@@ -1957,6 +1977,26 @@ mod tests {
         assert_eq!(built.simulators[0].protocol, Protocol::Opcua);
         let e = build(with_faults("garbage = true")).unwrap_err();
         assert!(e.contains("equipment[0].simulator.faults (OPC-UA)"), "{e}");
+        // The password from the environment, not from the file.
+        let user = |password: &str| {
+            without_setpoints(&format!(
+                "node_ids = \"ns=2;s=Rig.{{id}}\"\nusername = \"operator\"\n{password}"
+            ))
+        };
+        let e = build(user("password_env = \"HYDROWATCH_TEST_NO_SUCH_VARIABLE\"")).unwrap_err();
+        assert!(
+            e.contains("password_env = \"HYDROWATCH_TEST_NO_SUCH_VARIABLE\": the environment variable is not set"),
+            "{e}"
+        );
+        let e = build(user("password = \"x\"\npassword_env = \"PATH\"")).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        // PATH is set in every process: its value becomes the password.
+        let cfg: PlantConfig = toml::from_str(&user("password_env = \"PATH\"")).unwrap();
+        let built = cfg.build("plant.toml").unwrap();
+        assert_eq!(
+            built.connections[0].config.password,
+            std::env::var("PATH").ok()
+        );
     }
 
     #[test]

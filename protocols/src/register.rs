@@ -527,6 +527,60 @@ mod tests {
     }
 
     #[test]
+    fn every_type_in_every_order_decodes_and_encodes_known_images() {
+        use Endianness::*;
+        // (type, value, images in the order ABCD, CDAB, BADC, DCBA), worked
+        // out by hand from the value's big-endian bytes.
+        let cases: [(T, f64, [&[u16]; 4]); 6] = [
+            (T::U16, 4660.0, [&[0x1234], &[0x1234], &[0x3412], &[0x3412]]),
+            (T::I16, -2.0, [&[0xFFFE], &[0xFFFE], &[0xFEFF], &[0xFEFF]]),
+            (
+                T::I32,
+                -70_000.0,
+                [
+                    &[0xFFFE, 0xEE90],
+                    &[0xEE90, 0xFFFE],
+                    &[0xFEFF, 0x90EE],
+                    &[0x90EE, 0xFEFF],
+                ],
+            ),
+            (
+                T::F32,
+                -1.5,
+                [&[0xBFC0, 0], &[0, 0xBFC0], &[0xC0BF, 0], &[0, 0xC0BF]],
+            ),
+            (
+                T::I64,
+                -2.0,
+                [
+                    &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE],
+                    &[0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF],
+                    &[0xFFFF, 0xFFFF, 0xFFFF, 0xFEFF],
+                    &[0xFEFF, 0xFFFF, 0xFFFF, 0xFFFF],
+                ],
+            ),
+            (
+                T::F64,
+                -1.5,
+                [
+                    &[0xBFF8, 0, 0, 0],
+                    &[0, 0, 0, 0xBFF8],
+                    &[0xF8BF, 0, 0, 0],
+                    &[0, 0, 0, 0xF8BF],
+                ],
+            ),
+        ];
+        for (data_type, value, images) in cases {
+            for (order, image) in [Abcd, Cdab, Badc, Dcba].into_iter().zip(images) {
+                let (b, w) = order.orders();
+                let p = point(data_type, b, w);
+                assert_eq!(p.decode(image), Some(value), "{data_type:?} {order:?}");
+                assert_eq!(p.encode(value), image.to_vec(), "{data_type:?} {order:?}");
+            }
+        }
+    }
+
+    #[test]
     fn decodes_64_bit_values_in_all_four_orders() {
         // 0x0102_0304_0506_0700 (exact in an f64) as ABCDEFGH; the three other
         // orders as devices lay them out (CDAB reverses all four words).
