@@ -766,6 +766,10 @@ pub struct ConnectionConfig {
     /// OPC-UA: use subscriptions (otherwise every poll reads).
     #[serde(default = "yes")]
     pub subscribe: bool,
+    /// OPC-UA: values the server queues per item between publishes (1: the
+    /// latest only).
+    #[serde(default = "one_item")]
+    pub queue_size: u32,
     /// First reconnect delay, ms.
     #[serde(default = "default_reconnect_initial")]
     pub reconnect_initial_ms: u64,
@@ -797,6 +801,9 @@ fn default_simulator_pki() -> PathBuf {
 }
 fn yes() -> bool {
     true
+}
+fn one_item() -> u32 {
+    1
 }
 fn default_max_bits() -> u16 {
     2000
@@ -1239,7 +1246,7 @@ fn opcua_points(c: &ConnectionConfig, sensors: &[SensorConfig]) -> Result<Vec<Op
                 sensor: s.id.clone(),
                 node_id,
                 sampling_interval_ms: c.sampling_interval_ms.unwrap_or(c.period_ms as f64),
-                queue_size: 1,
+                queue_size: c.queue_size,
                 deadband: s.deadband,
             })
         })

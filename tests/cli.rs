@@ -534,3 +534,64 @@ fn user_add_creates_the_first_admin_with_a_password_from_stdin() {
     assert!(!ok);
     assert!(err.contains("exists"), "{err}");
 }
+
+#[test]
+fn opcua_trust_lists_and_trusts_a_refused_server_certificate() {
+    let pki = tempdir::Dir::new();
+    let pki_path = pki.path().display().to_string();
+    let dir = config_with("plant.toml", |t| {
+        t.replacen("setpoint_set = \"zema-rig\"\n", "", 1).replacen(
+            "protocol = \"modbus_tcp\"   # or \"modbus_rtu_over_tcp\" behind a serial gateway",
+            &format!(
+                "protocol = \"opcua\"\nnode_ids = \"ns=2;s=Rig.{{id}}\"\npki_dir = {pki_path:?}"
+            ),
+            1,
+        )
+    });
+    // What the OPC-UA stack leaves when it refuses a server: the certificate
+    // under its common name and thumbprint.
+    let name = "CN=plant server [0123abcd].der";
+    std::fs::create_dir_all(pki.path().join("rejected")).unwrap();
+    std::fs::write(pki.path().join("rejected").join(name), b"certificate").unwrap();
+    let run = |args: &[&str]| {
+        hydrowatch()
+            .arg("--config")
+            .arg(dir.path().join("config/hydrowatch.toml"))
+            .arg("opcua-trust")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--equipment", "rig-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("rejected:\n  {name}\ntrusted:\n")),
+        "{text}"
+    );
+
+    let out = run(&["nothing-like-it"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no rejected certificate matches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--equipment", "rig-2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rig-2\" has no OPC-UA connection"));
+
+    let out = run(&["--equipment", "rig-1", "0123AB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pki.path().join("trusted").join(name).exists());
+    assert!(!pki.path().join("rejected").join(name).exists());
+    let text = String::from_utf8_lossy(&run(&[]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("rejected:\ntrusted:\n  {name}")),
+        "{text}"
+    );
+}
