@@ -13,6 +13,16 @@ use serde_json::{json, Value};
 
 use common::*;
 
+/// `PUT /api/v1/admin/simulators/{rig}/faults`: the status and body.
+async fn put_faults(base: &str, rig: &str, faults: Value) -> (u16, Value) {
+    send(
+        http()
+            .put(format!("{base}/admin/simulators/{rig}/faults"))
+            .json(&faults),
+    )
+    .await
+}
+
 /// One connection's entry in `/health/ready`.
 async fn connection_health(base: &str, id: &str) -> Value {
     let ready = get_json(format!("{base}/health/ready")).await;
@@ -116,34 +126,19 @@ async fn setpoints_are_written_read_back_and_audited() {
     assert_eq!(status, 404);
 
     // The device refuses (exception 0x04): 502 with the code; nothing claimed.
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-1/faults"))
-            .json(&json!({"exception": 4})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-1", json!({"exception": 4})).await;
     assert_eq!(status, 200);
     let (status, body) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_refused");
     assert_eq!(body["error"]["details"]["exception"], 4);
     // The device does not answer: 502 device_unreachable within the timeouts.
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-1/faults"))
-            .json(&json!({"no_response": true})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-1", json!({"no_response": true})).await;
     assert_eq!(status, 200);
     let (status, body) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_unreachable");
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-1/faults"))
-            .json(&json!({})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-1", json!({})).await;
     assert_eq!(status, 200);
     let (status, done) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!((status, done["read_back"].clone()), (200, json!(120.0)));
@@ -192,21 +187,11 @@ async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
 
     // Bad settings are refused with the field named.
     for bad in [json!({"probability": 2.0}), json!({"hang": true})] {
-        let (status, body) = send(
-            http()
-                .put(format!("{base}/admin/simulators/rig-2/faults"))
-                .json(&bad),
-        )
-        .await;
+        let (status, body) = put_faults(&base, "rig-2", bad.clone()).await;
         assert_eq!(status, 422, "{bad}: {body}");
     }
 
-    let (status, body) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-2/faults"))
-            .json(&json!({"no_response": true})),
-    )
-    .await;
+    let (status, body) = put_faults(&base, "rig-2", json!({"no_response": true})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["faults"]["no_response"], true);
     eventually(
@@ -254,12 +239,7 @@ async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
     assert!(metrics.contains("hydrowatch_connection_up{connection=\"rig-2\"}"));
 
     // Garbage on the line: recognised as such, never decoded.
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-2/faults"))
-            .json(&json!({"garbage": true})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-2", json!({"garbage": true})).await;
     assert_eq!(status, 200);
     eventually(
         Duration::from_secs(10),
@@ -272,12 +252,7 @@ async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
 
     // Cleared: data resumes without a restart, counted as a reconnect.
     let before = connection_health(&root, "rig-2").await;
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-2/faults"))
-            .json(&json!({})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-2", json!({})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(10), "rig-2 back", async || {
         let health = connection_health(&root, "rig-2").await;
@@ -421,7 +396,8 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
             let health = connection_health(&root, "rig-3").await;
             health["link"] == "connected"
                 && health["reconnects"].as_u64() > before["reconnects"].as_u64()
-                && health["last_success_ms"].as_i64() > Some(now_ms() - 1_000)
+                && health["last_success_ms"].as_i64()
+                    > Some(hydrowatch::store::layout::now_ms() - 1_000)
         },
     )
     .await;
@@ -430,44 +406,24 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
 
     // A hung server: the link is declared lost within the keep-alive limits,
     // and data comes back when it answers again.
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-3/faults"))
-            .json(&json!({"no_response": true})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-3", json!({"no_response": true})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "the hang noticed", async || {
         connection_health(&root, "rig-3").await["link"] == "disconnected"
     })
     .await;
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-3/faults"))
-            .json(&json!({"hang": true})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-3", json!({"hang": true})).await;
     assert_eq!(status, 422, "OPC-UA faults are checked by name");
-    let (status, _) = send(
-        http()
-            .put(format!("{base}/admin/simulators/rig-3/faults"))
-            .json(&json!({})),
-    )
-    .await;
+    let (status, _) = put_faults(&base, "rig-3", json!({})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "data after the hang", async || {
         let health = connection_health(&root, "rig-3").await;
-        health["link"] == "connected" && health["last_success_ms"].as_i64() > Some(now_ms() - 1_000)
+        health["link"] == "connected"
+            && health["last_success_ms"].as_i64()
+                > Some(hydrowatch::store::layout::now_ms() - 1_000)
     })
     .await;
     // The Modbus rigs were never disturbed.
     assert_eq!(connection_health(&root, "rig-1").await["link"], "connected");
     app.shutdown().await;
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

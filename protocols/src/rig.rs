@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,72 @@ pub struct Cycle {
     pub original_index: u32,
     /// `values[sensor][second]`.
     pub values: Vec<[f64; CYCLE_SECS]>,
+}
+
+/// The recording played as a rig controller would: its process image changes
+/// once per recorded second, `speed` recorded seconds per second, from
+/// `phase` seconds in; the condition can be switched while it runs. Both
+/// simulators (Modbus and OPC-UA) serve from one of these.
+pub struct Replay {
+    recording: Arc<RigRecording>,
+    condition: AtomicU16,
+    epoch: tokio::time::Instant,
+    phase: f64,
+    speed: f64,
+}
+
+/// One recorded second of a [`Replay`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayedSecond {
+    /// Seconds since the start of the recording (whole).
+    pub second: f64,
+    /// The 17 sensors, in [`SENSORS`] order.
+    pub values: [f64; SENSORS.len()],
+    /// Seconds into the running load cycle (0–59).
+    pub timer: u16,
+}
+
+impl Replay {
+    /// Starts replaying now.
+    pub fn new(
+        recording: Arc<RigRecording>,
+        condition: RigCondition,
+        phase: f64,
+        speed: f64,
+    ) -> Self {
+        Self {
+            recording,
+            condition: AtomicU16::new(condition.code()),
+            epoch: tokio::time::Instant::now(),
+            phase,
+            speed,
+        }
+    }
+
+    /// The condition replayed.
+    pub fn condition(&self) -> RigCondition {
+        RigCondition::from_code(self.condition_code()).unwrap_or(RigCondition::Healthy)
+    }
+
+    /// Its code (see [`RigCondition::code`]).
+    pub fn condition_code(&self) -> u16 {
+        self.condition.load(Ordering::Relaxed)
+    }
+
+    /// Switches the condition replayed.
+    pub fn set_condition(&self, condition: RigCondition) {
+        self.condition.store(condition.code(), Ordering::Relaxed);
+    }
+
+    /// The recorded second playing now.
+    pub fn now(&self) -> ReplayedSecond {
+        let second = (self.epoch.elapsed().as_secs_f64() * self.speed + self.phase).floor();
+        ReplayedSecond {
+            second,
+            values: self.recording.values_at(self.condition(), second),
+            timer: second.rem_euclid(CYCLE_SECS as f64) as u16,
+        }
+    }
 }
 
 /// The recorded cycles of every condition.

@@ -19,21 +19,18 @@ use hydrowatch_protocols::rig::{RigRecording, SENSORS};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A fresh directory of its own (certificate stores must not be shared).
 fn temp_dir(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "hydrowatch-opcua-{name}-{}-{}",
         std::process::id(),
-        rand_suffix()
+        N.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish()
 }
 
 async fn simulator(options: impl FnOnce(&mut OpcUaSimulatorOptions)) -> OpcUaSimulatorHandle {

@@ -267,15 +267,5 @@ pub(super) async fn call_alerting<T: Send + 'static>(
         .as_ref()
         .and_then(|a| a.get())
         .ok_or_else(|| ApiError::Unavailable("alerting".into()))?;
-    let timeout = state.settings.actor_timeout();
-    match actor.call(message, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Timeout(
-            "alerting".into(),
-            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        )),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(ApiError::Unavailable("alerting".into()))
-        }
-    }
+    super::call_actor(&actor, message, "alerting", state.settings.actor_timeout()).await
 }

@@ -105,12 +105,11 @@ pub async fn snapshot(state: &AppState, id: &EquipmentId) -> Result<EquipmentSna
                 .is_some_and(|c| c.get_id() == a.get_id())
         })
         .ok_or_else(|| ApiError::Unavailable(path.clone()))?;
-    let timeout = state.settings.actor_timeout();
-    match actor.call(EquipmentMsg::GetSnapshot, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(snapshot)) => Ok(snapshot),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(ApiError::Timeout(path, timeout.as_millis() as u64))
-        }
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(path)),
-    }
+    super::call_actor(
+        &actor,
+        EquipmentMsg::GetSnapshot,
+        &path,
+        state.settings.actor_timeout(),
+    )
+    .await
 }

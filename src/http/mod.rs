@@ -181,6 +181,26 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// Asks `actor` within `timeout`: its answer, or 504 `actor_timeout` / 503
+/// `actor_unavailable` naming `path`.
+pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(
+    actor: &ractor::ActorRef<M>,
+    message: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<T, error::ApiError> {
+    match actor.call(message, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(error::ApiError::Timeout(
+            path.to_owned(),
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        )),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+            Err(error::ApiError::Unavailable(path.to_owned()))
+        }
+    }
+}
+
 /// All routes.
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()

@@ -12,7 +12,7 @@ use hydrowatch_models::EquipmentId;
 use hydrowatch_protocols::modbus::WriteError;
 
 use super::error::{ApiError, ErrorResponse};
-use super::AppState;
+use super::{call_actor, AppState};
 use crate::auth::Principal;
 
 /// A setpoint with the value the device holds now.
@@ -92,19 +92,6 @@ fn connection(state: &AppState, id: &str) -> Result<ractor::ActorRef<ConnectionM
         .ok_or_else(|| ApiError::Unavailable(format!("connections/{id}")))
 }
 
-/// Turns an actor call's failure into the API's errors.
-fn call_error<T>(
-    result: Result<ractor::rpc::CallResult<T>, ractor::MessagingErr<ConnectionMsg>>,
-    path: String,
-    timeout_ms: u64,
-) -> Result<T, ApiError> {
-    match result {
-        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ApiError::Timeout(path, timeout_ms)),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ApiError::Unavailable(path)),
-    }
-}
-
 /// How long a setpoint call may take: the write and the read-back, each
 /// within the device's request timeout, after a poll that may be running.
 fn device_timeout(state: &AppState) -> std::time::Duration {
@@ -127,13 +114,8 @@ pub async fn list(
     let Path(id) = path?;
     let actor = connection(&state, &id)?;
     let timeout = device_timeout(&state);
-    let readings = call_error(
-        actor
-            .call(ConnectionMsg::ReadSetpoints, Some(timeout))
-            .await,
-        format!("connections/{id}"),
-        timeout.as_millis() as u64,
-    )?;
+    let path = format!("connections/{id}");
+    let readings = call_actor(&actor, ConnectionMsg::ReadSetpoints, &path, timeout).await?;
     Ok(Json(SetpointList {
         setpoints: readings.into_iter().map(SetpointView::from).collect(),
     }))
@@ -163,20 +145,12 @@ pub async fn write(
     let Json(body) = body?;
     let actor = connection(&state, &id)?;
     let timeout = device_timeout(&state);
-    let outcome = call_error(
-        actor
-            .call(
-                |reply| ConnectionMsg::WriteSetpoint {
-                    id: setpoint.clone(),
-                    value: body.value,
-                    reply,
-                },
-                Some(timeout),
-            )
-            .await,
-        format!("connections/{id}"),
-        timeout.as_millis() as u64,
-    )?;
+    let message = |reply| ConnectionMsg::WriteSetpoint {
+        id: setpoint.clone(),
+        value: body.value,
+        reply,
+    };
+    let outcome = call_actor(&actor, message, &format!("connections/{id}"), timeout).await?;
     match outcome {
         Ok(done) => {
             tracing::info!(equipment = %id, %setpoint, value = body.value, by = %who.label, "setpoint written");

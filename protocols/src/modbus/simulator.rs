@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
 
 use hydrowatch_models::SensorId;
 
@@ -41,7 +40,7 @@ use super::codec::{
     ILLEGAL_DATA_VALUE,
 };
 use crate::register::{ByteOrder, DataType, RegisterKind, RegisterMap, RegisterPoint, WordOrder};
-use crate::rig::{RigCondition, RigRecording, CYCLE_SECS, SENSORS};
+use crate::rig::{Replay, RigCondition, RigRecording, SENSORS};
 
 /// Holding register holding the replayed condition's code; writable, so any
 /// Modbus client can switch the condition (see [`RigCondition::code`]).
@@ -210,15 +209,10 @@ pub struct SimulatorStats {
 }
 
 struct Device {
-    recording: Arc<RigRecording>,
+    /// Phases differ between units, so rigs do not run in lockstep.
+    replay: Replay,
     /// Register layout, indexed like [`SENSORS`].
     map: RegisterMap,
-    condition: AtomicU16,
-    epoch: Instant,
-    /// Seconds added to the replay clock, so rigs do not run in lockstep.
-    phase: f64,
-    /// Recorded seconds replayed per wall-clock second.
-    speed: f64,
     setpoints: Mutex<Vec<u16>>,
     coils: Mutex<Vec<bool>>,
 }
@@ -234,32 +228,16 @@ impl Device {
         let mut coils = vec![false; COILS as usize];
         coils[0] = true;
         Self {
-            recording,
+            replay: Replay::new(recording, options.condition, phase, options.speed),
             map: rig_register_map(),
-            condition: AtomicU16::new(options.condition.code()),
-            epoch: Instant::now(),
-            phase,
-            speed: options.speed,
             setpoints: Mutex::new(setpoints),
             coils: Mutex::new(coils),
         }
     }
 
-    fn condition(&self) -> RigCondition {
-        RigCondition::from_code(self.condition.load(Ordering::Relaxed))
-            .unwrap_or(RigCondition::Healthy)
-    }
-
-    /// The recorded values of this second and the cycle timer.
-    fn now(&self) -> ([f64; SENSORS.len()], f64) {
-        // The process image changes once per recorded second.
-        let t = (self.epoch.elapsed().as_secs_f64() * self.speed + self.phase).floor();
-        let recorded = self.recording.values_at(self.condition(), t);
-        (recorded, t.rem_euclid(CYCLE_SECS as f64))
-    }
-
     fn image(&self) -> Vec<u16> {
-        let (recorded, timer) = self.now();
+        let now = self.replay.now();
+        let (recorded, timer) = (now.values, f64::from(now.timer));
         let end = self.map.points.iter().map(|p| p.end()).max().unwrap_or(0) as usize;
         let mut out = vec![0u16; end];
         for (i, point) in self.map.points.iter().enumerate() {
@@ -279,9 +257,7 @@ impl Device {
         }
         if kind == RegisterKind::Holding {
             if start == CONDITION_REGISTER && count == 1 {
-                return Ok(Response::Registers(vec![self
-                    .condition
-                    .load(Ordering::Relaxed)]));
+                return Ok(Response::Registers(vec![self.replay.condition_code()]));
             }
             if let Some(at) = setpoint_range(start, count) {
                 let held = self.setpoints.lock().map_err(|_| ILLEGAL_DATA_ADDRESS)?;
@@ -292,7 +268,7 @@ impl Device {
     }
 
     fn discrete_inputs(&self) -> Vec<bool> {
-        let (recorded, _) = self.now();
+        let recorded = self.replay.now().values;
         let value = |name: &str| {
             SENSORS
                 .iter()
@@ -303,7 +279,7 @@ impl Device {
         let mut bits = vec![false; DISCRETE_INPUTS as usize];
         bits[0] = value("PS1") > 100.0;
         bits[1] = value("TS1") > 50.0;
-        bits[2] = self.condition() != RigCondition::Healthy;
+        bits[2] = self.replay.condition() != RigCondition::Healthy;
         bits
     }
 
@@ -319,10 +295,8 @@ impl Device {
 
     fn write_registers(&self, start: u16, values: &[u16]) -> Answer {
         if start == CONDITION_REGISTER && values.len() == 1 {
-            if RigCondition::from_code(values[0]).is_none() {
-                return Err(ILLEGAL_DATA_VALUE);
-            }
-            self.condition.store(values[0], Ordering::Relaxed);
+            let condition = RigCondition::from_code(values[0]).ok_or(ILLEGAL_DATA_VALUE)?;
+            self.replay.set_condition(condition);
             return Ok(Response::Written);
         }
         let at = setpoint_range(start, values.len() as u16).ok_or(ILLEGAL_DATA_ADDRESS)?;
@@ -662,14 +636,14 @@ impl SimulatorHandle {
         self.shared
             .units
             .first()
-            .map(|(_, d)| d.condition())
+            .map(|(_, d)| d.replay.condition())
             .unwrap_or(RigCondition::Healthy)
     }
 
     /// Switches the condition every unit replays.
     pub fn set_condition(&self, condition: RigCondition) {
         for (_, device) in &self.shared.units {
-            device.condition.store(condition.code(), Ordering::Relaxed);
+            device.replay.set_condition(condition);
         }
     }
 

@@ -278,11 +278,6 @@ impl OpcUaReader {
         self.shared.lock().ok().and_then(|s| s.last_error.clone())
     }
 
-    /// The session, while there is one.
-    pub fn session(&self) -> Option<Arc<Session>> {
-        self.shared.lock().ok().and_then(|s| s.session.clone())
-    }
-
     /// One reading per point: the latest value each subscription delivered,
     /// and a Read of the points that are polled. Never fails: problems
     /// become quality.

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opcua::crypto::SecurityPolicy;
@@ -29,9 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
 
-use crate::rig::{RigCondition, RigRecording, CYCLE_SECS, SENSORS};
+use crate::rig::{Replay, RigCondition, RigRecording, SENSORS};
 
 /// Namespace URI of the rig's variables.
 pub const RIG_NAMESPACE: &str = "urn:hydrowatch:rig";
@@ -128,29 +127,6 @@ pub enum OpcUaSimulatorError {
     Server(String),
 }
 
-/// The replay clock and condition, shared by every incarnation of the server.
-struct Replay {
-    recording: Arc<RigRecording>,
-    condition: RwLock<RigCondition>,
-    epoch: Instant,
-    phase: f64,
-    speed: f64,
-}
-
-impl Replay {
-    /// The recorded second now, its values and the cycle timer.
-    fn now(&self) -> (f64, [f64; SENSORS.len()], u16) {
-        let t = (self.epoch.elapsed().as_secs_f64() * self.speed + self.phase).floor();
-        let condition = self
-            .condition
-            .read()
-            .map(|c| *c)
-            .unwrap_or(RigCondition::Healthy);
-        let values = self.recording.values_at(condition, t);
-        (t, values, t.rem_euclid(CYCLE_SECS as f64) as u16)
-    }
-}
-
 /// One running incarnation of the server.
 struct Running {
     handle: ServerHandle,
@@ -169,8 +145,6 @@ pub struct OpcUaSimulatorHandle {
     proxy: JoinHandle<()>,
     running: Option<Running>,
     restarts: u64,
-    /// The variables' node ids (the sensors, then the cycle timer).
-    node_ids: Arc<Mutex<Vec<NodeId>>>,
 }
 
 impl OpcUaSimulatorHandle {
@@ -196,13 +170,14 @@ impl OpcUaSimulatorHandle {
         // through the fault proxy on `addr`.
         let inner = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let server_addr = inner.local_addr()?;
-        let replay = Arc::new(Replay {
+        // One replay for every incarnation of the server: a restart goes on
+        // where the recording was.
+        let replay = Arc::new(Replay::new(
             recording,
-            condition: RwLock::new(options.condition),
-            epoch: Instant::now(),
-            phase: options.phase_secs,
-            speed: options.speed,
-        });
+            options.condition,
+            options.phase_secs,
+            options.speed,
+        ));
         let (faults, faults_rx) = watch::channel(options.faults.clone());
         let connections = Arc::new(AtomicU64::new(0));
         let proxy = tokio::spawn(proxy(public, server_addr, faults_rx, connections.clone()));
@@ -216,7 +191,6 @@ impl OpcUaSimulatorHandle {
             proxy,
             running: None,
             restarts: 0,
-            node_ids: Arc::new(Mutex::new(Vec::new())),
         };
         handle.serve(inner).await?;
         Ok(handle)
@@ -247,7 +221,8 @@ impl OpcUaSimulatorHandle {
             .map(|name| NodeId::new(ns, rig_variable(name)))
             .collect();
         {
-            let (_, values, timer) = self.replay.now();
+            let now = self.replay.now();
+            let (values, timer) = (now.values, now.timer);
             let mut space = manager.address_space().write();
             space.add_folder(&folder, "Rig", "Rig", &NodeId::objects_folder_id());
             let variables: Vec<Variable> = ids
@@ -261,9 +236,6 @@ impl OpcUaSimulatorHandle {
                 .collect();
             space.add_variables(variables, &folder);
         }
-        if let Ok(mut held) = self.node_ids.lock() {
-            *held = ids.clone();
-        }
         let subscriptions = handle.subscriptions().clone();
         let replay = self.replay.clone();
         let updater = tokio::spawn(async move {
@@ -272,11 +244,12 @@ impl OpcUaSimulatorHandle {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
-                let (second, values, timer) = replay.now();
-                if second == last_second {
+                let now = replay.now();
+                if now.second == last_second {
                     continue;
                 }
-                last_second = second;
+                last_second = now.second;
+                let (values, timer) = (now.values, now.timer);
                 let updates: Vec<DataValue> = (0..ids.len())
                     .map(|i| match values.get(i) {
                         Some(v) => DataValue::new_now(*v),
@@ -319,14 +292,6 @@ impl OpcUaSimulatorHandle {
             .unwrap_or(2)
     }
 
-    /// The variables' node ids: the 17 sensors in recording order, then the cycle timer.
-    pub fn node_ids(&self) -> Vec<NodeId> {
-        self.node_ids
-            .lock()
-            .map(|ids| ids.clone())
-            .unwrap_or_default()
-    }
-
     /// Whether the server runs.
     pub fn is_running(&self) -> bool {
         self.running
@@ -346,18 +311,12 @@ impl OpcUaSimulatorHandle {
 
     /// The condition replayed.
     pub fn condition(&self) -> RigCondition {
-        self.replay
-            .condition
-            .read()
-            .map(|c| *c)
-            .unwrap_or(RigCondition::Healthy)
+        self.replay.condition()
     }
 
     /// Switches the replayed condition.
     pub fn set_condition(&self, condition: RigCondition) {
-        if let Ok(mut held) = self.replay.condition.write() {
-            *held = condition;
-        }
+        self.replay.set_condition(condition);
     }
 
     /// The faults being injected.
