@@ -301,6 +301,74 @@ async fn subscriptions_are_back_after_a_server_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_that_expired_in_a_stall_are_made_again_on_the_same_session() {
+    // The server keeps a silent client's subscription for six publishing
+    // intervals (0.6 s) only.
+    let sim = simulator(|o| o.max_lifetime_count = 6).await;
+    let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
+    let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
+    flowing(&mut reader).await;
+    let connections = sim.connections();
+    assert_eq!(reader.subscriptions_lost(), 0);
+
+    // Frozen long enough for the subscription to expire, not long enough for
+    // the session's keep-alives (every 2 s, the second failure closes it) to
+    // give up on the connection.
+    sim.set_faults(OpcUaFaults {
+        stall: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let stalled = Instant::now();
+    // The server owes a keep-alive every 200 ms (2 intervals, as it revised
+    // the subscription): the silence makes the values stale, not still good.
+    let mut stale = None;
+    while stalled.elapsed() < Duration::from_millis(1_800) {
+        let outcome = bounded_poll(&mut reader).await;
+        assert_eq!(outcome.link, LinkState::Connected);
+        if stale.is_none()
+            && outcome.readings.iter().all(|r| {
+                r.quality == Quality::Bad
+                    && r.value.is_none()
+                    && r.reason
+                        .as_deref()
+                        .is_some_and(|why| why.starts_with("stale"))
+            })
+        {
+            stale = Some(stalled.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stale = stale.expect("the values turned stale in the stall");
+    assert!(stale >= Duration::from_millis(400), "stale after {stale:?}");
+    sim.set_faults(OpcUaFaults::default()).unwrap();
+
+    // The server answers the held publish requests with BadNoSubscription.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reader.subscriptions_lost() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lost subscription was not noticed: {:?}",
+            reader.last_error()
+        );
+        bounded_poll(&mut reader).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = flowing(&mut reader).await;
+    plausible(&back);
+    assert_eq!(reader.subscriptions_lost(), 1);
+    assert_eq!(reader.acquisition(), Acquisition::Subscriptions(1));
+    assert_eq!(
+        sim.connections(),
+        connections,
+        "made again on the same connection, not by reconnecting"
+    );
+    let after = reader.notifications();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(reader.notifications() > after, "notifications keep coming");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_subscriptions_is_polled() {
     let sim = simulator(|o| o.subscriptions = false).await;
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);

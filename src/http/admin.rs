@@ -171,7 +171,7 @@ pub struct SimulatorFaults {
     /// Modbus: `probability`, `latency_ms`, `drop_connection`,
     /// `no_response`, `exception`, `garbage`, `truncated`,
     /// `short_response`, `stale_transaction`. OPC-UA: `latency_ms`,
-    /// `no_response`, `drop_connections`.
+    /// `no_response`, `drop_connections`, `stall`.
     #[schema(value_type = Object)]
     pub faults: serde_json::Value,
     /// Modbus: connections, requests, and requests hit by a fault. OPC-UA:

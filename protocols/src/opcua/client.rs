@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use opcua::client::{
@@ -159,6 +159,13 @@ struct Shared {
     last_error: Option<String>,
     /// Data changes the subscriptions delivered.
     notifications: u64,
+    /// Times the server was found to have dropped our subscriptions.
+    subscriptions_lost: u64,
+    /// When a publish response (data or keep-alive) last came.
+    last_publish: Instant,
+    /// The longest time the server may stay silent on any subscription, as
+    /// it revised it: publishing interval × keep-alive count.
+    keep_alive_period: Duration,
 }
 
 impl Shared {
@@ -244,6 +251,9 @@ impl OpcUaReader {
             error: None,
             last_error: None,
             notifications: 0,
+            subscriptions_lost: 0,
+            last_publish: Instant::now(),
+            keep_alive_period: Duration::ZERO,
         }));
         let task = tokio::spawn(run(
             config.clone(),
@@ -271,6 +281,16 @@ impl OpcUaReader {
     /// Data changes delivered by the subscriptions so far.
     pub fn notifications(&self) -> u64 {
         self.shared.lock().map(|s| s.notifications).unwrap_or(0)
+    }
+
+    /// Times the server was found to have dropped this reader's
+    /// subscriptions (expired in an outage, or lost in a restart) and
+    /// they were created again.
+    pub fn subscriptions_lost(&self) -> u64 {
+        self.shared
+            .lock()
+            .map(|s| s.subscriptions_lost)
+            .unwrap_or(0)
     }
 
     /// The last error, if any (kept after a poll has reported it).
@@ -346,6 +366,17 @@ impl OpcUaReader {
             };
         };
         let down = s.link != LinkState::Connected;
+        // Subscriptions answer every publish request within a keep-alive
+        // period; twice that (and a request's transit) without one, what they
+        // delivered last is no longer known to be current.
+        let silent = s.last_publish.elapsed();
+        let stale = matches!(s.acquisition, Acquisition::Subscriptions(_))
+            && silent > s.keep_alive_period * 2 + self.config.request_timeout;
+        let why_stale = format!(
+            "stale: no publish response (data or keep-alive) for {} ms; the server owes one every {} ms",
+            silent.as_millis(),
+            s.keep_alive_period.as_millis()
+        );
         let why_down = s
             .last_error
             .clone()
@@ -354,13 +385,16 @@ impl OpcUaReader {
             .points
             .iter()
             .zip(&s.latest)
-            .map(|(p, latest)| {
+            .enumerate()
+            .map(|(i, (p, latest))| {
                 let (value, quality, reason) = if down {
                     (
                         None,
                         Quality::Bad,
                         Some(format!("disconnected: {why_down}")),
                     )
+                } else if stale && !s.polled.contains(&i) {
+                    (None, Quality::Bad, Some(why_stale.clone()))
                 } else {
                     match (latest.value, latest.status) {
                         (Some(v), Some(status)) if status.is_good() => {
@@ -533,20 +567,24 @@ async fn session(
         let stream = event_loop.enter();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            if events_tx.send(event).is_err() {
+            if events_tx.send((Instant::now(), event)).is_err() {
                 return;
             }
         }
     });
     let _pump = AbortOnDrop(pump);
     let mut connected_once = false;
-    while let Some(event) = events.recv().await {
+    // When the subscriptions were last made: a failure the stack saw before
+    // then answered a request about the ones they replaced.
+    let mut subscribed_at = Instant::now();
+    while let Some((at, event)) = events.recv().await {
         match event {
             Ok(SessionPollResult::Reconnected(how)) => {
                 tracing::info!(endpoint = url, ?how, "OPC-UA session up");
                 if let Ok(mut s) = shared.lock() {
                     s.link = LinkState::Connected;
                     s.session = Some(session.clone());
+                    s.last_publish = Instant::now();
                     if connected_once {
                         s.reconnected = true;
                     }
@@ -564,7 +602,7 @@ async fn session(
                     _ => false,
                 };
                 if lost {
-                    forget_subscriptions(&session).await;
+                    forget_subscriptions(&session, shared).await;
                 }
                 if connected_once && !lost {
                     // The stack re-created the subscriptions, but its publish
@@ -575,6 +613,7 @@ async fn session(
                 }
                 if !connected_once || lost {
                     acquire(&session, config, points, node_ids, shared).await;
+                    subscribed_at = Instant::now();
                 }
                 connected_once = true;
             }
@@ -588,13 +627,16 @@ async fn session(
             }
             Ok(SessionPollResult::Subscription(SubscriptionActivity::PublishFailed(
                 StatusCode::BadNoSubscription,
-            ))) if matches!(
-                shared.lock().map(|s| s.acquisition),
-                Ok(Acquisition::Subscriptions(_))
-            ) =>
+            ))) if at > subscribed_at
+                && matches!(
+                    shared.lock().map(|s| s.acquisition),
+                    Ok(Acquisition::Subscriptions(_))
+                ) =>
             {
-                // The session came back but the server had let its
-                // subscriptions expire meanwhile: make them again.
+                // The session lived through an outage (or came back) but the
+                // server let its subscriptions expire meanwhile: make them
+                // again. Every publish request held in the outage is answered
+                // so, but only those after the new ones count.
                 tracing::warn!(
                     endpoint = url,
                     "the server no longer has our subscriptions; creating them again"
@@ -602,13 +644,19 @@ async fn session(
                 if let Ok(mut s) = shared.lock() {
                     s.forget();
                 }
-                forget_subscriptions(&session).await;
+                forget_subscriptions(&session, shared).await;
                 acquire(&session, config, points, node_ids, shared).await;
+                subscribed_at = Instant::now();
             }
             Ok(SessionPollResult::ReconnectFailed(status)) => {
                 if let Ok(mut s) = shared.lock() {
                     s.counts.connect += 1;
                     s.fail(format!("reconnect failed: {status}"));
+                }
+            }
+            Ok(SessionPollResult::Subscription(SubscriptionActivity::Publish)) => {
+                if let Ok(mut s) = shared.lock() {
+                    s.last_publish = s.last_publish.max(at);
                 }
             }
             Ok(_) => {}
@@ -620,8 +668,11 @@ async fn session(
 
 /// Drops the subscriptions the client still holds for this session (the
 /// server may no longer have them).
-async fn forget_subscriptions(session: &Arc<Session>) {
+async fn forget_subscriptions(session: &Arc<Session>, shared: &Arc<Mutex<Shared>>) {
     tracing::warn!("subscriptions lost on the server; creating them again");
+    if let Ok(mut s) = shared.lock() {
+        s.subscriptions_lost += 1;
+    }
     let ids = session
         .subscription_state()
         .lock()
@@ -656,6 +707,9 @@ async fn acquire(
 ) {
     let mut waiting: Vec<usize> = (0..points.len()).collect();
     let mut subscriptions = 0usize;
+    if let Ok(mut s) = shared.lock() {
+        s.keep_alive_period = Duration::ZERO;
+    }
     // Halved each time the server says a subscription cannot hold that many.
     let mut per_subscription = config.max_items_per_subscription.max(1);
     if config.subscribe {
@@ -693,7 +747,21 @@ async fn acquire(
                 )
                 .await;
             let subscription = match created {
-                Ok(id) => id,
+                Ok(id) => {
+                    let revised = session
+                        .subscription_state()
+                        .lock()
+                        .get(id)
+                        .map(|sub| sub.publishing_interval() * sub.max_keep_alive_count());
+                    if let Ok(mut s) = shared.lock() {
+                        s.keep_alive_period =
+                            s.keep_alive_period
+                                .max(revised.unwrap_or(Duration::from_millis(
+                                    u64::from(interval_ms) * u64::from(keep_alive),
+                                )));
+                    }
+                    id
+                }
                 Err(err) => {
                     tracing::warn!(endpoint = %config.endpoint_url, error = %err, "the server refuses subscriptions; polling instead");
                     break;
@@ -749,6 +817,8 @@ async fn acquire(
         tracing::info!(endpoint = %config.endpoint_url, "subscriptions off; polling");
     }
     if let Ok(mut s) = shared.lock() {
+        // The new subscriptions owe nothing yet.
+        s.last_publish = Instant::now();
         s.acquisition = if subscriptions > 0 {
             Acquisition::Subscriptions(subscriptions)
         } else {

@@ -53,6 +53,9 @@ pub struct OpcUaFaults {
     pub no_response: bool,
     /// Close every connection and refuse new ones.
     pub drop_connections: bool,
+    /// Hold every byte both ways without closing anything (a frozen network
+    /// path); what was held arrives, in order, once the stall is cleared.
+    pub stall: bool,
 }
 
 impl OpcUaFaults {
@@ -66,7 +69,7 @@ impl OpcUaFaults {
 
     /// Whether any fault is set.
     pub fn any(&self) -> bool {
-        self.latency_ms > 0 || self.no_response || self.drop_connections
+        self.latency_ms > 0 || self.no_response || self.drop_connections || self.stall
     }
 }
 
@@ -93,6 +96,10 @@ pub struct OpcUaSimulatorOptions {
     /// Most monitored items it accepts in one subscription (0: the stack's
     /// default, 1,000).
     pub max_items_per_subscription: usize,
+    /// Most publishing intervals a subscription outlives its client's
+    /// silence by (0: the stack's default, 90,000); a small one makes
+    /// subscriptions expire in a short outage while the session lives on.
+    pub max_lifetime_count: u32,
     /// Faults injected from the start.
     pub faults: OpcUaFaults,
 }
@@ -111,6 +118,7 @@ impl OpcUaSimulatorOptions {
             users: vec![("operator".into(), "operator-password".into())],
             subscriptions: true,
             max_items_per_subscription: 0,
+            max_lifetime_count: 0,
             faults: OpcUaFaults::default(),
         }
     }
@@ -450,6 +458,15 @@ fn build_server(
             .subscriptions
             .max_monitored_items_per_sub = options.max_items_per_subscription;
     }
+    if options.max_lifetime_count > 0 {
+        let limits = &mut builder.limits_mut().subscriptions;
+        limits.max_lifetime_count = options.max_lifetime_count;
+        // The lifetime is at least three keep-alive periods.
+        limits.max_keep_alive_count = (options.max_lifetime_count / 3).max(1);
+        limits.default_keep_alive_count = limits
+            .default_keep_alive_count
+            .min(limits.max_keep_alive_count);
+    }
     builder.build().map_err(OpcUaSimulatorError::Server)
 }
 
@@ -509,7 +526,7 @@ async fn forward(client: TcpStream, server: SocketAddr, faults: watch::Receiver<
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    faults: watch::Receiver<OpcUaFaults>,
+    mut faults: watch::Receiver<OpcUaFaults>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -517,6 +534,11 @@ async fn pipe(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        // A stall holds what was read (and, as nothing more is read, what
+        // follows it fills the sender's buffers) until it is cleared.
+        if faults.wait_for(|f| !f.stall).await.is_err() {
+            return;
+        }
         let current = faults.borrow().clone();
         if current.no_response {
             // Swallowed: the peer waits for an answer that never comes.
