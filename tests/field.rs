@@ -370,6 +370,17 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
         .clone();
     assert_eq!(ps1["state"]["quality"], "good", "{ps1}");
     assert!((100.0..250.0).contains(&ps1["state"]["value"].as_f64().unwrap()));
+    let health = connection_health(&root, "rig-3").await;
+    assert_eq!(
+        health["opcua"]["acquisition"],
+        json!({"subscriptions": 1}),
+        "{health}"
+    );
+    assert!(health["opcua"]["notifications"].as_u64() > Some(0));
+    assert!(connection_health(&root, "rig-1")
+        .await
+        .get("opcua")
+        .is_none());
     let sims = admin_get(format!("{base}/admin/simulators")).await;
     let rig3 = sims
         .as_array()
@@ -403,6 +414,17 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
     .await;
     let faults = admin_get(format!("{base}/admin/simulators/rig-3/faults")).await;
     assert_eq!(faults["stats"]["restarts"], 1, "{faults}");
+    let notified = connection_health(&root, "rig-3").await["opcua"]["notifications"].clone();
+    eventually(
+        Duration::from_secs(10),
+        "subscribed again after the restart",
+        async || {
+            let health = connection_health(&root, "rig-3").await;
+            health["opcua"]["acquisition"] == json!({"subscriptions": 1})
+                && health["opcua"]["notifications"].as_u64() > notified.as_u64()
+        },
+    )
+    .await;
 
     // A hung server: the link is declared lost within the keep-alive limits,
     // and data comes back when it answers again.

@@ -239,6 +239,7 @@ impl Tree {
                 error_counts: Default::default(),
                 last_error: None,
                 throttled: false,
+                opcua: None,
             }));
             statuses.push(status.clone());
             let address = Address::<ConnectionMsg>::new();

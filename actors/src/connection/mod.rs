@@ -12,7 +12,7 @@ use hydrowatch_models::{EquipmentId, Quality, SampleBatch};
 use hydrowatch_protocols::modbus::{
     ErrorCounts, LinkState, ModbusPoller, PollOutcome, PollerConfig, WriteError, WriteOutcome,
 };
-use hydrowatch_protocols::opcua::{OpcUaConfig, OpcUaPoint, OpcUaReader};
+use hydrowatch_protocols::opcua::{OpcUaConfig, OpcUaPoint, OpcUaReader, OpcUaStatus};
 use hydrowatch_protocols::{RegisterMap, RegisterPoint};
 
 use crate::plant::{now_ms, EquipmentMsg};
@@ -93,6 +93,13 @@ impl Device {
         match self {
             Device::Modbus(poller) => poller.poll().await,
             Device::OpcUa(reader) => reader.poll().await,
+        }
+    }
+
+    fn opcua_status(&self) -> Option<OpcUaStatus> {
+        match self {
+            Device::Modbus(_) => None,
+            Device::OpcUa(reader) => Some(reader.status()),
         }
     }
 
@@ -199,6 +206,10 @@ pub struct ConnectionStatus {
     pub last_error: Option<String>,
     /// Polling slowed down because storage pushes back (its spool is full).
     pub throttled: bool,
+    /// OPC-UA only: subscriptions or polling, notifications, subscriptions
+    /// the server dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opcua: Option<OpcUaStatus>,
 }
 
 /// A connection's status, shared with the façade (readable while a poll runs).
@@ -504,6 +515,7 @@ async fn poll_once(st: &mut ConnectionState) {
         status.errors += outcome.errors as u64;
         status.reconnects += outcome.reconnected as u64;
         status.error_counts.add(&outcome.counts);
+        status.opcua = st.device.opcua_status();
         if all_good {
             status.last_success_ms = Some(ts_ms);
         }

@@ -140,6 +140,18 @@ pub enum Acquisition {
     Polling,
 }
 
+/// What an OPC-UA reader tells of itself beside its readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpcUaStatus {
+    /// How values are acquired at the moment.
+    pub acquisition: Acquisition,
+    /// Data changes the subscriptions delivered.
+    pub notifications: u64,
+    /// Times the server was found to have dropped the subscriptions, which
+    /// were then made again.
+    pub subscriptions_lost: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Latest {
     value: Option<f64>,
@@ -291,6 +303,22 @@ impl OpcUaReader {
             .lock()
             .map(|s| s.subscriptions_lost)
             .unwrap_or(0)
+    }
+
+    /// Acquisition and subscription counters together.
+    pub fn status(&self) -> OpcUaStatus {
+        self.shared
+            .lock()
+            .map(|s| OpcUaStatus {
+                acquisition: s.acquisition,
+                notifications: s.notifications,
+                subscriptions_lost: s.subscriptions_lost,
+            })
+            .unwrap_or(OpcUaStatus {
+                acquisition: Acquisition::Connecting,
+                notifications: 0,
+                subscriptions_lost: 0,
+            })
     }
 
     /// The last error, if any (kept after a poll has reported it).

@@ -8,7 +8,7 @@ pub mod trust;
 
 pub use client::{
     check_node_id, Acquisition, OpcUaConfig, OpcUaError, OpcUaPoint, OpcUaReader,
-    OpcUaSecurityMode, OpcUaSecurityPolicy,
+    OpcUaSecurityMode, OpcUaSecurityPolicy, OpcUaStatus,
 };
 pub use simulator::{
     rig_variable, OpcUaFaults, OpcUaSimulatorError, OpcUaSimulatorHandle, OpcUaSimulatorOptions,
