@@ -699,6 +699,208 @@ mod tests {
         assert_eq!(Request::decode(&[]), Err(ILLEGAL_FUNCTION));
     }
 
+    /// xorshift64*: the same cases on every run, no crate needed.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn word(&mut self) -> u16 {
+            self.next() as u16
+        }
+
+        fn bit(&mut self) -> bool {
+            self.next() & 1 == 1
+        }
+
+        /// Any valid request.
+        fn request(&mut self) -> Request {
+            let start = self.word();
+            let roll = self.next();
+            let count = |max: u16| 1 + (roll % max as u64) as u16;
+            match self.below(8) {
+                0 => Request::ReadCoils {
+                    start,
+                    count: count(MAX_READ_BITS),
+                },
+                1 => Request::ReadDiscreteInputs {
+                    start,
+                    count: count(MAX_READ_BITS),
+                },
+                2 => Request::ReadHoldingRegisters {
+                    start,
+                    count: count(MAX_READ_REGISTERS),
+                },
+                3 => Request::ReadInputRegisters {
+                    start,
+                    count: count(MAX_READ_REGISTERS),
+                },
+                4 => Request::WriteSingleCoil {
+                    address: start,
+                    value: self.bit(),
+                },
+                5 => Request::WriteSingleRegister {
+                    address: start,
+                    value: self.word(),
+                },
+                6 => {
+                    let n = count(MAX_WRITE_BITS);
+                    Request::WriteMultipleCoils {
+                        start,
+                        values: (0..n).map(|_| self.bit()).collect(),
+                    }
+                }
+                _ => {
+                    let n = count(MAX_WRITE_REGISTERS);
+                    Request::WriteMultipleRegisters {
+                        start,
+                        values: (0..n).map(|_| self.word()).collect(),
+                    }
+                }
+            }
+        }
+
+        /// A right answer to `request`: data or an exception.
+        fn answer(&mut self, request: &Request) -> Answer {
+            if self.below(4) == 0 {
+                return Err(1 + self.below(11) as u8);
+            }
+            Ok(match request {
+                Request::ReadCoils { count, .. } | Request::ReadDiscreteInputs { count, .. } => {
+                    Response::Bits((0..*count).map(|_| self.bit()).collect())
+                }
+                Request::ReadHoldingRegisters { count, .. }
+                | Request::ReadInputRegisters { count, .. } => {
+                    Response::Registers((0..*count).map(|_| self.word()).collect())
+                }
+                _ => Response::Written,
+            })
+        }
+
+        /// The bytes as they are half the time, otherwise with one byte
+        /// changed, one cut off or one added.
+        fn mangle(&mut self, mut bytes: Vec<u8>) -> Vec<u8> {
+            let at = self.below(bytes.len().max(1) as u64) as usize;
+            match self.below(6) {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 + self.below(255) as u8,
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at.min(bytes.len()), self.next() as u8),
+                _ => {}
+            }
+            bytes
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_whatever_decodes_is_exactly_what_was_sent() {
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        let (mut requests_taken, mut answers_taken, mut frames_taken) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let request = noise.request();
+            let mut pdu = Vec::new();
+            request.encode(&mut pdu);
+            let pdu = noise.mangle(pdu);
+            if let Ok(decoded) = Request::decode(&pdu) {
+                requests_taken += 1;
+                let mut again = Vec::new();
+                decoded.encode(&mut again);
+                if matches!(decoded, Request::WriteMultipleCoils { .. }) {
+                    // Padding bits of the last byte are not kept.
+                    assert_eq!(again.len(), pdu.len(), "{pdu:02X?}");
+                } else {
+                    assert_eq!(again, pdu, "a request decoded from other bytes");
+                }
+            }
+
+            let answer = noise.answer(&request);
+            let mut reply = Vec::new();
+            request.encode_answer(&answer, &mut reply);
+            let reply = noise.mangle(reply);
+            if let Ok(decoded) = request.decode_answer(&reply) {
+                answers_taken += 1;
+                let mut again = Vec::new();
+                request.encode_answer(&decoded, &mut again);
+                match decoded {
+                    Ok(Response::Bits(bits)) => {
+                        let (Request::ReadCoils { count, .. }
+                        | Request::ReadDiscreteInputs { count, .. }) = request
+                        else {
+                            panic!("bits answer {request:?}");
+                        };
+                        assert_eq!(bits.len(), count as usize);
+                        assert_eq!(again.len(), reply.len());
+                    }
+                    _ => assert_eq!(again, reply, "an answer decoded from other bytes"),
+                }
+            }
+
+            // The same bytes framed, mangled again, as a stream to each side.
+            for framing in [Framing::Tcp, Framing::RtuOverTcp] {
+                for (body, response) in [(&pdu, false), (&reply, true)] {
+                    let mut wire = Vec::new();
+                    framing.encode(noise.word(), noise.below(248) as u8, body, &mut wire);
+                    let mut stream = noise.mangle(wire);
+                    loop {
+                        let before = stream.clone();
+                        let Ok(Some(frame)) = framing.take(&mut stream, response) else {
+                            break;
+                        };
+                        frames_taken += 1;
+                        let used = before.len() - stream.len();
+                        assert!(used > 0, "a frame taken from nothing");
+                        let mut again = Vec::new();
+                        framing.encode(frame.transaction, frame.unit, &frame.pdu, &mut again);
+                        assert_eq!(again, before[..used], "a frame from other bytes");
+                    }
+                }
+            }
+        }
+        // The cases reach the decoders, not only their first check.
+        assert!(requests_taken > 5_000, "{requests_taken}");
+        assert!(answers_taken > 5_000, "{answers_taken}");
+        assert!(frames_taken > 20_000, "{frames_taken}");
+    }
+
+    #[test]
+    fn every_single_byte_error_in_an_rtu_frame_is_caught() {
+        let mut noise = Noise(0xD1B5_4A32_D192_ED03);
+        for _ in 0..20_000 {
+            let request = noise.request();
+            let answer = noise.answer(&request);
+            let response = noise.bit();
+            let mut pdu = Vec::new();
+            if response {
+                request.encode_answer(&answer, &mut pdu);
+            } else {
+                request.encode(&mut pdu);
+            }
+            let mut wire = Vec::new();
+            Framing::RtuOverTcp.encode(0, noise.below(248) as u8, &pdu, &mut wire);
+            let length = wire.len();
+            let at = noise.below(length as u64) as usize;
+            wire[at] ^= 1 + noise.below(255) as u8;
+            // CRC-16 catches every error within 16 bits, so the frame is
+            // never taken as itself; a changed function or byte count may
+            // make it look shorter or longer, never right.
+            if let Ok(Some(_)) = Framing::RtuOverTcp.take(&mut wire, response) {
+                assert_ne!(
+                    length - wire.len(),
+                    length,
+                    "byte {at} of {pdu:02X?} changed, and the frame was taken"
+                );
+            }
+        }
+    }
+
     #[test]
     fn broken_streams_are_garbled_not_decoded() {
         let mut buf = vec![0, 1, 0, 7, 0, 6, 1, 3, 0, 0, 0, 1];
