@@ -381,6 +381,21 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
         .await
         .get("opcua")
         .is_none());
+    let metrics = get_text(format!("{root}/metrics")).await;
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("connection=\"rig-3\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(
+        counted("hydrowatch_opcua_notifications_total{") > Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        counted("hydrowatch_opcua_subscriptions_lost_total{"),
+        Some(0.0)
+    );
     let sims = admin_get(format!("{base}/admin/simulators")).await;
     let rig3 = sims
         .as_array()

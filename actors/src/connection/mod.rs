@@ -307,6 +307,27 @@ struct Meters {
     duration: metrics::Histogram,
     throttled: metrics::Gauge,
     connected: metrics::Gauge,
+    /// OPC-UA connections only.
+    opcua: Option<OpcUaMeters>,
+}
+
+/// The reader's running totals as counters.
+struct OpcUaMeters {
+    notifications: metrics::Counter,
+    subscriptions_lost: metrics::Counter,
+    /// The totals counted so far (the reader's live as long as the actor).
+    counted: (u64, u64),
+}
+
+impl OpcUaMeters {
+    fn count(&mut self, status: &OpcUaStatus) {
+        let (notifications, lost) = self.counted;
+        self.notifications
+            .increment(status.notifications.saturating_sub(notifications));
+        self.subscriptions_lost
+            .increment(status.subscriptions_lost.saturating_sub(lost));
+        self.counted = (status.notifications, status.subscriptions_lost);
+    }
 }
 
 /// The failure kinds as metric labels, with their counts.
@@ -323,9 +344,15 @@ fn error_kinds(c: &ErrorCounts) -> [(&'static str, u64); 7] {
 }
 
 impl Meters {
-    fn new(connection: &str) -> Self {
+    fn new(connection: &str, device: &DeviceSpec) -> Self {
         let label = connection.to_owned();
+        let opcua = matches!(device, DeviceSpec::OpcUa { .. }).then(|| OpcUaMeters {
+            notifications: metrics::counter!("hydrowatch_opcua_notifications_total", "connection" => label.clone()),
+            subscriptions_lost: metrics::counter!("hydrowatch_opcua_subscriptions_lost_total", "connection" => label.clone()),
+            counted: (0, 0),
+        });
         Self {
+            opcua,
             polled: metrics::counter!("hydrowatch_samples_polled_total", "connection" => label.clone()),
             errors: error_kinds(&ErrorCounts::default()).map(|(kind, _)| {
                 metrics::counter!("hydrowatch_poll_errors_total", "connection" => label.clone(), "kind" => kind)
@@ -357,7 +384,7 @@ impl Actor for Connection {
         myself.cast(ConnectionMsg::Poll)?;
         let period = args.spec.period;
         let phase = period.mul_f64(rand::random::<f64>());
-        let meters = Meters::new(&args.spec.id);
+        let meters = Meters::new(&args.spec.id, &args.spec.device);
         Ok(ConnectionState {
             args,
             device,
@@ -516,6 +543,9 @@ async fn poll_once(st: &mut ConnectionState) {
         status.reconnects += outcome.reconnected as u64;
         status.error_counts.add(&outcome.counts);
         status.opcua = st.device.opcua_status();
+        if let (Some(meters), Some(opcua)) = (st.meters.opcua.as_mut(), &status.opcua) {
+            meters.count(opcua);
+        }
         if all_good {
             status.last_success_ms = Some(ts_ms);
         }
