@@ -28,6 +28,7 @@ use hydrowatch_protocols::modbus::{Framing, ModbusFaults, ReconnectPolicy};
 use hydrowatch_protocols::opcua::{
     check_node_id, OpcUaConfig, OpcUaFaults, OpcUaPoint, OpcUaSecurityMode, OpcUaSecurityPolicy,
 };
+use hydrowatch_protocols::register::{MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ};
 use hydrowatch_protocols::rig::RigCondition;
 use hydrowatch_protocols::{
     ByteOrder, DataType, Endianness, RegisterKind, RegisterMap, RegisterPoint, WordOrder,
@@ -791,7 +792,7 @@ fn default_connect_timeout() -> u64 {
     1_000
 }
 fn default_max_regs() -> u16 {
-    125
+    MAX_REGISTERS_PER_READ
 }
 fn default_client_pki() -> PathBuf {
     PathBuf::from("data/pki/client")
@@ -806,7 +807,7 @@ fn one_item() -> u32 {
     1
 }
 fn default_max_bits() -> u16 {
-    2000
+    MAX_BITS_PER_READ
 }
 fn default_reconnect_initial() -> u64 {
     200
@@ -1391,20 +1392,22 @@ impl PlantConfig {
                 .map(|s| s.data_type.registers())
                 .max()
                 .unwrap_or(1);
-            if c.max_registers_per_read < widest || c.max_registers_per_read > 125 {
+            if c.max_registers_per_read < widest
+                || c.max_registers_per_read > MAX_REGISTERS_PER_READ
+            {
                 return Err(err(
                     file,
                     format!(
-                        "{ckey}.max_registers_per_read = {}: must be between {widest} (the widest point of sensor set {:?}) and 125",
+                        "{ckey}.max_registers_per_read = {}: must be between {widest} (the widest point of sensor set {:?}) and {MAX_REGISTERS_PER_READ}",
                         c.max_registers_per_read, e.sensor_set
                     ),
                 ));
             }
-            if c.max_bits_per_read == 0 || c.max_bits_per_read > 2000 {
+            if c.max_bits_per_read == 0 || c.max_bits_per_read > MAX_BITS_PER_READ {
                 return Err(err(
                     file,
                     format!(
-                        "{ckey}.max_bits_per_read = {}: must be between 1 and 2000",
+                        "{ckey}.max_bits_per_read = {}: must be between 1 and {MAX_BITS_PER_READ}",
                         c.max_bits_per_read
                     ),
                 ));

@@ -23,6 +23,22 @@ async fn put_faults(base: &str, rig: &str, faults: Value) -> (u16, Value) {
     .await
 }
 
+/// Checks PS1 of `equipment` is good and in its physical range in the
+/// unit's snapshot (what a wrongly decoded value would not be).
+async fn good_ps1(base: &str, equipment: &str) {
+    let snapshot = get_json(format!("{base}/equipment/{equipment}")).await;
+    let state = snapshot["sensors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == "PS1")
+        .map(|s| s["state"].clone())
+        .unwrap_or_default();
+    assert_eq!(state["quality"], "good", "{snapshot}");
+    let value = state["value"].as_f64().unwrap_or(f64::NAN);
+    assert!((100.0..250.0).contains(&value), "PS1 = {value}");
+}
+
 /// One connection's entry in `/health/ready`.
 async fn connection_health(base: &str, id: &str) -> Value {
     let ready = get_json(format!("{base}/health/ready")).await;
@@ -297,17 +313,7 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
             .all(|s| s["protocol"] == "modbus_rtu_over_tcp"),
         "{sims}"
     );
-    let snapshot = get_json(format!("{base}/equipment/rig-1")).await;
-    let ps1 = snapshot["sensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "PS1")
-        .unwrap()
-        .clone();
-    assert_eq!(ps1["state"]["quality"], "good", "{ps1}");
-    let value = ps1["state"]["value"].as_f64().unwrap();
-    assert!((100.0..250.0).contains(&value), "PS1 = {value}");
+    good_ps1(&base, "rig-1").await;
     // Setpoints go through the same frames.
     let (status, done) = send(
         http()
@@ -360,16 +366,7 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
             && health["last_success_ms"].is_i64()
     })
     .await;
-    let snapshot = get_json(format!("{base}/equipment/rig-3")).await;
-    let ps1 = snapshot["sensors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "PS1")
-        .unwrap()
-        .clone();
-    assert_eq!(ps1["state"]["quality"], "good", "{ps1}");
-    assert!((100.0..250.0).contains(&ps1["state"]["value"].as_f64().unwrap()));
+    good_ps1(&base, "rig-3").await;
     let health = connection_health(&root, "rig-3").await;
     assert_eq!(
         health["opcua"]["acquisition"],

@@ -68,9 +68,10 @@ async fn simulator(framing: Framing) -> SimulatorHandle {
     .expect("simulator listens")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `p` quantile of sorted samples (the default when there are none).
+fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -337,17 +338,12 @@ async fn opcua_items(items: usize, duration: Duration) {
     let cpu = cpu_seconds() - cpu_before;
     let mut got = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     got.sort_by(f64::total_cmp);
-    let pick = |p: f64| {
-        got.get(((got.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
     println!(
         "OPC-UA, {items:>5} monitored items in one session (changing every 100 ms): {:>8.0} notifications/s, \
          update latency p50 {:>6.1} ms, p99 {:>6.1} ms, max {:>6.1} ms, CPU {:>4.0} % (server included)",
         got.len() as f64 / elapsed.as_secs_f64(),
-        pick(0.5),
-        pick(0.99),
+        percentile(&got, 0.5),
+        percentile(&got, 0.99),
         got.last().copied().unwrap_or(f64::NAN),
         cpu / elapsed.as_secs_f64() * 100.0,
     );

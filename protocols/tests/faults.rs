@@ -59,8 +59,9 @@ async fn simulator(framing: Framing, units: Vec<u8>, faults: ModbusFaults) -> Si
     .expect("simulator listens")
 }
 
-/// Polls once and checks the poll ended within its bound: a connect and one
-/// request timeout per request, plus scheduling slack.
+/// Polls once and checks the poll ended within its bound (a connect and one
+/// request timeout per request, plus scheduling slack) and that nothing
+/// wrongly decoded is passed on.
 async fn bounded_poll(poller: &mut ModbusPoller) -> PollOutcome {
     let bound = CONNECT_TIMEOUT + REQUEST_TIMEOUT * poller.requests_per_poll() as u32;
     let started = Instant::now();
@@ -70,6 +71,7 @@ async fn bounded_poll(poller: &mut ModbusPoller) -> PollOutcome {
         took < bound + Duration::from_millis(400),
         "a poll took {took:?}, beyond its bound {bound:?}"
     );
+    nothing_wrong_decoded(&outcome);
     outcome
 }
 
@@ -109,7 +111,6 @@ async fn recovers(poller: &mut ModbusPoller) -> PollOutcome {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let outcome = bounded_poll(poller).await;
-        nothing_wrong_decoded(&outcome);
         if all_good(&outcome) {
             plausible(&outcome);
             return outcome;
@@ -177,7 +178,6 @@ async fn latency_within_the_timeout_is_served_and_beyond_it_times_out() {
         })
         .unwrap();
         let late = bounded_poll(&mut poller).await;
-        nothing_wrong_decoded(&late);
         assert_eq!(late.readings[0].quality, Quality::Uncertain, "{framing:?}");
         assert!(late.error.as_deref().unwrap().contains("timeout"));
         assert_eq!(late.counts.timeout, 1);
@@ -204,7 +204,6 @@ async fn a_device_that_stops_answering_times_out_then_goes_bad() {
         let mut went_bad = false;
         for _ in 0..4 {
             let outcome = bounded_poll(&mut poller).await;
-            nothing_wrong_decoded(&outcome);
             went_bad |= outcome
                 .readings
                 .iter()
@@ -227,7 +226,6 @@ async fn a_dropped_connection_is_bad_and_reconnected() {
         )
         .await;
         let dropped = bounded_poll(&mut poller).await;
-        nothing_wrong_decoded(&dropped);
         assert!(dropped.readings.iter().all(|r| r.quality == Quality::Bad));
         assert_eq!(dropped.counts.link, 1, "{framing:?}: {:?}", dropped.counts);
         assert!(dropped.error.as_deref().unwrap().contains("closed"));
@@ -237,6 +235,33 @@ async fn a_dropped_connection_is_bad_and_reconnected() {
         assert!(back.reconnected, "counted as a reconnect");
         assert!(sim.stats().connections > connections);
     }
+}
+
+#[tokio::test]
+async fn a_link_made_again_by_a_read_is_reported_by_the_next_poll() {
+    let (sim, mut poller) = faulty(
+        Framing::Tcp,
+        ModbusFaults {
+            drop_connection: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dropped = bounded_poll(&mut poller).await;
+    assert_eq!(dropped.counts.link, 1, "{:?}", dropped.counts);
+    sim.set_faults(ModbusFaults::default()).expect("no faults");
+    let connections = sim.stats().connections;
+
+    // A setpoint read between polls makes the link again…
+    let ps1 = rig_register_map().points[0].clone();
+    let value = poller.read(&ps1).await.expect("read");
+    assert!((100.0..250.0).contains(&value), "PS1 = {value}");
+    assert_eq!(sim.stats().connections, connections + 1);
+    // …and the next poll, finding it up, still says it was made again.
+    let next = bounded_poll(&mut poller).await;
+    assert!(all_good(&next), "{:?}", next.error);
+    assert!(next.reconnected, "the reconnect is reported once");
+    assert!(!bounded_poll(&mut poller).await.reconnected);
 }
 
 #[tokio::test]
@@ -252,7 +277,6 @@ async fn exception_codes_are_bad_with_the_code_and_keep_the_link() {
             })
             .unwrap();
             let refused = bounded_poll(&mut poller).await;
-            nothing_wrong_decoded(&refused);
             assert!(refused.readings.iter().all(|r| r.quality == Quality::Bad));
             let reason = refused.readings[0].reason.as_deref().unwrap();
             assert!(
@@ -284,7 +308,6 @@ async fn garbage_is_never_decoded_and_the_link_is_rebuilt() {
         .await;
         for _ in 0..5 {
             let outcome = bounded_poll(&mut poller).await;
-            nothing_wrong_decoded(&outcome);
             assert!(!all_good(&outcome), "{framing:?}: garbage taken for data");
             assert!(
                 outcome.counts.garbled + outcome.counts.timeout + outcome.counts.connect > 0
@@ -327,7 +350,6 @@ async fn truncated_frames_time_out_and_are_never_decoded() {
         )
         .await;
         let cut = bounded_poll(&mut poller).await;
-        nothing_wrong_decoded(&cut);
         assert_eq!(cut.counts.timeout, 1, "{framing:?}: {cut:?}");
         assert_eq!(cut.readings[0].quality, Quality::Uncertain);
         cleared(&sim, &mut poller).await;
@@ -346,7 +368,6 @@ async fn a_short_response_is_dropped_and_the_link_kept() {
         )
         .await;
         let short = bounded_poll(&mut poller).await;
-        nothing_wrong_decoded(&short);
         assert!(short.readings.iter().all(|r| r.quality == Quality::Bad));
         assert!(
             short.readings[0]
@@ -407,7 +428,6 @@ async fn faults_on_some_requests_degrade_only_those_polls() {
     let (mut good, mut refused) = (0, 0);
     for _ in 0..60 {
         let outcome = bounded_poll(&mut poller).await;
-        nothing_wrong_decoded(&outcome);
         if all_good(&outcome) {
             good += 1;
         } else {

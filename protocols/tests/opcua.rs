@@ -141,12 +141,19 @@ async fn until(
     }
 }
 
+/// Polls until every value is good (within `within`) and checks they are
+/// the rig's.
+async fn good(reader: &mut OpcUaReader, within: Duration, what: &str) -> PollOutcome {
+    let outcome = until(reader, within, what, all_good).await;
+    plausible(&outcome);
+    outcome
+}
+
 /// Waits for good, plausible values, then for the cycle timer (the last
 /// item, changing ten times a second) to move: data flows, it is not one
 /// stale read.
 async fn flowing(reader: &mut OpcUaReader) -> PollOutcome {
-    let outcome = until(reader, Duration::from_secs(20), "good values", all_good).await;
-    plausible(&outcome);
+    let outcome = good(reader, Duration::from_secs(20), "good values").await;
     let timer = outcome.readings[17].value;
     until(reader, Duration::from_secs(5), "a new timer value", |o| {
         all_good(o) && o.readings[17].value != timer
@@ -176,7 +183,7 @@ async fn subscriptions_deliver_the_rig_with_every_security_policy_and_identity()
         let outcome = flowing(&mut reader).await;
         assert_eq!(outcome.link, LinkState::Connected);
         assert_eq!(
-            reader.acquisition(),
+            reader.status().acquisition,
             Acquisition::Subscriptions(1),
             "{policy:?} {mode:?}: one subscription holds the 18 items"
         );
@@ -242,14 +249,7 @@ async fn an_unknown_server_certificate_is_refused_until_trusted() {
     assert!(trusted.path.starts_with(pki.join("trusted")));
     assert!(trust::rejected(&pki).unwrap().is_empty());
     // The retrying session picks the trusted certificate up by itself.
-    let outcome = until(
-        &mut reader,
-        Duration::from_secs(30),
-        "data once trusted",
-        all_good,
-    )
-    .await;
-    plausible(&outcome);
+    good(&mut reader, Duration::from_secs(30), "data once trusted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,14 +261,8 @@ async fn subscriptions_are_back_after_a_server_restart() {
         OpcUaSecurityMode::SignAndEncrypt,
     );
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
-    until(
-        &mut reader,
-        Duration::from_secs(20),
-        "good values",
-        all_good,
-    )
-    .await;
-    let before = reader.notifications();
+    good(&mut reader, Duration::from_secs(20), "good values").await;
+    let before = reader.status().notifications;
 
     sim.restart().await.expect("restarts");
     assert_eq!(sim.restarts(), 1);
@@ -292,12 +286,15 @@ async fn subscriptions_are_back_after_a_server_restart() {
     .await;
     plausible(&back);
     assert!(reconnected, "the reconnect is reported");
-    assert_eq!(reader.acquisition(), Acquisition::Subscriptions(1));
+    assert_eq!(reader.status().acquisition, Acquisition::Subscriptions(1));
     // And they are subscriptions that deliver, not one stale read.
-    let after = reader.notifications();
+    let after = reader.status().notifications;
     assert!(after > before);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(reader.notifications() > after, "notifications keep coming");
+    assert!(
+        reader.status().notifications > after,
+        "notifications keep coming"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +306,7 @@ async fn subscriptions_that_expired_in_a_stall_are_made_again_on_the_same_sessio
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
     flowing(&mut reader).await;
     let connections = sim.connections();
-    assert_eq!(reader.subscriptions_lost(), 0);
+    assert_eq!(reader.status().subscriptions_lost, 0);
 
     // Frozen long enough for the subscription to expire, not long enough for
     // the session's keep-alives (every 2 s, the second failure closes it) to
@@ -345,7 +342,7 @@ async fn subscriptions_that_expired_in_a_stall_are_made_again_on_the_same_sessio
 
     // The server answers the held publish requests with BadNoSubscription.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reader.subscriptions_lost() == 0 {
+    while reader.status().subscriptions_lost == 0 {
         assert!(
             Instant::now() < deadline,
             "the lost subscription was not noticed: {:?}",
@@ -356,16 +353,19 @@ async fn subscriptions_that_expired_in_a_stall_are_made_again_on_the_same_sessio
     }
     let back = flowing(&mut reader).await;
     plausible(&back);
-    assert_eq!(reader.subscriptions_lost(), 1);
-    assert_eq!(reader.acquisition(), Acquisition::Subscriptions(1));
+    assert_eq!(reader.status().subscriptions_lost, 1);
+    assert_eq!(reader.status().acquisition, Acquisition::Subscriptions(1));
     assert_eq!(
         sim.connections(),
         connections,
         "made again on the same connection, not by reconnecting"
     );
-    let after = reader.notifications();
+    let after = reader.status().notifications;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(reader.notifications() > after, "notifications keep coming");
+    assert!(
+        reader.status().notifications > after,
+        "notifications keep coming"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,8 +374,8 @@ async fn a_server_without_subscriptions_is_polled() {
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
     flowing(&mut reader).await;
-    assert_eq!(reader.acquisition(), Acquisition::Polling);
-    assert_eq!(reader.notifications(), 0);
+    assert_eq!(reader.status().acquisition, Acquisition::Polling);
+    assert_eq!(reader.status().notifications, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +385,7 @@ async fn items_beyond_the_servers_limit_go_into_another_subscription() {
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
     flowing(&mut reader).await;
-    assert_eq!(reader.acquisition(), Acquisition::Subscriptions(2));
+    assert_eq!(reader.status().acquisition, Acquisition::Subscriptions(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,10 +442,13 @@ async fn a_deadband_holds_back_small_changes() {
     .unwrap();
     until(&mut quiet, Duration::from_secs(20), "values", all_good).await;
     until(&mut chatty, Duration::from_secs(20), "values", all_good).await;
-    let (q0, c0) = (quiet.notifications(), chatty.notifications());
+    let (q0, c0) = (quiet.status().notifications, chatty.status().notifications);
     // Twenty recorded seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (q, c) = (quiet.notifications() - q0, chatty.notifications() - c0);
+    let (q, c) = (
+        quiet.status().notifications - q0,
+        chatty.status().notifications - c0,
+    );
     assert_eq!(q, 0, "nothing moves by 1e9");
     assert!(c >= 18, "{c} changes without a deadband");
     // The held values are still current, not stale.
@@ -457,13 +460,7 @@ async fn network_faults_turn_bad_within_the_timeouts_and_data_resumes() {
     let sim = simulator(|_| {}).await;
     let cfg = config(&sim, OpcUaSecurityPolicy::None, OpcUaSecurityMode::None);
     let mut reader = OpcUaReader::start(cfg, points(sim.namespace(), None)).unwrap();
-    until(
-        &mut reader,
-        Duration::from_secs(20),
-        "good values",
-        all_good,
-    )
-    .await;
+    good(&mut reader, Duration::from_secs(20), "good values").await;
 
     // Latency below every timeout: still served.
     sim.set_faults(OpcUaFaults {
@@ -492,13 +489,7 @@ async fn network_faults_turn_bad_within_the_timeouts_and_data_resumes() {
     )
     .await;
     sim.set_faults(OpcUaFaults::default()).unwrap();
-    until(
-        &mut reader,
-        Duration::from_secs(30),
-        "data after the hang",
-        all_good,
-    )
-    .await;
+    good(&mut reader, Duration::from_secs(30), "data after the hang").await;
 
     // Dropped connections.
     let connections = sim.connections();
@@ -515,13 +506,6 @@ async fn network_faults_turn_bad_within_the_timeouts_and_data_resumes() {
     )
     .await;
     sim.set_faults(OpcUaFaults::default()).unwrap();
-    let back = until(
-        &mut reader,
-        Duration::from_secs(30),
-        "data after the drop",
-        all_good,
-    )
-    .await;
-    plausible(&back);
+    good(&mut reader, Duration::from_secs(30), "data after the drop").await;
     assert!(sim.connections() > connections, "a new connection was made");
 }

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Reads everything a plant operator sees.
     Viewer,
-    /// Also acts on alerts, rules, silences and simulated conditions.
+    /// Also acts on alerts, rules, silences and simulated conditions, and
+    /// writes setpoints.
     Engineer,
     /// Also manages users, API keys, actors and configuration.
     Admin,

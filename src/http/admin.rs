@@ -180,6 +180,16 @@ pub struct SimulatorFaults {
     pub stats: serde_json::Value,
 }
 
+impl SimulatorFaults {
+    fn of(equipment: String, sim: &RigSimulator) -> Self {
+        SimulatorFaults {
+            equipment,
+            faults: sim.faults(),
+            stats: sim.stats(),
+        }
+    }
+}
+
 /// The faults a simulated rig injects.
 #[utoipa::path(get, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
     params(("id" = String, Path, description = "Equipment id")),
@@ -191,18 +201,14 @@ pub async fn simulator_faults(
     let Path(id) = path?;
     let sim = find_simulator(&state, &id)?;
     let sim = sim.lock().await;
-    Ok(Json(SimulatorFaults {
-        equipment: id,
-        faults: sim.faults(),
-        stats: sim.stats(),
-    }))
+    Ok(Json(SimulatorFaults::of(id, &sim)))
 }
 
 /// Sets the faults a simulated rig injects (replacing the ones before; `{}`
 /// clears them). Modbus: latency, missing answers, dropped connections,
 /// exception codes, garbage, truncated or short frames, stale transaction
 /// ids, each on a share `probability` of the requests. OPC-UA: latency, a
-/// hung server, dropped connections (a server restart is
+/// hung server, dropped connections, a stalled path (a server restart is
 /// `POST …/{id}/restart`).
 #[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
     request_body(content = Object, description = "The faults (unknown fields are refused)"),
@@ -221,12 +227,9 @@ pub async fn set_simulator_faults(
         message: m,
         details: None,
     })?;
-    tracing::warn!(equipment = %id, faults = ?sim.faults(), "simulator faults changed");
-    Ok(Json(SimulatorFaults {
-        equipment: id,
-        faults: sim.faults(),
-        stats: sim.stats(),
-    }))
+    let now = SimulatorFaults::of(id, &sim);
+    tracing::warn!(equipment = %now.equipment, faults = %now.faults, "simulator faults changed");
+    Ok(Json(now))
 }
 
 /// Lists the in-process simulators.

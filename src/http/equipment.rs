@@ -82,8 +82,7 @@ pub async fn get(
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<EquipmentSnapshot>, ApiError> {
     let Path(id) = path?;
-    let id =
-        EquipmentId::parse(&id).map_err(|_| ApiError::NotFound(format!("no equipment {id:?}")))?;
+    let id = super::equipment_id(&id)?;
     snapshot(&state, &id).await.map(Json)
 }
 

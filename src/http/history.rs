@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use hydrowatch_models::{EquipmentId, EquipmentSpec};
+use hydrowatch_models::EquipmentSpec;
 
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
@@ -241,7 +241,7 @@ pub(super) fn range_ms(range: &str) -> Result<i64, ApiError> {
 
 pub(super) fn equipment(state: &AppState, id: &str) -> Result<Arc<EquipmentSpec>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no equipment {id:?}"));
-    let id = EquipmentId::parse(id).map_err(|_| not_found())?;
+    let id = super::equipment_id(id)?;
     state
         .tree
         .equipment_specs

@@ -181,6 +181,12 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// `id` as an equipment id, or 404 `not_found` (an id that does not parse
+/// names no equipment).
+pub(crate) fn equipment_id(id: &str) -> Result<EquipmentId, error::ApiError> {
+    EquipmentId::parse(id).map_err(|_| error::ApiError::NotFound(format!("no equipment {id:?}")))
+}
+
 /// Asks `actor` within `timeout`: its answer, or 504 `actor_timeout` / 503
 /// `actor_unavailable` naming `path`.
 pub(crate) async fn call_actor<M: ractor::Message, T: Send + 'static>(

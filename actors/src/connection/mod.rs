@@ -433,17 +433,42 @@ impl Actor for Connection {
                 }
             }
             ConnectionMsg::WriteSetpoint { id, value, reply } => {
+                // The caller was already told it timed out (a long poll ran
+                // first): a write it no longer waits for must not happen.
+                if reply.is_closed() {
+                    tracing::warn!(connection = %st.args.spec.id, setpoint = %id, value, "setpoint write abandoned: the caller stopped waiting");
+                    metrics::counter!("hydrowatch_setpoint_writes_total", "outcome" => "abandoned")
+                        .increment(1);
+                    return Ok(());
+                }
                 let outcome = write_setpoint(st, &id, value).await;
                 let _ = reply.send(outcome);
             }
             ConnectionMsg::ReadSetpoints(reply) => {
                 let mut out = Vec::with_capacity(st.args.spec.setpoints.len());
-                for spec in st.args.spec.setpoints.clone() {
-                    let (value, error) = match st.device.read(&spec.point).await {
-                        Ok(v) => (Some(v), None),
-                        Err(e) => (None, Some(e.to_string())),
+                // Once the device is unreachable, the rest would only try to
+                // connect again, one connect timeout each.
+                let mut unreachable: Option<String> = None;
+                for spec in &st.args.spec.setpoints {
+                    let read = match &unreachable {
+                        Some(why) => Err(why.clone()),
+                        None => st.device.read(&spec.point).await.map_err(|e| {
+                            let why = e.to_string();
+                            if matches!(e, WriteError::Link(_)) {
+                                unreachable = Some(why.clone());
+                            }
+                            why
+                        }),
                     };
-                    out.push(SetpointReading { spec, value, error });
+                    let (value, error) = match read {
+                        Ok(v) => (Some(v), None),
+                        Err(why) => (None, Some(why)),
+                    };
+                    out.push(SetpointReading {
+                        spec: spec.clone(),
+                        value,
+                        error,
+                    });
                 }
                 let _ = reply.send(out);
             }
@@ -463,11 +488,10 @@ async fn write_setpoint(
         .setpoints
         .iter()
         .find(|s| s.id == id)
-        .cloned()
         .ok_or_else(|| SetpointError::Unknown(id.to_owned()))?;
     if !(value.is_finite() && spec.min <= value && value <= spec.max) {
         return Err(SetpointError::OutOfRange {
-            id: spec.id,
+            id: spec.id.clone(),
             value,
             min: spec.min,
             max: spec.max,
@@ -539,9 +563,9 @@ async fn poll_once(st: &mut ConnectionState) {
     if let Ok(mut status) = st.args.status.lock() {
         status.link = outcome.link;
         status.polls += 1;
-        status.errors += outcome.errors as u64;
         status.reconnects += outcome.reconnected as u64;
         status.error_counts.add(&outcome.counts);
+        status.errors = status.error_counts.failures();
         status.opcua = st.device.opcua_status();
         if let (Some(meters), Some(opcua)) = (st.meters.opcua.as_mut(), &status.opcua) {
             meters.count(opcua);

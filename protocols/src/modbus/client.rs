@@ -124,8 +124,6 @@ pub struct PollOutcome {
     pub readings: Vec<Reading>,
     /// Link state after the poll.
     pub link: LinkState,
-    /// Requests that failed in this poll (timeouts, exceptions, I/O errors).
-    pub errors: u32,
     /// The same failures by kind, and the stray answers discarded.
     pub counts: ErrorCounts,
     /// Whether the link was re-established during this poll.
@@ -278,6 +276,9 @@ pub struct ModbusPoller {
     failed_attempts: u32,
     next_connect_at: Instant,
     ever_connected: bool,
+    /// A link was made again (by a poll, a write or a read) and no poll has
+    /// reported it yet.
+    reconnect_unreported: bool,
     /// The current link has delivered at least one good answer.
     link_proven: bool,
     /// Stray answers discarded since the last poll reported them.
@@ -325,6 +326,7 @@ impl ModbusPoller {
             failed_attempts: 0,
             next_connect_at: Instant::now(),
             ever_connected: false,
+            reconnect_unreported: false,
             link_proven: false,
             discarded: 0,
         }
@@ -362,19 +364,19 @@ impl ModbusPoller {
         }
     }
 
-    async fn ensure_link(&mut self) -> Result<bool, String> {
+    async fn ensure_link(&mut self) -> Result<(), String> {
         if self.link.is_some() {
-            return Ok(false);
+            return Ok(());
         }
         let attempt = ModbusLink::connect(self.config.addr, self.config.framing);
         match timeout(self.config.connect_timeout, attempt).await {
             Ok(Ok(link)) => {
                 self.link = Some(std::sync::Mutex::new(link));
-                let reconnected = self.ever_connected;
+                self.reconnect_unreported |= self.ever_connected;
                 self.ever_connected = true;
                 self.link_proven = false;
                 tracing::info!(device = %self.config.addr, framing = ?self.config.framing, "modbus connected");
-                Ok(reconnected)
+                Ok(())
             }
             Ok(Err(err)) => Err(format!("connect to {} failed: {err}", self.config.addr)),
             Err(_) => Err(format!(
@@ -400,18 +402,15 @@ impl ModbusPoller {
                 return self.all_bad(
                     format!("disconnected; reconnect in {} ms", wait.as_millis()),
                     counts,
-                    false,
                 );
             }
         }
-        let reconnected = match self.ensure_link().await {
-            Ok(reconnected) => reconnected,
-            Err(err) => {
-                self.schedule_reconnect(false);
-                counts.connect += 1;
-                return self.all_bad(err, counts, false);
-            }
-        };
+        if let Err(err) = self.ensure_link().await {
+            self.schedule_reconnect(false);
+            counts.connect += 1;
+            return self.all_bad(err, counts);
+        }
+        let reconnected = std::mem::take(&mut self.reconnect_unreported);
 
         let mut readings: Vec<Option<Reading>> = vec![None; self.map.points.len()];
         let mut first_error: Option<String> = None;
@@ -505,7 +504,6 @@ impl ModbusPoller {
             } else {
                 LinkState::Disconnected
             },
-            errors: counts.failures() as u32,
             counts,
             reconnected,
             error: first_error,
@@ -692,7 +690,7 @@ impl ModbusPoller {
         }
     }
 
-    fn all_bad(&mut self, reason: String, counts: ErrorCounts, reconnected: bool) -> PollOutcome {
+    fn all_bad(&mut self, reason: String, counts: ErrorCounts) -> PollOutcome {
         self.last_values.iter_mut().for_each(|v| *v = None);
         let readings = (0..self.map.points.len())
             .map(|i| self.reading(i, None, Quality::Bad, Some(reason.clone())))
@@ -700,9 +698,8 @@ impl ModbusPoller {
         PollOutcome {
             readings,
             link: LinkState::Disconnected,
-            errors: counts.failures() as u32,
             counts,
-            reconnected,
+            reconnected: false,
             error: Some(reason),
         }
     }

@@ -7,10 +7,8 @@
 //! response is matched against the request it answers (function, byte count,
 //! echoed address and value), and anything else is an error, not a value.
 
-/// Most registers one read may return (specification: 125).
-pub const MAX_READ_REGISTERS: u16 = 125;
-/// Most bits one read may return (specification: 2000).
-pub const MAX_READ_BITS: u16 = 2000;
+use crate::register::{MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ};
+
 /// Most registers one write may carry (specification: 123).
 pub const MAX_WRITE_REGISTERS: u16 = 123;
 /// Most coils one write may carry (specification: 1968).
@@ -211,12 +209,14 @@ impl Request {
             Ok((start, count))
         };
         match function {
-            0x01 => read(MAX_READ_BITS).map(|(start, count)| Request::ReadCoils { start, count }),
-            0x02 => read(MAX_READ_BITS)
+            0x01 => {
+                read(MAX_BITS_PER_READ).map(|(start, count)| Request::ReadCoils { start, count })
+            }
+            0x02 => read(MAX_BITS_PER_READ)
                 .map(|(start, count)| Request::ReadDiscreteInputs { start, count }),
-            0x03 => read(MAX_READ_REGISTERS)
+            0x03 => read(MAX_REGISTERS_PER_READ)
                 .map(|(start, count)| Request::ReadHoldingRegisters { start, count }),
-            0x04 => read(MAX_READ_REGISTERS)
+            0x04 => read(MAX_REGISTERS_PER_READ)
                 .map(|(start, count)| Request::ReadInputRegisters { start, count }),
             0x05 => {
                 if body.len() != 4 {
@@ -730,19 +730,19 @@ mod tests {
             match self.below(8) {
                 0 => Request::ReadCoils {
                     start,
-                    count: count(MAX_READ_BITS),
+                    count: count(MAX_BITS_PER_READ),
                 },
                 1 => Request::ReadDiscreteInputs {
                     start,
-                    count: count(MAX_READ_BITS),
+                    count: count(MAX_BITS_PER_READ),
                 },
                 2 => Request::ReadHoldingRegisters {
                     start,
-                    count: count(MAX_READ_REGISTERS),
+                    count: count(MAX_REGISTERS_PER_READ),
                 },
                 3 => Request::ReadInputRegisters {
                     start,
-                    count: count(MAX_READ_REGISTERS),
+                    count: count(MAX_REGISTERS_PER_READ),
                 },
                 4 => Request::WriteSingleCoil {
                     address: start,

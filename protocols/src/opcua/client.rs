@@ -282,29 +282,6 @@ impl OpcUaReader {
         })
     }
 
-    /// How values are acquired now.
-    pub fn acquisition(&self) -> Acquisition {
-        self.shared
-            .lock()
-            .map(|s| s.acquisition)
-            .unwrap_or(Acquisition::Connecting)
-    }
-
-    /// Data changes delivered by the subscriptions so far.
-    pub fn notifications(&self) -> u64 {
-        self.shared.lock().map(|s| s.notifications).unwrap_or(0)
-    }
-
-    /// Times the server was found to have dropped this reader's
-    /// subscriptions (expired in an outage, or lost in a restart) and
-    /// they were created again.
-    pub fn subscriptions_lost(&self) -> u64 {
-        self.shared
-            .lock()
-            .map(|s| s.subscriptions_lost)
-            .unwrap_or(0)
-    }
-
     /// Acquisition and subscription counters together.
     pub fn status(&self) -> OpcUaStatus {
         self.shared
@@ -387,7 +364,6 @@ impl OpcUaReader {
             return PollOutcome {
                 readings: Vec::new(),
                 link: LinkState::Disconnected,
-                errors: 1,
                 counts: ErrorCounts::default(),
                 reconnected: false,
                 error: Some("reader state poisoned".into()),
@@ -450,7 +426,6 @@ impl OpcUaReader {
         PollOutcome {
             readings,
             link: s.link,
-            errors: counts.failures() as u32,
             counts,
             reconnected: std::mem::take(&mut s.reconnected),
             error: s.error.take(),
@@ -499,7 +474,8 @@ async fn run(
         let Some(client) = client.as_mut() else {
             continue;
         };
-        let ended = session(client, &config, &points, &node_ids, &shared).await;
+        let mut connected = false;
+        let ended = session(client, &config, &points, &node_ids, &shared, &mut connected).await;
         if let Ok(mut s) = shared.lock() {
             s.link = LinkState::Disconnected;
             s.session = None;
@@ -507,7 +483,8 @@ async fn run(
             s.forget();
             s.fail(ended);
         }
-        attempt += 1;
+        // A session that worked starts the backoff afresh.
+        attempt = if connected { 1 } else { attempt + 1 };
         tokio::time::sleep(config.reconnect.delay(attempt)).await;
     }
 }
@@ -533,13 +510,15 @@ fn build_client(config: &OpcUaConfig) -> Result<Client, String> {
         .map_err(|errors| errors.join("; "))
 }
 
-/// One session from discovery to its end; returns why it ended.
+/// One session from discovery to its end; returns why it ended, and sets
+/// `connected_once` if it ever came up.
 async fn session(
     client: &mut Client,
     config: &OpcUaConfig,
     points: &[OpcUaPoint],
     node_ids: &[NodeId],
     shared: &Arc<Mutex<Shared>>,
+    connected_once: &mut bool,
 ) -> String {
     let url = config.endpoint_url.as_str();
     let endpoints = match tokio::time::timeout(
@@ -601,7 +580,6 @@ async fn session(
         }
     });
     let _pump = AbortOnDrop(pump);
-    let mut connected_once = false;
     // When the subscriptions were last made: a failure the stack saw before
     // then answered a request about the ones they replaced.
     let mut subscribed_at = Instant::now();
@@ -613,7 +591,7 @@ async fn session(
                     s.link = LinkState::Connected;
                     s.session = Some(session.clone());
                     s.last_publish = Instant::now();
-                    if connected_once {
+                    if *connected_once {
                         s.reconnected = true;
                     }
                 }
@@ -630,20 +608,20 @@ async fn session(
                     _ => false,
                 };
                 if lost {
-                    forget_subscriptions(&session, shared).await;
+                    forget_subscriptions(&session, url, shared).await;
                 }
-                if connected_once && !lost {
+                if *connected_once && !lost {
                     // The stack re-created the subscriptions, but its publish
                     // loop starts idle on a new connection and would wait for
                     // a trigger that never comes: the server then lets the
                     // subscriptions time out.
                     session.trigger_publish_now();
                 }
-                if !connected_once || lost {
+                if !*connected_once || lost {
                     acquire(&session, config, points, node_ids, shared).await;
                     subscribed_at = Instant::now();
                 }
-                connected_once = true;
+                *connected_once = true;
             }
             Ok(SessionPollResult::ConnectionLost(status)) => {
                 if let Ok(mut s) = shared.lock() {
@@ -665,14 +643,10 @@ async fn session(
                 // server let its subscriptions expire meanwhile: make them
                 // again. Every publish request held in the outage is answered
                 // so, but only those after the new ones count.
-                tracing::warn!(
-                    endpoint = url,
-                    "the server no longer has our subscriptions; creating them again"
-                );
                 if let Ok(mut s) = shared.lock() {
                     s.forget();
                 }
-                forget_subscriptions(&session, shared).await;
+                forget_subscriptions(&session, url, shared).await;
                 acquire(&session, config, points, node_ids, shared).await;
                 subscribed_at = Instant::now();
             }
@@ -696,8 +670,11 @@ async fn session(
 
 /// Drops the subscriptions the client still holds for this session (the
 /// server may no longer have them).
-async fn forget_subscriptions(session: &Arc<Session>, shared: &Arc<Mutex<Shared>>) {
-    tracing::warn!("subscriptions lost on the server; creating them again");
+async fn forget_subscriptions(session: &Arc<Session>, url: &str, shared: &Arc<Mutex<Shared>>) {
+    tracing::warn!(
+        endpoint = url,
+        "the server no longer has our subscriptions; creating them again"
+    );
     if let Ok(mut s) = shared.lock() {
         s.subscriptions_lost += 1;
     }
