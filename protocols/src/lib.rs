@@ -4,6 +4,7 @@
 
 pub mod modbus;
 pub mod opcua;
+pub mod poll;
 pub mod register;
 pub mod rig;
 

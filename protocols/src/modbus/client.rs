@@ -18,31 +18,8 @@ use tokio::time::{timeout, Instant};
 use hydrowatch_models::{Quality, Reading};
 
 use super::codec::{exception_name, Answer, FrameError, Framing, Request, Response};
+use crate::poll::{ErrorCounts, LinkState, PollOutcome, ReconnectPolicy};
 use crate::register::{DataType, ReadBlock, RegisterKind, RegisterMap, RegisterPoint};
-
-/// Exponential backoff between reconnect attempts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReconnectPolicy {
-    /// Delay after the first failure.
-    pub initial: Duration,
-    /// Upper bound.
-    pub max: Duration,
-    /// Growth factor.
-    pub multiplier: f64,
-    /// Relative random spread in `[0, 1]`.
-    pub jitter: f64,
-}
-
-impl ReconnectPolicy {
-    /// The delay before attempt `attempt` (1 = after the first failure).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(32) as i32;
-        let base =
-            (self.initial.as_secs_f64() * self.multiplier.powi(exp)).min(self.max.as_secs_f64());
-        let spread = base * self.jitter * (2.0 * rand::random::<f64>() - 1.0);
-        Duration::from_secs_f64((base + spread).max(0.0))
-    }
-}
 
 /// How to talk to one device.
 #[derive(Debug, Clone)]
@@ -65,71 +42,6 @@ pub struct PollerConfig {
     pub max_gap: u16,
     /// Reconnect backoff.
     pub reconnect: ReconnectPolicy,
-}
-
-/// State of the link to the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    /// Connected and the last poll succeeded.
-    Connected,
-    /// Not connected; waiting for the next reconnect attempt.
-    Disconnected,
-}
-
-/// Failures by kind, so that an operator can tell a dead device from a
-/// misconfigured map from a noisy line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ErrorCounts {
-    /// Connection attempts that failed or timed out.
-    pub connect: u64,
-    /// Requests without an answer in time.
-    pub timeout: u64,
-    /// Modbus exception responses.
-    pub exception: u64,
-    /// Well-framed answers that did not answer the request (short, wrong
-    /// function, wrong echo): dropped.
-    pub malformed: u64,
-    /// Streams out of step (bad header, length or CRC): the link is dropped.
-    pub garbled: u64,
-    /// I/O errors and connections closed by the device.
-    pub link: u64,
-    /// Answers to another transaction or unit (late or stray), discarded
-    /// while the right one was awaited. Not a failure by itself.
-    pub discarded: u64,
-}
-
-impl ErrorCounts {
-    /// Failed requests and connects (discarded stray answers excluded).
-    pub fn failures(&self) -> u64 {
-        self.connect + self.timeout + self.exception + self.malformed + self.garbled + self.link
-    }
-
-    /// Adds `other` to these counts.
-    pub fn add(&mut self, other: &ErrorCounts) {
-        self.connect += other.connect;
-        self.timeout += other.timeout;
-        self.exception += other.exception;
-        self.malformed += other.malformed;
-        self.garbled += other.garbled;
-        self.link += other.link;
-        self.discarded += other.discarded;
-    }
-}
-
-/// What one poll produced.
-#[derive(Debug, Clone)]
-pub struct PollOutcome {
-    /// One reading per point of the register map, in map order.
-    pub readings: Vec<Reading>,
-    /// Link state after the poll.
-    pub link: LinkState,
-    /// The same failures by kind, and the stray answers discarded.
-    pub counts: ErrorCounts,
-    /// Whether the link was re-established during this poll.
-    pub reconnected: bool,
-    /// The first error of the poll, for logs and health.
-    pub error: Option<String>,
 }
 
 /// Why a request got no usable answer.
@@ -286,9 +198,8 @@ pub struct ModbusPoller {
 }
 
 /// The request that reads a block.
-fn read_request(block: &ReadBlock) -> Request {
-    let (start, count) = (block.start, block.count);
-    match block.kind {
+fn read_request(kind: RegisterKind, start: u16, count: u16) -> Request {
+    match kind {
         RegisterKind::Holding => Request::ReadHoldingRegisters { start, count },
         RegisterKind::Input => Request::ReadInputRegisters { start, count },
         RegisterKind::Coil => Request::ReadCoils { start, count },
@@ -422,25 +333,13 @@ impl ModbusPoller {
                 continue;
             }
             let unit = block.unit.unwrap_or(self.config.unit_id);
-            let message = match self.request(unit, &read_request(block)).await {
-                Ok(Response::Registers(words)) => {
-                    self.decode_block(&mut readings, block, &words);
+            let request = read_request(block.kind, block.start, block.count);
+            let message = match self.request(unit, &request).await {
+                Ok(response) => {
+                    self.decode_block(&mut readings, block, &response.into_words());
                     self.link_proven = true;
                     self.failed_attempts = 0;
                     continue;
-                }
-                Ok(Response::Bits(bits)) => {
-                    let words: Vec<u16> = bits.into_iter().map(u16::from).collect();
-                    self.decode_block(&mut readings, block, &words);
-                    self.link_proven = true;
-                    self.failed_attempts = 0;
-                    continue;
-                }
-                Ok(Response::Written) => {
-                    counts.malformed += 1;
-                    let msg = "a write's answer to a read".to_owned();
-                    self.fill_block(&mut readings, block, Quality::Bad, &msg);
-                    msg
                 }
                 Err(Failure::Exception(code)) => {
                     counts.exception += 1;
@@ -555,11 +454,7 @@ impl ModbusPoller {
             ),
         };
         self.write_request(unit, &write).await?;
-        let held = match self.write_request(unit, &read_back).await? {
-            Response::Registers(words) => words,
-            Response::Bits(bits) => bits.into_iter().map(u16::from).collect(),
-            Response::Written => return Err(WriteError::Link("a write's answer to a read".into())),
-        };
+        let held = self.write_request(unit, &read_back).await?.into_words();
         if held != registers {
             return Err(WriteError::NotVerified {
                 written: registers,
@@ -581,18 +476,8 @@ impl ModbusPoller {
     pub async fn read(&mut self, point: &RegisterPoint) -> Result<f64, WriteError> {
         self.ensure_link().await.map_err(WriteError::Link)?;
         let unit = point.unit.unwrap_or(self.config.unit_id);
-        let block = ReadBlock {
-            unit: point.unit,
-            kind: point.kind,
-            start: point.address,
-            count: point.data_type.registers(),
-            points: Vec::new(),
-        };
-        let words = match self.write_request(unit, &read_request(&block)).await? {
-            Response::Registers(words) => words,
-            Response::Bits(bits) => bits.into_iter().map(u16::from).collect(),
-            Response::Written => return Err(WriteError::Link("a write's answer to a read".into())),
-        };
+        let request = read_request(point.kind, point.address, point.data_type.registers());
+        let words = self.write_request(unit, &request).await?.into_words();
         point
             .decode(&words)
             .ok_or_else(|| WriteError::Link("undecodable registers".into()))

@@ -136,6 +136,18 @@ pub enum FrameError {
     Malformed(String),
 }
 
+impl Response {
+    /// What a read returned as 16-bit words, bits as 0/1 (a write's answer,
+    /// which `decode_answer` never gives a read, has none).
+    pub fn into_words(self) -> Vec<u16> {
+        match self {
+            Response::Registers(words) => words,
+            Response::Bits(bits) => bits.into_iter().map(u16::from).collect(),
+            Response::Written => Vec::new(),
+        }
+    }
+}
+
 impl Request {
     /// The function code.
     pub fn function(&self) -> u8 {

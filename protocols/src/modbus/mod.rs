@@ -6,10 +6,8 @@ mod client;
 pub mod codec;
 mod simulator;
 
-pub use client::{
-    ErrorCounts, LinkError, LinkState, ModbusLink, ModbusPoller, PollOutcome, PollerConfig,
-    ReconnectPolicy, WriteError, WriteOutcome,
-};
+pub use crate::poll::{ErrorCounts, LinkState, PollOutcome, ReconnectPolicy};
+pub use client::{LinkError, ModbusLink, ModbusPoller, PollerConfig, WriteError, WriteOutcome};
 pub use codec::Framing;
 pub use simulator::{
     rig_register_map, ModbusFaults, SimulatorHandle, SimulatorOptions, SimulatorStats, COILS,

@@ -213,6 +213,8 @@ struct Device {
     replay: Replay,
     /// Register layout, indexed like [`SENSORS`].
     map: RegisterMap,
+    /// One past the last register of `map`.
+    image_end: usize,
     setpoints: Mutex<Vec<u16>>,
     coils: Mutex<Vec<bool>>,
 }
@@ -227,9 +229,11 @@ impl Device {
         setpoints[2] = 100;
         let mut coils = vec![false; COILS as usize];
         coils[0] = true;
+        let map = rig_register_map();
         Self {
             replay: Replay::new(recording, options.condition, phase, options.speed),
-            map: rig_register_map(),
+            image_end: map.points.iter().map(|p| p.end()).max().unwrap_or(0) as usize,
+            map,
             setpoints: Mutex::new(setpoints),
             coils: Mutex::new(coils),
         }
@@ -238,8 +242,7 @@ impl Device {
     fn image(&self) -> Vec<u16> {
         let now = self.replay.now();
         let (recorded, timer) = (now.values, f64::from(now.timer));
-        let end = self.map.points.iter().map(|p| p.end()).max().unwrap_or(0) as usize;
-        let mut out = vec![0u16; end];
+        let mut out = vec![0u16; self.image_end];
         for (i, point) in self.map.points.iter().enumerate() {
             let value = recorded.get(i).copied().unwrap_or(timer);
             for (k, word) in point.encode(value).into_iter().enumerate() {
@@ -251,9 +254,11 @@ impl Device {
 
     fn registers(&self, kind: RegisterKind, start: u16, count: u16) -> Answer {
         let range = start as usize..start as usize + count as usize;
-        let image_end = self.map.points.iter().map(|p| p.end()).max().unwrap_or(0) as usize;
-        if range.end <= image_end {
-            return Ok(Response::Registers(self.image()[range].to_vec()));
+        if range.end <= self.image_end {
+            let mut image = self.image();
+            image.truncate(range.end);
+            image.drain(..range.start);
+            return Ok(Response::Registers(image));
         }
         if kind == RegisterKind::Holding {
             if start == CONDITION_REGISTER && count == 1 {

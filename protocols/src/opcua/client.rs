@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use hydrowatch_models::{Quality, Reading, SensorId};
 
-use crate::modbus::{ErrorCounts, LinkState, PollOutcome, ReconnectPolicy};
+use crate::poll::{ErrorCounts, LinkState, PollOutcome, ReconnectPolicy};
 
 /// An OPC-UA security policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
