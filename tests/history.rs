@@ -1,6 +1,8 @@
 //! The samples' layout and history queries against real databases: rollups
-//! agree with the raw samples at every level on both backends, PostgreSQL's
-//! native partitions are created ahead and on demand and dropped by retention.
+//! agree with the raw samples at every level on SQLite and on PostgreSQL in
+//! both layouts (TimescaleDB and native partitions); native partitions are
+//! created ahead and on demand and dropped by retention; TimescaleDB chunks
+//! are compressed and dropped, and its continuous aggregates refreshed.
 
 mod common;
 
@@ -9,16 +11,44 @@ use std::collections::BTreeMap;
 use common::{temp_dir, TestDatabase};
 use hydrowatch::store::blocks::DAY_MS;
 use hydrowatch::store::history::{Level, Point};
-use hydrowatch::store::layout::now_ms;
-use hydrowatch::store::{LayoutSettings, PlantIds, Store, StoreError};
+use hydrowatch::store::layout::{now_ms, LayoutStats, PartitionInfo};
+use hydrowatch::store::{LayoutSettings, Maintenance, PlantIds, Store, StoreError};
 use hydrowatch_actors::storage::{SampleStore, StoredSample};
 use hydrowatch_models::Quality;
 
 async fn open(url: &str) -> (Store, PlantIds) {
-    let loaded = common::demo_config(&[("HYDROWATCH_STORAGE__URL", url)]);
+    open_with(url, &[]).await
+}
+
+async fn open_with(url: &str, env: &[(&str, &str)]) -> (Store, PlantIds) {
+    let mut env = env.to_vec();
+    env.push(("HYDROWATCH_STORAGE__URL", url));
+    let loaded = common::demo_config(&env);
     hydrowatch::app::open_storage(&loaded)
         .await
         .expect("storage opens")
+}
+
+/// PostgreSQL with native partitions, whether or not TimescaleDB is installed.
+async fn open_native(url: &str) -> (Store, PlantIds) {
+    let (store, ids) = open_with(url, &[("HYDROWATCH_STORAGE__TIMESCALE", "off")]).await;
+    let layout = store.layout_stats("sample_blocks").await.unwrap().layout;
+    assert_eq!(layout, "native");
+    (store, ids)
+}
+
+/// PostgreSQL with TimescaleDB, which `scripts/test` installs: a test of it
+/// must not pass on the native layout instead.
+async fn open_timescale(url: &str) -> (Store, PlantIds) {
+    let (store, ids) = open(url).await;
+    let health = store.timescale_health().await.unwrap();
+    assert!(
+        health.in_use,
+        "TimescaleDB is not in use ({health:?}): scripts/test installs it and preloads it"
+    );
+    let layout = store.layout_stats("sample_blocks").await.unwrap().layout;
+    assert_eq!(layout, "timescaledb");
+    (store, ids)
 }
 
 fn two_sensors(ids: &PlantIds) -> [i64; 2] {
@@ -233,9 +263,18 @@ async fn sqlite_rollups_agree_with_the_raw_samples() {
 }
 
 #[tokio::test]
-async fn postgres_rollups_agree_with_the_raw_samples() {
+async fn postgres_native_rollups_agree_with_the_raw_samples() {
     let db = TestDatabase::create("history").await;
-    let (store, ids) = open(&db.url()).await;
+    let (store, ids) = open_native(&db.url()).await;
+    rollups_agree_with_raw(&store, &ids).await;
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn timescaledb_rollups_agree_with_the_raw_samples() {
+    let db = TestDatabase::create("history_tsdb").await;
+    let (store, ids) = open_timescale(&db.url()).await;
     rollups_agree_with_raw(&store, &ids).await;
     store.close().await;
     db.drop_now().await;
@@ -251,16 +290,15 @@ fn one(sensor: i64, ts_ms: i64) -> StoredSample {
 }
 
 #[tokio::test]
-async fn postgres_partitions_are_created_ahead_and_on_demand_and_dropped_by_retention() {
+async fn postgres_native_partitions_are_created_ahead_and_on_demand_and_dropped_by_retention() {
     let db = TestDatabase::create("partitions").await;
-    let (store, ids) = open(&db.url()).await;
+    let (store, ids) = open_native(&db.url()).await;
     let [sensor, _] = two_sensors(&ids);
     let now = now_ms();
     let day = DAY_MS;
 
     // Migration created partitions around now and ahead of it.
     let stats = store.layout_stats("sample_blocks").await.unwrap();
-    assert_eq!(stats.layout, "native");
     let covers = |t: i64| {
         stats
             .partitions
@@ -330,8 +368,8 @@ async fn postgres_partitions_are_created_ahead_and_on_demand_and_dropped_by_rete
         .unwrap();
     assert_eq!(done.dropped.len(), 1, "{done:?}");
 
-    // Without TimescaleDB (not packaged here) there is nothing to compress,
-    // and its health says so.
+    // The native layout has nothing to compress, and TimescaleDB's health
+    // says it is not in use (it may still be offered by the server).
     let err = store.compress_old_chunks("sample_blocks", 7).await;
     assert!(matches!(err, Err(StoreError::Unsupported(_))), "{err:?}");
     let health = store.timescale_health().await.unwrap();
@@ -339,6 +377,163 @@ async fn postgres_partitions_are_created_ahead_and_on_demand_and_dropped_by_rete
     let err = store.layout_stats("sensors").await;
     assert!(matches!(err, Err(StoreError::Invalid(_))), "{err:?}");
 
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn timescaledb_chunks_are_compressed_aggregated_and_dropped_by_retention() {
+    let db = TestDatabase::create("tsdb_chunks").await;
+    let (store, ids) = open_timescale(&db.url()).await;
+    let [sensor, _] = two_sensors(&ids);
+    let now = now_ms();
+    let (old, closed, recent) = (now - 40 * DAY_MS, now - 10 * DAY_MS, now - 60_000);
+    let written = store
+        .write(&[one(sensor, old), one(sensor, closed), one(sensor, recent)])
+        .await
+        .unwrap();
+    assert_eq!(written.inserted, 3);
+
+    // One chunk a day. (The compression policy's first run may already have
+    // compressed the old ones: it starts when the policy is added.)
+    let stats = store.layout_stats("sample_blocks").await.unwrap();
+    assert_eq!(stats.partitions.len(), 3, "{stats:?}");
+    assert!(stats.partitions.iter().all(|p| p.rows == 1), "{stats:?}");
+    let chunk_of = |stats: &LayoutStats, t: i64| -> PartitionInfo {
+        stats
+            .partitions
+            .iter()
+            .find(|p| p.from_ms <= t && t < p.to_ms)
+            .cloned()
+            .unwrap_or_else(|| panic!("no chunk holds {t}: {stats:?}"))
+    };
+    let old_chunk = chunk_of(&stats, old);
+    assert_eq!(old_chunk.to_ms - old_chunk.from_ms, DAY_MS);
+
+    // Compression takes the closed chunks, not the one being written.
+    let compressed = store.compress_old_chunks("sample_blocks", 7).await.unwrap();
+    assert_eq!(compressed.len(), 2, "{compressed:?}");
+    let stats = store.layout_stats("sample_blocks").await.unwrap();
+    assert!(chunk_of(&stats, old).compressed && chunk_of(&stats, closed).compressed);
+    assert!(!chunk_of(&stats, recent).compressed);
+
+    // Compressed samples read back; a duplicate of one is found and a late
+    // sample lands beside it.
+    let instants = |samples: Vec<StoredSample>| samples.iter().map(|s| s.ts_ms).collect::<Vec<_>>();
+    let read = store
+        .read_samples(&[sensor], old - DAY_MS, now)
+        .await
+        .unwrap();
+    assert_eq!(instants(read), vec![old, closed, recent]);
+    let again = store
+        .write(&[one(sensor, closed), one(sensor, closed + 1000)])
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.duplicates), (1, 1));
+
+    // Every level of the continuous aggregates counts the four samples: the
+    // backfilled ones by the writer's refresh, the recent one in real time.
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    for view in ["rollup_1m", "rollup_1h", "rollup_1d"] {
+        let sql = format!("SELECT coalesce(sum(n), 0)::int8 FROM {view} WHERE sensor_id = $1");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(sensor)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 4, "{view}");
+    }
+    pool.close().await;
+
+    // Retention drops the whole chunks older than it, and nothing newer.
+    let dropped = store
+        .cleanup_old_partitions("sample_blocks", 30)
+        .await
+        .unwrap();
+    assert_eq!(dropped, vec![old_chunk.name], "{dropped:?}");
+    let read = store
+        .read_samples(&[sensor], old - DAY_MS, now)
+        .await
+        .unwrap();
+    assert_eq!(instants(read), vec![closed, closed + 1000, recent]);
+
+    // Chunks and retention are TimescaleDB's own: nothing for the periodic
+    // round or explicit partition creation to do, and its policies are there.
+    assert_eq!(
+        store.maintain(&LayoutSettings::default()).await.unwrap(),
+        Maintenance::default()
+    );
+    let created = store
+        .ensure_partitions_for_range("sample_blocks", now, now + 2 * DAY_MS, 24)
+        .await
+        .unwrap();
+    assert!(created.is_empty(), "{created:?}");
+    let health = store.timescale_health().await.unwrap();
+    assert!(health.installed_version.is_some(), "{health:?}");
+    let kinds: Vec<&str> = health.jobs.iter().map(|j| j.kind.as_str()).collect();
+    for kind in [
+        "policy_compression",
+        "policy_retention",
+        "policy_refresh_continuous_aggregate",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
+    }
+
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// `vlast_ts` of every block, in key order.
+async fn last_value_instants(pool: &sqlx::PgPool) -> Vec<(i64, i64, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT sensor_id, (extract(epoch FROM first_ts) * 1000)::int8, \
+                (extract(epoch FROM vlast_ts) * 1000)::int8 \
+         FROM sample_blocks ORDER BY sensor_id, block_start, first_ts",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn timescaledb_blocks_stored_before_vlast_ts_are_upgraded() {
+    let db = TestDatabase::create("tsdb_upgrade").await;
+    let (store, ids) = open_timescale(&db.url()).await;
+    let sensors = two_sensors(&ids);
+    let t0 = 1_750_032_000_000 - 1_750_032_000_000 % DAY_MS + 20 * 60_000;
+    let samples = three_hours(sensors, t0);
+    // Interleaved fragments, whose last samples are sometimes bad.
+    let (even, odd): (Vec<StoredSample>, Vec<StoredSample>) = samples
+        .iter()
+        .cloned()
+        .partition(|s| (s.ts_ms / 1000) % 2 == 0);
+    store.write(&even).await.unwrap();
+    store.write(&odd).await.unwrap();
+    store.compress_old_chunks("sample_blocks", 7).await.unwrap();
+    store.close().await;
+
+    // The layout as it was before the column: no rollups over it, no column.
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let written = last_value_instants(&pool).await;
+    assert!(written.iter().all(|(_, _, at)| at.is_some()));
+    for view in ["rollup_1d", "rollup_1h", "rollup_1m"] {
+        let sql = format!("DROP MATERIALIZED VIEW {view}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql("ALTER TABLE sample_blocks DROP COLUMN vlast_ts")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Opening it again adds the column, fills it as the writer would have,
+    // and the rebuilt rollups agree with the samples.
+    let (store, _) = open_timescale(&db.url()).await;
+    assert_eq!(last_value_instants(&pool).await, written);
+    history_matches(&store, sensors, &samples, t0).await;
+    pool.close().await;
     store.close().await;
     db.drop_now().await;
 }

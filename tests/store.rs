@@ -5,8 +5,9 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use common::TestDatabase;
 use hydrowatch::config::{self, Loaded};
-use hydrowatch::store::{Store, StoreError};
+use hydrowatch::store::{LayoutSettings, Store, StoreError, TimescaleMode};
 
 /// Tables both backends have, in name order.
 const SQLITE_TABLES: [&str; 24] = [
@@ -77,6 +78,22 @@ async fn migrate_and_sync_twice(store: &Store) {
     let tables = store.tables().await.unwrap();
     match store {
         Store::Sqlite(_) => assert_eq!(tables, SQLITE_TABLES),
+        // The rollups are TimescaleDB's continuous aggregates (views), not tables.
+        Store::Postgres(pg) if pg.layout.timescale() => {
+            let without_rollups: Vec<&str> = POSTGRES_TABLES
+                .into_iter()
+                .filter(|t| !t.starts_with("rollup_"))
+                .collect();
+            assert_eq!(tables, without_rollups);
+            let views: Vec<String> = sqlx::query_scalar(
+                "SELECT view_name::text FROM timescaledb_information.continuous_aggregates \
+                 ORDER BY 1",
+            )
+            .fetch_all(&pg.pool)
+            .await
+            .unwrap();
+            assert_eq!(views, ["rollup_1d", "rollup_1h", "rollup_1m"]);
+        }
         Store::Postgres(_) => assert_eq!(tables, POSTGRES_TABLES),
     }
     let site = &loaded.plant.site;
@@ -120,35 +137,31 @@ async fn sqlite_file_is_created_in_wal_mode_and_migrated() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn postgres_database_is_migrated_from_empty() {
-    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
-    let admin = Store::connect(admin_url)
-        .await
-        .expect("local PostgreSQL (scripts/test starts it)");
-    let Store::Postgres(hydrowatch::store::Postgres {
-        pool: admin_pool, ..
-    }) = &admin
-    else {
-        panic!("postgres expected")
-    };
-    let db = unique("hw_store");
-    // A name we generated ourselves (letters, digits, '_'): safe to splice.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(admin_pool)
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}"))
-        .await
-        .unwrap();
+/// Migrates a fresh PostgreSQL database laid out per `layout` twice; returns
+/// the layout it got.
+async fn postgres_migrated_from_empty(layout: LayoutSettings) -> String {
+    let db = TestDatabase::create("store").await;
+    let store = Store::connect_with(&db.url(), layout).await.unwrap();
     migrate_and_sync_twice(&store).await;
+    let got = store.layout_stats("sample_blocks").await.unwrap().layout;
     store.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {db} WITH (FORCE)"
-    )))
-    .execute(admin_pool)
-    .await
-    .unwrap();
+    db.drop_now().await;
+    got
+}
+
+#[tokio::test]
+async fn postgres_database_is_migrated_from_empty_with_native_partitions() {
+    let layout = LayoutSettings {
+        timescale: TimescaleMode::Off,
+        ..LayoutSettings::default()
+    };
+    assert_eq!(postgres_migrated_from_empty(layout).await, "native");
+}
+
+#[tokio::test]
+async fn postgres_database_is_migrated_from_empty_with_timescaledb() {
+    let got = postgres_migrated_from_empty(LayoutSettings::default()).await;
+    assert_eq!(got, "timescaledb", "scripts/test installs TimescaleDB");
 }
 
 #[tokio::test]

@@ -342,8 +342,15 @@ const INT2_OID: i32 = 21;
 const FLOAT8_OID: i32 = 701;
 
 /// Columns of `sample_blocks` in the order [`copy_payload`] writes them.
-pub const COPY_COLUMNS: &str = "sensor_id, block_start, first_ts, last_ts, samples, \
-     n, vmin, vmax, vsum, vlast, offsets, vals, quality";
+/// `last_ts` is the fragment's last instant, whatever its quality;
+/// `vlast_ts` is when `vlast` was taken, which the rollups order by.
+macro_rules! copy_columns {
+    () => {
+        "sensor_id, block_start, first_ts, last_ts, samples, \
+         n, vmin, vmax, vsum, vlast, offsets, vals, quality, vlast_ts"
+    };
+}
+pub(crate) use copy_columns;
 
 fn put_i32(out: &mut Vec<u8>, v: i32) {
     out.extend_from_slice(&v.to_be_bytes());
@@ -393,7 +400,7 @@ fn put_array<I: ExactSizeIterator<Item = Option<[u8; N]>>, const N: usize>(
     out[at..at + 4].copy_from_slice(&actual.to_be_bytes());
 }
 
-/// `fragments` in PostgreSQL's binary COPY format for [`COPY_COLUMNS`].
+/// `fragments` in PostgreSQL's binary COPY format for [`copy_columns`].
 pub fn copy_payload(fragments: &[Fragment]) -> Vec<u8> {
     let samples: usize = fragments.iter().map(|f| f.ts.len()).sum();
     let mut out = Vec::with_capacity(21 + fragments.len() * 160 + samples * 26);
@@ -402,7 +409,7 @@ pub fn copy_payload(fragments: &[Fragment]) -> Vec<u8> {
     put_i32(&mut out, 0); // header extension
     for f in fragments {
         let summary = f.summary();
-        out.extend_from_slice(&13i16.to_be_bytes());
+        out.extend_from_slice(&14i16.to_be_bytes());
         put_i32(&mut out, 8);
         out.extend_from_slice(&f.sensor.to_be_bytes());
         put_ts(&mut out, f.block_start);
@@ -428,6 +435,10 @@ pub fn copy_payload(fragments: &[Fragment]) -> Vec<u8> {
         } else {
             let quality = f.quality.iter().map(|q| Some(q.to_be_bytes()));
             put_array(&mut out, INT2_OID, false, quality);
+        }
+        match summary {
+            Some(s) => put_ts(&mut out, s.last_ts),
+            None => put_i32(&mut out, -1),
         }
     }
     out.extend_from_slice(&(-1i16).to_be_bytes());
@@ -549,11 +560,14 @@ mod tests {
         let p = copy_payload(&f);
         // Header 19; a row: field count 2, sensor 12, three instants 36, two
         // int4 16, four float8 48, offsets 4+20+2×8, values 4+20+8+12+4,
-        // no quality 4; trailer 2.
-        let row = 2 + 12 + 36 + 16 + 48 + (4 + 20 + 16) + (4 + 20 + 12 + 4) + 4;
+        // no quality 4, the last value's instant 12; trailer 2.
+        let row = 2 + 12 + 36 + 16 + 48 + (4 + 20 + 16) + (4 + 20 + 12 + 4) + 4 + 12;
         assert_eq!(p.len(), 19 + row + 2);
         // The block starts at the PostgreSQL epoch: zero microseconds.
         assert_eq!(&p[19 + 2 + 12 + 4..19 + 2 + 12 + 12], &0i64.to_be_bytes());
+        // The last value counted is the first sample's (the second is a gap).
+        let vlast_ts = &p[19 + row - 8..19 + row];
+        assert_eq!(vlast_ts, &0i64.to_be_bytes());
         assert_eq!(&p[p.len() - 2..], &(-1i16).to_be_bytes());
     }
 }

@@ -189,7 +189,11 @@ pub async fn prepare(pool: &PgPool, layout: &PgLayout) -> Result<(), StoreError>
         .fetch_optional(pool)
         .await?;
     let timescale = match recorded.as_deref() {
-        Some(kind) => kind == "timescaledb",
+        Some(kind) => {
+            let timescale = kind == "timescaledb";
+            add_last_value_instant(pool, timescale).await?;
+            timescale
+        }
         None => {
             let wanted = layout.settings.timescale == TimescaleMode::Auto
                 && timescale_available(pool).await?
@@ -215,6 +219,63 @@ pub async fn prepare(pool: &PgPool, layout: &PgLayout) -> Result<(), StoreError>
         let ahead = i64::from(layout.settings.partitions_ahead.max(1)) * chunk;
         ensure_partitions(pool, now - chunk, now + ahead, chunk).await?;
         tracing::info!("samples in native range partitions");
+    }
+    Ok(())
+}
+
+/// Databases laid out before blocks kept the instant of their last value get
+/// the column, filled from the stored samples; on TimescaleDB the continuous
+/// aggregates, which chose a bucket's last value by the wrong instant, are
+/// made again over it and refreshed.
+async fn add_last_value_instant(pool: &PgPool, timescale: bool) -> Result<(), StoreError> {
+    let present: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = 'sample_blocks' \
+         AND column_name = 'vlast_ts')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if present {
+        return Ok(());
+    }
+    tracing::warn!("sample_blocks predates vlast_ts: adding it and rebuilding the rollups");
+    sqlx::query("ALTER TABLE sample_blocks ADD COLUMN IF NOT EXISTS vlast_ts TIMESTAMPTZ")
+        .execute(pool)
+        .await?;
+    // The last counted sample: not a gap, quality good or uncertain (a block
+    // without stored quality is all good).
+    sqlx::query(
+        "UPDATE sample_blocks b SET vlast_ts = b.block_start + interval '1 millisecond' * ( \
+           SELECT u.o FROM unnest(b.offsets, b.vals, \
+                                  coalesce(b.quality, array_fill(0::int2, ARRAY[b.samples]))) \
+                           WITH ORDINALITY AS u(o, v, q, i) \
+           WHERE u.v IS NOT NULL AND u.q < 2 ORDER BY u.i DESC LIMIT 1) \
+         WHERE b.n > 0",
+    )
+    .execute(pool)
+    .await?;
+    if timescale {
+        // Coarsest first: each level is built on the one below it.
+        for (view, _) in ROLLUPS.iter().rev() {
+            let sql = format!("DROP MATERIALIZED VIEW IF EXISTS {view}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await?;
+        }
+        for sql in rollup_view_statements() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await?;
+        }
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (extract(epoch FROM min(block_start)) * 1000)::int8, \
+                    (extract(epoch FROM max(block_start)) * 1000)::int8 FROM sample_blocks",
+        )
+        .fetch_one(pool)
+        .await?;
+        if let (Some(first), Some(last)) = (first, last) {
+            refresh_rollups(pool, first, last).await?;
+        }
     }
     Ok(())
 }
@@ -317,6 +378,7 @@ const BLOCK_COLUMNS: &str = "
     offsets     INTEGER[]        NOT NULL,
     vals        DOUBLE PRECISION[] NOT NULL,
     quality     SMALLINT[],
+    vlast_ts    TIMESTAMPTZ,
     PRIMARY KEY (sensor_id, block_start, first_ts)";
 
 async fn create_native(pool: &PgPool) -> Result<(), sqlx::Error> {
@@ -366,38 +428,47 @@ pub fn timescale_statements(settings: &LayoutSettings) -> Vec<String> {
             "SELECT add_retention_policy('sample_blocks', INTERVAL '{retention}', if_not_exists => TRUE)"
         ),
     ];
-    // Hierarchical continuous aggregates: 1 min over the blocks (a block is one
-    // minute, so its summary is exact), 1 h over 1 min, 1 day over 1 h.
+    out.extend(rollup_view_statements());
+    out
+}
+
+/// The continuous aggregates and their refresh policies, finest first.
+///
+/// Hierarchical: 1 min over the blocks (a block is one minute, so its summary
+/// is exact), 1 h over 1 min, 1 day over 1 h. A bucket's last value is the one
+/// taken last (`vlast_ts`), not the one of the fragment that ends last: a
+/// fragment whose last sample is bad ends later than the value it keeps.
+fn rollup_view_statements() -> Vec<String> {
+    // (view, width, source, bucket column, instant of the last value, refresh
+    // window start)
     let levels = [
         (
             "rollup_1m",
             "1 minute",
             "sample_blocks",
             "block_start",
-            "n",
+            "vlast_ts",
             "3 days",
-            "1 minute",
         ),
         (
             "rollup_1h",
             "1 hour",
             "rollup_1m",
             "bucket",
-            "n",
+            "last_ts",
             "7 days",
-            "1 hour",
         ),
         (
             "rollup_1d",
             "1 day",
             "rollup_1h",
             "bucket",
-            "n",
+            "last_ts",
             "30 days",
-            "1 day",
         ),
     ];
-    for (view, width, source, time, count, start_offset, end_offset) in levels {
+    let mut out = Vec::new();
+    for (view, width, source, time, last_at, start_offset) in levels {
         let filter = if source == "sample_blocks" {
             " WHERE n > 0"
         } else {
@@ -407,15 +478,15 @@ pub fn timescale_statements(settings: &LayoutSettings) -> Vec<String> {
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {view} \
              WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
              SELECT sensor_id, time_bucket(INTERVAL '{width}', {time}) AS bucket, \
-             sum({count})::bigint AS n, min(vmin) AS vmin, max(vmax) AS vmax, \
-             sum(vsum) AS vsum, last(vlast, last_ts) AS vlast, max(last_ts) AS last_ts \
+             sum(n)::bigint AS n, min(vmin) AS vmin, max(vmax) AS vmax, \
+             sum(vsum) AS vsum, last(vlast, {last_at}) AS vlast, max({last_at}) AS last_ts \
              FROM {source}{filter} GROUP BY sensor_id, time_bucket(INTERVAL '{width}', {time}) \
              WITH NO DATA"
         ));
         out.push(format!(
             "SELECT add_continuous_aggregate_policy('{view}', \
-             start_offset => INTERVAL '{start_offset}', end_offset => INTERVAL '{end_offset}', \
-             schedule_interval => INTERVAL '{end_offset}', if_not_exists => TRUE)"
+             start_offset => INTERVAL '{start_offset}', end_offset => INTERVAL '{width}', \
+             schedule_interval => INTERVAL '{width}', if_not_exists => TRUE)"
         ));
     }
     out
@@ -660,11 +731,14 @@ impl Store {
         let epoch_ms = |col: &str| format!("(extract(epoch FROM {col}) * 1000)::int8");
         let (layout, partitions) = match self {
             Store::Postgres(pg) if pg.layout.timescale() => {
+                // Exact counts, as below: the planner's estimate is -1 until
+                // the chunk is analysed, and a compressed chunk's rows are
+                // elsewhere.
                 let sql = format!(
                     "SELECT c.chunk_schema || '.' || c.chunk_name, {}, {}, \
                      coalesce(s.total_bytes, 0)::int8, \
-                     coalesce((SELECT reltuples FROM pg_class \
-                               WHERE oid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass), 0)::int8, \
+                     (SELECT count(*) FROM sample_blocks b \
+                      WHERE b.block_start >= c.range_start AND b.block_start < c.range_end)::int8, \
                      c.is_compressed \
                      FROM timescaledb_information.chunks c \
                      LEFT JOIN chunks_detailed_size('sample_blocks') s \

@@ -98,10 +98,12 @@ const WRITER_LOCK: i64 = 0x6877_7772_6974; // "hwwrit"
 /// range overlaps a new one: (sensor, block start) → instants.
 type Stored = HashMap<(i64, i64), HashSet<i64>>;
 
-/// The COPY statement for [`copy_payload`]; its column list must match [`COPY_COLUMNS`].
-const COPY_BLOCKS: &str =
-    "COPY sample_blocks (sensor_id, block_start, first_ts, last_ts, samples, \
-     n, vmin, vmax, vsum, vlast, offsets, vals, quality) FROM STDIN (FORMAT binary)";
+/// The COPY statement for [`copy_payload`].
+const COPY_BLOCKS: &str = concat!(
+    "COPY sample_blocks (",
+    blocks::copy_columns!(),
+    ") FROM STDIN (FORMAT binary)"
+);
 
 async fn write_postgres(pg: &Postgres, rows: &[StoredSample]) -> Result<Written, sqlx::Error> {
     let (mut fragments, in_batch) = blocks::fragments(rows);

@@ -425,6 +425,7 @@ pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgre
 pub struct TestDatabase {
     /// Its name.
     pub name: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -444,7 +445,10 @@ impl TestDatabase {
             .await
             .expect("CREATE DATABASE");
         admin.close().await;
-        TestDatabase { name }
+        TestDatabase {
+            name,
+            dropped: false,
+        }
     }
 
     /// Its URL on the server itself.
@@ -458,16 +462,43 @@ impl TestDatabase {
     }
 
     /// Drops it, closing whatever is still connected.
-    pub async fn drop_now(self) {
-        let admin = admin_pool().await;
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&admin)
-        .await;
-        admin.close().await;
+    pub async fn drop_now(mut self) {
+        drop_database(&self.name).await;
+        self.dropped = true;
     }
+}
+
+/// A test that fails (or forgets [`TestDatabase::drop_now`]) still drops its
+/// database: from a thread of its own, since this may run inside the test's
+/// runtime, which cannot be blocked on.
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        let dropping =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(drop_database(&name)),
+                    Err(err) => eprintln!("test database {name} left behind: {err}"),
+                }
+            });
+        let _ = dropping.join();
+    }
+}
+
+async fn drop_database(name: &str) {
+    let admin = admin_pool().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+    admin.close().await;
 }
 
 async fn admin_pool() -> sqlx::PgPool {
