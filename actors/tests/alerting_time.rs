@@ -10,8 +10,8 @@
 //! purpose: with tokio's clock paused, time jumps forward whenever the
 //! runtime waits on a database thread or socket, so the actor's timers
 //! would run ahead of the test. The SQLite and PostgreSQL stores are
-//! exercised by the application's tests (`tests/alerts.rs`,
-//! `tests/notify.rs`).
+//! exercised by the application's tests (`tests/app/alerts.rs`,
+//! `tests/app/notify.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! write path on both backends, the storage writer through a PostgreSQL outage,
 //! and the whole process killed with SIGKILL while samples sit in its spool.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

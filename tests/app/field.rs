@@ -5,7 +5,7 @@
 //! `/health/ready`, in the metrics, and recovered from without a restart;
 //! rigs behind a serial gateway (RTU frames over TCP).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

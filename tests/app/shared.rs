@@ -3,7 +3,7 @@
 //! at once. Without Redis the limits hold in the process; when Redis goes
 //! away, sign-in falls back to the database and keeps working.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

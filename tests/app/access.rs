@@ -6,7 +6,7 @@
 //! written out here, independently of the server's own table, and the test
 //! fails when the document has an operation this list does not know.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! The store against real databases: a fresh SQLite file and a fresh PostgreSQL
 //! database per test.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -2,7 +2,7 @@
 //! with its validation, and a simulated rig switched to a degraded condition
 //! seen on the WebSocket, in the anomalies table and in the trend.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the simulated rigs; an edited rule re-evaluates its open alert, a deleted
 //! one clears it; stored rules survive a process restart.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! live session, refresh tokens rotated on every use (a replayed one ends
 //! the session), lockout, the per-user session limit, logout.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 

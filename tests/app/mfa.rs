@@ -5,7 +5,7 @@
 //! SMTP server (the sink in `common`), with the same answer for known and
 //! unknown addresses.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! intensity exceeded, the root giving up — each handled as `supervision.toml`
 //! declares, over real sockets.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

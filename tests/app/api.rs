@@ -1,7 +1,7 @@
 //! Black-box tests of the HTTP and WebSocket API over real sockets, against the
 //! demo plant with its Modbus simulators on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

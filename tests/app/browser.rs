@@ -20,7 +20,7 @@
 //! (it never skips); install it with `apt-get install -y chromium`, as the
 //! CI script does.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

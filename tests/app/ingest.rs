@@ -3,7 +3,7 @@
 //! ones stored (units converted) and shown live, batch ids idempotent, limits
 //! enforced, and a PostgreSQL outage survived without loss.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

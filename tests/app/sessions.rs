@@ -3,7 +3,7 @@
 //! closes the user's live WebSockets with code 4001; users list and end
 //! their own sessions; an idle session ends by itself; admins manage users.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

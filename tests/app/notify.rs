@@ -6,7 +6,7 @@
 //! relays down, e-mail is retried and then dead-lettered while the webhook
 //! goes out regardless.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

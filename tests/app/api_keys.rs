@@ -3,7 +3,7 @@
 //! each has its own rate limit; revoking one, or deleting its maker, stops
 //! it at once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! created ahead and on demand and dropped by retention; TimescaleDB chunks
 //! are compressed and dropped, and its continuous aggregates refreshed.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,7 @@
 //! acknowledges and clears it — on SQLite and on PostgreSQL, across a restart
 //! of the alerting actor.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

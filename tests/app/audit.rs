@@ -3,7 +3,7 @@
 //! and `AuditLog::verify` find a row edited, deleted or forged directly in
 //! the database.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 
