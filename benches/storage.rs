@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use hydrowatch::store::layout::now_ms;
 use hydrowatch::store::Store;
+use hydrowatch_actors::clock::now_ms;
 use hydrowatch_actors::storage::{SampleStore, StoredSample};
 use hydrowatch_models::{EquipmentId, Quality};
 

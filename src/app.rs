@@ -179,7 +179,7 @@ const COMPACT_BATCH: i64 = 2000;
 /// fragments (a backfill) stay as written: `hydrowatch storage compact`.
 async fn compact_storage(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
     use crate::store::blocks::{bucket_start, BLOCK_MS};
-    let mut since = crate::store::layout::now_ms() - 86_400_000;
+    let mut since = hydrowatch_actors::clock::now_ms() - 86_400_000;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -188,7 +188,7 @@ async fn compact_storage(store: Store, every: Duration, mut shutdown: watch::Rec
             _ = shutdown.wait_for(|s| *s) => return,
         }
         // A minute is closed once the flush after its end is done.
-        let until = bucket_start(crate::store::layout::now_ms() - 2 * BLOCK_MS, BLOCK_MS);
+        let until = bucket_start(hydrowatch_actors::clock::now_ms() - 2 * BLOCK_MS, BLOCK_MS);
         let from = since - 10 * BLOCK_MS;
         let mut merged = crate::store::samples::Compaction::default();
         let outcome = loop {

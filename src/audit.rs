@@ -12,13 +12,10 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::store::{run, Store, StoreError};
-
-/// The hash before the first row.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub use crate::store::audit::{AuditRow, GENESIS};
+use crate::store::{Store, StoreError};
 
 /// `[audit]` of `hydrowatch.toml`.
 #[derive(Clone, Default, Deserialize, Serialize)]
@@ -67,33 +64,6 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
 }
 
-/// One stored row.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct AuditRow {
-    /// Position in the chain, from 1, without gaps.
-    pub seq: i64,
-    /// When, ms since the epoch.
-    pub ts_ms: i64,
-    /// Who.
-    pub user_id: Option<i64>,
-    /// What.
-    pub action: String,
-    /// On what kind of thing.
-    pub resource_type: String,
-    /// Which one.
-    pub resource_id: Option<String>,
-    /// JSON, as stored.
-    pub changes: String,
-    /// Client address.
-    pub ip: Option<String>,
-    /// Client software.
-    pub user_agent: Option<String>,
-    /// The previous row's hash.
-    pub prev_hash: String,
-    /// This row's hash.
-    pub hash: String,
-}
-
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
@@ -114,12 +84,6 @@ pub struct AuditLog {
     /// advisory lock, for several processes).
     append: Mutex<()>,
 }
-
-const COLUMNS: &str =
-    "seq, ts, user_id, action, resource_type, resource_id, changes, ip, user_agent, prev_hash, hash";
-
-/// Advisory lock id of the chain's head on PostgreSQL.
-const HEAD_LOCK: i64 = 0x0068_7761_7564_6974; // "hwaudit"
 
 impl AuditLog {
     /// The log in `store`.
@@ -168,92 +132,30 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent, now_ms: i64) -> Result<i64, StoreError> {
         let _one = self.append.lock().await;
         let changes = event.changes.to_string();
-        let head = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1".to_owned();
-        let insert = format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        );
-        let store = &self.store;
-        run!(store, |q, exec| {
-            // SQLite: take the write lock at once; a transaction that reads
-            // the head first and writes later fails instead of waiting when
-            // another connection wrote in between.
-            let mut tx = if matches!(store, Store::Sqlite(_)) {
-                exec.begin_with("BEGIN IMMEDIATE").await?
-            } else {
-                exec.begin().await?
-            };
-            if matches!(store, Store::Postgres(_)) {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(HEAD_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let last = sqlx::query(q(head)).fetch_optional(&mut *tx).await?;
-            let (seq, prev_hash) = match last {
-                Some(r) => (r.try_get::<i64, _>(0)? + 1, r.try_get::<String, _>(1)?),
-                None => (1, GENESIS.to_owned()),
-            };
-            let mut row = AuditRow {
-                seq,
-                ts_ms: now_ms,
-                user_id: event.user_id,
-                action: event.action,
-                resource_type: event.resource_type,
-                resource_id: event.resource_id,
-                changes,
-                ip: event.ip,
-                user_agent: event.user_agent,
-                prev_hash,
-                hash: String::new(),
-            };
-            row.hash = self.hash(&row);
-            sqlx::query(q(insert))
-                .bind(row.seq)
-                .bind(row.ts_ms)
-                .bind(row.user_id)
-                .bind(&row.action)
-                .bind(&row.resource_type)
-                .bind(&row.resource_id)
-                .bind(&row.changes)
-                .bind(&row.ip)
-                .bind(&row.user_agent)
-                .bind(&row.prev_hash)
-                .bind(&row.hash)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(seq)
-        })
+        self.store
+            .append_audit(|seq, prev_hash| {
+                let mut row = AuditRow {
+                    seq,
+                    ts_ms: now_ms,
+                    user_id: event.user_id,
+                    action: event.action,
+                    resource_type: event.resource_type,
+                    resource_id: event.resource_id,
+                    changes,
+                    ip: event.ip,
+                    user_agent: event.user_agent,
+                    prev_hash,
+                    hash: String::new(),
+                };
+                row.hash = self.hash(&row);
+                row
+            })
+            .await
     }
 
     /// Rows from `after` (exclusive), oldest first, at most `limit`.
     pub async fn rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let text = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-        let store = &self.store;
-        run!(store, |q, exec| {
-            sqlx::query(q(text))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(exec)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(AuditRow {
-                        seq: r.try_get(0)?,
-                        ts_ms: r.try_get(1)?,
-                        user_id: r.try_get(2)?,
-                        action: r.try_get(3)?,
-                        resource_type: r.try_get(4)?,
-                        resource_id: r.try_get(5)?,
-                        changes: r.try_get(6)?,
-                        ip: r.try_get(7)?,
-                        user_agent: r.try_get(8)?,
-                        prev_hash: r.try_get(9)?,
-                        hash: r.try_get(10)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        })
+        self.store.audit_rows(after, limit).await
     }
 
     /// Walks the whole chain: positions without gaps from 1, each row's

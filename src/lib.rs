@@ -19,7 +19,7 @@ pub mod rigdata;
 pub mod scoring;
 pub mod shared;
 pub mod simulators;
-pub mod store;
+pub use hydrowatch_store as store;
 pub mod telemetry;
 
 /// Bytes as lower-case hex (digests, signatures, random tokens).

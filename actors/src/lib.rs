@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod alerting;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod hub;

@@ -422,7 +422,7 @@ impl Tree {
                     crate::login::LoginArgs {
                         spec: spec.clone(),
                         settings: settings.clone(),
-                        now_ms: crate::plant::now_ms,
+                        now_ms: crate::clock::now_ms,
                     },
                 )
             }),

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use hydrowatch_actors::clock::now_ms;
+
 use crate::audit::{AuditEvent, AuditLog};
 use crate::shared::{Rate, Shared};
 use crate::store::users::{
@@ -504,10 +506,6 @@ fn event(
         ip: None,
         user_agent: None,
     }
-}
-
-fn now_ms() -> i64 {
-    crate::store::layout::now_ms()
 }
 
 /// A plausible e-mail address, lower-cased.

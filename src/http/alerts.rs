@@ -15,7 +15,7 @@ use super::history::{min_severity, paging, window};
 use super::AppState;
 use crate::auth::Principal;
 use crate::store::alerts::{AlertDetail, AlertFilter, AlertPage};
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// `GET /api/v1/alerts` parameters.
 #[derive(Debug, Deserialize, IntoParams)]

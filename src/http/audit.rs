@@ -15,7 +15,7 @@ use super::access::credential_name;
 use super::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// Routes left out: sign-in audits itself; the others are data.
 const NOT_AUDITED: [&str; 3] = ["/api/v1/auth/", "/api/v1/ingest", "/api/v1/detect"];

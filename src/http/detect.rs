@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorResponse};
 use super::history::{equipment, min_severity, paging, range_ms, window};
 use super::AppState;
 use crate::store::anomalies::{AnomalyFilter, AnomalyPage, TrendBucket};
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// `POST /api/v1/detect` body: exactly one of `cycle` or `sample`.
 ///

@@ -14,7 +14,7 @@ use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::instant::parse_instant;
 use crate::store::history::{Level, Point};
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// Most points a series may ask for per sensor.
 pub const MAX_POINTS: u32 = 5000;

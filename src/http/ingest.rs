@@ -31,7 +31,7 @@ use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::instant::parse_instant;
 use crate::store::ingest::QuarantinedRow;
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// Most row errors listed in a response (all are in the quarantine table).
 pub const MAX_LISTED_ERRORS: usize = 1000;

@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::alert_rules::{PolicyRow, RuleRow, RulesError};
 use crate::auth::Principal;
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 impl From<RulesError> for ApiError {
     fn from(e: RulesError) -> ApiError {

@@ -14,8 +14,8 @@ use super::alerts::call_alerting;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::auth::Principal;
-use crate::store::layout::now_ms;
 use crate::store::silences::SilenceRow;
+use hydrowatch_actors::clock::now_ms;
 
 /// `GET /api/v1/silences` parameters.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 pub use config::NotifySettings;
 
 use crate::store::alerts::{AlertRow, DeliveryOutcome, DueNotification};
-use crate::store::layout::now_ms;
 use crate::store::Store;
+use hydrowatch_actors::clock::now_ms;
 
 /// Where a notification goes, parsed from a policy step's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use sha2::Sha256;
 
 use super::config::{SlackSettings, WebhookSettings};
 use super::{Failure, Notice};
-use crate::store::layout::now_ms;
+use hydrowatch_actors::clock::now_ms;
 
 /// Header with the signature: `sha256=<hex>`.
 pub const SIGNATURE_HEADER: &str = "x-hydrowatch-signature";

@@ -157,7 +157,7 @@ fn code(body: &Value) -> &str {
 }
 
 fn claims(user_id: i64, role: Role, sid: &str, exp_in_secs: i64) -> Claims {
-    let now = hydrowatch::store::layout::now_ms() / 1000;
+    let now = hydrowatch_actors::clock::now_ms() / 1000;
     Claims::new(user_id, role, sid, now - 60, now + exp_in_secs)
 }
 
@@ -281,7 +281,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         .unwrap();
     assert_eq!(revoked.status(), 204);
     let expired_key = format!("hwk_{}", "e".repeat(64));
-    let now = hydrowatch::store::layout::now_ms();
+    let now = hydrowatch_actors::clock::now_ms();
     app.state
         .store
         .create_api_key(&hydrowatch::store::api_keys::NewApiKey {

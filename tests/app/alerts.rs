@@ -368,7 +368,7 @@ async fn a_condition_that_ends_while_alerting_is_down_clears_when_alerting_is_ba
 async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() {
     let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
     let base = format!("http://{}", app.addr);
-    let now = hydrowatch::store::layout::now_ms();
+    let now = hydrowatch_actors::clock::now_ms();
     // A bad window is refused, naming the field.
     let bad = post(
         format!("{base}/api/v1/silences"),

@@ -72,7 +72,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     assert!(row.get("hash").is_none());
 
     // Within its scopes: samples in, an alert acted on (there is none).
-    let now = hydrowatch::store::layout::now_ms();
+    let now = hydrowatch_actors::clock::now_ms();
     let (status, body) = send(
         anonymous()
             .post(format!("{base}/ingest"))

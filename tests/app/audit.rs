@@ -239,7 +239,7 @@ async fn changes_through_the_api_are_audited_with_who_and_the_outcome() {
     let ana_id = app.state.auth.add_user(&ana, None).await.expect("user");
     let (_, tokens) = login(&base, "ana@plant.example", PASSWORD).await;
     let token = tokens["access_token"].as_str().expect("token").to_owned();
-    let now = hydrowatch::store::layout::now_ms();
+    let now = hydrowatch_actors::clock::now_ms();
     let created = http()
         .post(format!("{base}/api/v1/silences"))
         .bearer_auth(&token)

@@ -420,7 +420,7 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
             health["link"] == "connected"
                 && health["reconnects"].as_u64() > before["reconnects"].as_u64()
                 && health["last_success_ms"].as_i64()
-                    > Some(hydrowatch::store::layout::now_ms() - 1_000)
+                    > Some(hydrowatch_actors::clock::now_ms() - 1_000)
         },
     )
     .await;
@@ -453,8 +453,7 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
     eventually(Duration::from_secs(30), "data after the hang", async || {
         let health = connection_health(&root, "rig-3").await;
         health["link"] == "connected"
-            && health["last_success_ms"].as_i64()
-                > Some(hydrowatch::store::layout::now_ms() - 1_000)
+            && health["last_success_ms"].as_i64() > Some(hydrowatch_actors::clock::now_ms() - 1_000)
     })
     .await;
     // The Modbus rigs were never disturbed.

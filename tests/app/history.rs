@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use common::{temp_dir, TestDatabase};
 use hydrowatch::store::blocks::DAY_MS;
 use hydrowatch::store::history::{Level, Point};
-use hydrowatch::store::layout::{now_ms, LayoutStats, PartitionInfo};
+use hydrowatch::store::layout::{LayoutStats, PartitionInfo};
 use hydrowatch::store::{LayoutSettings, Maintenance, PlantIds, Store, StoreError};
+use hydrowatch_actors::clock::now_ms;
 use hydrowatch_actors::storage::{SampleStore, StoredSample};
 use hydrowatch_models::Quality;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::{eventually, Proxy, TestDatabase};
-use hydrowatch::store::layout::now_ms;
 use hydrowatch::App;
+use hydrowatch_actors::clock::now_ms;
 use hydrowatch_models::{EquipmentId, SensorId};
 
 fn sensor_id(app: &App, equipment: &str, sensor: &str) -> i64 {

@@ -175,7 +175,7 @@ async fn unsupported_urls_are_refused() {
 async fn legacy_database(store: &Store, backend: &str) -> Vec<i64> {
     let dir = std::env::temp_dir().join(unique("hydrowatch-legacy-migrations"));
     std::fs::create_dir_all(&dir).unwrap();
-    let source = format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+    let source = format!("{}/store/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(&source).unwrap() {
         let path = entry.unwrap().path();
         if path

@@ -15,7 +15,8 @@ use hydrowatch_protocols::modbus::{
 use hydrowatch_protocols::opcua::{OpcUaConfig, OpcUaPoint, OpcUaReader, OpcUaStatus};
 use hydrowatch_protocols::{RegisterMap, RegisterPoint};
 
-use crate::plant::{now_ms, EquipmentMsg};
+use crate::clock::now_ms;
+use crate::plant::EquipmentMsg;
 use crate::storage::{StorageStatus, StoredSample, WriterMsg};
 use crate::Address;
 

@@ -18,6 +18,7 @@ use super::alerts::{AlertLink, UnitRules};
 use super::scoring::CycleScoring;
 use super::sensor::{Sensor, SensorArgs, SensorMsg};
 use crate::address::Address;
+use crate::clock::now_ms;
 use crate::hub::{Hub, Subscriber};
 use crate::registry::{ActorKind, Registry};
 use crate::supervision::{
@@ -473,12 +474,4 @@ fn snapshot_of(st: &EquipmentState) -> EquipmentSnapshot {
             .collect(),
         condition: st.cycles.as_ref().and_then(|c| c.latest.clone()),
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -6,6 +6,6 @@ pub mod scoring;
 pub mod sensor;
 
 pub use alerts::{AlertLink, UnitRules};
-pub use equipment::{now_ms, Equipment, EquipmentArgs, EquipmentMsg};
+pub use equipment::{Equipment, EquipmentArgs, EquipmentMsg};
 pub use scoring::{CycleScoring, VerdictSink};
 pub use sensor::{Sensor, SensorArgs, SensorMsg};

@@ -2,6 +2,11 @@
 //! (embedded, the default, zero setup) and `postgres://` (production).
 //!
 //! Only parameterised SQL; never SQL built from input.
+//!
+//! It implements the ports the actors define (`SampleStore`, `AlertStore`)
+//! and knows nothing of HTTP; the application re-exports it as
+//! `hydrowatch::store`.
+#![warn(missing_docs)]
 
 /// Runs `$body` on either backend with `$exec` the pool and `$q` turning a
 /// statement written with `$n` placeholders into the backend's (SQLite takes
@@ -29,6 +34,7 @@ pub(crate) use run;
 pub mod alerts;
 pub mod anomalies;
 pub mod api_keys;
+pub mod audit;
 pub mod blocks;
 pub mod definitions;
 pub mod history;

@@ -9,16 +9,17 @@ use hydrowatch_models::alert::silence::{Matchers, WindowSpec};
 use super::{Store, StoreError};
 
 /// A stored silence.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SilenceRow {
     /// Its id.
     pub id: i64,
     /// Which alerts: `site`, `equipment`, `sensor`, `severities`.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub matchers: Matchers,
     /// When: `{"type": "fixed", "starts", "ends"}` or `{"type": "recurring",
     /// "cron", "duration_ms", "timezone"}`.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub window: WindowSpec,
     /// Why.
     pub comment: String,

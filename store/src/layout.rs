@@ -21,6 +21,8 @@ use serde::Serialize;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
+use hydrowatch_actors::clock::now_ms;
+
 use super::blocks::{bucket_start, ROLLUPS};
 use super::{Store, StoreError};
 
@@ -503,11 +505,9 @@ async fn create_timescale(pool: &PgPool, settings: &LayoutSettings) -> Result<()
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch, now (the clock the actors stamp with).
-pub use hydrowatch_actors::plant::equipment::now_ms;
-
 /// One partition or chunk of a managed table.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionInfo {
     /// Table name.
     pub name: String,
@@ -524,7 +524,8 @@ pub struct PartitionInfo {
 }
 
 /// The layout of a managed table and its partitions.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutStats {
     /// `sqlite`, `native` (PostgreSQL range partitions) or `timescaledb`.
     pub layout: String,
@@ -539,7 +540,8 @@ pub struct LayoutStats {
 }
 
 /// What TimescaleDB reports about itself.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimescaleHealth {
     /// The server offers the extension.
     pub available: bool,
@@ -561,7 +563,8 @@ pub struct TimescaleHealth {
 pub const BENIGN_JOB_ERROR: &str = "cannot drop portal";
 
 /// One TimescaleDB background job.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobHealth {
     /// Job id.
     pub id: i32,
@@ -576,7 +579,8 @@ pub struct JobHealth {
 }
 
 /// What one round of [`Store::maintain`] did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Maintenance {
     /// Partitions created (native PostgreSQL layout).
     pub created: Vec<String>,

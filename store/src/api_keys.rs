@@ -5,7 +5,8 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// An API key as stored (never the key itself).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyRecord {
     /// Id.
     pub id: i64,

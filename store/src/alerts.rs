@@ -295,7 +295,8 @@ impl AlertStore for Store {
 }
 
 /// An alert as the API lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertRow {
     /// Its id.
     pub id: i64,
@@ -343,7 +344,8 @@ pub struct AlertRow {
 }
 
 /// One entry of an alert's history.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertEventRow {
     /// Position in the history.
     pub seq: i64,
@@ -362,7 +364,8 @@ pub struct AlertEventRow {
 }
 
 /// One notification in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryRow {
     /// Escalation step.
     pub step: i64,
@@ -406,7 +409,8 @@ pub struct AlertFilter {
 }
 
 /// A page of alerts.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertPage {
     /// Alerts matching, in all pages.
     pub total: i64,
@@ -607,7 +611,8 @@ macro_rules! detail_in {
 }
 
 /// An alert with its history and deliveries.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertDetail {
     /// The alert.
     #[serde(flatten)]

@@ -8,7 +8,8 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 /// A row that failed validation, kept as it was received.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuarantinedRow {
     /// When it was received, ms since the epoch.
     pub received_ms: i64,

@@ -16,7 +16,8 @@ use super::blocks::{bucket_start, Summary, DAY_MS, HOUR_MS};
 use super::{Store, StoreError};
 
 /// Where a series' points come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// The stored samples.
@@ -59,7 +60,8 @@ pub fn plan(range_ms: i64, max_points: u32) -> (Level, i64) {
 }
 
 /// One bucket of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Point {
     /// Start of the bucket, ms since the epoch.
     pub ts_ms: i64,

@@ -145,7 +145,7 @@ async fn write_postgres(pg: &Postgres, rows: &[StoredSample]) -> Result<Written,
 /// stored and the rollups behind: logged and counted, not failed (the rows must
 /// not be spooled again).
 async fn refresh_backfilled_rollups(pg: &Postgres, fragments: &[Fragment]) {
-    let horizon = layout::now_ms() - layout::TIMESCALE_REFRESH_WINDOW_MS;
+    let horizon = hydrowatch_actors::clock::now_ms() - layout::TIMESCALE_REFRESH_WINDOW_MS;
     let old: Vec<i64> = fragments
         .iter()
         .map(|f| f.block_start)

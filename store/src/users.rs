@@ -6,7 +6,8 @@ use super::{Store, StoreError};
 
 /// A user as stored (never the password itself); as the API shows it,
 /// without the password hash.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserRecord {
     /// Id.
     pub id: i64,
@@ -24,7 +25,7 @@ pub struct UserRecord {
     pub timezone: String,
     /// argon2id PHC string.
     #[serde(skip)]
-    #[schema(ignore)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub password_hash: String,
     /// Must set a new password before anything else.
     pub must_change_password: bool,
@@ -37,7 +38,7 @@ pub struct UserRecord {
     /// Last request, ms.
     pub last_activity: Option<i64>,
     /// Extensible profile attributes (JSON object).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub attributes: serde_json::Value,
     /// Created, ms.
     pub created_at: i64,

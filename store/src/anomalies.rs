@@ -13,12 +13,13 @@ use super::{Store, StoreError};
 const NOVEL: &str = "novel";
 
 /// One stored anomaly.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnomalyRow {
     /// Row id.
     pub id: i64,
     /// The equipment.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub equipment: EquipmentId,
     /// When the cycle ended (its last sample), ms since the Unix epoch.
     pub ts_ms: i64,
@@ -40,7 +41,7 @@ pub struct AnomalyRow {
     /// The models that judged it.
     pub model_version: String,
     /// What each model said (JSON, as in the verdict).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub per_model: serde_json::Value,
 }
 
@@ -97,7 +98,8 @@ pub fn rows_of(
 }
 
 /// A page of anomalies.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnomalyPage {
     /// Rows matching the filter, in all pages.
     pub total: i64,
@@ -125,7 +127,8 @@ pub struct AnomalyFilter {
 }
 
 /// One bucket of the anomaly trend.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrendBucket {
     /// Start of the bucket, ms.
     pub start_ms: i64,
