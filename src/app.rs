@@ -23,8 +23,9 @@ use crate::config::Protocol;
 use crate::simulators::RigSimulator;
 use hydrowatch_protocols::rig::RigRecording;
 
-use crate::config::{Loaded, Plant, StorageSettings};
+use crate::config::{Loaded, Plant};
 use crate::http::{self, ops::HealthFlags, AppState, Simulators};
+use crate::store::StorageSettings;
 use crate::store::{PlantIds, Store};
 use crate::telemetry;
 

@@ -194,9 +194,9 @@ enum StorageOp {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = cli.config.clone().or_else(config::default_path);
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HYDROWATCH_"))
-        .collect();
+    // All of it: HYDROWATCH_* override settings, and a connection's
+    // password_env may name any variable.
+    let env: Vec<(String, String)> = std::env::vars().collect();
     let loaded = match config::load(path.as_deref(), &env) {
         Ok(loaded) => loaded,
         Err(err) => {

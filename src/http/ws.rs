@@ -353,3 +353,25 @@ fn close(code: u16, reason: &str) -> Message {
         reason: Utf8Bytes::from(reason.to_owned()),
     }))
 }
+
+/// `[websocket]`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// Server ping period, s.
+    pub ping_interval_secs: u64,
+    /// A client silent for this long is disconnected, s.
+    pub idle_timeout_secs: u64,
+    /// Largest client frame accepted, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_secs: 15,
+            idle_timeout_secs: 60,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}

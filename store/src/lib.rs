@@ -41,6 +41,7 @@ pub mod history;
 pub mod ingest;
 pub mod layout;
 pub mod samples;
+pub mod settings;
 pub mod silences;
 pub mod users;
 
@@ -59,6 +60,7 @@ use sqlx::Row;
 use hydrowatch_models::{EquipmentId, EquipmentSpec, SensorId};
 
 pub use layout::{LayoutSettings, Maintenance, PgLayout, TimescaleMode};
+pub use settings::StorageSettings;
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,10 @@ use hydrowatch_actors::storage::{Durability, StoredSample, WriterMsg};
 use hydrowatch_models::units::{convert, UnitError};
 use hydrowatch_models::{EquipmentId, Quality, Reading, SampleBatch, SensorSpec};
 
+mod settings;
+
+pub use settings::IngestSettings;
+
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 use crate::instant::parse_instant;
