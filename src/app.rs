@@ -221,6 +221,219 @@ async fn compact_storage(store: Store, every: Duration, mut shutdown: watch::Rec
     }
 }
 
+/// What each connection actor is started with: the device behind it (its
+/// simulator's address for a simulated one) and its schedule.
+async fn connection_specs(
+    plant: &Plant,
+    simulators: &HashMap<hydrowatch_models::EquipmentId, Arc<Mutex<RigSimulator>>>,
+) -> anyhow::Result<Vec<ConnectionSpec>> {
+    let mut connections = Vec::new();
+    for planned in &plant.connections {
+        let c = &planned.config;
+        let simulated = match simulators.get(&planned.equipment) {
+            Some(sim) if c.endpoint == "simulator" => Some(sim.lock().await.endpoint()),
+            _ => None,
+        };
+        let device = match c.protocol.framing() {
+            None => DeviceSpec::OpcUa {
+                config: planned.opcua_config(simulated.unwrap_or_else(|| c.endpoint.clone())),
+                points: planned.opcua_points.clone(),
+            },
+            Some(framing) => {
+                let addr = match (planned.endpoint, simulated) {
+                    (Some(addr), _) => addr,
+                    (None, Some(endpoint)) => endpoint
+                        .parse()
+                        .context("a simulator's address is host:port")?,
+                    (None, None) => anyhow::bail!("simulated device without simulator"),
+                };
+                DeviceSpec::Modbus {
+                    poller: PollerConfig {
+                        addr,
+                        framing,
+                        unit_id: c.unit_id,
+                        connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                        request_timeout: Duration::from_millis(c.request_timeout_ms),
+                        max_registers_per_read: c.max_registers_per_read,
+                        max_bits_per_read: c.max_bits_per_read,
+                        max_gap: c.max_gap,
+                        reconnect: planned.reconnect_policy(),
+                    },
+                    map: planned.map.clone(),
+                }
+            }
+        };
+        connections.push(ConnectionSpec {
+            id: planned.equipment.to_string(),
+            equipment: planned.equipment.clone(),
+            device,
+            period: Duration::from_millis(c.period_ms),
+            setpoints: planned.setpoints.clone(),
+        });
+    }
+    Ok(connections)
+}
+
+/// Sign-in and its state shared across nodes (through Redis when
+/// `redis.url` is set), with account mail when `[notify.email]` is.
+async fn start_auth(
+    loaded: &Loaded,
+    store: &Store,
+    audit: &Arc<crate::audit::AuditLog>,
+) -> anyhow::Result<Arc<crate::auth::Auth>> {
+    let settings = &loaded.settings;
+    let redis = if settings.redis.url.is_empty() {
+        None
+    } else {
+        let redis = crate::shared::Redis::connect(&settings.redis)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("redis.url {}: cannot connect: {e}", settings.redis.url)
+            })?;
+        tracing::info!(url = %settings.redis.url, "sessions and rate limits shared through Redis");
+        Some(redis)
+    };
+    let shared = Arc::new(crate::shared::Shared::new(redis));
+    let mut auth =
+        crate::auth::Auth::new(settings.auth.clone(), store.clone(), audit.clone(), shared)
+            .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    if let Some(email) = &settings.notify.email {
+        let mailer = crate::notify::email::Mailer::new(email.clone())?;
+        auth.set_mail(Arc::new(mailer), &settings.notify.base_url);
+    }
+    Ok(Arc::new(auth))
+}
+
+/// What the supervision tree needs besides the configuration.
+struct TreeParts<'a> {
+    store: &'a Store,
+    plant_ids: &'a PlantIds,
+    scorer: &'a Arc<hydrowatch_models::scoring::Scorer>,
+    rule_feed: hydrowatch_actors::alerting::ConfigFeed,
+    auth: &'a crate::auth::Auth,
+}
+
+async fn start_tree(
+    loaded: &Loaded,
+    connections: Vec<ConnectionSpec>,
+    parts: TreeParts<'_>,
+) -> anyhow::Result<(Tree, JoinHandle<()>)> {
+    let store = parts.store;
+    let recorder: Arc<dyn hydrowatch_actors::plant::VerdictSink> =
+        crate::scoring::AnomalyRecorder::start(store.clone());
+    Tree::start(TreeConfig {
+        supervision: loaded.supervision,
+        equipment: loaded.plant.equipment.clone(),
+        connections,
+        stale_check: Duration::from_millis(loaded.settings.live.stale_check_ms),
+        storage: Some(TreeStorage {
+            config: loaded.settings.storage.writer(),
+            store: Arc::new(store.clone()),
+            sensors: parts.plant_ids.by_equipment(),
+            poll_slowdown: loaded.settings.storage.poll_slowdown,
+        }),
+        scoring: Some(hydrowatch_actors::plant::CycleScoring {
+            scorer: parts.scorer.clone(),
+            sink: Some(recorder),
+        }),
+        alerting: Some(hydrowatch_actors::TreeAlerting {
+            config: parts.rule_feed,
+            store: Arc::new(store.clone()),
+            clock: hydrowatch_actors::alerting::Clock::start(),
+        }),
+        logins: Some(parts.auth.login_settings()),
+    })
+    .await
+    .context("supervision tree failed to start")
+}
+
+/// Serves the API and the wallboard on `listener` until `shutdown` turns true.
+fn serve(
+    listener: TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let router = http::router(state);
+    // Live frames are small and latency matters: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+    });
+    tokio::spawn(async move {
+        // The peer address identifies a client for the ingest rate limit.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+    })
+}
+
+/// The background work beside the tree: the notification outbox, storage
+/// upkeep and compaction.
+fn spawn_workers(state: &AppState, shutdown: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    let notifier = Arc::new(
+        crate::notify::Notifier::new(state.settings.notify.clone(), state.store.clone())
+            .context("notification channels could not be set up")?,
+    );
+    tokio::spawn(notifier.run(shutdown.clone()));
+    tokio::spawn(maintain_storage(
+        state.store.clone(),
+        state.settings.storage.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(compact_storage(
+        state.store.clone(),
+        Duration::from_secs(state.settings.storage.compact_interval_secs),
+        shutdown.clone(),
+    ));
+    Ok(())
+}
+
+/// Reports, through the returned channel, why the tree's root gave up, unless
+/// it stopped because we are stopping.
+fn watch_root(
+    root_handle: JoinHandle<()>,
+    state: &AppState,
+    health: Arc<HealthFlags>,
+) -> watch::Receiver<Option<String>> {
+    let (failure_tx, root_failure) = watch::channel(None);
+    let registry = state.tree.registry.clone();
+    tokio::spawn(async move {
+        let _ = root_handle.await;
+        if health.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        health.root_failed.store(true, Ordering::Relaxed);
+        // The root records why it gave up (its restart intensity was exceeded).
+        let why = registry
+            .info("root")
+            .and_then(|root| root.last_error)
+            .unwrap_or_else(|| "root supervisor stopped".into());
+        tracing::error!(reason = %why, "the supervision tree's root gave up; exiting so the process manager can restart us");
+        let _ = failure_tx.send(Some(why));
+    });
+    root_failure
+}
+
+/// Logs where we listen and, on a fresh install, the link that creates the
+/// first administrator.
+async fn announce(state: &AppState, addr: SocketAddr) {
+    tracing::info!(%addr, "hydrowatch listening; wallboard at http://{addr}/");
+    match state.auth.setup_code().await {
+        Ok(Some(code)) => tracing::warn!(
+            "no users yet: create the first administrator at http://{addr}/#setup={code} \
+             (works once), or with `hydrowatch user add --role admin`"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for users"),
+    }
+}
+
 /// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -245,84 +458,13 @@ impl App {
             crate::scoring::load_scorer(&loaded.settings.models)
                 .context("the cycle models could not be loaded")?,
         );
-        let recorder: Arc<dyn hydrowatch_actors::plant::VerdictSink> =
-            crate::scoring::AnomalyRecorder::start(store.clone());
         let simulators = start_simulators(&loaded.plant, false).await?;
-        let mut connections = Vec::new();
-        for planned in &loaded.plant.connections {
-            let c = &planned.config;
-            let simulated = match simulators.get(&planned.equipment) {
-                Some(sim) if c.endpoint == "simulator" => Some(sim.lock().await.endpoint()),
-                _ => None,
-            };
-            let device = match c.protocol.framing() {
-                None => DeviceSpec::OpcUa {
-                    config: planned.opcua_config(simulated.unwrap_or_else(|| c.endpoint.clone())),
-                    points: planned.opcua_points.clone(),
-                },
-                Some(framing) => {
-                    let addr = match (planned.endpoint, simulated) {
-                        (Some(addr), _) => addr,
-                        (None, Some(endpoint)) => endpoint
-                            .parse()
-                            .context("a simulator's address is host:port")?,
-                        (None, None) => anyhow::bail!("simulated device without simulator"),
-                    };
-                    DeviceSpec::Modbus {
-                        poller: PollerConfig {
-                            addr,
-                            framing,
-                            unit_id: c.unit_id,
-                            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-                            request_timeout: Duration::from_millis(c.request_timeout_ms),
-                            max_registers_per_read: c.max_registers_per_read,
-                            max_bits_per_read: c.max_bits_per_read,
-                            max_gap: c.max_gap,
-                            reconnect: planned.reconnect_policy(),
-                        },
-                        map: planned.map.clone(),
-                    }
-                }
-            };
-            connections.push(ConnectionSpec {
-                id: planned.equipment.to_string(),
-                equipment: planned.equipment.clone(),
-                device,
-                period: Duration::from_millis(c.period_ms),
-                setpoints: planned.setpoints.clone(),
-            });
-        }
+        let connections = connection_specs(&loaded.plant, &simulators).await?;
         let audit = Arc::new(crate::audit::AuditLog::new(
             store.clone(),
             &loaded.settings.audit,
         ));
-        let redis = if loaded.settings.redis.url.is_empty() {
-            None
-        } else {
-            let redis = crate::shared::Redis::connect(&loaded.settings.redis)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "redis.url {}: cannot connect: {e}",
-                        loaded.settings.redis.url
-                    )
-                })?;
-            tracing::info!(url = %loaded.settings.redis.url, "sessions and rate limits shared through Redis");
-            Some(redis)
-        };
-        let shared = Arc::new(crate::shared::Shared::new(redis));
-        let mut auth = crate::auth::Auth::new(
-            loaded.settings.auth.clone(),
-            store.clone(),
-            audit.clone(),
-            shared,
-        )
-        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-        if let Some(email) = &loaded.settings.notify.email {
-            let mailer = crate::notify::email::Mailer::new(email.clone())?;
-            auth.set_mail(Arc::new(mailer), &loaded.settings.notify.base_url);
-        }
-        let auth = Arc::new(auth);
+        let auth = start_auth(&loaded, &store, &audit).await?;
         // Rules and policies of plant.toml and those stored through the API.
         let (alert_rules, rule_feed) = crate::alert_rules::AlertRules::load(
             loaded.plant.alerting.clone(),
@@ -332,30 +474,14 @@ impl App {
         )
         .await
         .context("the stored alert rules could not be read")?;
-        let (tree, root_handle) = Tree::start(TreeConfig {
-            supervision: loaded.supervision,
-            equipment: loaded.plant.equipment.clone(),
-            connections,
-            stale_check: Duration::from_millis(loaded.settings.live.stale_check_ms),
-            storage: Some(TreeStorage {
-                config: loaded.settings.storage.writer(),
-                store: Arc::new(store.clone()),
-                sensors: plant_ids.by_equipment(),
-                poll_slowdown: loaded.settings.storage.poll_slowdown,
-            }),
-            scoring: Some(hydrowatch_actors::plant::CycleScoring {
-                scorer: scorer.clone(),
-                sink: Some(recorder),
-            }),
-            alerting: Some(hydrowatch_actors::TreeAlerting {
-                config: rule_feed,
-                store: Arc::new(store.clone()),
-                clock: hydrowatch_actors::alerting::Clock::start(),
-            }),
-            logins: Some(auth.login_settings()),
-        })
-        .await
-        .context("supervision tree failed to start")?;
+        let parts = TreeParts {
+            store: &store,
+            plant_ids: &plant_ids,
+            scorer: &scorer,
+            rule_feed,
+            auth: &auth,
+        };
+        let (tree, root_handle) = start_tree(&loaded, connections, parts).await?;
         auth.attach_tree(tree.clone());
 
         let listener = TcpListener::bind(loaded.settings.server.listen)
@@ -379,69 +505,10 @@ impl App {
             auth,
             audit,
         };
-        let router = http::router(state.clone());
-        // Live frames are small and latency matters: no Nagle delay.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "TCP_NODELAY not set");
-            }
-        });
-        let mut server_shutdown = shutdown_rx.clone();
-        let server = tokio::spawn(async move {
-            // The peer address identifies a client for the ingest rate limit.
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = server_shutdown.wait_for(|s| *s).await;
-            })
-            .await
-        });
-
-        // Alert notifications: the outbox worker.
-        let notifier = Arc::new(
-            crate::notify::Notifier::new(state.settings.notify.clone(), state.store.clone())
-                .context("notification channels could not be set up")?,
-        );
-        tokio::spawn(notifier.run(shutdown_rx.clone()));
-        tokio::spawn(maintain_storage(
-            state.store.clone(),
-            state.settings.storage.clone(),
-            shutdown_rx.clone(),
-        ));
-        tokio::spawn(compact_storage(
-            state.store.clone(),
-            Duration::from_secs(state.settings.storage.compact_interval_secs),
-            shutdown_rx.clone(),
-        ));
-
-        let (failure_tx, root_failure) = watch::channel(None);
-        let registry = state.tree.registry.clone();
-        tokio::spawn(async move {
-            let _ = root_handle.await;
-            if health.stopping.load(Ordering::Relaxed) {
-                return;
-            }
-            health.root_failed.store(true, Ordering::Relaxed);
-            // The root records why it gave up (its restart intensity was exceeded).
-            let why = registry
-                .info("root")
-                .and_then(|root| root.last_error)
-                .unwrap_or_else(|| "root supervisor stopped".into());
-            tracing::error!(reason = %why, "the supervision tree's root gave up; exiting so the process manager can restart us");
-            let _ = failure_tx.send(Some(why));
-        });
-
-        tracing::info!(%addr, "hydrowatch listening; wallboard at http://{addr}/");
-        match state.auth.setup_code().await {
-            Ok(Some(code)) => tracing::warn!(
-                "no users yet: create the first administrator at http://{addr}/#setup={code} \
-                 (works once), or with `hydrowatch user add --role admin`"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not check for users"),
-        }
+        let server = serve(listener, state.clone(), shutdown_rx.clone());
+        spawn_workers(&state, &shutdown_rx)?;
+        let root_failure = watch_root(root_handle, &state, health);
+        announce(&state, addr).await;
         Ok(App {
             addr,
             state,
