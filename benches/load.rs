@@ -360,10 +360,11 @@ async fn run(args: Args) {
         password: "a long passphrase for the control room".into(),
         must_change_password: false,
     };
-    app.state.auth.add_user(&viewer, None).await.expect("user");
+    app.state.auth.users.add(&viewer, None).await.expect("user");
     let token = app
         .state
         .auth
+        .logins
         .login(&viewer.email, &viewer.password, None, None)
         .await
         .expect("login")

@@ -155,12 +155,14 @@ async fn detect_over_http(cycles: &[Cycle], runs: usize) {
     };
     app.state
         .auth
-        .add_user(&engineer, None)
+        .users
+        .add(&engineer, None)
         .await
         .expect("user");
     let token = app
         .state
         .auth
+        .logins
         .login(&engineer.email, &engineer.password, None, None)
         .await
         .expect("login")

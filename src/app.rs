@@ -294,14 +294,14 @@ async fn start_auth(
         Some(redis)
     };
     let shared = Arc::new(crate::shared::Shared::new(redis));
-    let mut auth =
-        crate::auth::Auth::new(settings.auth.clone(), store.clone(), audit.clone(), shared)
+    let mut core =
+        crate::auth::AuthCore::new(settings.auth.clone(), store.clone(), audit.clone(), shared)
             .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     if let Some(email) = &settings.notify.email {
         let mailer = crate::notify::email::Mailer::new(email.clone())?;
-        auth.set_mail(Arc::new(mailer), &settings.notify.base_url);
+        core.set_mail(Arc::new(mailer), &settings.notify.base_url);
     }
-    Ok(Arc::new(auth))
+    Ok(Arc::new(crate::auth::Auth::new(core)))
 }
 
 /// What the supervision tree needs besides the configuration.
@@ -341,7 +341,7 @@ async fn start_tree(
             store: Arc::new(store.clone()),
             clock: hydrowatch_actors::alerting::Clock::start(),
         }),
-        logins: Some(parts.auth.login_settings()),
+        logins: Some(parts.auth.sessions.login_settings()),
     })
     .await
     .context("supervision tree failed to start")
@@ -424,7 +424,7 @@ fn watch_root(
 /// first administrator.
 async fn announce(state: &AppState, addr: SocketAddr) {
     tracing::info!(%addr, "hydrowatch listening; wallboard at http://{addr}/");
-    match state.auth.setup_code().await {
+    match state.auth.logins.setup_code().await {
         Ok(Some(code)) => tracing::warn!(
             "no users yet: create the first administrator at http://{addr}/#setup={code} \
              (works once), or with `hydrowatch user add --role admin`"
@@ -482,7 +482,7 @@ impl App {
             auth: &auth,
         };
         let (tree, root_handle) = start_tree(&loaded, connections, parts).await?;
-        auth.attach_tree(tree.clone());
+        auth.sessions.attach_tree(tree.clone());
 
         let listener = TcpListener::bind(loaded.settings.server.listen)
             .await

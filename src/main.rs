@@ -291,7 +291,7 @@ async fn migrate(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
 }
 
 async fn user(loaded: config::Loaded, op: UserOp) -> anyhow::Result<ExitCode> {
-    use hydrowatch::auth::{roles::Role, Auth, NewUser};
+    use hydrowatch::auth::{roles::Role, Auth, AuthCore, NewUser};
     let UserOp::Add {
         email,
         name,
@@ -312,10 +312,11 @@ async fn user(loaded: config::Loaded, op: UserOp) -> anyhow::Result<ExitCode> {
     ));
     // Creating a user touches no session: nothing to share across nodes.
     let shared = std::sync::Arc::new(hydrowatch::shared::Shared::new(None));
-    let auth = Auth::new(loaded.settings.auth.clone(), store, audit, shared)
+    let core = AuthCore::new(loaded.settings.auth.clone(), store, audit, shared)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-    let id = auth
-        .add_user(
+    let id = Auth::new(core)
+        .users
+        .add(
             &NewUser {
                 email,
                 name,

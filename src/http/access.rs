@@ -245,7 +245,7 @@ pub async fn authorize(
         Needs(p) => Some(p),
     };
     let who = match super::auth::bearer(request.headers()) {
-        Some(token) => match state.auth.authenticate(token).await {
+        Some(token) => match state.auth.sessions.authenticate(token).await {
             Ok(who) => who,
             Err(e) => return ApiError::from(e).into_response(),
         },

@@ -126,6 +126,7 @@ pub async fn login(
     Ok(Json(
         state
             .auth
+            .logins
             .login_with(
                 &body.email,
                 &body.password,
@@ -195,6 +196,7 @@ pub async fn setup(
     Ok(Json(
         state
             .auth
+            .logins
             .set_up(&body.code, &admin, ip, user_agent)
             .await?,
     ))
@@ -215,14 +217,14 @@ pub async fn refresh(
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Issued>, ApiError> {
     let body = json(body)?;
-    Ok(Json(state.auth.refresh(&body.refresh_token).await?))
+    Ok(Json(state.auth.logins.refresh(&body.refresh_token).await?))
 }
 
 /// Ends the caller's session: its access and refresh tokens stop working.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses((status = 204, description = "logged out"), (status = 401, body = ErrorResponse)))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<StatusCode, ApiError> {
-    state.auth.logout(&who).await?;
+    state.auth.logins.logout(&who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -252,6 +254,7 @@ pub async fn change_password(
     let body = json(body)?;
     state
         .auth
+        .logins
         .change_password(&who, &body.current_password, &body.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -283,7 +286,8 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
     let (user_id, session_id) = who.user_session()?;
     let user = state
         .auth
-        .user(user_id)
+        .users
+        .get(user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated {
             code: "invalid_token",
@@ -333,7 +337,7 @@ pub async fn mfa_enrol(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<Json<crate::auth::Enrolment>, ApiError> {
-    Ok(Json(state.auth.mfa_enrol(&who).await?))
+    Ok(Json(state.auth.mfa.enrol(&who).await?))
 }
 
 /// Confirms the enrolled secret with a current code: from now on sign-in
@@ -348,7 +352,7 @@ pub async fn mfa_confirm(
     body: Result<Json<MfaCode>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<BackupCodes>, ApiError> {
     let body = json(body)?;
-    let backup_codes = state.auth.mfa_confirm(&who, &body.code).await?;
+    let backup_codes = state.auth.mfa.confirm(&who, &body.code).await?;
     Ok(Json(BackupCodes { backup_codes }))
 }
 
@@ -365,7 +369,8 @@ pub async fn mfa_disable(
     let body = json(body)?;
     state
         .auth
-        .mfa_disable(&who, &body.password, &body.code)
+        .mfa
+        .disable(&who, &body.password, &body.code)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -400,7 +405,11 @@ pub async fn password_reset(
     let ip = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip().to_string());
-    state.auth.request_password_reset(&body.email, ip).await?;
+    state
+        .auth
+        .account
+        .request_password_reset(&body.email, ip)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -432,6 +441,7 @@ pub async fn password_reset_confirm(
     let body = json(body)?;
     state
         .auth
+        .account
         .reset_password(&body.token, &body.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -445,7 +455,7 @@ pub async fn verify_email(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.request_verification(&who).await?;
+    state.auth.account.request_verification(&who).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -466,7 +476,7 @@ pub async fn verify_email_confirm(
     body: Result<Json<VerifyConfirm>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let body = json(body)?;
-    state.auth.verify_email(&body.token).await?;
+    state.auth.account.verify_email(&body.token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -482,5 +492,5 @@ pub async fn update_me(
     body: Result<Json<crate::auth::ProfileChange>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<crate::store::users::UserRecord>, ApiError> {
     let change = json(body)?;
-    Ok(Json(state.auth.update_profile(&who, change).await?))
+    Ok(Json(state.auth.users.update_profile(&who, change).await?))
 }

@@ -30,7 +30,7 @@ pub async fn own_sessions(
     who: Principal,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     let (user_id, current) = who.user_session()?;
-    let mut sessions = state.auth.sessions_of(user_id).await?;
+    let mut sessions = state.auth.sessions.list(user_id).await?;
     for s in &mut sessions {
         s.current = s.id == current;
     }
@@ -50,7 +50,7 @@ pub async fn end_own_session(
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
     let (user_id, _) = who.user_session()?;
-    if !state.auth.end_session(&id, Some(user_id), &who).await? {
+    if !state.auth.sessions.end(&id, Some(user_id), &who).await? {
         return Err(ApiError::NotFound(format!("no live session {id} of yours")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -60,7 +60,7 @@ pub async fn end_own_session(
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
     responses((status = 200, body = [UserRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UserRecord>>, ApiError> {
-    Ok(Json(state.auth.users().await?))
+    Ok(Json(state.auth.users.list().await?))
 }
 
 /// A user to create.
@@ -110,7 +110,7 @@ pub async fn create(
         password: body.password,
         must_change_password: body.must_change_password.unwrap_or(true),
     };
-    let id = state.auth.add_user(&user, who.user_id).await?;
+    let id = state.auth.users.add(&user, who.user_id).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -136,7 +136,7 @@ pub async fn set_role(
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
     let role = role_of(&json(body)?.role)?;
-    if !state.auth.set_role(id, role, &who).await? {
+    if !state.auth.users.set_role(id, role, &who).await? {
         return Err(ApiError::NotFound(format!("no user {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -154,7 +154,7 @@ pub async fn delete(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    if !state.auth.delete_user(id, &who).await? {
+    if !state.auth.users.delete(id, &who).await? {
         return Err(ApiError::NotFound(format!("no user {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -169,7 +169,7 @@ pub async fn sessions(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     let Path(id) = path?;
-    Ok(Json(state.auth.sessions_of(id).await?))
+    Ok(Json(state.auth.sessions.list(id).await?))
 }
 
 /// How many sessions a forced logout ended.
@@ -190,7 +190,7 @@ pub async fn force_logout(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Ended>, ApiError> {
     let Path(id) = path?;
-    let sessions_ended = state.auth.end_sessions_of(id, &who).await?;
+    let sessions_ended = state.auth.sessions.end_all_of(id, &who).await?;
     Ok(Json(Ended { sessions_ended }))
 }
 
@@ -205,7 +205,7 @@ pub async fn end_session(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    if !state.auth.end_session(&id, None, &who).await? {
+    if !state.auth.sessions.end(&id, None, &who).await? {
         return Err(ApiError::NotFound(format!("no live session {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -215,7 +215,7 @@ pub async fn end_session(
 #[utoipa::path(get, path = "/api/v1/admin/api-keys", tag = "admin",
     responses((status = 200, body = [ApiKeyRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn api_keys(State(state): State<AppState>) -> Result<Json<Vec<ApiKeyRecord>>, ApiError> {
-    Ok(Json(state.auth.api_keys().await?))
+    Ok(Json(state.auth.keys.list().await?))
 }
 
 /// An API key to make.
@@ -255,7 +255,7 @@ pub async fn create_api_key(
     };
     Ok((
         StatusCode::CREATED,
-        Json(state.auth.create_api_key(&key, &who).await?),
+        Json(state.auth.keys.create(&key, &who).await?),
     ))
 }
 
@@ -270,7 +270,7 @@ pub async fn revoke_api_key(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    if !state.auth.revoke_api_key(id, &who).await? {
+    if !state.auth.keys.revoke(id, &who).await? {
         return Err(ApiError::NotFound(format!("no API key {id} in use")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -288,7 +288,7 @@ pub async fn mfa_reset(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = path?;
-    if !state.auth.mfa_reset(id, &who).await? {
+    if !state.auth.mfa.reset(id, &who).await? {
         return Err(ApiError::NotFound(format!("no user {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -327,7 +327,12 @@ pub async fn set_equipment(
             ));
         }
     }
-    if !state.auth.set_equipment_scope(id, scope, &who).await? {
+    if !state
+        .auth
+        .users
+        .set_equipment_scope(id, scope, &who)
+        .await?
+    {
         return Err(ApiError::NotFound(format!("no user {id}")));
     }
     Ok(StatusCode::NO_CONTENT)

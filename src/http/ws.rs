@@ -97,7 +97,7 @@ pub async fn upgrade(
 
 /// The principal of `token` if it may read.
 async fn authorised(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let who = state.auth.authenticate(token).await?;
+    let who = state.auth.sessions.authenticate(token).await?;
     super::access::check(&who, Some(Permission::Read))?;
     Ok(who)
 }

@@ -231,6 +231,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     let admin_id = app
         .state
         .auth
+        .logins
         .login("admin@plant.example", PASSWORD, None, None)
         .await
         .expect("login");
@@ -410,7 +411,7 @@ async fn a_forced_password_change_comes_before_anything_else_and_roles_hold_at_o
         must_change_password: true,
         ..new_user("new@plant.example", "engineer")
     };
-    let id = app.state.auth.add_user(&new, None).await.expect("user");
+    let id = app.state.auth.users.add(&new, None).await.expect("user");
     let token = log_in(&app, "new@plant.example").await;
     let (status, body) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
     assert_eq!(

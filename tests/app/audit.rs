@@ -63,7 +63,7 @@ async fn sign_in_events_are_chained_and_tampering_is_found() {
     .await;
     let base = format!("http://{}", app.addr);
     let ana = ana();
-    app.state.auth.add_user(&ana, None).await.expect("user");
+    app.state.auth.users.add(&ana, None).await.expect("user");
     assert_eq!(login(&base, "nobody@plant.example", PASSWORD).await.0, 401);
     assert_eq!(login(&base, "ana@plant.example", PASSWORD).await.0, 200);
     assert_eq!(
@@ -236,7 +236,7 @@ async fn changes_through_the_api_are_audited_with_who_and_the_outcome() {
     let mut app = spawn_app().await;
     let base = format!("http://{}", app.addr);
     let ana = ana();
-    let ana_id = app.state.auth.add_user(&ana, None).await.expect("user");
+    let ana_id = app.state.auth.users.add(&ana, None).await.expect("user");
     let (_, tokens) = login(&base, "ana@plant.example", PASSWORD).await;
     let token = tokens["access_token"].as_str().expect("token").to_owned();
     let now = hydrowatch_actors::clock::now_ms();

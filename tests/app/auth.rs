@@ -67,18 +67,20 @@ async fn login_refresh_rotation_reuse_and_logout(env: &[(&str, &str)]) {
     let mut app = spawn_with(demo_config(env)).await;
     let base = format!("http://{}", app.addr);
     let auth = app.state.auth.clone();
-    auth.add_user(&user("Ana@Plant.example", Role::Engineer), None)
+    auth.users
+        .add(&user("Ana@Plant.example", Role::Engineer), None)
         .await
         .expect("user");
     // The policy holds for every new user, and an e-mail is taken once.
     let mut weak = user("bo@plant.example", Role::Viewer);
     weak.password = "qwerty123456".into();
     assert!(matches!(
-        auth.add_user(&weak, None).await,
+        auth.users.add(&weak, None).await,
         Err(AuthError::Password(_))
     ));
     assert!(matches!(
-        auth.add_user(&user("ana@plant.example", Role::Viewer), None)
+        auth.users
+            .add(&user("ana@plant.example", Role::Viewer), None)
             .await,
         Err(AuthError::EmailTaken)
     ));
@@ -163,10 +165,12 @@ async fn repeated_failures_lock_the_account_and_sessions_are_limited() {
     .await;
     let base = format!("http://{}", app.addr);
     let auth = app.state.auth.clone();
-    auth.add_user(&user("ana@plant.example", Role::Viewer), None)
+    auth.users
+        .add(&user("ana@plant.example", Role::Viewer), None)
         .await
         .expect("ana");
-    auth.add_user(&user("bo@plant.example", Role::Admin), None)
+    auth.users
+        .add(&user("bo@plant.example", Role::Admin), None)
         .await
         .expect("bo");
     for _ in 0..3 {
@@ -201,7 +205,8 @@ async fn a_password_change_keeps_to_the_policy_and_ends_the_other_sessions() {
     let base = format!("http://{}", app.addr);
     app.state
         .auth
-        .add_user(&user("ana@plant.example", Role::Viewer), None)
+        .users
+        .add(&user("ana@plant.example", Role::Viewer), None)
         .await
         .expect("user");
     let (_, laptop) = login(&base, "ana@plant.example", PASSWORD).await;
@@ -269,6 +274,7 @@ async fn the_first_administrator_is_created_once_with_the_setup_code() {
     let code = app
         .state
         .auth
+        .logins
         .setup_code()
         .await
         .expect("store")
@@ -298,6 +304,9 @@ async fn the_first_administrator_is_created_once_with_the_setup_code() {
     // Once only.
     let (status, _) = setup(&code, "another long passphrase").await;
     assert_eq!(status, 403);
-    assert_eq!(app.state.auth.setup_code().await.expect("store"), None);
+    assert_eq!(
+        app.state.auth.logins.setup_code().await.expect("store"),
+        None
+    );
     app.shutdown().await;
 }

@@ -104,7 +104,7 @@ async fn users_list_and_end_their_own_sessions_only() {
         )
     };
     let new = new_user("ana@plant.example", "viewer");
-    app.state.auth.add_user(&new, None).await.unwrap();
+    app.state.auth.users.add(&new, None).await.unwrap();
     let (_, phone) = login("phone").await;
     let (_, laptop) = login("laptop").await;
     let laptop_token = laptop["access_token"].as_str().unwrap();
@@ -130,7 +130,8 @@ async fn users_list_and_end_their_own_sessions_only() {
     let bo_sessions = app
         .state
         .auth
-        .sessions_of(user_id(&app, "bo@plant.example").await)
+        .sessions
+        .list(user_id(&app, "bo@plant.example").await)
         .await
         .unwrap();
     let (status, _) = send(

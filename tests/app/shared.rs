@@ -65,7 +65,8 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     let ana_id = a
         .state
         .auth
-        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .users
+        .add(&new_user("ana@plant.example", "engineer"), None)
         .await
         .expect("user");
 
@@ -159,6 +160,7 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
         let failed = node
             .state
             .auth
+            .logins
             .login("ana@plant.example", "not the password", None, None)
             .await;
         assert!(matches!(failed, Err(AuthError::InvalidCredentials)));
@@ -166,6 +168,7 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     let locked = b
         .state
         .auth
+        .logins
         .login("ana@plant.example", PASSWORD, None, None)
         .await;
     assert!(
@@ -187,7 +190,8 @@ async fn without_redis_the_login_limits_hold_in_the_process() {
     let base = format!("http://{}", app.addr);
     app.state
         .auth
-        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .users
+        .add(&new_user("ana@plant.example", "engineer"), None)
         .await
         .expect("user");
     // The e-mail's bucket, whatever the password: three, then none.
@@ -222,7 +226,8 @@ async fn when_redis_goes_away_sign_in_falls_back_to_the_database() {
     let base = format!("http://{}", app.addr);
     app.state
         .auth
-        .add_user(&new_user("ana@plant.example", "engineer"), None)
+        .users
+        .add(&new_user("ana@plant.example", "engineer"), None)
         .await
         .expect("user");
     let (status, issued) = login(&base, "ana@plant.example", PASSWORD).await;

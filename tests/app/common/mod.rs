@@ -223,7 +223,8 @@ pub async fn sign_in(app: &App, email: &str, role: &str) -> String {
     let user = new_user(email, role);
     app.state
         .auth
-        .add_user(&user, None)
+        .users
+        .add(&user, None)
         .await
         .expect("user created");
     log_in(app, email).await
@@ -245,6 +246,7 @@ pub async fn log_in(app: &App, email: &str) -> String {
     let issued = app
         .state
         .auth
+        .logins
         .login(email, PASSWORD, None, None)
         .await
         .expect("login");
