@@ -133,202 +133,51 @@ impl Tree {
         let registry = Registry::new();
         let hub = Hub::new();
         let sup = &config.supervision;
-
-        let mut alerting_child = None;
-        let mut alerting_address = None;
-        let mut alert_link = None;
-        if let Some(alerting) = config.alerting {
-            let address = Address::<AlertingMsg>::new();
-            let args = AlertingArgs {
-                config: alerting.config.clone(),
-                store: alerting.store,
-                address: address.clone(),
-                clock: alerting.clock,
-                hub: hub.clone(),
-            };
-            alert_link = Some(AlertLink {
-                alerting: address.clone(),
-                config: alerting.config,
-            });
-            alerting_address = Some(address.clone());
-            alerting_child = Some(ChildSpec {
-                id: ALERTING.to_owned(),
-                kind: ActorKind::Alerting,
-                restart: RestartType::Permanent,
-                start: spawn_fn(move || (Alerting, args.clone())),
-                mailbox: Some(address.gauge()),
-            });
-        }
-
-        let mut equipment = HashMap::new();
-        let mut equipment_specs = Vec::new();
-        let mut plant_children = Vec::new();
-        for spec in config.equipment {
-            let spec = Arc::new(spec);
-            let address = Address::<EquipmentMsg>::new();
-            equipment.insert(spec.id.clone(), address.clone());
-            equipment_specs.push(spec.clone());
-            let args = EquipmentArgs {
-                path: format!("plant/{}", spec.id),
-                spec: spec.clone(),
-                address: address.clone(),
-                supervision: sup.equipment.spec(),
-                sensor_restart: sup.equipment.children,
-                tick: config.stale_check,
-                hub: hub.clone(),
-                registry: registry.clone(),
-                scoring: config.scoring.clone(),
-                alerts: alert_link.clone(),
-            };
-            plant_children.push(ChildSpec {
-                id: spec.id.to_string(),
-                kind: ActorKind::Equipment,
-                restart: sup.plant.children,
-                start: spawn_fn(move || (Equipment, args.clone())),
-                mailbox: Some(address.gauge()),
-            });
-        }
-
-        let mut storage_child = None;
-        let mut storage_link = None;
-        let mut storage_handle = None;
-        if let Some(storage) = config.storage {
-            let status = Arc::new(StorageStatus::default());
-            let address = Address::<WriterMsg>::new();
-            let args = WriterArgs {
-                config: Arc::new(storage.config),
-                store: storage.store,
-                status: status.clone(),
-                address: address.clone(),
-            };
-            storage_link = Some((
-                StorageLink {
-                    writer: address.clone(),
-                    status: status.clone(),
-                    slowdown: storage.poll_slowdown,
-                    sensors: Arc::default(),
-                },
-                storage.sensors,
-            ));
-            storage_handle = Some(StorageHandle {
-                writer: address.clone(),
-                status,
-            });
-            storage_child = Some(ChildSpec {
-                id: STORAGE.to_owned(),
-                kind: ActorKind::Storage,
-                restart: RestartType::Permanent,
-                start: spawn_fn(move || (StorageWriter, args.clone())),
-                mailbox: Some(address.gauge()),
-            });
-        }
-
-        let mut statuses = Vec::new();
-        let mut connection_children = Vec::new();
-        let mut connection_addresses = HashMap::new();
-        for spec in config.connections {
-            let status: SharedStatus = Arc::new(Mutex::new(ConnectionStatus {
-                id: spec.id.clone(),
-                endpoint: spec.device.endpoint(),
-                protocol: spec.device.protocol(),
-                link: LinkState::Disconnected,
-                last_success_ms: None,
-                polls: 0,
-                errors: 0,
-                reconnects: 0,
-                error_counts: Default::default(),
-                last_error: None,
-                throttled: false,
-                opcua: None,
-            }));
-            statuses.push(status.clone());
-            let address = Address::<ConnectionMsg>::new();
-            connection_addresses.insert(spec.equipment.clone(), address.clone());
-            let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
-            let id = spec.id.clone();
-            let storage_link = storage_link.as_ref().map(|(link, sensors)| StorageLink {
-                sensors: Arc::new(sensors.get(&spec.equipment).cloned().unwrap_or_default()),
-                ..link.clone()
-            });
-            connection_children.push(ChildSpec {
-                id,
-                kind: ActorKind::Connection,
-                restart: sup.connections.children,
-                start: spawn_fn(move || {
-                    (
-                        Connection,
-                        ConnectionArgs {
-                            spec: spec.clone(),
-                            equipment: target.clone(),
-                            status: status.clone(),
-                            storage: storage_link.clone(),
-                            address: address.clone(),
-                        },
-                    )
-                }),
-                mailbox: None,
-            });
-        }
-
-        let level = |id: &str, cfg: &crate::config::LevelConfig, children: Vec<ChildSpec>| {
-            let registry = registry.clone();
-            let path = id.to_owned();
-            let spec = cfg.spec();
-            ChildSpec {
-                id: id.to_owned(),
-                kind: ActorKind::Supervisor,
-                restart: cfg.restart,
-                start: spawn_fn(move || {
-                    (
-                        Supervisor,
-                        SupervisorArgs {
-                            path: path.clone(),
-                            spec,
-                            registry: registry.clone(),
-                            children: children.clone(),
-                        },
-                    )
-                }),
-                mailbox: None,
-            }
-        };
+        let alerting = config.alerting.map(|a| AlertingPart::new(a, &hub));
+        let plant = PlantPart::new(
+            config.equipment,
+            &EquipmentContext {
+                supervision: sup,
+                stale_check: config.stale_check,
+                hub: &hub,
+                registry: &registry,
+                scoring: &config.scoring,
+                alerts: alerting.as_ref().map(|a| a.link.clone()),
+            },
+        );
+        let storage = config.storage.map(StoragePart::new);
+        let connections = ConnectionsPart::new(
+            config.connections,
+            sup.connections.children,
+            &plant.addresses,
+            storage.as_ref(),
+        );
+        let (storage_child, storage_handle) = storage.map(|s| (s.child, s.handle)).unzip();
+        let (alerting_child, alerting_address) = alerting.map(|a| (a.child, a.address)).unzip();
         // Storage and equipment before connections: a connection's batches need
         // somewhere to go.
         // Alerting before the plant, so the first signals find it.
         let mut root_children: Vec<ChildSpec> =
             storage_child.into_iter().chain(alerting_child).collect();
         root_children.extend([
-            level("plant", &sup.plant, plant_children),
-            level("connections", &sup.connections, connection_children),
-            level(SESSIONS, &sup.sessions, Vec::new()),
+            level("plant", &sup.plant, plant.children, &registry),
+            level(
+                "connections",
+                &sup.connections,
+                connections.children,
+                &registry,
+            ),
+            level(SESSIONS, &sup.sessions, Vec::new(), &registry),
         ]);
-        let (root, handle) = Actor::spawn(
-            None,
-            Supervisor,
-            SupervisorArgs {
-                path: "root".into(),
-                spec: sup.root.spec(),
-                registry: registry.clone(),
-                children: root_children,
-            },
-        )
-        .await?;
-        registry.started(
-            "root",
-            ActorKind::Supervisor,
-            root.get_cell(),
-            None,
-            None,
-            None,
-        );
+        let (root, handle) = spawn_root(sup, &registry, root_children).await?;
         let tree = Tree {
             root,
             registry,
             hub,
-            equipment_specs: Arc::new(equipment_specs),
-            equipment: Arc::new(equipment),
-            connections: Arc::new(statuses),
-            connection_addresses: Arc::new(connection_addresses),
+            equipment_specs: Arc::new(plant.specs),
+            equipment: Arc::new(plant.addresses),
+            connections: Arc::new(connections.statuses),
+            connection_addresses: Arc::new(connections.addresses),
             storage: storage_handle,
             alerting: alerting_address,
             session_restart: sup.sessions.children,
@@ -537,4 +386,269 @@ impl Tree {
 pub fn login_child_id(session_id: &str) -> String {
     let prefix: String = session_id.chars().take(16).collect();
     format!("login-{prefix}")
+}
+
+/// The alerting actor's child, its address, and how equipment reaches it.
+struct AlertingPart {
+    child: ChildSpec,
+    address: Address<AlertingMsg>,
+    link: AlertLink,
+}
+
+impl AlertingPart {
+    fn new(alerting: TreeAlerting, hub: &Hub) -> AlertingPart {
+        let address = Address::<AlertingMsg>::new();
+        let args = AlertingArgs {
+            config: alerting.config.clone(),
+            store: alerting.store,
+            address: address.clone(),
+            clock: alerting.clock,
+            hub: hub.clone(),
+        };
+        AlertingPart {
+            link: AlertLink {
+                alerting: address.clone(),
+                config: alerting.config,
+            },
+            child: ChildSpec {
+                id: ALERTING.to_owned(),
+                kind: ActorKind::Alerting,
+                restart: RestartType::Permanent,
+                start: spawn_fn(move || (Alerting, args.clone())),
+                mailbox: Some(address.gauge()),
+            },
+            address,
+        }
+    }
+}
+
+/// What every equipment actor is started with besides its spec.
+struct EquipmentContext<'a> {
+    supervision: &'a SupervisionConfig,
+    stale_check: Duration,
+    hub: &'a Hub,
+    registry: &'a Registry,
+    scoring: &'a Option<crate::plant::CycleScoring>,
+    alerts: Option<AlertLink>,
+}
+
+/// The plant supervisor's children: one equipment actor per unit, in
+/// display order, with their addresses.
+struct PlantPart {
+    children: Vec<ChildSpec>,
+    addresses: HashMap<EquipmentId, Address<EquipmentMsg>>,
+    specs: Vec<Arc<EquipmentSpec>>,
+}
+
+impl PlantPart {
+    fn new(equipment: Vec<EquipmentSpec>, ctx: &EquipmentContext<'_>) -> PlantPart {
+        let mut part = PlantPart {
+            children: Vec::new(),
+            addresses: HashMap::new(),
+            specs: Vec::new(),
+        };
+        for spec in equipment {
+            let spec = Arc::new(spec);
+            let address = Address::<EquipmentMsg>::new();
+            part.addresses.insert(spec.id.clone(), address.clone());
+            part.specs.push(spec.clone());
+            let args = EquipmentArgs {
+                path: format!("plant/{}", spec.id),
+                spec: spec.clone(),
+                address: address.clone(),
+                supervision: ctx.supervision.equipment.spec(),
+                sensor_restart: ctx.supervision.equipment.children,
+                tick: ctx.stale_check,
+                hub: ctx.hub.clone(),
+                registry: ctx.registry.clone(),
+                scoring: ctx.scoring.clone(),
+                alerts: ctx.alerts.clone(),
+            };
+            part.children.push(ChildSpec {
+                id: spec.id.to_string(),
+                kind: ActorKind::Equipment,
+                restart: ctx.supervision.plant.children,
+                start: spawn_fn(move || (Equipment, args.clone())),
+                mailbox: Some(address.gauge()),
+            });
+        }
+        part
+    }
+}
+
+/// The storage writer's child, what connections hand their samples to, and
+/// the handle the façade keeps.
+struct StoragePart {
+    child: ChildSpec,
+    link: StorageLink,
+    sensors: HashMap<EquipmentId, HashMap<hydrowatch_models::SensorId, i64>>,
+    handle: StorageHandle,
+}
+
+impl StoragePart {
+    fn new(storage: TreeStorage) -> StoragePart {
+        let status = Arc::new(StorageStatus::default());
+        let address = Address::<WriterMsg>::new();
+        let args = WriterArgs {
+            config: Arc::new(storage.config),
+            store: storage.store,
+            status: status.clone(),
+            address: address.clone(),
+        };
+        StoragePart {
+            link: StorageLink {
+                writer: address.clone(),
+                status: status.clone(),
+                slowdown: storage.poll_slowdown,
+                sensors: Arc::default(),
+            },
+            sensors: storage.sensors,
+            handle: StorageHandle {
+                writer: address.clone(),
+                status,
+            },
+            child: ChildSpec {
+                id: STORAGE.to_owned(),
+                kind: ActorKind::Storage,
+                restart: RestartType::Permanent,
+                start: spawn_fn(move || (StorageWriter, args.clone())),
+                mailbox: Some(address.gauge()),
+            },
+        }
+    }
+
+    /// The link a connection to `equipment` stores through: its sensors' ids.
+    fn link_for(&self, equipment: &EquipmentId) -> StorageLink {
+        StorageLink {
+            sensors: Arc::new(self.sensors.get(equipment).cloned().unwrap_or_default()),
+            ..self.link.clone()
+        }
+    }
+}
+
+/// The connections supervisor's children, their statuses in config order
+/// and their addresses by the equipment they serve.
+struct ConnectionsPart {
+    children: Vec<ChildSpec>,
+    statuses: Vec<SharedStatus>,
+    addresses: HashMap<EquipmentId, Address<ConnectionMsg>>,
+}
+
+impl ConnectionsPart {
+    fn new(
+        connections: Vec<ConnectionSpec>,
+        restart: RestartType,
+        equipment: &HashMap<EquipmentId, Address<EquipmentMsg>>,
+        storage: Option<&StoragePart>,
+    ) -> ConnectionsPart {
+        let mut part = ConnectionsPart {
+            children: Vec::new(),
+            statuses: Vec::new(),
+            addresses: HashMap::new(),
+        };
+        for spec in connections {
+            let status = initial_status(&spec);
+            part.statuses.push(status.clone());
+            let address = Address::<ConnectionMsg>::new();
+            part.addresses
+                .insert(spec.equipment.clone(), address.clone());
+            let target = equipment.get(&spec.equipment).cloned().unwrap_or_default();
+            let storage_link = storage.map(|s| s.link_for(&spec.equipment));
+            let id = spec.id.clone();
+            part.children.push(ChildSpec {
+                id,
+                kind: ActorKind::Connection,
+                restart,
+                start: spawn_fn(move || {
+                    (
+                        Connection,
+                        ConnectionArgs {
+                            spec: spec.clone(),
+                            equipment: target.clone(),
+                            status: status.clone(),
+                            storage: storage_link.clone(),
+                            address: address.clone(),
+                        },
+                    )
+                }),
+                mailbox: None,
+            });
+        }
+        part
+    }
+}
+
+/// A connection's status before its first poll.
+fn initial_status(spec: &ConnectionSpec) -> SharedStatus {
+    Arc::new(Mutex::new(ConnectionStatus {
+        id: spec.id.clone(),
+        endpoint: spec.device.endpoint(),
+        protocol: spec.device.protocol(),
+        link: LinkState::Disconnected,
+        last_success_ms: None,
+        polls: 0,
+        errors: 0,
+        reconnects: 0,
+        error_counts: Default::default(),
+        last_error: None,
+        throttled: false,
+        opcua: None,
+    }))
+}
+
+/// A supervisor at `id` over `children`, supervised as `cfg` says.
+fn level(
+    id: &str,
+    cfg: &crate::config::LevelConfig,
+    children: Vec<ChildSpec>,
+    registry: &Registry,
+) -> ChildSpec {
+    let registry = registry.clone();
+    let path = id.to_owned();
+    let spec = cfg.spec();
+    ChildSpec {
+        id: id.to_owned(),
+        kind: ActorKind::Supervisor,
+        restart: cfg.restart,
+        start: spawn_fn(move || {
+            (
+                Supervisor,
+                SupervisorArgs {
+                    path: path.clone(),
+                    spec,
+                    registry: registry.clone(),
+                    children: children.clone(),
+                },
+            )
+        }),
+        mailbox: None,
+    }
+}
+
+/// Spawns the root supervisor over `children` and registers it.
+async fn spawn_root(
+    sup: &SupervisionConfig,
+    registry: &Registry,
+    children: Vec<ChildSpec>,
+) -> Result<(ActorRef<SupervisorMsg>, JoinHandle<()>), SpawnErr> {
+    let (root, handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            path: "root".into(),
+            spec: sup.root.spec(),
+            registry: registry.clone(),
+            children,
+        },
+    )
+    .await?;
+    registry.started(
+        "root",
+        ActorKind::Supervisor,
+        root.get_cell(),
+        None,
+        None,
+        None,
+    );
+    Ok((root, handle))
 }
