@@ -1,16 +1,21 @@
-//! Who may call what. Every route of the API is in [`ROUTES`] with what it
-//! needs; the [`authorize`] middleware checks it before the handler runs.
-//! A route missing from the table is refused (it fails closed), and a unit
-//! test holds the table and the OpenAPI document to each other.
+//! Who may call what. Each route declares what it needs once, as the
+//! `x-access` extension of its `#[utoipa::path]` (see [`super::routes`]);
+//! the [`authorize`] middleware checks it, from the [`AccessTable`] read off
+//! the OpenAPI document, before the handler runs. A route without an access
+//! rule is refused (it fails closed).
 //!
 //! VIEWER reads; ENGINEER also sends samples, acts on alerts and manages
 //! rules, policies, silences and simulated conditions; ADMIN also manages
 //! actors, storage, users and the audit log (see [`Role::permissions`]).
 
-use axum::extract::{MatchedPath, Request, State};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::RequestExt;
 
 use super::error::ApiError;
 use super::AppState;
@@ -34,169 +39,103 @@ pub enum Access {
 }
 
 use Access::*;
-use Permission::*;
 
-/// Every route of `/api/v1`: method, route as matched, what it needs.
-pub const ROUTES: &[(&str, &str, Access)] = &[
-    ("POST", "/api/v1/auth/login", Public),
-    ("POST", "/api/v1/auth/refresh", Public),
-    ("POST", "/api/v1/auth/setup", Public),
-    ("POST", "/api/v1/auth/logout", SignedIn),
-    ("GET", "/api/v1/auth/me", SignedIn),
-    ("PATCH", "/api/v1/auth/me", SignedIn),
-    ("POST", "/api/v1/auth/password", SignedIn),
-    ("GET", "/api/v1/auth/sessions", SignedIn),
-    ("POST", "/api/v1/auth/mfa/enrol", SignedIn),
-    ("POST", "/api/v1/auth/mfa/confirm", SignedIn),
-    ("POST", "/api/v1/auth/mfa/disable", SignedIn),
-    ("POST", "/api/v1/auth/password-reset", Public),
-    ("POST", "/api/v1/auth/password-reset/confirm", Public),
-    ("POST", "/api/v1/auth/verify-email", SignedIn),
-    ("POST", "/api/v1/auth/verify-email/confirm", Public),
-    ("DELETE", "/api/v1/auth/sessions/{id}", SignedIn),
-    ("GET", "/api/v1/openapi.json", Public),
-    ("GET", "/api/v1/docs", Public),
-    ("GET", "/api/v1/ws", InBand),
-    ("GET", "/api/v1/equipment", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}/series", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}/stats", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}/anomalies", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}/anomaly-trend", Needs(Read)),
-    ("GET", "/api/v1/equipment/{id}/setpoints", Needs(Read)),
-    (
-        "PUT",
-        "/api/v1/equipment/{id}/setpoints/{setpoint}",
-        Needs(SetpointsWrite),
-    ),
-    ("POST", "/api/v1/ingest", Needs(Ingest)),
-    ("POST", "/api/v1/detect", Needs(Ingest)),
-    ("GET", "/api/v1/alerts", Needs(Read)),
-    ("GET", "/api/v1/alerts/{id}", Needs(Read)),
-    ("POST", "/api/v1/alerts/{id}/acknowledge", Needs(AlertsAct)),
-    ("POST", "/api/v1/alerts/{id}/clear", Needs(AlertsAct)),
-    ("GET", "/api/v1/silences", Needs(Read)),
-    ("POST", "/api/v1/silences", Needs(RulesManage)),
-    ("DELETE", "/api/v1/silences/{id}", Needs(RulesManage)),
-    ("GET", "/api/v1/alert-rules", Needs(Read)),
-    ("POST", "/api/v1/alert-rules", Needs(RulesManage)),
-    ("GET", "/api/v1/alert-rules/{id}", Needs(Read)),
-    ("PUT", "/api/v1/alert-rules/{id}", Needs(RulesManage)),
-    ("DELETE", "/api/v1/alert-rules/{id}", Needs(RulesManage)),
-    ("GET", "/api/v1/escalation-policies", Needs(Read)),
-    ("POST", "/api/v1/escalation-policies", Needs(RulesManage)),
-    ("GET", "/api/v1/escalation-policies/{name}", Needs(Read)),
-    (
-        "PUT",
-        "/api/v1/escalation-policies/{name}",
-        Needs(RulesManage),
-    ),
-    (
-        "DELETE",
-        "/api/v1/escalation-policies/{name}",
-        Needs(RulesManage),
-    ),
-    ("GET", "/api/v1/admin/simulators", Needs(SimulatorsManage)),
-    (
-        "PUT",
-        "/api/v1/admin/simulators/{id}/condition",
-        Needs(SimulatorsManage),
-    ),
-    (
-        "POST",
-        "/api/v1/admin/simulators/{id}/{action}",
-        Needs(SimulatorsManage),
-    ),
-    (
-        "GET",
-        "/api/v1/admin/simulators/{id}/faults",
-        Needs(SimulatorsManage),
-    ),
-    (
-        "PUT",
-        "/api/v1/admin/simulators/{id}/faults",
-        Needs(SimulatorsManage),
-    ),
-    ("GET", "/api/v1/admin/actors", Needs(ActorsManage)),
-    ("POST", "/api/v1/admin/actors/{*rest}", Needs(ActorsManage)),
-    ("GET", "/api/v1/admin/storage/stats", Needs(ActorsManage)),
-    (
-        "GET",
-        "/api/v1/admin/storage/timescale",
-        Needs(ActorsManage),
-    ),
-    (
-        "POST",
-        "/api/v1/admin/storage/partitions",
-        Needs(ActorsManage),
-    ),
-    ("POST", "/api/v1/admin/storage/cleanup", Needs(ActorsManage)),
-    (
-        "POST",
-        "/api/v1/admin/storage/compress",
-        Needs(ActorsManage),
-    ),
-    ("GET", "/api/v1/admin/quarantine", Needs(ActorsManage)),
-    ("GET", "/api/v1/admin/audit", Needs(UsersManage)),
-    ("GET", "/api/v1/admin/api-keys", Needs(UsersManage)),
-    ("POST", "/api/v1/admin/api-keys", Needs(UsersManage)),
-    ("DELETE", "/api/v1/admin/api-keys/{id}", Needs(UsersManage)),
-    (
-        "POST",
-        "/api/v1/admin/users/{id}/mfa/reset",
-        Needs(UsersManage),
-    ),
-    ("GET", "/api/v1/admin/users", Needs(UsersManage)),
-    ("POST", "/api/v1/admin/users", Needs(UsersManage)),
-    ("DELETE", "/api/v1/admin/users/{id}", Needs(UsersManage)),
-    ("PUT", "/api/v1/admin/users/{id}/role", Needs(UsersManage)),
-    (
-        "PUT",
-        "/api/v1/admin/users/{id}/equipment",
-        Needs(UsersManage),
-    ),
-    (
-        "GET",
-        "/api/v1/admin/users/{id}/sessions",
-        Needs(UsersManage),
-    ),
-    (
-        "POST",
-        "/api/v1/admin/users/{id}/logout",
-        Needs(UsersManage),
-    ),
-    ("DELETE", "/api/v1/admin/sessions/{id}", Needs(UsersManage)),
-];
+impl Access {
+    /// Its `x-access` name: `public`, `in_band`, `signed_in` or the
+    /// permission's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Public => "public",
+            InBand => "in_band",
+            SignedIn => "signed_in",
+            Needs(p) => p.as_str(),
+        }
+    }
+
+    /// The access of that `x-access` name.
+    pub fn parse(name: &str) -> Option<Access> {
+        match name {
+            "public" => Some(Public),
+            "in_band" => Some(InBand),
+            "signed_in" => Some(SignedIn),
+            other => Permission::parse(other).map(Needs),
+        }
+    }
+}
+
+/// What an operation of the OpenAPI document needs: its `x-access`.
+pub fn of_operation(operation: &utoipa::openapi::path::Operation) -> Option<Access> {
+    let name = operation.extensions.as_ref()?.get("x-access")?.as_str()?;
+    Access::parse(name)
+}
+
+/// What each route needs, by the route as matched and the method.
+#[derive(Debug, Default)]
+pub struct AccessTable {
+    routes: HashMap<String, Vec<(Method, Access)>>,
+}
+
+impl AccessTable {
+    /// The table of every operation of `doc` with an `x-access`.
+    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> AccessTable {
+        let mut table = AccessTable::default();
+        for (path, item) in &doc.paths.paths {
+            let operations = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::DELETE, &item.delete),
+                (Method::PATCH, &item.patch),
+            ];
+            for (method, operation) in operations {
+                if let Some(access) = operation.as_ref().and_then(of_operation) {
+                    table
+                        .routes
+                        .entry(route_of_documented(path).to_owned())
+                        .or_default()
+                        .push((method, access));
+                }
+            }
+        }
+        table
+    }
+
+    /// Every rule: method, route, access.
+    pub fn rules(&self) -> impl Iterator<Item = (&Method, &str, Access)> + '_ {
+        self.routes
+            .iter()
+            .flat_map(|(route, rules)| rules.iter().map(move |(m, a)| (m, route.as_str(), *a)))
+    }
+
+    /// What `method route` needs: `None` when the route is not in the table
+    /// (refused), `Some(None)` when the route is there with other methods
+    /// only (405, whether or not a handler would answer: nothing unlisted
+    /// runs).
+    pub fn required(&self, method: &Method, route: &str) -> Option<Option<Access>> {
+        // HEAD is answered by the GET handler.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        let rules = self.routes.get(route)?;
+        Some(rules.iter().find(|(m, _)| m == method).map(|(_, a)| *a))
+    }
+}
+
+/// The access table of the application's routes.
+pub fn table() -> &'static AccessTable {
+    static TABLE: OnceLock<AccessTable> = OnceLock::new();
+    TABLE.get_or_init(|| AccessTable::from_openapi(super::openapi()))
+}
 
 /// The route a path of the OpenAPI document is served by: the document
 /// spells out what a wildcard route takes.
 pub fn route_of_documented(path: &str) -> &str {
     match path {
-        "/api/v1/admin/actors/{path}/{action}" => "/api/v1/admin/actors/{*rest}",
+        "/api/v1/admin/actors/{path}/{action}" => super::routes::ACTOR_COMMAND_ROUTE,
         other => other,
     }
-}
-
-/// What `method route` needs: `None` when the route is not in the table
-/// (refused), `Some(None)` when the route is there with other methods only
-/// (405, whether or not a handler would answer: nothing unlisted runs).
-pub fn required(method: &Method, route: &str) -> Option<Option<Access>> {
-    // HEAD is answered by the GET handler.
-    let method = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
-    let mut known = false;
-    for (m, r, access) in ROUTES {
-        if *r == route {
-            if *m == method {
-                return Some(Some(*access));
-            }
-            known = true;
-        }
-    }
-    known.then_some(None)
 }
 
 /// The lowest role that may call a route needing `access` (`None`: no
@@ -227,7 +166,7 @@ pub async fn authorize(
     else {
         return next.run(request).await;
     };
-    let access = match required(request.method(), &route) {
+    let access = match table().required(request.method(), &route) {
         Some(Some(access)) => access,
         // Another method of a known route: refused here, so that a handler
         // added without an access rule cannot answer.
@@ -257,17 +196,17 @@ pub async fn authorize(
             .into_response()
         }
     };
-    let refused = check(&who, needed).and_then(|()| {
-        // Routes of one unit: only for those who may see it.
-        let path = request
-            .extensions()
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| request.uri().path(), |u| u.0.path());
-        match route.strip_prefix("/api/v1/equipment/{id}") {
-            Some(_) => check_equipment(&who, path.split('/').nth(4).unwrap_or_default()),
-            None => Ok(()),
-        }
-    });
+    let mut refused = check(&who, needed);
+    // Routes of one unit: only for those who may see it.
+    if refused.is_ok() && route.starts_with("/api/v1/equipment/{id}") {
+        let params = request.extract_parts::<RawPathParams>().await;
+        let id = params
+            .as_ref()
+            .ok()
+            .and_then(|p| p.iter().find(|(name, _)| *name == "id").map(|(_, v)| v))
+            .unwrap_or_default();
+        refused = check_equipment(&who, id);
+    }
     if let Err(refused) = refused {
         let mut response = refused.into_response();
         response.extensions_mut().insert(who);
@@ -330,41 +269,40 @@ pub fn credential_name(who: &Principal) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::roles::Permission::*;
 
     #[test]
-    fn every_documented_operation_has_an_access_rule_and_every_rule_a_route() {
-        use utoipa::OpenApi;
-        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
-        let mut documented = Vec::new();
+    fn every_documented_operation_has_an_access_rule() {
+        let doc = serde_json::to_value(super::super::openapi()).unwrap();
+        let mut operations = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                let method = method.to_uppercase();
+            for (method, operation) in item.as_object().unwrap() {
+                operations += 1;
+                let access = operation["x-access"].as_str();
+                assert!(
+                    access.and_then(Access::parse).is_some(),
+                    "{method} {path} has no valid x-access: {access:?}"
+                );
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
                 if path.starts_with("/api/v1/") {
-                    documented.push((method, path.clone()));
+                    let route = route_of_documented(path);
+                    assert!(
+                        matches!(table().required(&method, route), Some(Some(_))),
+                        "{method} {path} is not in the access table"
+                    );
                 }
             }
         }
-        for (method, path) in &documented {
-            let route = route_of_documented(path);
-            let method = Method::from_bytes(method.as_bytes()).unwrap();
-            assert!(
-                matches!(required(&method, route), Some(Some(_))),
-                "{method} {path} has no access rule"
-            );
-        }
-        for (m, r, _) in ROUTES {
-            assert!(
-                documented
-                    .iter()
-                    .any(|(dm, dp)| dm == m && route_of_documented(dp) == *r),
-                "{m} {r} is in the access table but not in the OpenAPI document"
-            );
-        }
+        // Every operation is in the table once: 72 of /api/v1 and the
+        // wallboard, health and metrics outside it.
+        assert_eq!(table().rules().count(), operations);
+        assert_eq!(operations, 76);
     }
 
     #[test]
     fn roles_get_what_they_need() {
-        let route = |m: &str, r: &str| required(&Method::from_bytes(m.as_bytes()).unwrap(), r);
+        let route =
+            |m: &str, r: &str| table().required(&Method::from_bytes(m.as_bytes()).unwrap(), r);
         assert_eq!(route("GET", "/api/v1/alerts"), Some(Some(Needs(Read))));
         assert_eq!(route("HEAD", "/api/v1/alerts"), Some(Some(Needs(Read))));
         assert_eq!(route("PATCH", "/api/v1/alerts"), Some(None));
@@ -373,5 +311,8 @@ mod tests {
         assert_eq!(lowest_role(Needs(AlertsAct)), Some(Role::Engineer));
         assert_eq!(lowest_role(Needs(ActorsManage)), Some(Role::Admin));
         assert_eq!(lowest_role(Public), None);
+        for access in [Public, InBand, SignedIn, Needs(AlertsAct)] {
+            assert_eq!(Access::parse(access.as_str()), Some(access));
+        }
     }
 }

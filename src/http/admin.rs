@@ -28,7 +28,7 @@ pub struct ActorTree {
 }
 
 /// Lists every actor with its status, restarts, last error and mailbox depth.
-#[utoipa::path(get, path = "/api/v1/admin/actors", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/actors", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     responses((status = 200, body = ActorTree), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn actors(State(state): State<AppState>) -> Json<ActorTree> {
     Json(ActorTree {
@@ -60,7 +60,7 @@ pub struct ActorCommandResult {
 }
 
 /// Restarts, stops or starts an actor: `POST /api/v1/admin/actors/plant/rig-1/PS1/restart`.
-#[utoipa::path(post, path = "/api/v1/admin/actors/{path}/{action}", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/actors/{path}/{action}", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     params(("path" = String, Path, description = "Actor path, e.g. plant/rig-1/PS1 (slashes literal or %2F)"),
            ("action" = String, Path, description = "restart | stop | start")),
     responses((status = 200, body = ActorCommandResult), (status = 404, body = ErrorResponse),
@@ -191,7 +191,7 @@ impl SimulatorFaults {
 }
 
 /// The faults a simulated rig injects.
-#[utoipa::path(get, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/simulators/{id}/faults", extensions(("x-access" = json!("simulators:manage"))), tag = "admin",
     params(("id" = String, Path, description = "Equipment id")),
     responses((status = 200, body = SimulatorFaults), (status = 404, body = ErrorResponse)))]
 pub async fn simulator_faults(
@@ -210,7 +210,7 @@ pub async fn simulator_faults(
 /// ids, each on a share `probability` of the requests. OPC-UA: latency, a
 /// hung server, dropped connections, a stalled path (a server restart is
 /// `POST …/{id}/restart`).
-#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/faults", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/faults", extensions(("x-access" = json!("simulators:manage"))), tag = "admin",
     request_body(content = Object, description = "The faults (unknown fields are refused)"),
     params(("id" = String, Path, description = "Equipment id")),
     responses((status = 200, body = SimulatorFaults), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
@@ -233,7 +233,7 @@ pub async fn set_simulator_faults(
 }
 
 /// Lists the in-process simulators.
-#[utoipa::path(get, path = "/api/v1/admin/simulators", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/simulators", extensions(("x-access" = json!("simulators:manage"))), tag = "admin",
     responses((status = 200, body = Vec<SimulatorInfo>)))]
 pub async fn simulators(State(state): State<AppState>) -> Json<Vec<SimulatorInfo>> {
     let mut out = Vec::new();
@@ -253,7 +253,7 @@ pub struct ConditionRequest {
 }
 
 /// Switches the recorded condition a simulated rig replays.
-#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/condition", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/simulators/{id}/condition", extensions(("x-access" = json!("simulators:manage"))), tag = "admin",
     request_body = ConditionRequest,
     params(("id" = String, Path, description = "Equipment id")),
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
@@ -279,7 +279,7 @@ pub async fn set_condition(
 }
 
 /// Stops or starts a simulated rig (as if its PLC lost or regained power).
-#[utoipa::path(post, path = "/api/v1/admin/simulators/{id}/{action}", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/simulators/{id}/{action}", extensions(("x-access" = json!("simulators:manage"))), tag = "admin",
     params(("id" = String, Path, description = "Equipment id"), ("action" = String, Path, description = "stop | start | restart")),
     responses((status = 200, body = SimulatorInfo), (status = 404, body = ErrorResponse)))]
 pub async fn simulator_power(
@@ -342,7 +342,7 @@ pub struct AuditPage {
 
 /// The audit log, oldest first, a page at a time. `hydrowatch audit
 /// verify` checks the chain.
-#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/audit", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn audit_log(

@@ -41,7 +41,7 @@ pub struct AlertsQuery {
 }
 
 /// Alerts, newest first.
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alerts", extensions(("x-access" = json!("read"))), tag = "alerts",
     params(AlertsQuery),
     responses(
         (status = 200, body = AlertPage),
@@ -109,7 +109,7 @@ pub async fn list(
 }
 
 /// One alert with its history and its notifications' delivery.
-#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", extensions(("x-access" = json!("read"))), tag = "alerts",
     params(("id" = i64, Path, description = "Alert id")),
     responses(
         (status = 200, body = AlertDetail),
@@ -164,7 +164,7 @@ pub struct AlertActionResult {
 }
 
 /// Acknowledges an open alert: its escalation stops.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/acknowledge", extensions(("x-access" = json!("alerts:act"))), tag = "alerts",
     request_body = AlertAction,
     params(("id" = i64, Path, description = "Alert id")),
     responses(
@@ -184,7 +184,7 @@ pub async fn acknowledge(
 }
 
 /// Clears an open alert by hand.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/clear", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/clear", extensions(("x-access" = json!("alerts:act"))), tag = "alerts",
     request_body = AlertAction,
     params(("id" = i64, Path, description = "Alert id")),
     responses(

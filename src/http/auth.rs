@@ -106,7 +106,7 @@ fn json<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Re
 
 /// Logs in; starts a session. One answer (401 `invalid_credentials`) for an
 /// unknown e-mail, a wrong password and a locked account.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/login", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = LoginRequest,
     responses(
         (status = 200, body = Issued),
@@ -171,7 +171,7 @@ pub struct SetupRequest {
 /// Works once, with the code printed (as a link) in the server log at
 /// start, and only while no user exists; later users come from
 /// `hydrowatch user add`.
-#[utoipa::path(post, path = "/api/v1/auth/setup", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/setup", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = SetupRequest,
     responses(
         (status = 200, body = Issued),
@@ -205,7 +205,7 @@ pub async fn setup(
 /// Trades a refresh token for a new access and refresh token. Each refresh
 /// token works once; using one again ends its session (401
 /// `refresh_token_reused`).
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/refresh", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = RefreshRequest,
     responses(
         (status = 200, body = Issued),
@@ -221,7 +221,7 @@ pub async fn refresh(
 }
 
 /// Ends the caller's session: its access and refresh tokens stop working.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/logout", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     responses((status = 204, description = "logged out"), (status = 401, body = ErrorResponse)))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<StatusCode, ApiError> {
     state.auth.logins.logout(&who).await?;
@@ -239,7 +239,7 @@ pub struct PasswordChange {
 }
 
 /// Changes the caller's password; their other sessions end.
-#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/password", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     request_body = PasswordChange,
     responses(
         (status = 204, description = "changed"),
@@ -280,7 +280,7 @@ pub struct Me {
 }
 
 /// Who the access token stands for.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/auth/me", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     responses((status = 200, body = Me), (status = 401, body = ErrorResponse)))]
 pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, ApiError> {
     let (user_id, session_id) = who.user_session()?;
@@ -331,7 +331,7 @@ pub struct BackupCodes {
 
 /// Starts enrolling a second factor (TOTP): a new secret for an
 /// authenticator app, in force once confirmed.
-#[utoipa::path(post, path = "/api/v1/auth/mfa/enrol", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/mfa/enrol", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     responses((status = 200, body = crate::auth::Enrolment), (status = 401, body = ErrorResponse)))]
 pub async fn mfa_enrol(
     State(state): State<AppState>,
@@ -342,7 +342,7 @@ pub async fn mfa_enrol(
 
 /// Confirms the enrolled secret with a current code: from now on sign-in
 /// needs a code; the backup codes are in this answer only.
-#[utoipa::path(post, path = "/api/v1/auth/mfa/confirm", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/mfa/confirm", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     request_body = MfaCode,
     responses((status = 200, body = BackupCodes), (status = 401, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`details.field` = `code`: not enrolled, or not the current code")))]
@@ -357,7 +357,7 @@ pub async fn mfa_confirm(
 }
 
 /// Turns the caller's second factor off (password and a code needed).
-#[utoipa::path(post, path = "/api/v1/auth/mfa/disable", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/mfa/disable", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     request_body = MfaDisable,
     responses((status = 204, description = "off"), (status = 401, body = ErrorResponse, description = "`invalid_mfa_code`"),
         (status = 422, body = ErrorResponse, description = "`details.field` = `current_password`")))]
@@ -392,7 +392,7 @@ pub struct Accepted {
 
 /// Asks for a password-reset link by e-mail. The answer is the same for
 /// every address, a user's or not; rate-limited like sign-in.
-#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = ResetRequest,
     responses((status = 202, body = Accepted), (status = 429, body = ErrorResponse),
         (status = 501, body = ErrorResponse, description = "`unsupported`: no [notify.email]")))]
@@ -430,7 +430,7 @@ pub struct ResetConfirm {
 
 /// Sets a new password with a reset link (once); every session of the
 /// user ends.
-#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = ResetConfirm,
     responses((status = 204, description = "changed"), (status = 401, body = ErrorResponse, description = "`invalid_token`: not valid, expired or used"),
         (status = 422, body = ErrorResponse, description = "`details.field` = `password`")))]
@@ -448,7 +448,7 @@ pub async fn password_reset_confirm(
 }
 
 /// Sends the caller a link that confirms their e-mail address.
-#[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/verify-email", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     responses((status = 202, description = "sent"), (status = 401, body = ErrorResponse),
         (status = 501, body = ErrorResponse, description = "`unsupported`: no [notify.email]")))]
 pub async fn verify_email(
@@ -468,7 +468,7 @@ pub struct VerifyConfirm {
 }
 
 /// Confirms an e-mail address with the link's token (once).
-#[utoipa::path(post, path = "/api/v1/auth/verify-email/confirm", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/verify-email/confirm", extensions(("x-access" = json!("public"))), tag = "auth",
     request_body = VerifyConfirm,
     responses((status = 204, description = "confirmed"), (status = 401, body = ErrorResponse, description = "`invalid_token`")))]
 pub async fn verify_email_confirm(
@@ -482,7 +482,7 @@ pub async fn verify_email_confirm(
 
 /// Changes the caller's profile (name, company, phone, time zone,
 /// attributes): the fields given replace theirs; the user as it now is.
-#[utoipa::path(patch, path = "/api/v1/auth/me", tag = "auth",
+#[utoipa::path(patch, path = "/api/v1/auth/me", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     request_body = crate::auth::ProfileChange,
     responses((status = 200, body = crate::store::users::UserRecord), (status = 401, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`details.field` names the field")))]

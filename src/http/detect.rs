@@ -140,7 +140,7 @@ fn parse_sample(v: &Value) -> Result<[f64; 17], ApiError> {
 
 /// Judges one cycle or one sample vector with the cycle models (see
 /// [`DetectRequest`] for the two shapes).
-#[utoipa::path(post, path = "/api/v1/detect", tag = "detect",
+#[utoipa::path(post, path = "/api/v1/detect", extensions(("x-access" = json!("ingest"))), tag = "detect",
     request_body = DetectRequest,
     responses(
         (status = 200, body = DetectResponse),
@@ -310,7 +310,7 @@ pub struct AnomaliesQuery {
 }
 
 /// The anomalies the cycle models found on an equipment unit, newest first.
-#[utoipa::path(get, path = "/api/v1/equipment/{id}/anomalies", tag = "detect",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}/anomalies", extensions(("x-access" = json!("read"))), tag = "detect",
     params(("id" = String, Path, description = "Equipment id"), AnomaliesQuery),
     responses(
         (status = 200, body = AnomalyPage),
@@ -365,7 +365,7 @@ pub struct TrendResponse {
 
 /// How many anomalies the cycle models found per time bucket, by severity
 /// and component, with the highest score: is a unit getting worse?
-#[utoipa::path(get, path = "/api/v1/equipment/{id}/anomaly-trend", tag = "detect",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}/anomaly-trend", extensions(("x-access" = json!("read"))), tag = "detect",
     params(("id" = String, Path, description = "Equipment id"), TrendQuery),
     responses(
         (status = 200, body = TrendResponse),

@@ -35,7 +35,7 @@ pub struct EquipmentList {
 }
 
 /// Lists the equipment units with their health: those the caller may see.
-#[utoipa::path(get, path = "/api/v1/equipment", tag = "equipment",
+#[utoipa::path(get, path = "/api/v1/equipment", extensions(("x-access" = json!("read"))), tag = "equipment",
     responses((status = 200, body = EquipmentList)))]
 pub async fn list(State(state): State<AppState>, who: Principal) -> Json<EquipmentList> {
     let seen = state
@@ -69,7 +69,7 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> Json<Equipme
 }
 
 /// The live snapshot of one equipment unit.
-#[utoipa::path(get, path = "/api/v1/equipment/{id}", tag = "equipment",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}", extensions(("x-access" = json!("read"))), tag = "equipment",
     params(("id" = String, Path, description = "Equipment id")),
     responses(
         (status = 200, body = EquipmentSnapshot),

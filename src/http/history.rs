@@ -66,7 +66,7 @@ pub struct SeriesResponse {
 /// Downsampled series of an equipment unit's sensors for charts: raw samples
 /// for short ranges, the 1 min / 1 h / 1 day rollups for longer ones; min, max,
 /// mean, last and count per bucket.
-#[utoipa::path(get, path = "/api/v1/equipment/{id}/series", tag = "history",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}/series", extensions(("x-access" = json!("read"))), tag = "history",
     params(("id" = String, Path, description = "Equipment id"), SeriesQuery),
     responses(
         (status = 200, body = SeriesResponse),
@@ -155,7 +155,7 @@ pub struct StatsResponse {
 
 /// Per-sensor KPIs (count, min, max, mean, last) over the last hour, day, week
 /// or 30 days, from the 1-minute rollup up to a day and the hourly one beyond.
-#[utoipa::path(get, path = "/api/v1/equipment/{id}/stats", tag = "history",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}/stats", extensions(("x-access" = json!("read"))), tag = "history",
     params(("id" = String, Path, description = "Equipment id"), StatsQuery),
     responses(
         (status = 200, body = StatsResponse),

@@ -31,7 +31,7 @@ pub struct Live {
 }
 
 /// The process is running (no dependency checked).
-#[utoipa::path(get, path = "/health/live", tag = "ops", responses((status = 200, body = Live)))]
+#[utoipa::path(get, path = "/health/live", extensions(("x-access" = json!("public"))), tag = "ops", responses((status = 200, body = Live)))]
 pub async fn live() -> Json<Live> {
     Json(Live { status: "alive" })
 }
@@ -68,7 +68,7 @@ pub struct Ready {
 
 /// Ready to serve: the supervision tree is up and the process is not stopping.
 /// Devices that are down do not make the process unready; they are listed.
-#[utoipa::path(get, path = "/health/ready", tag = "ops",
+#[utoipa::path(get, path = "/health/ready", extensions(("x-access" = json!("public"))), tag = "ops",
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
@@ -144,7 +144,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops",
+#[utoipa::path(get, path = "/metrics", extensions(("x-access" = json!("public"))), tag = "ops",
     responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Gauges that are cheaper to read at scrape time than to keep current.

@@ -114,14 +114,14 @@ async fn in_force(state: &AppState) {
 }
 
 /// Every alert rule, by id: those of `plant.toml` and those created here.
-#[utoipa::path(get, path = "/api/v1/alert-rules", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alert-rules", extensions(("x-access" = json!("read"))), tag = "alerts",
     responses((status = 200, body = [RuleRow])))]
 pub async fn list_rules(State(state): State<AppState>) -> Json<Vec<RuleRow>> {
     Json(state.alert_rules.rules().await)
 }
 
 /// One alert rule.
-#[utoipa::path(get, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/alert-rules/{id}", extensions(("x-access" = json!("read"))), tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     responses((status = 200, body = RuleRow), (status = 404, body = ErrorResponse)))]
 pub async fn get_rule(
@@ -133,7 +133,7 @@ pub async fn get_rule(
 }
 
 /// Creates an alert rule; it is in force when this returns.
-#[utoipa::path(post, path = "/api/v1/alert-rules", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alert-rules", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     request_body = NewRule,
     responses(
         (status = 201, body = RuleRow),
@@ -159,7 +159,7 @@ pub async fn create_rule(
 /// Replaces an alert rule created through the API. Its open alerts take
 /// the new severity floor, timing and policy; a changed condition is
 /// evaluated afresh from each sensor's last reading.
-#[utoipa::path(put, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(put, path = "/api/v1/alert-rules/{id}", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     request_body = RuleReplacement,
     responses(
@@ -198,7 +198,7 @@ pub async fn replace_rule(
 
 /// Deletes an alert rule created through the API; its open alerts are
 /// cleared, with the reason in their history.
-#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/api/v1/alert-rules/{id}", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     responses(
         (status = 204, description = "deleted"),
@@ -220,14 +220,14 @@ pub async fn delete_rule(
 }
 
 /// Every escalation policy, by name.
-#[utoipa::path(get, path = "/api/v1/escalation-policies", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/escalation-policies", extensions(("x-access" = json!("read"))), tag = "alerts",
     responses((status = 200, body = [PolicyRow])))]
 pub async fn list_policies(State(state): State<AppState>) -> Json<Vec<PolicyRow>> {
     Json(state.alert_rules.policies().await)
 }
 
 /// One escalation policy.
-#[utoipa::path(get, path = "/api/v1/escalation-policies/{name}", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/escalation-policies/{name}", extensions(("x-access" = json!("read"))), tag = "alerts",
     params(("name" = String, Path, description = "Policy name")),
     responses((status = 200, body = PolicyRow), (status = 404, body = ErrorResponse)))]
 pub async fn get_policy(
@@ -240,7 +240,7 @@ pub async fn get_policy(
 
 /// Creates an escalation policy. Every channel must be configured in
 /// `[notify]`.
-#[utoipa::path(post, path = "/api/v1/escalation-policies", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/escalation-policies", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     request_body = NewPolicy,
     responses(
         (status = 201, body = PolicyRow),
@@ -266,7 +266,7 @@ pub async fn create_policy(
 /// Replaces an escalation policy created through the API. Open alerts
 /// that use it follow the new steps; steps already notified are not sent
 /// again.
-#[utoipa::path(put, path = "/api/v1/escalation-policies/{name}", tag = "alerts",
+#[utoipa::path(put, path = "/api/v1/escalation-policies/{name}", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     params(("name" = String, Path, description = "Policy name")),
     request_body = PolicyReplacement,
     responses(
@@ -295,7 +295,7 @@ pub async fn replace_policy(
 }
 
 /// Deletes an escalation policy created through the API that no rule uses.
-#[utoipa::path(delete, path = "/api/v1/escalation-policies/{name}", tag = "alerts",
+#[utoipa::path(delete, path = "/api/v1/escalation-policies/{name}", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     params(("name" = String, Path, description = "Policy name")),
     responses(
         (status = 204, description = "deleted"),

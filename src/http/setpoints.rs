@@ -96,7 +96,7 @@ fn device_timeout(state: &AppState) -> std::time::Duration {
 }
 
 /// Lists a unit's setpoints with the values its device holds now.
-#[utoipa::path(get, path = "/api/v1/equipment/{id}/setpoints", tag = "equipment",
+#[utoipa::path(get, path = "/api/v1/equipment/{id}/setpoints", extensions(("x-access" = json!("read"))), tag = "equipment",
     params(("id" = String, Path, description = "Equipment id")),
     responses(
         (status = 200, body = SetpointList),
@@ -120,7 +120,7 @@ pub async fn list(
 
 /// Writes a setpoint to the device and reads it back. Answers 200 only when
 /// the device holds exactly what was written.
-#[utoipa::path(put, path = "/api/v1/equipment/{id}/setpoints/{setpoint}", tag = "equipment",
+#[utoipa::path(put, path = "/api/v1/equipment/{id}/setpoints/{setpoint}", extensions(("x-access" = json!("setpoints:write"))), tag = "equipment",
     request_body = SetpointWrite,
     params(("id" = String, Path, description = "Equipment id"),
            ("setpoint" = String, Path, description = "Setpoint id")),

@@ -26,7 +26,7 @@ pub struct SilencesQuery {
 }
 
 /// The silences created through the API.
-#[utoipa::path(get, path = "/api/v1/silences", tag = "alerts",
+#[utoipa::path(get, path = "/api/v1/silences", extensions(("x-access" = json!("read"))), tag = "alerts",
     params(SilencesQuery),
     responses((status = 200, body = [SilenceRow]), (status = 503, body = ErrorResponse)))]
 pub async fn list(
@@ -56,7 +56,7 @@ pub struct NewSilence {
 }
 
 /// Creates a silence or maintenance window; it applies at once.
-#[utoipa::path(post, path = "/api/v1/silences", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/silences", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     request_body = NewSilence,
     responses(
         (status = 201, body = SilenceRow),
@@ -111,7 +111,7 @@ pub async fn create(
 }
 
 /// Ends a silence early; what it held back is notified if still due.
-#[utoipa::path(delete, path = "/api/v1/silences/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/api/v1/silences/{id}", extensions(("x-access" = json!("rules:manage"))), tag = "alerts",
     params(("id" = i64, Path, description = "Silence id")),
     responses(
         (status = 204, description = "ended"),

@@ -26,7 +26,7 @@ pub struct TableQuery {
 }
 
 /// Partitions of a managed table, their ranges, sizes and rows.
-#[utoipa::path(get, path = "/api/v1/admin/storage/stats", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/storage/stats", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     params(TableQuery),
     responses((status = 200, body = LayoutStats), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
@@ -40,7 +40,7 @@ pub async fn stats(
 
 /// TimescaleDB: whether it is offered, installed and used, its jobs and
 /// their failures.
-#[utoipa::path(get, path = "/api/v1/admin/storage/timescale", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/storage/timescale", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     responses((status = 200, body = TimescaleHealth), (status = 503, body = ErrorResponse)))]
 pub async fn timescale(State(state): State<AppState>) -> Result<Json<TimescaleHealth>, ApiError> {
     Ok(Json(state.store.timescale_health().await?))
@@ -70,7 +70,7 @@ pub struct Affected {
 
 /// Creates the partitions a range needs (native PostgreSQL layout; nothing to
 /// do with TimescaleDB or SQLite). Idempotent.
-#[utoipa::path(post, path = "/api/v1/admin/storage/partitions", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/storage/partitions", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     request_body = EnsurePartitions,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
@@ -104,7 +104,7 @@ pub struct Cleanup {
 
 /// Drops samples older than the retention: whole partitions (native), chunks
 /// (TimescaleDB) or blocks (SQLite).
-#[utoipa::path(post, path = "/api/v1/admin/storage/cleanup", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/storage/cleanup", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     request_body = Cleanup,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]
@@ -133,7 +133,7 @@ pub struct Compress {
 }
 
 /// Compresses old chunks now (TimescaleDB; 501 `unsupported` without it).
-#[utoipa::path(post, path = "/api/v1/admin/storage/compress", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/storage/compress", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     request_body = Compress,
     responses((status = 200, body = Affected), (status = 422, body = ErrorResponse),
               (status = 501, body = ErrorResponse, description = "not on TimescaleDB"),
@@ -168,7 +168,7 @@ pub struct QuarantineList {
 }
 
 /// The latest quarantined ingest rows, as received, with their reasons.
-#[utoipa::path(get, path = "/api/v1/admin/quarantine", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/quarantine", extensions(("x-access" = json!("actors:manage"))), tag = "admin",
     params(QuarantineQuery),
     responses((status = 200, body = QuarantineList), (status = 422, body = ErrorResponse),
               (status = 503, body = ErrorResponse)))]

@@ -23,7 +23,7 @@ fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// The caller's sessions not ended, oldest first; `current` marks this one.
-#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/auth/sessions", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     responses((status = 200, body = [SessionView]), (status = 401, body = ErrorResponse)))]
 pub async fn own_sessions(
     State(state): State<AppState>,
@@ -39,7 +39,7 @@ pub async fn own_sessions(
 
 /// Ends one of the caller's sessions (another device, or this one): its
 /// tokens stop working and its WebSockets close (code 4001).
-#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", extensions(("x-access" = json!("signed_in"))), tag = "auth",
     params(("id" = String, Path, description = "Session id")),
     responses((status = 204, description = "ended"), (status = 401, body = ErrorResponse),
         (status = 404, body = ErrorResponse, description = "no live session of yours with that id")))]
@@ -57,7 +57,7 @@ pub async fn end_own_session(
 }
 
 /// Every user not deleted.
-#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     responses((status = 200, body = [UserRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UserRecord>>, ApiError> {
     Ok(Json(state.auth.users.list().await?))
@@ -92,7 +92,7 @@ fn role_of(name: &str) -> Result<Role, ApiError> {
 
 /// Creates a user; by default they must set their own password at the
 /// first sign-in.
-#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     request_body = CreateUser,
     responses((status = 201, body = Created), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 409, body = ErrorResponse, description = "`already_exists`"),
@@ -123,7 +123,7 @@ pub struct RoleChange {
 }
 
 /// Gives a user another role; it holds from their next request.
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     request_body = RoleChange,
     responses((status = 204, description = "changed"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
@@ -144,7 +144,7 @@ pub async fn set_role(
 
 /// Deletes a user: their sessions end; the user is kept, marked deleted,
 /// so that the audit log still names them.
-#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     responses((status = 204, description = "deleted"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse, description = "deleting yourself")))]
@@ -161,7 +161,7 @@ pub async fn delete(
 }
 
 /// A user's sessions not ended.
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/sessions", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, body = [SessionView]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn sessions(
@@ -181,7 +181,7 @@ pub struct Ended {
 
 /// Forced logout: every session of the user ends, their tokens stop
 /// working and their WebSockets close (code 4001).
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/logout", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/logout", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     responses((status = 200, body = Ended), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn force_logout(
@@ -195,7 +195,7 @@ pub async fn force_logout(
 }
 
 /// Forced logout of one session.
-#[utoipa::path(delete, path = "/api/v1/admin/sessions/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/sessions/{id}", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = String, Path, description = "Session id")),
     responses((status = 204, description = "ended"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 404, body = ErrorResponse)))]
@@ -212,7 +212,7 @@ pub async fn end_session(
 }
 
 /// Every API key, newest first (never the keys themselves).
-#[utoipa::path(get, path = "/api/v1/admin/api-keys", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/api-keys", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     responses((status = 200, body = [ApiKeyRecord]), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse)))]
 pub async fn api_keys(State(state): State<AppState>) -> Result<Json<Vec<ApiKeyRecord>>, ApiError> {
     Ok(Json(state.auth.keys.list().await?))
@@ -237,7 +237,7 @@ pub struct CreateKey {
 
 /// Makes an API key that acts as you within its scopes. The key is in
 /// this answer only: store it now; only its hash is kept.
-#[utoipa::path(post, path = "/api/v1/admin/api-keys", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/api-keys", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     request_body = CreateKey,
     responses((status = 201, body = IssuedKey), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`details.field`: `name`, `scopes`, `expires_in_days` or `rate`")))]
@@ -260,7 +260,7 @@ pub async fn create_api_key(
 }
 
 /// Revokes an API key: it stops working at once.
-#[utoipa::path(delete, path = "/api/v1/admin/api-keys/{id}", tag = "admin",
+#[utoipa::path(delete, path = "/api/v1/admin/api-keys/{id}", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "Key id")),
     responses((status = 204, description = "revoked"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 404, body = ErrorResponse)))]
@@ -278,7 +278,7 @@ pub async fn revoke_api_key(
 
 /// Turns a user's second factor off (a lost phone and no backup codes):
 /// they sign in with their password alone until they enrol again.
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/mfa/reset", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/mfa/reset", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     responses((status = 204, description = "off"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 404, body = ErrorResponse)))]
@@ -306,7 +306,7 @@ pub struct EquipmentScope {
 /// WebSocket subscriptions (others answer 403 `forbidden_equipment`).
 /// Holds from their next request; their open WebSockets close (4001) and
 /// connect again under it.
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/equipment", tag = "admin",
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/equipment", extensions(("x-access" = json!("users:manage"))), tag = "admin",
     params(("id" = i64, Path, description = "User id")),
     request_body = EquipmentScope,
     responses((status = 204, description = "set"), (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),

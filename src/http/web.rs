@@ -3,7 +3,6 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse};
 use axum::Json;
-use utoipa::OpenApi;
 
 const INDEX: &str = include_str!("../web/index.html");
 const CSS: &str = include_str!("../web/wallboard.css");
@@ -11,7 +10,7 @@ const JS: &str = include_str!("../web/wallboard.js");
 const DOCS: &str = include_str!("../web/docs.html");
 
 /// The wallboard: a tile per equipment unit, live over the WebSocket API.
-#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, content_type = "text/html", description = "The wallboard page")))]
+#[utoipa::path(get, path = "/", extensions(("x-access" = json!("public"))), tag = "web", responses((status = 200, content_type = "text/html", description = "The wallboard page")))]
 pub async fn index() -> Html<&'static str> {
     Html(INDEX)
 }
@@ -27,13 +26,13 @@ pub async fn js() -> impl IntoResponse {
 }
 
 /// This OpenAPI document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "web", responses((status = 200, content_type = "application/json", description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", extensions(("x-access" = json!("public"))), tag = "web", responses((status = 200, content_type = "application/json", description = "OpenAPI 3.1 document")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::ApiDoc::openapi())
+    Json(super::openapi().clone())
 }
 
 /// A self-contained page rendering the OpenAPI document (works offline).
-#[utoipa::path(get, path = "/api/v1/docs", tag = "web", responses((status = 200, content_type = "text/html", description = "API documentation page")))]
+#[utoipa::path(get, path = "/api/v1/docs", extensions(("x-access" = json!("public"))), tag = "web", responses((status = 200, content_type = "text/html", description = "API documentation page")))]
 pub async fn docs() -> Html<&'static str> {
     Html(DOCS)
 }

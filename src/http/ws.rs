@@ -62,7 +62,7 @@ enum ClientFrame {
 }
 
 /// Upgrades to the live WebSocket protocol.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "live",
+#[utoipa::path(get, path = "/api/v1/ws", extensions(("x-access" = json!("in_band"))), tag = "live",
     description = "WebSocket upgrade. See the README section 'Live WebSocket protocol'.",
     responses((status = 101, description = "Switching protocols")))]
 pub async fn upgrade(

@@ -118,7 +118,7 @@ pub struct IngestResponse {
 /// (`text/csv`): a header naming `equipment,sensor,ts,value` and optionally
 /// `unit`, in any order, then one row per line. `ts` is RFC 3339 or ms since
 /// the epoch.
-#[utoipa::path(post, path = "/api/v1/ingest", tag = "ingest",
+#[utoipa::path(post, path = "/api/v1/ingest", extensions(("x-access" = json!("ingest"))), tag = "ingest",
     request_body(content = IngestBatch, description = "JSON as shown, or CSV with a header row"),
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "Batch id (alternative to `batch_id`)"),
