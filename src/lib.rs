@@ -10,15 +10,13 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod evaluate;
 pub mod http;
 pub mod instant;
 pub mod notify;
-pub mod onnx;
-pub mod rigdata;
 pub mod scoring;
 pub mod shared;
 pub mod simulators;
+pub use hydrowatch_ml::{evaluate, onnx, rigdata};
 pub use hydrowatch_store as store;
 pub mod telemetry;
 

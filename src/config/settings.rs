@@ -12,6 +12,7 @@ use super::{err, ConfigError};
 use crate::http::ingest::IngestSettings;
 use crate::http::ws::WebSocketSettings;
 use crate::store::StorageSettings;
+pub use hydrowatch_ml::ModelsSettings;
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -59,22 +60,6 @@ impl Default for LiveSettings {
             stale_check_ms: 1_000,
         }
     }
-}
-
-/// `[models]`: the cycle models and how their verdicts are combined.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelsSettings {
-    /// Folder of the trained artifacts (`rf-cycle.json.gz`,
-    /// `novelty.json.gz`, `xgb-cycle.onnx`); empty: the artifacts built into
-    /// the binary (those of `models/artifacts` when it was built).
-    pub dir: Option<PathBuf>,
-    /// Members' switches and weights, and the decision threshold.
-    pub ensemble: hydrowatch_models::ensemble::EnsembleConfig,
-    /// The ONNX Runtime library for the XGBoost member
-    /// (`libonnxruntime.so.1.31.x`); unset: `ORT_DYLIB_PATH`. Without it the
-    /// member is unavailable and the others are reweighted.
-    pub onnxruntime: Option<PathBuf>,
 }
 
 /// `[log]`.

@@ -169,7 +169,7 @@ impl XgbMember {
             session: Mutex::new(session),
             input: manifest.input,
             targets,
-            version: crate::scoring::version_of(&[&text, &bytes]),
+            version: crate::artifacts::version_of(&[&text, &bytes]),
         })
     }
 }
