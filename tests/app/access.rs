@@ -460,7 +460,7 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
     let viewer = sign_in(&app, "viewer@plant.example", "viewer").await;
 
     // A browser: no header, an `auth` frame first, then the protocol.
-    let mut ws = WsClient::connect_anonymous(&app).await;
+    let mut ws = legacy_ws_anonymous(&app).await;
     ws.send_json(json!({"type": "auth", "token": viewer})).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
@@ -470,12 +470,12 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
     assert!(snapshot.is_some(), "and the subscription is served");
 
     // Anything else first, or a bad token: closed with 4401.
-    let mut ws = WsClient::connect_anonymous(&app).await;
+    let mut ws = legacy_ws_anonymous(&app).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     let close = next_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4401);
-    let mut ws = WsClient::connect_anonymous(&app).await;
+    let mut ws = legacy_ws_anonymous(&app).await;
     ws.send_json(json!({"type": "auth", "token": "not-a-token"}))
         .await;
     let close = next_close(&mut ws, Duration::from_secs(5)).await;
@@ -498,7 +498,7 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
         other => panic!("expected HTTP 401, got {other:?}"),
     }
-    let mut ws = WsClient::connect_as(&app, &viewer).await;
+    let mut ws = legacy_ws_as(&app, &viewer).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
         .await;
     assert!(ws
@@ -547,7 +547,7 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
         "{body}"
     );
 
-    let mut ws = WsClient::connect_as(&app, &token).await;
+    let mut ws = legacy_ws_as(&app, &token).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1", "rig-2"]}))
         .await;
     let error = ws
@@ -568,7 +568,7 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
     let close = next_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4001);
     assert!(close.reason.as_str().contains("permissions changed"));
-    let mut ws = WsClient::connect_as(&app, &token).await;
+    let mut ws = legacy_ws_as(&app, &token).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
         .await;
     assert!(ws

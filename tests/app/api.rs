@@ -6,19 +6,16 @@ use crate::common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use common::{
-    admin_get, admin_post, admin_put, get_json, get_text, http, next_close, sensor_state,
-    spawn_app, WsClient, BREAK_GLASS,
-};
+use common::{demo_config, sensor_state, TestApp};
 
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_delivers_changing_values_for_every_rig_within_5_s() {
-    let app = spawn_app().await;
-    let mut ws = WsClient::connect(&app).await;
+    let app = TestApp::spawn().await;
+    let mut ws = app.ws(&app.viewer().await).await;
     let hello = ws.next_json(Duration::from_secs(2)).await.expect("hello");
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["protocol"], 1);
@@ -74,8 +71,9 @@ async fn websocket_delivers_changing_values_for_every_rig_within_5_s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frames_get_typed_errors_and_the_session_goes_on() {
-    let app = spawn_app().await;
-    let mut ws = WsClient::connect(&app).await;
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let mut ws = app.ws(&viewer).await;
     ws.next_of("hello", Duration::from_secs(2))
         .await
         .expect("hello");
@@ -119,7 +117,7 @@ async fn garbage_frames_get_typed_errors_and_the_session_goes_on() {
         .expect("pong");
 
     // The server is unaffected: a new client works.
-    let mut other = WsClient::connect(&app).await;
+    let mut other = app.ws(&viewer).await;
     other
         .send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
         .await;
@@ -131,8 +129,8 @@ async fn garbage_frames_get_typed_errors_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_stops_the_stream() {
-    let app = spawn_app().await;
-    let mut ws = WsClient::connect(&app).await;
+    let app = TestApp::spawn().await;
+    let mut ws = app.ws(&app.viewer().await).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     ws.next_of("snapshot", Duration::from_secs(3))
@@ -157,12 +155,11 @@ async fn unsubscribe_stops_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_reads_live_state_and_errors_have_one_shape() {
-    let app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
-    let client = http();
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let list: Value = get_json(format!("{base}/api/v1/equipment")).await;
+    let list = viewer.get("/api/v1/equipment").await.body;
     let ids: Vec<&str> = list["equipment"]
         .as_array()
         .unwrap()
@@ -171,7 +168,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         .collect();
     assert_eq!(ids, RIGS);
 
-    let snap: Value = get_json(format!("{base}/api/v1/equipment/rig-2")).await;
+    let snap = viewer.get("/api/v1/equipment/rig-2").await.body;
     assert_eq!(snap["id"], "rig-2");
     let sensors = snap["sensors"].as_array().unwrap();
     assert_eq!(sensors.len(), 18);
@@ -184,24 +181,20 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         ("/api/v1/equipment/bad%20id", 404, "not_found"),
         ("/api/v1/nothing-here", 404, "not_found"),
     ] {
-        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{path}");
-        let body: Value = resp.json().await.unwrap();
+        let resp = viewer.get(path).await;
+        assert_eq!(resp.status, status, "{path}");
+        let body = resp.body;
         assert_eq!(body["error"]["code"], code, "{path}");
         assert!(body["error"]["message"].is_string());
     }
 
-    let ready = client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
-    let ready: Value = ready.json().await.unwrap();
+    let ready = viewer.get("/health/ready").await;
+    assert_eq!(ready.status, 200);
+    let ready = ready.body;
     assert_eq!(ready["actors_running"]["sensor"], 54);
     assert_eq!(ready["connections_up"], 3);
 
-    let metrics = get_text(format!("{base}/metrics")).await;
+    let metrics = viewer.get("/metrics").await.text;
     for name in [
         "hydrowatch_samples_polled_total",
         "hydrowatch_samples_processed_total",
@@ -211,7 +204,7 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
 
-    let doc: Value = get_json(format!("{base}/api/v1/openapi.json")).await;
+    let doc = viewer.get("/api/v1/openapi.json").await.body;
     for path in [
         "/api/v1/equipment",
         "/api/v1/equipment/{id}",
@@ -222,12 +215,12 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
-    let docs = get_text(format!("{base}/api/v1/docs")).await;
+    let docs = viewer.get("/api/v1/docs").await.text;
     assert!(
         docs.contains("/api/v1/openapi.json") && !docs.contains("https://"),
         "docs page must work offline"
     );
-    let page = get_text(format!("{base}/")).await;
+    let page = viewer.get("/").await.text;
     assert!(
         page.contains("CC BY 4.0"),
         "wallboard carries the data attribution"
@@ -237,62 +230,33 @@ async fn rest_reads_live_state_and_errors_have_one_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_an_admin() {
     // No break-glass token configured: that token is nobody.
-    let closed = common::spawn_with(common::demo_config(&[(
-        "HYDROWATCH_AUTH__BREAK_GLASS_TOKEN",
-        "",
-    )]))
-    .await;
-    let resp = http()
-        .get(format!("http://{}/api/v1/admin/actors", closed.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "invalid_token");
+    let closed = TestApp::start(demo_config(&[("HYDROWATCH_AUTH__BREAK_GLASS_TOKEN", "")])).await;
+    let resp = closed.break_glass().get("/api/v1/admin/actors").await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.body["error"]["code"], "invalid_token");
 
-    let app = spawn_app().await;
-    let base = format!("http://{}/api/v1/admin", app.addr);
-    let resp = http()
-        .get(format!("{base}/actors"))
-        .bearer_auth("wrong-token-but-long-enough")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client(Some("wrong-token-but-long-enough"))
+        .get("/api/v1/admin/actors")
+        .await;
+    assert_eq!(resp.status, 401);
     assert_eq!(
-        resp.headers()["www-authenticate"],
-        "Bearer",
+        resp.headers["www-authenticate"], "Bearer",
         "a 401 says how to authenticate"
     );
-    let resp = common::anonymous()
-        .get(format!("{base}/actors"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    let resp = app.anonymous().get("/api/v1/admin/actors").await;
+    assert_eq!(resp.status, 401);
     // An engineer is signed in, but actors are the admins'.
-    let engineer = common::sign_in(&app, "eng@plant.example", "engineer").await;
-    let resp = http()
-        .get(format!("{base}/actors"))
-        .bearer_auth(&engineer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "forbidden");
-    assert_eq!(body["error"]["details"]["required"], "actors:manage");
-    let admin = common::sign_in(&app, "admin@plant.example", "admin").await;
-    let resp = http()
-        .get(format!("{base}/actors"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = app.engineer().await.get("/api/v1/admin/actors").await;
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.body["error"]["code"], "forbidden");
+    assert_eq!(resp.body["error"]["details"]["required"], "actors:manage");
+    let admin = app.admin().await;
+    let resp = admin.get("/api/v1/admin/actors").await;
+    assert_eq!(resp.status, 200);
 
-    let tree: Value = admin_get(format!("{base}/actors")).await;
+    let tree = resp.body;
     let paths: Vec<&str> = tree["actors"]
         .as_array()
         .unwrap()
@@ -311,33 +275,46 @@ async fn admin_api_needs_an_admin() {
     }
 
     // Restart a sensor through the API.
-    let resp = admin_post(format!("{base}/actors/plant/rig-1/TS2/restart")).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let body: Value = resp.json().await.unwrap();
+    let actors = "/api/v1/admin/actors";
+    let resp = admin
+        .post(&format!("{actors}/plant/rig-1/TS2/restart"), json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
+    let body = resp.body;
     assert_eq!(body["actor"]["restart_count"], 1);
     assert_eq!(body["actor"]["status"], "running");
     // Percent-encoded paths work too; stop then start.
-    let resp = admin_post(format!("{base}/actors/plant%2Frig-2%2FFS1/stop")).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["actor"]["status"], "stopped");
-    let resp = admin_post(format!("{base}/actors/plant/rig-2/FS1/start")).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let resp = admin_post(format!("{base}/actors/plant/rig-2/FS1/start")).await;
-    assert_eq!(resp.status().as_u16(), 409, "already running");
-    let resp = admin_post(format!("{base}/actors/plant/rig-9/restart")).await;
-    assert_eq!(resp.status().as_u16(), 404);
-    let resp = admin_post(format!("{base}/actors/plant/rig-1/explode")).await;
-    assert_eq!(resp.status().as_u16(), 422);
+    let resp = admin
+        .post(&format!("{actors}/plant%2Frig-2%2FFS1/stop"), json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body["actor"]["status"], "stopped");
+    let resp = admin
+        .post(&format!("{actors}/plant/rig-2/FS1/start"), json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
+    let resp = admin
+        .post(&format!("{actors}/plant/rig-2/FS1/start"), json!({}))
+        .await;
+    assert_eq!(resp.status, 409, "already running");
+    let resp = admin
+        .post(&format!("{actors}/plant/rig-9/restart"), json!({}))
+        .await;
+    assert_eq!(resp.status, 404);
+    let resp = admin
+        .post(&format!("{actors}/plant/rig-1/explode"), json!({}))
+        .await;
+    assert_eq!(resp.status, 422);
 
     // Switch a simulated rig's condition.
-    let resp = admin_put(
-        format!("{base}/simulators/rig-1/condition"),
-        json!({"condition": "pump_leakage"}),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let sims: Value = admin_get(format!("{base}/simulators")).await;
+    let resp = admin
+        .put(
+            "/api/v1/admin/simulators/rig-1/condition",
+            json!({"condition": "pump_leakage"}),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let sims = admin.get("/api/v1/admin/simulators").await.body;
     let rig1 = sims
         .as_array()
         .unwrap()
@@ -345,33 +322,30 @@ async fn admin_api_needs_an_admin() {
         .find(|s| s["equipment"] == "rig-1")
         .unwrap();
     assert_eq!(rig1["condition"], "pump_leakage");
-    let resp = admin_put(
-        format!("{base}/simulators/rig-1/condition"),
-        json!({"condition": "on_fire"}),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 422);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["details"]["field"], "condition");
+    let resp = admin
+        .put(
+            "/api/v1/admin/simulators/rig-1/condition",
+            json!({"condition": "on_fire"}),
+        )
+        .await;
+    assert_eq!(resp.status, 422);
+    assert_eq!(resp.body["error"]["details"]["field"], "condition");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_websockets_with_a_close_frame() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-    let mut app = spawn_app().await;
-    let mut ws = WsClient::connect(&app).await;
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let mut ws = app.ws(&viewer).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     ws.next_of("snapshot", Duration::from_secs(3))
         .await
         .expect("snapshot");
-    let addr = app.addr;
-    let shutdown = tokio::spawn(async move {
-        app.shutdown().await;
-        app
-    });
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    let shutdown = tokio::spawn(app.stop());
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(close.code, CloseCode::Away);
     let app = shutdown.await.unwrap();
     assert!(
@@ -379,8 +353,8 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
         "tree stopped"
     );
     assert!(
-        http()
-            .get(format!("http://{addr}/health/live"))
+        viewer
+            .request(reqwest::Method::GET, "/health/live")
             .send()
             .await
             .is_err(),
@@ -390,25 +364,27 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let app = common::spawn_with(common::demo_config(&[
+    let app = TestApp::start(demo_config(&[
         ("HYDROWATCH_WEBSOCKET__PING_INTERVAL_SECS", "1"),
         ("HYDROWATCH_WEBSOCKET__IDLE_TIMEOUT_SECS", "2"),
     ]))
     .await;
-    let mut ws = WsClient::connect(&app).await;
+    let mut ws = app.ws(&app.viewer().await).await;
     // Not reading means not answering pings: the server hears nothing.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let close = next_close(&mut ws, Duration::from_secs(3)).await;
+    let close = ws.next_close(Duration::from_secs(3)).await;
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "idle timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailbox_depths_return_to_zero_when_idle() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let admin = app.admin().await;
     let mut clients = Vec::new();
     for _ in 0..5 {
-        let mut ws = WsClient::connect(&app).await;
+        let mut ws = app.ws(&viewer).await;
         ws.send_json(json!({"type": "subscribe", "equipment": RIGS}))
             .await;
         ws.next_of("snapshot", Duration::from_secs(3))
@@ -419,7 +395,7 @@ async fn mailbox_depths_return_to_zero_when_idle() {
     // Between polls (1 s apart) every mailbox on the sample path is empty again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let tree: Value = admin_get(format!("http://{}/api/v1/admin/actors", app.addr)).await;
+        let tree = admin.get("/api/v1/admin/actors").await.body;
         let busiest = tree["actors"]
             .as_array()
             .unwrap()
@@ -440,32 +416,37 @@ async fn mailbox_depths_return_to_zero_when_idle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_and_plain_requests_to_the_socket_get_the_error_shape() {
-    let app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
+    use reqwest::Method;
+
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let admin = app.admin().await;
     let cases = [
         (
-            http().post(format!("{base}/api/v1/equipment")),
+            viewer.request(Method::POST, "/api/v1/equipment"),
             405,
             "method_not_allowed",
         ),
         (
-            http().delete(format!("{base}/health/ready")),
+            viewer.request(Method::DELETE, "/health/ready"),
             405,
             "method_not_allowed",
         ),
         (
-            http()
-                .get(format!("{base}/api/v1/admin/actors/plant/rig-1/restart"))
-                .bearer_auth(BREAK_GLASS),
+            admin.request(Method::GET, "/api/v1/admin/actors/plant/rig-1/restart"),
             405,
             "method_not_allowed",
         ),
-        (http().get(format!("{base}/api/v1/ws")), 400, "bad_request"),
+        (
+            viewer.request(Method::GET, "/api/v1/ws"),
+            400,
+            "bad_request",
+        ),
     ];
     for (request, status, code) in cases {
-        let resp = request.send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), status);
-        let body: Value = resp.json().await.expect("JSON error body");
-        assert_eq!(body["error"]["code"], code);
+        let resp = common::send(request).await;
+        assert_eq!(resp.status, status);
+        assert!(resp.body.is_object(), "JSON error body: {}", resp.text);
+        assert_eq!(resp.body["error"]["code"], code);
     }
 }

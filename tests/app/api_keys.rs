@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use common::*;
 
 async fn make_key(base: &str, admin: &str, body: Value) -> (u16, Value) {
-    send(
+    legacy_send(
         anonymous()
             .post(format!("{base}/admin/api-keys"))
             .bearer_auth(admin)
@@ -59,7 +59,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     assert_eq!(days, 30);
 
     // Listed without the key or its hash.
-    let (status, listed) = send(
+    let (status, listed) = legacy_send(
         anonymous()
             .get(format!("{base}/admin/api-keys"))
             .bearer_auth(&admin),
@@ -73,7 +73,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 
     // Within its scopes: samples in, an alert acted on (there is none).
     let now = hydrowatch_actors::clock::now_ms();
-    let (status, body) = send(
+    let (status, body) = legacy_send(
         anonymous()
             .post(format!("{base}/ingest"))
             .bearer_auth(&key)
@@ -84,7 +84,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     )
     .await;
     assert!(status == 200 || status == 202, "{status} {body}");
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .post(format!("{base}/alerts/1/acknowledge"))
             .bearer_auth(&key)
@@ -93,7 +93,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     .await;
     assert_eq!(status, 404, "allowed: there is no alert 1");
     // Outside them: not even reading, and no session of a user.
-    let (status, body) = send(
+    let (status, body) = legacy_send(
         anonymous()
             .get(format!("{base}/equipment"))
             .bearer_auth(&key),
@@ -103,7 +103,8 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
         (status, &body["error"]["details"]["required"]),
         (403, &json!("read"))
     );
-    let (status, body) = send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&key)).await;
+    let (status, body) =
+        legacy_send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&key)).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (403, &json!("user_session_required"))
@@ -123,7 +124,7 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 
     // Four uses, counted (written within about a second).
     eventually(Duration::from_secs(5), "uses counted", async || {
-        let (_, listed) = send(
+        let (_, listed) = legacy_send(
             anonymous()
                 .get(format!("{base}/admin/api-keys"))
                 .bearer_auth(&admin),
@@ -134,14 +135,14 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     .await;
 
     // Revoked: refused at once.
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .delete(format!("{base}/admin/api-keys/{id}"))
             .bearer_auth(&admin),
     )
     .await;
     assert_eq!(status, 204);
-    let (status, body) = send(
+    let (status, body) = legacy_send(
         anonymous()
             .post(format!("{base}/alerts/1/acknowledge"))
             .bearer_auth(&key)
@@ -173,7 +174,7 @@ async fn a_key_has_its_own_rate_limit_and_dies_with_its_maker() {
     assert_eq!(status, 201, "{made}");
     let key = made["key"].as_str().unwrap().to_owned();
     for _ in 0..3 {
-        let (status, _) = send(
+        let (status, _) = legacy_send(
             anonymous()
                 .get(format!("{base}/equipment"))
                 .bearer_auth(&key),
@@ -192,7 +193,7 @@ async fn a_key_has_its_own_rate_limit_and_dies_with_its_maker() {
     // Another key is not held back by this one's limit.
     let (_, other) = make_key(&base, &admin, json!({"name": "other", "scopes": ["read"]})).await;
     let other = other["key"].as_str().unwrap().to_owned();
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .get(format!("{base}/equipment"))
             .bearer_auth(&other),
@@ -202,9 +203,9 @@ async fn a_key_has_its_own_rate_limit_and_dies_with_its_maker() {
 
     // Its maker deleted (by the break-glass admin): it stops.
     let admin_id = user_id(&app, "admin@plant.example").await;
-    let (status, _) = send(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
+    let (status, _) = legacy_send(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
     assert_eq!(status, 204);
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .get(format!("{base}/equipment"))
             .bearer_auth(&other),

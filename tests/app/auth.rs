@@ -14,7 +14,7 @@ use hydrowatch::auth::{AuthError, NewUser};
 const PASSWORD: &str = "a long enough secret";
 
 async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
-    send(
+    legacy_send(
         http()
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"email": email, "password": password})),
@@ -23,7 +23,7 @@ async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
 }
 
 async fn refresh(base: &str, token: &Value) -> (u16, Value) {
-    send(
+    legacy_send(
         http()
             .post(format!("{base}/api/v1/auth/refresh"))
             .json(&json!({"refresh_token": token})),
@@ -32,7 +32,7 @@ async fn refresh(base: &str, token: &Value) -> (u16, Value) {
 }
 
 async fn me(base: &str, access: &Value) -> (u16, Value) {
-    send(
+    legacy_send(
         http()
             .get(format!("{base}/api/v1/auth/me"))
             .bearer_auth(access.as_str().unwrap_or_default()),
@@ -110,7 +110,7 @@ async fn login_refresh_rotation_reuse_and_logout(env: &[(&str, &str)]) {
         .unwrap()
         .contains(&json!("users:manage")));
     // No token, or a forged one.
-    let (status, body) = send(anonymous().get(format!("{base}/api/v1/auth/me"))).await;
+    let (status, body) = legacy_send(anonymous().get(format!("{base}/api/v1/auth/me"))).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("invalid_token"))
@@ -143,7 +143,7 @@ async fn login_refresh_rotation_reuse_and_logout(env: &[(&str, &str)]) {
     // Logout ends a session the same way.
     let (_, third) = login(&base, "ana@plant.example", PASSWORD).await;
     assert_eq!(me(&base, &third["access_token"]).await.0, 200);
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .post(format!("{base}/api/v1/auth/logout"))
             .bearer_auth(third["access_token"].as_str().unwrap()),
@@ -222,26 +222,27 @@ async fn a_password_change_keeps_to_the_policy_and_ends_the_other_sessions() {
             .as_str()
             .map(str::to_owned)
     };
-    let (status, body) = send(change("not my password at all", "a fresh long passphrase")).await;
+    let (status, body) =
+        legacy_send(change("not my password at all", "a fresh long passphrase")).await;
     assert_eq!(
         (status, field(&body)),
         (422, Some("current_password".into())),
         "{body}"
     );
     // The current password is the newest of the last five.
-    let (status, body) = send(change(PASSWORD, PASSWORD)).await;
+    let (status, body) = legacy_send(change(PASSWORD, PASSWORD)).await;
     assert_eq!(
         (status, field(&body)),
         (422, Some("password".into())),
         "{body}"
     );
-    let (status, body) = send(change(PASSWORD, "short one")).await;
+    let (status, body) = legacy_send(change(PASSWORD, "short one")).await;
     assert_eq!(
         (status, field(&body)),
         (422, Some("password".into())),
         "{body}"
     );
-    let (status, _) = send(change(PASSWORD, "a fresh long passphrase")).await;
+    let (status, _) = legacy_send(change(PASSWORD, "a fresh long passphrase")).await;
     assert_eq!(status, 204);
     // The phone's session is over; the laptop's goes on.
     assert_eq!(me(&base, &phone["access_token"]).await.0, 401);
@@ -254,7 +255,7 @@ async fn a_password_change_keeps_to_the_policy_and_ends_the_other_sessions() {
         200
     );
     // And back to the old one: refused, it is among the last five.
-    let (status, body) = send(change("a fresh long passphrase", PASSWORD)).await;
+    let (status, body) = legacy_send(change("a fresh long passphrase", PASSWORD)).await;
     assert_eq!(
         (status, field(&body)),
         (422, Some("password".into())),
@@ -280,7 +281,7 @@ async fn the_first_administrator_is_created_once_with_the_setup_code() {
         .expect("store")
         .expect("no users yet: a setup code");
     let setup = |code: &str, password: &str| {
-        send(
+        legacy_send(
             anonymous()
                 .post(format!("{base}/api/v1/auth/setup"))
                 .json(&json!({"code": code, "email": "root@plant.example",

@@ -191,7 +191,7 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     // is always warmer, so the sensor actor's limit detector must fire.
     let mut app = spawn_with(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
     let base = format!("http://{}", app.addr);
-    let mut ws = WsClient::connect(&app).await;
+    let mut ws = legacy_ws(&app).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
 

@@ -7,15 +7,13 @@ use crate::common;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use hydrowatch::{App, Exit};
 use hydrowatch_actors::plant::SensorMsg;
 use hydrowatch_models::{Quality, SensorState};
 
-use common::{
-    admin_post, demo_config, get_json, http, sensor_state, spawn_app, spawn_with, WsClient,
-};
+use common::{demo_config, sensor_state, TestApp, WsClient};
 
 async fn sensor_ref(app: &App, path: &str) -> ActorRef<SensorMsg> {
     for _ in 0..100 {
@@ -70,8 +68,10 @@ async fn qualities_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
-    let app = spawn_app().await;
-    let mut ws = WsClient::connect(&app).await;
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
+    let mut ws = app.ws(&viewer).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1", "rig-2", "rig-3"]}))
         .await;
     let before = qualities_for(&mut ws, Duration::from_millis(2500)).await;
@@ -84,9 +84,10 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
     }
 
     // Power off rig-2's PLC.
-    let admin = format!("http://{}/api/v1/admin/simulators/rig-2", app.addr);
-    let resp = admin_post(format!("{admin}/stop")).await;
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = engineer
+        .post("/api/v1/admin/simulators/rig-2/stop", json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
     let _ = qualities_for(&mut ws, Duration::from_millis(1500)).await;
     let during = qualities_for(&mut ws, Duration::from_millis(2500)).await;
     assert_eq!(
@@ -97,7 +98,7 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
         assert_eq!(during[rig].0, "good", "{rig} unaffected: {during:?}");
         assert!(during[rig].1 > before[rig].1, "{rig} still updating");
     }
-    let snap: Value = get_json(format!("http://{}/api/v1/equipment/rig-2", app.addr)).await;
+    let snap = viewer.get("/api/v1/equipment/rig-2").await.body;
     assert_eq!(snap["health"]["status"], "fault");
     let reason = snap["sensors"][0]["state"]["reason"]
         .as_str()
@@ -109,8 +110,10 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
     );
 
     // Power it on again: data resumes without restarting anything.
-    let resp = admin_post(format!("{admin}/start")).await;
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = engineer
+        .post("/api/v1/admin/simulators/rig-2/start", json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let after = qualities_for(&mut ws, Duration::from_millis(1000)).await;
@@ -133,7 +136,7 @@ async fn a_dead_device_turns_its_rig_bad_while_others_go_on_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_sensor_is_restarted_and_siblings_keep_their_state() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let registry = app.state.tree.registry.clone();
     wait_until("first readings", Duration::from_secs(5), || {
         registry.info("plant/rig-1").is_some()
@@ -201,9 +204,9 @@ async fn a_panicking_sensor_is_restarted_and_siblings_keep_their_state() {
 async fn exceeding_equipment_intensity_escalates_to_the_plant_supervisor() {
     let loaded = demo_config(&[]);
     let allowed = loaded.supervision.equipment.max_restarts;
-    let app = spawn_with(loaded).await;
+    let app = TestApp::start(loaded).await;
     let registry = app.state.tree.registry.clone();
-    let mut ws = WsClient::connect(&app).await;
+    let mut ws = app.ws(&app.viewer().await).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-3"]}))
         .await;
     ws.next_of("snapshot", Duration::from_secs(3))
@@ -275,10 +278,10 @@ async fn when_the_root_gives_up_the_app_exits_with_failure() {
     loaded.supervision.equipment.max_restarts = 0;
     loaded.supervision.plant.max_restarts = 0;
     loaded.supervision.root.max_restarts = 0;
-    let app = spawn_with(loaded).await;
+    let app = TestApp::start(loaded).await;
     let health = app.state.health.clone();
     let sensor = sensor_ref(&app, "plant/rig-1/PS1").await;
-    let run = tokio::spawn(app.run_until(std::future::pending()));
+    let run = tokio::spawn(app.into_inner().run_until(std::future::pending()));
     sensor.cast(SensorMsg::Panic).unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(15), run)
         .await
@@ -297,8 +300,9 @@ async fn when_the_root_gives_up_the_app_exits_with_failure() {
 async fn live_reads_time_out_with_504_and_report_restarting_actors_with_503() {
     use hydrowatch_actors::plant::EquipmentMsg;
 
-    let app = spawn_with(demo_config(&[("HYDROWATCH_LIVE__ACTOR_TIMEOUT_MS", "300")])).await;
-    let url = |id: &str| format!("http://{}/api/v1/equipment/{id}", app.addr);
+    let app = TestApp::start(demo_config(&[("HYDROWATCH_LIVE__ACTOR_TIMEOUT_MS", "300")])).await;
+    let viewer = app.viewer().await;
+    let path = |id: &str| format!("/api/v1/equipment/{id}");
 
     // A busy equipment actor: the façade gives up after the configured timeout.
     let rig1 = app
@@ -312,38 +316,28 @@ async fn live_reads_time_out_with_504_and_report_restarting_actors_with_503() {
         .expect("rig-1 running")
         .cast(EquipmentMsg::Stall(Duration::from_secs(2)))
         .unwrap();
-    let resp = http().get(url("rig-1")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 504);
-    let body: Value = resp.json().await.unwrap();
+    let resp = viewer.get(&path("rig-1")).await;
+    assert_eq!(resp.status, 504);
+    let body = resp.body;
     assert_eq!(body["error"]["code"], "actor_timeout");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
         .contains("300 ms"));
     // Its neighbours answer meanwhile.
-    assert_eq!(
-        http()
-            .get(url("rig-2"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(viewer.get(&path("rig-2")).await.status, 200);
 
     // A stopped equipment actor: 503, not a hang.
-    let resp = admin_post(format!(
-        "http://{}/api/v1/admin/actors/plant/rig-3/stop",
-        app.addr
-    ))
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let resp = http().get(url("rig-3")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 503);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "actor_unavailable");
+    let resp = app
+        .admin()
+        .await
+        .post("/api/v1/admin/actors/plant/rig-3/stop", json!({}))
+        .await;
+    assert_eq!(resp.status, 200);
+    let resp = viewer.get(&path("rig-3")).await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.body["error"]["code"], "actor_unavailable");
     // The list still answers, with that unit's health unknown.
-    let list: Value = get_json(format!("http://{}/api/v1/equipment", app.addr)).await;
+    let list = viewer.get("/api/v1/equipment").await.body;
     assert_eq!(list["equipment"][2]["health"]["status"], "unknown");
 }

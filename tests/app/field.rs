@@ -15,7 +15,7 @@ use common::*;
 
 /// `PUT /api/v1/admin/simulators/{rig}/faults`: the status and body.
 async fn put_faults(base: &str, rig: &str, faults: Value) -> (u16, Value) {
-    send(
+    legacy_send(
         http()
             .put(format!("{base}/admin/simulators/{rig}/faults"))
             .json(&faults),
@@ -59,7 +59,7 @@ async fn setpoints_are_written_read_back_and_audited() {
     let engineer = sign_in(&app, "eng@plant.example", "engineer").await;
     let viewer = sign_in(&app, "view@plant.example", "viewer").await;
 
-    let (status, list) = send(
+    let (status, list) = legacy_send(
         http()
             .get(format!("{base}/equipment/rig-1/setpoints"))
             .bearer_auth(&viewer),
@@ -87,13 +87,14 @@ async fn setpoints_are_written_read_back_and_audited() {
             .json(&body)
     };
     // A viewer may read, not write.
-    let (status, body) = send(put("pump_pressure", &viewer, json!({"value": 150.5}))).await;
+    let (status, body) = legacy_send(put("pump_pressure", &viewer, json!({"value": 150.5}))).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
 
-    let (status, done) = send(put("pump_pressure", &engineer, json!({"value": 150.5}))).await;
+    let (status, done) =
+        legacy_send(put("pump_pressure", &engineer, json!({"value": 150.5}))).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["read_back"], 150.5);
     assert_eq!(done["verified"], true);
@@ -102,9 +103,9 @@ async fn setpoints_are_written_read_back_and_audited() {
         json!([0x4316, 0x8000]),
         "150.5 as f32 ABCD"
     );
-    let (_, list) = send(http().get(format!("{base}/equipment/rig-1/setpoints"))).await;
+    let (_, list) = legacy_send(http().get(format!("{base}/equipment/rig-1/setpoints"))).await;
     assert_eq!(value_of(&list, "pump_pressure"), json!(150.5));
-    let (status, _) = send(put("cooler_enabled", &engineer, json!({"value": 0.0}))).await;
+    let (status, _) = legacy_send(put("cooler_enabled", &engineer, json!({"value": 0.0}))).await;
     assert_eq!(status, 200);
 
     // What the device holds, asked by a Modbus client of its own.
@@ -131,32 +132,36 @@ async fn setpoints_are_written_read_back_and_audited() {
     }
 
     // Outside the limits, or not representable in the register: 422, nothing sent.
-    let (status, body) = send(put("pump_pressure", &engineer, json!({"value": 250.0}))).await;
+    let (status, body) =
+        legacy_send(put("pump_pressure", &engineer, json!({"value": 250.0}))).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["details"]["code"], "out_of_range");
-    let (status, body) = send(put("fan_speed", &engineer, json!({"value": 50.5}))).await;
+    let (status, body) = legacy_send(put("fan_speed", &engineer, json!({"value": 50.5}))).await;
     assert_eq!(status, 422, "{body}");
-    let (status, _) = send(put("fan_speed", &engineer, json!({"value": "fast"}))).await;
+    let (status, _) = legacy_send(put("fan_speed", &engineer, json!({"value": "fast"}))).await;
     assert_eq!(status, 422);
-    let (status, _) = send(put("nitrogen", &engineer, json!({"value": 1.0}))).await;
+    let (status, _) = legacy_send(put("nitrogen", &engineer, json!({"value": 1.0}))).await;
     assert_eq!(status, 404);
 
     // The device refuses (exception 0x04): 502 with the code; nothing claimed.
     let (status, _) = put_faults(&base, "rig-1", json!({"exception": 4})).await;
     assert_eq!(status, 200);
-    let (status, body) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let (status, body) =
+        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_refused");
     assert_eq!(body["error"]["details"]["exception"], 4);
     // The device does not answer: 502 device_unreachable within the timeouts.
     let (status, _) = put_faults(&base, "rig-1", json!({"no_response": true})).await;
     assert_eq!(status, 200);
-    let (status, body) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let (status, body) =
+        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_unreachable");
     let (status, _) = put_faults(&base, "rig-1", json!({})).await;
     assert_eq!(status, 200);
-    let (status, done) = send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let (status, done) =
+        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
     assert_eq!((status, done["read_back"].clone()), (200, json!(120.0)));
 
     // Every write is in the audit log with who, what and how it ended.
@@ -315,7 +320,7 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
     );
     good_ps1(&base, "rig-1").await;
     // Setpoints go through the same frames.
-    let (status, done) = send(
+    let (status, done) = legacy_send(
         http()
             .put(format!("{base}/equipment/rig-3/setpoints/fan_speed"))
             .json(&json!({"value": 40.0})),
@@ -410,7 +415,8 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
     // A server restart: sessions and subscriptions on it are gone; the
     // connection notices, reconnects and subscribes again by itself.
     let before = connection_health(&root, "rig-3").await;
-    let (status, body) = send(http().post(format!("{base}/admin/simulators/rig-3/restart"))).await;
+    let (status, body) =
+        legacy_send(http().post(format!("{base}/admin/simulators/rig-3/restart"))).await;
     assert_eq!(status, 200, "{body}");
     eventually(
         Duration::from_secs(30),

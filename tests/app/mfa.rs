@@ -48,7 +48,7 @@ async fn login(base: &str, password: &str, code: Option<&str>) -> (u16, Value) {
     if let Some(code) = code {
         body["code"] = json!(code);
     }
-    send(anonymous().post(format!("{base}/auth/login")).json(&body)).await
+    legacy_send(anonymous().post(format!("{base}/auth/login")).json(&body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +63,7 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     let ana = sign_in(&app, "ana@plant.example", "viewer").await;
     let ana_id = user_id(&app, "ana@plant.example").await;
     let post = |path: &str, token: &str, body: Value| {
-        send(
+        legacy_send(
             anonymous()
                 .post(format!("{base}{path}"))
                 .bearer_auth(token)
@@ -164,7 +164,8 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(login(&base, PASSWORD, None).await.0, 401);
-    let (status, _) = send(http().post(format!("{base}/admin/users/{ana_id}/mfa/reset"))).await;
+    let (status, _) =
+        legacy_send(http().post(format!("{base}/admin/users/{ana_id}/mfa/reset"))).await;
     assert_eq!(status, 204);
     assert_eq!(login(&base, PASSWORD, None).await.0, 200);
 
@@ -232,7 +233,7 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
     let base = format!("http://{}/api/v1", app.addr);
     let old = sign_in(&app, "ana@plant.example", "viewer").await;
     let ask = |email: &str| {
-        send(
+        legacy_send(
             anonymous()
                 .post(format!("{base}/auth/password-reset"))
                 .json(&json!({"email": email})),
@@ -255,7 +256,7 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
     assert_eq!(token.len(), 64, "256 random bits");
 
     let confirm = |token: &str, password: &str| {
-        send(
+        legacy_send(
             anonymous()
                 .post(format!("{base}/auth/password-reset/confirm"))
                 .json(&json!({"token": token, "new_password": password})),
@@ -277,9 +278,10 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
         "used once"
     );
     // Every session ended; the new password signs in.
-    let (status, _) = send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&old)).await;
+    let (status, _) =
+        legacy_send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&old)).await;
     assert_eq!(status, 401);
-    let (status, issued) = send(anonymous().post(format!("{base}/auth/login")).json(
+    let (status, issued) = legacy_send(anonymous().post(format!("{base}/auth/login")).json(
         &json!({"email": "ana@plant.example", "password": "a brand new passphrase for ana"}),
     ))
     .await;
@@ -287,7 +289,7 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
 
     // Address verification: a link to the signed-in user's address.
     let token = issued["access_token"].as_str().unwrap().to_owned();
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .post(format!("{base}/auth/verify-email"))
             .bearer_auth(&token),
@@ -302,7 +304,7 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
     .await;
     let mail = mails.lock().unwrap()[1].clone();
     let verify = token_in(&mail, "#verify=");
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .post(format!("{base}/auth/verify-email/confirm"))
             .json(&json!({"token": verify})),
@@ -317,7 +319,7 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
         .unwrap()
         .unwrap();
     assert!(user.email_verified_at.is_some());
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .post(format!("{base}/auth/verify-email/confirm"))
             .json(&json!({"token": verify})),
@@ -341,7 +343,7 @@ async fn without_email_a_reset_says_so_for_every_address() {
     let base = format!("http://{}/api/v1", app.addr);
     sign_in(&app, "ana@plant.example", "viewer").await;
     for email in ["ana@plant.example", "nobody@plant.example"] {
-        let (status, body) = send(
+        let (status, body) = legacy_send(
             anonymous()
                 .post(format!("{base}/auth/password-reset"))
                 .json(&json!({"email": email})),

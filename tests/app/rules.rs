@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn send(
+async fn legacy_send(
     token: &str,
     method: reqwest::Method,
     url: String,
@@ -29,15 +29,15 @@ async fn send(
 }
 
 async fn post(token: &str, url: String, body: Value) -> (u16, Value) {
-    send(token, reqwest::Method::POST, url, Some(body)).await
+    legacy_send(token, reqwest::Method::POST, url, Some(body)).await
 }
 
 async fn put(token: &str, url: String, body: Value) -> (u16, Value) {
-    send(token, reqwest::Method::PUT, url, Some(body)).await
+    legacy_send(token, reqwest::Method::PUT, url, Some(body)).await
 }
 
 async fn delete(token: &str, url: String) -> (u16, Value) {
-    send(token, reqwest::Method::DELETE, url, None).await
+    legacy_send(token, reqwest::Method::DELETE, url, None).await
 }
 
 fn error(body: &Value) -> (&str, &str) {

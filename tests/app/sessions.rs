@@ -20,7 +20,7 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
     let admin = sign_in(&app, "admin@plant.example", "admin").await;
     let admin_id = user_id(&app, "admin@plant.example").await;
 
-    let mut ws = WsClient::connect_as(&app, &ana).await;
+    let mut ws = legacy_ws_as(&app, &ana).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     assert!(ws
@@ -39,7 +39,7 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
     assert!(logins
         .iter()
         .all(|a| a["path"].as_str().unwrap().starts_with("sessions/login-")));
-    let (status, sessions) = send(
+    let (status, sessions) = legacy_send(
         http()
             .get(format!("{base}/admin/users/{ana_id}/sessions"))
             .bearer_auth(&admin),
@@ -50,14 +50,14 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
     assert_eq!(sessions[0]["websockets"], 1, "{sessions}");
 
     // An engineer may not throw anyone out.
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .post(format!("{base}/admin/users/{admin_id}/logout"))
             .bearer_auth(&ana),
     )
     .await;
     assert_eq!(status, 403);
-    let (status, body) = send(
+    let (status, body) = legacy_send(
         http()
             .post(format!("{base}/admin/users/{ana_id}/logout"))
             .bearer_auth(&admin),
@@ -75,7 +75,7 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
         "{}",
         close.reason
     );
-    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    let (status, _) = legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
     assert_eq!(
         status, 401,
         "the token of the ended session no longer works"
@@ -96,7 +96,7 @@ async fn users_list_and_end_their_own_sessions_only() {
     let base = format!("http://{}/api/v1", app.addr);
     sign_in(&app, "bo@plant.example", "viewer").await;
     let login = |agent: &'static str| {
-        send(
+        legacy_send(
             anonymous()
                 .post(format!("{base}/auth/login"))
                 .header("user-agent", agent)
@@ -108,7 +108,7 @@ async fn users_list_and_end_their_own_sessions_only() {
     let (_, phone) = login("phone").await;
     let (_, laptop) = login("laptop").await;
     let laptop_token = laptop["access_token"].as_str().unwrap();
-    let (status, mine) = send(
+    let (status, mine) = legacy_send(
         http()
             .get(format!("{base}/auth/sessions"))
             .bearer_auth(laptop_token),
@@ -134,14 +134,14 @@ async fn users_list_and_end_their_own_sessions_only() {
         .list(user_id(&app, "bo@plant.example").await)
         .await
         .unwrap();
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .delete(format!("{base}/auth/sessions/{}", bo_sessions[0].id))
             .bearer_auth(laptop_token),
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .delete(format!(
                 "{base}/auth/sessions/{}",
@@ -151,14 +151,14 @@ async fn users_list_and_end_their_own_sessions_only() {
     )
     .await;
     assert_eq!(status, 204);
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .get(format!("{base}/auth/me"))
             .bearer_auth(phone["access_token"].as_str().unwrap()),
     )
     .await;
     assert_eq!(status, 401, "the phone is signed out");
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .get(format!("{base}/auth/me"))
             .bearer_auth(laptop_token),
@@ -166,7 +166,7 @@ async fn users_list_and_end_their_own_sessions_only() {
     .await;
     assert_eq!(status, 200, "the laptop is not");
     // The phone's refresh token died with its session.
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         anonymous()
             .post(format!("{base}/auth/refresh"))
             .json(&json!({"refresh_token": phone["refresh_token"]})),
@@ -181,12 +181,12 @@ async fn a_session_without_requests_ends_when_idle() {
     let mut app = spawn_with(demo_config(&[("HYDROWATCH_AUTH__IDLE_TIMEOUT_SECS", "1")])).await;
     let base = format!("http://{}/api/v1", app.addr);
     let ana = sign_in(&app, "ana@plant.example", "viewer").await;
-    let mut ws = WsClient::connect_as(&app, &ana).await;
+    let mut ws = legacy_ws_as(&app, &ana).await;
     // A live WebSocket is not activity: requests (and token renewals) are.
     let close = next_close(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4001);
     assert!(close.reason.as_str().contains("idle"), "{}", close.reason);
-    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    let (status, _) = legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
     assert_eq!(status, 401);
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
     assert!(rows
@@ -201,7 +201,7 @@ async fn admins_create_users_change_roles_and_delete_them() {
     let base = format!("http://{}/api/v1", app.addr);
     let admin = sign_in(&app, "admin@plant.example", "admin").await;
     let admin_id = user_id(&app, "admin@plant.example").await;
-    let as_admin = |r: reqwest::RequestBuilder| send(r.bearer_auth(&admin));
+    let as_admin = |r: reqwest::RequestBuilder| legacy_send(r.bearer_auth(&admin));
 
     let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
         "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD})))
@@ -245,14 +245,16 @@ async fn admins_create_users_change_roles_and_delete_them() {
     )
     .await;
     assert_eq!(status, 204);
-    let (status, me) = send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    let (status, me) =
+        legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
     assert_eq!((status, &me["role"]), (200, &json!("ENGINEER")));
 
     let (status, body) = as_admin(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
     assert_eq!(status, 422, "nobody deletes themselves: {body}");
     let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
     assert_eq!(status, 204);
-    let (status, _) = send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    let (status, _) =
+        legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
     assert_eq!(status, 401, "a deleted user's sessions end");
     let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
     assert_eq!(status, 404);
@@ -282,7 +284,7 @@ async fn users_keep_their_own_profile() {
     let base = format!("http://{}/api/v1", app.addr);
     let ana = sign_in(&app, "ana@plant.example", "viewer").await;
     let patch = |body: Value| {
-        send(
+        legacy_send(
             anonymous()
                 .patch(format!("{base}/auth/me"))
                 .bearer_auth(&ana)

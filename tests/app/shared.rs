@@ -20,7 +20,7 @@ fn prefix(test: &str) -> String {
 }
 
 async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
-    send(
+    legacy_send(
         anonymous()
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"email": email, "password": password})),
@@ -78,7 +78,7 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     let token = issued["access_token"].as_str().unwrap().to_owned();
     let sid = issued["session_id"].as_str().unwrap().to_owned();
     for _ in 0..3 {
-        let (status, _) = send(
+        let (status, _) = legacy_send(
             http()
                 .get(format!("{on_b}/api/v1/auth/me"))
                 .bearer_auth(&token),
@@ -92,21 +92,21 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
             .bearer_auth(&token)
             .json(&json!({}))
     };
-    let (status, _) = send(acknowledge(&on_b)).await;
+    let (status, _) = legacy_send(acknowledge(&on_b)).await;
     assert_eq!(
         status, 404,
         "an engineer may acknowledge (there is no alert 1)"
     );
 
     // A role taken away on A holds on B at the next request.
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .put(format!("{on_a}/api/v1/admin/users/{ana_id}/role"))
             .json(&json!({"role": "VIEWER"})),
     )
     .await;
     assert_eq!(status, 204);
-    let (status, body) = send(acknowledge(&on_b)).await;
+    let (status, body) = legacy_send(acknowledge(&on_b)).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (403, &json!("forbidden")),
@@ -114,7 +114,7 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     );
 
     // A logout on A holds on B at once, through Redis.
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .post(format!("{on_a}/api/v1/auth/logout"))
             .bearer_auth(&token),
@@ -122,7 +122,7 @@ async fn two_nodes_share_logouts_role_changes_lockout_and_rate_limits() {
     .await;
     assert_eq!(status, 204);
     assert!(redis_has(&format!("{prefix}revoked:{sid}")).await);
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .get(format!("{on_b}/api/v1/auth/me"))
             .bearer_auth(&token),
@@ -234,7 +234,7 @@ async fn when_redis_goes_away_sign_in_falls_back_to_the_database() {
     assert_eq!(status, 200);
     let token = issued["access_token"].as_str().unwrap().to_owned();
     let me = || {
-        send(
+        legacy_send(
             http()
                 .get(format!("{base}/api/v1/auth/me"))
                 .bearer_auth(&token),
@@ -244,7 +244,7 @@ async fn when_redis_goes_away_sign_in_falls_back_to_the_database() {
 
     proxy.cut();
     assert_eq!(me().await.0, 200, "checked in the database instead");
-    let (status, _) = send(
+    let (status, _) = legacy_send(
         http()
             .post(format!("{base}/api/v1/auth/logout"))
             .bearer_auth(&token),
