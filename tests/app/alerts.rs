@@ -12,20 +12,23 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn open_alerts(base: &str, query: &str) -> Vec<Value> {
-    let page = get_json(format!("{base}/api/v1/alerts?state=open&{query}")).await;
+async fn open_alerts(viewer: &Client, query: &str) -> Vec<Value> {
+    let page = viewer
+        .get(&format!("/api/v1/alerts?state=open&{query}"))
+        .await
+        .body;
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
 /// Waits until rig-1's oil alert has `n` notifications in its outbox;
 /// returns its id.
-async fn oil_alert_with_deliveries(base: &str, n: usize) -> i64 {
+async fn oil_alert_with_deliveries(viewer: &Client, n: usize) -> i64 {
     let mut id = 0;
     eventually(
         Duration::from_secs(20),
         "rig-1's oil alert and its notifications",
         async || {
-            let Some(a) = open_alerts(base, "equipment=rig-1")
+            let Some(a) = open_alerts(viewer, "equipment=rig-1")
                 .await
                 .into_iter()
                 .find(|a| a["kind"] == "threshold:oil-hot")
@@ -33,27 +36,12 @@ async fn oil_alert_with_deliveries(base: &str, n: usize) -> i64 {
                 return false;
             };
             id = a["id"].as_i64().unwrap();
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             detail["deliveries"].as_array().unwrap().len() == n
         },
     )
     .await;
     id
-}
-
-async fn post(url: String, body: Value) -> reqwest::Response {
-    http().post(url).json(&body).send().await.expect("request")
-}
-
-/// `POST url` as the holder of `token`.
-async fn post_as(url: String, token: &str, body: Value) -> reqwest::Response {
-    http()
-        .post(url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
 }
 
 fn kinds(detail: &Value) -> Vec<String> {
@@ -67,13 +55,13 @@ fn kinds(detail: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_and_cleared() {
-    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::start(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
+    let viewer = app.viewer().await;
     eventually(
         Duration::from_secs(20),
         "rig-1's oil alert fires",
         async || {
-            open_alerts(&base, "equipment=rig-1")
+            open_alerts(&viewer, "equipment=rig-1")
                 .await
                 .iter()
                 .any(|a| a["kind"] == "threshold:oil-hot" && a["state"] == "ACTIVE_UNACK")
@@ -82,7 +70,7 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
     .await;
     // One alert per source and rule however many samples keep it firing.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+    let oil: Vec<Value> = open_alerts(&viewer, "equipment=rig-1")
         .await
         .into_iter()
         .filter(|a| a["kind"] == "threshold:oil-hot")
@@ -96,7 +84,7 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
     let id = alert["id"].as_i64().unwrap();
 
     // History and the wallboard notification, delivered by the push itself.
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(kinds(&detail), ["triggered", "activated"]);
     let deliveries = detail["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
@@ -105,28 +93,22 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
 
     // Acknowledge: who (the signed-in user), when, why; a second time is
     // a conflict.
-    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
-    let bo = sign_in(&app, "bo@plant.example", "engineer").await;
-    let ack = post_as(
-        format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        &ana,
-        json!({"comment": "checking the cooler"}),
-    )
-    .await;
-    assert_eq!(ack.status(), 200);
-    assert_eq!(ack.json::<Value>().await.unwrap()["state"], "ACTIVE_ACK");
-    let again = post_as(
-        format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        &bo,
-        json!({}),
-    )
-    .await;
-    assert_eq!(again.status(), 409);
-    assert_eq!(
-        again.json::<Value>().await.unwrap()["error"]["code"],
-        "conflict"
-    );
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let ana = app.user("ana@plant.example", "engineer").await;
+    let bo = app.user("bo@plant.example", "engineer").await;
+    let ack = ana
+        .post(
+            &format!("/api/v1/alerts/{id}/acknowledge"),
+            json!({"comment": "checking the cooler"}),
+        )
+        .await;
+    assert_eq!(ack.status, 200);
+    assert_eq!(ack.body["state"], "ACTIVE_ACK");
+    let again = bo
+        .post(&format!("/api/v1/alerts/{id}/acknowledge"), json!({}))
+        .await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["error"]["code"], "conflict");
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(detail["acknowledged_by"], "ana@plant.example");
     let ack_event = detail["history"]
         .as_array()
@@ -140,82 +122,64 @@ async fn a_threshold_rule_raises_one_alert_per_sensor_that_can_be_acknowledged_a
 
     // Cleared by hand after acknowledgement, the alert is over; the rule
     // still fires, so a new alert opens for the same sensor.
-    let clear = post_as(format!("{base}/api/v1/alerts/{id}/clear"), &ana, json!({})).await;
-    assert_eq!(clear.status(), 200);
-    assert_eq!(clear.json::<Value>().await.unwrap()["state"], "CLEARED_ACK");
-    let closed = get_json(format!(
-        "{base}/api/v1/alerts?state=cleared_ack&equipment=rig-1"
-    ))
-    .await;
+    let clear = ana
+        .post(&format!("/api/v1/alerts/{id}/clear"), json!({}))
+        .await;
+    assert_eq!(clear.status, 200);
+    assert_eq!(clear.body["state"], "CLEARED_ACK");
+    let closed = viewer
+        .get("/api/v1/alerts?state=cleared_ack&equipment=rig-1")
+        .await
+        .body;
     assert!(closed["items"]
         .as_array()
         .unwrap()
         .iter()
         .any(|a| a["id"] == id));
-    let gone = post_as(format!("{base}/api/v1/alerts/{id}/clear"), &ana, json!({})).await;
-    assert_eq!(gone.status(), 404);
+    let gone = ana
+        .post(&format!("/api/v1/alerts/{id}/clear"), json!({}))
+        .await;
+    assert_eq!(gone.status, 404);
 
     // Bad requests name the field.
-    let bad = http()
-        .get(format!("{base}/api/v1/alerts?state=burning"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 422);
-    assert_eq!(
-        bad.json::<Value>().await.unwrap()["error"]["details"]["field"],
-        "state"
-    );
+    let bad = viewer.get("/api/v1/alerts?state=burning").await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["error"]["details"]["field"], "state");
     // A viewer reads alerts but may not act on them.
-    let viewer = sign_in(&app, "vi@plant.example", "viewer").await;
-    let refused = post_as(
-        format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        &viewer,
-        json!({}),
-    )
-    .await;
-    assert_eq!(refused.status(), 403);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap()["error"]["details"]["required"],
-        "alerts:act"
-    );
+    let refused = viewer
+        .post(&format!("/api/v1/alerts/{id}/acknowledge"), json!({}))
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body["error"]["details"]["required"], "alerts:act");
     // `by` is who signs in, never what a body says.
-    let spoofed = post_as(
-        format!("{base}/api/v1/alerts/{id}/acknowledge"),
-        &ana,
-        json!({"by": "someone else"}),
-    )
-    .await;
-    assert_eq!(spoofed.status(), 422);
-    assert_eq!(
-        http()
-            .get(format!("{base}/api/v1/alerts/999999"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    app.shutdown().await;
+    let spoofed = ana
+        .post(
+            &format!("/api/v1/alerts/{id}/acknowledge"),
+            json!({"by": "someone else"}),
+        )
+        .await;
+    assert_eq!(spoofed.status, 422);
+    assert_eq!(viewer.get("/api/v1/alerts/999999").await.status, 404);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_degraded_rig_raises_a_model_alert() {
     // rig-3 replays a failing cooler: its cycles are judged degraded.
-    let mut app = spawn_with(fast_plant_config(&[])).await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::start(fast_plant_config(&[])).await;
+    let viewer = app.viewer().await;
     eventually(
         Duration::from_secs(60),
         "rig-3's model alert fires",
         async || {
-            open_alerts(&base, "equipment=rig-3")
+            open_alerts(&viewer, "equipment=rig-3")
                 .await
                 .iter()
                 .any(|a| a["kind"] == "model:component-degraded" && a["source"] == "plant/rig-3")
         },
     )
     .await;
-    let alert = open_alerts(&base, "equipment=rig-3")
+    let alert = open_alerts(&viewer, "equipment=rig-3")
         .await
         .into_iter()
         .find(|a| a["kind"] == "model:component-degraded")
@@ -227,11 +191,11 @@ async fn a_degraded_rig_raises_a_model_alert() {
     );
     assert!(alert["sensor"].is_null());
     // The healthy rigs have none.
-    assert!(open_alerts(&base, "equipment=rig-1")
+    assert!(open_alerts(&viewer, "equipment=rig-1")
         .await
         .iter()
         .all(|a| a["kind"] != "model:component-degraded"));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,38 +211,41 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
     edits.push((policy, steps));
     edits.push(("tick_ms = 1000", "tick_ms = 100"));
     let url = db.url();
-    let mut app = spawn_with(fast_plant_config_with(
+    let app = TestApp::start(fast_plant_config_with(
         &edits,
         &[("HYDROWATCH_STORAGE__URL", url.as_str())],
     ))
     .await;
-    let base = format!("http://{}", app.addr);
+    let viewer = app.viewer().await;
     // The wallboard at once, the on-call a second later.
-    let id = oil_alert_with_deliveries(&base, 2).await;
+    let admin = app.admin().await;
+    let id = oil_alert_with_deliveries(&viewer, 2).await;
     let count = |a: &Value| a["count"].as_i64().unwrap();
-    let before = count(&get_json(format!("{base}/api/v1/alerts/{id}")).await);
+    let before = count(&viewer.get(&format!("/api/v1/alerts/{id}")).await.body);
     // Restart the alerting actor before the supervisor's step is due.
-    let restarted = admin_post(format!("{base}/api/v1/admin/actors/alerting/restart")).await;
-    assert_eq!(restarted.status(), 200);
+    let restarted = admin
+        .post("/api/v1/admin/actors/alerting/restart", json!({}))
+        .await;
+    assert_eq!(restarted.status, 200);
     eventually(
         Duration::from_secs(10),
         "the supervisor is notified",
         async || {
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             detail["deliveries"].as_array().unwrap().len() >= 3
         },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The same alert (restored, not raised again), each step once.
-    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+    let oil: Vec<Value> = open_alerts(&viewer, "equipment=rig-1")
         .await
         .into_iter()
         .filter(|a| a["kind"] == "threshold:oil-hot")
         .collect();
     assert_eq!(oil.len(), 1);
     assert_eq!(oil[0]["id"], id);
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     let sent: Vec<(i64, String)> = detail["deliveries"]
         .as_array()
         .unwrap()
@@ -302,7 +269,7 @@ async fn after_a_restart_of_the_alerting_actor_escalation_resumes_without_repeat
     // The equipment actors restated their rules to the new instance; that
     // is not counted as another trigger.
     assert_eq!(count(&detail), before);
-    app.shutdown().await;
+    app.stop().await;
     db.drop_now().await;
 }
 
@@ -312,17 +279,21 @@ async fn a_condition_that_ends_while_alerting_is_down_clears_when_alerting_is_ba
         "when = { quality = { longer_than_ms = 30000 } }",
         "when = { quality = { sensor = \"PS1\", longer_than_ms = 1000 } }",
     )];
-    let mut app = spawn_with(fast_plant_config_with(&edits, &[])).await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::start(fast_plant_config_with(&edits, &[])).await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
+    let admin = app.admin().await;
     // rig-1's PLC loses power: PS1 goes silent and its alert fires.
-    let off = admin_post(format!("{base}/api/v1/admin/simulators/rig-1/stop")).await;
-    assert_eq!(off.status(), 200);
+    let off = engineer
+        .post("/api/v1/admin/simulators/rig-1/stop", json!({}))
+        .await;
+    assert_eq!(off.status, 200);
     let mut id = 0;
     eventually(
         Duration::from_secs(20),
         "rig-1's offline alert fires",
         async || {
-            let found = open_alerts(&base, "equipment=rig-1")
+            let found = open_alerts(&viewer, "equipment=rig-1")
                 .await
                 .into_iter()
                 .find(|a| a["kind"] == "quality:sensor-offline" && a["state"] == "ACTIVE_UNACK");
@@ -334,12 +305,16 @@ async fn a_condition_that_ends_while_alerting_is_down_clears_when_alerting_is_ba
     )
     .await;
     // Alerting goes down; meanwhile the PLC comes back and PS1 reads again.
-    let stopped = admin_post(format!("{base}/api/v1/admin/actors/alerting/stop")).await;
-    assert_eq!(stopped.status(), 200);
-    let on = admin_post(format!("{base}/api/v1/admin/simulators/rig-1/start")).await;
-    assert_eq!(on.status(), 200);
+    let stopped = admin
+        .post("/api/v1/admin/actors/alerting/stop", json!({}))
+        .await;
+    assert_eq!(stopped.status, 200);
+    let on = engineer
+        .post("/api/v1/admin/simulators/rig-1/start", json!({}))
+        .await;
+    assert_eq!(on.status, 200);
     eventually(Duration::from_secs(10), "PS1 reads again", async || {
-        let eq = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
+        let eq = viewer.get("/api/v1/equipment/rig-1").await.body;
         eq["sensors"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["id"] == "PS1"))
@@ -347,56 +322,54 @@ async fn a_condition_that_ends_while_alerting_is_down_clears_when_alerting_is_ba
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let still = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let still = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(
         still["state"], "ACTIVE_UNACK",
         "nobody told the stopped actor"
     );
     // Back: the equipment restates its rules and the alert clears.
-    let started = admin_post(format!("{base}/api/v1/admin/actors/alerting/start")).await;
-    assert_eq!(started.status(), 200);
+    let started = admin
+        .post("/api/v1/admin/actors/alerting/start", json!({}))
+        .await;
+    assert_eq!(started.status, 200);
     eventually(
         Duration::from_secs(10),
         "the offline alert clears",
-        async || get_json(format!("{base}/api/v1/alerts/{id}")).await["state"] == "CLEARED_UNACK",
+        async || viewer.get(&format!("/api/v1/alerts/{id}")).await.body["state"] == "CLEARED_UNACK",
     )
     .await;
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() {
-    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::start(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
+    let viewer = app.viewer().await;
     let now = hydrowatch_actors::clock::now_ms();
     // A bad window is refused, naming the field.
-    let bad = post(
-        format!("{base}/api/v1/silences"),
-        json!({"window": {"type": "recurring", "cron": "0 0 2 * * Sun", "duration_ms": 1000,
-                          "timezone": "Mars/Olympus"},
-               "comment": "x"}),
-    )
-    .await;
-    assert_eq!(bad.status(), 422);
-    assert_eq!(
-        bad.json::<Value>().await.unwrap()["error"]["details"]["field"],
-        "window"
-    );
+    let ana = app.user("ana@plant.example", "engineer").await;
+    let bad = ana
+        .post(
+            "/api/v1/silences",
+            json!({"window": {"type": "recurring", "cron": "0 0 2 * * Sun", "duration_ms": 1000,
+                              "timezone": "Mars/Olympus"},
+                   "comment": "x"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["error"]["details"]["field"], "window");
     // Maintenance on rig-1 for an hour, from now.
-    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
-    let created = post_as(
-        format!("{base}/api/v1/silences"),
-        &ana,
-        json!({"matchers": {"equipment": "rig-1"},
-               "window": {"type": "fixed", "starts": now - 1_000, "ends": now + 3_600_000},
-               "comment": "pump replacement"}),
-    )
-    .await;
-    assert_eq!(created.status(), 201);
-    let silence = created.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let listed = get_json(format!("{base}/api/v1/silences")).await;
+    let created = ana
+        .post(
+            "/api/v1/silences",
+            json!({"matchers": {"equipment": "rig-1"},
+                   "window": {"type": "fixed", "starts": now - 1_000, "ends": now + 3_600_000},
+                   "comment": "pump replacement"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let silence = created.body["id"].as_i64().unwrap();
+    let listed = viewer.get("/api/v1/silences").await.body;
     assert_eq!(listed[0]["comment"], "pump replacement");
 
     let mut id = 0;
@@ -404,7 +377,7 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
         Duration::from_secs(20),
         "rig-1's oil alert fires",
         async || {
-            let found = open_alerts(&base, "equipment=rig-1")
+            let found = open_alerts(&viewer, "equipment=rig-1")
                 .await
                 .into_iter()
                 .find(|a| a["kind"] == "threshold:oil-hot" && a["state"] == "ACTIVE_UNACK");
@@ -417,7 +390,7 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
     .await;
     // Recorded, active, but nobody told; rig-2's is notified as usual.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(
         detail["deliveries"].as_array().unwrap().len(),
         0,
@@ -425,48 +398,41 @@ async fn a_silenced_alert_is_recorded_but_notified_only_when_the_silence_ends() 
     );
     // Shown as silenced, in the list and on the alert.
     assert_eq!(detail["held_back"], "silenced", "{detail}");
-    let listed = open_alerts(&base, "equipment=rig-1").await;
+    let listed = open_alerts(&viewer, "equipment=rig-1").await;
     let row = listed.iter().find(|a| a["id"] == id).expect("listed");
     assert_eq!(row["held_back"], "silenced");
-    let rig2 = open_alerts(&base, "equipment=rig-2")
+    let rig2 = open_alerts(&viewer, "equipment=rig-2")
         .await
         .into_iter()
         .find(|a| a["kind"] == "threshold:oil-hot")
         .expect("rig-2's oil alert");
-    let rig2 = get_json(format!("{base}/api/v1/alerts/{}", rig2["id"])).await;
+    let rig2 = viewer
+        .get(&format!("/api/v1/alerts/{}", rig2["id"]))
+        .await
+        .body;
     assert_eq!(rig2["deliveries"].as_array().unwrap().len(), 1);
     assert_eq!(rig2["held_back"], Value::Null);
 
     // The silence ends early: what is due goes out.
-    let ended = http()
-        .delete(format!("{base}/api/v1/silences/{silence}"))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ended.status(), 204);
+    let ended = ana.delete(&format!("/api/v1/silences/{silence}")).await;
+    assert_eq!(ended.status, 204);
     eventually(
         Duration::from_secs(5),
         "the wallboard notification",
         async || {
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             detail["deliveries"].as_array().unwrap().len() == 1
         },
     )
     .await;
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(detail["held_back"], Value::Null, "{detail}");
-    let again = http()
-        .delete(format!("{base}/api/v1/silences/{silence}"))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 404);
-    let all = get_json(format!("{base}/api/v1/silences?all=true")).await;
+    let again = ana.delete(&format!("/api/v1/silences/{silence}")).await;
+    assert_eq!(again.status, 404);
+    let all = viewer.get("/api/v1/silences?all=true").await.body;
     assert_eq!(all[0]["created_by"], "ana@plant.example");
     assert_eq!(all[0]["ended_by"], "ana@plant.example");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,25 +446,25 @@ async fn after_a_process_restart_escalation_resumes_without_repeating() {
     edits.push(("tick_ms = 1000", "tick_ms = 100"));
     let url = db.url();
     let env = [("HYDROWATCH_STORAGE__URL", url.as_str())];
-    let mut first = spawn_with(fast_plant_config_with(&edits, &env)).await;
-    let base = format!("http://{}", first.addr);
-    let id = oil_alert_with_deliveries(&base, 1).await;
+    let first = TestApp::start(fast_plant_config_with(&edits, &env)).await;
+    let viewer = first.viewer().await;
+    let id = oil_alert_with_deliveries(&viewer, 1).await;
     // The whole process stops before the second step is due, and a new one
     // starts on the same database.
-    first.shutdown().await;
-    let mut second = spawn_with(fast_plant_config_with(&edits, &env)).await;
-    let base = format!("http://{}", second.addr);
+    let _ = first.stop().await;
+    let second = TestApp::start(fast_plant_config_with(&edits, &env)).await;
+    let viewer = second.viewer().await;
     eventually(
         Duration::from_secs(15),
         "the second step after the restart",
         async || {
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             detail["deliveries"].as_array().unwrap().len() == 2
         },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     let steps: Vec<i64> = detail["deliveries"]
         .as_array()
         .unwrap()
@@ -507,14 +473,14 @@ async fn after_a_process_restart_escalation_resumes_without_repeating() {
         .collect();
     assert_eq!(steps, [0, 1], "{detail}");
     // Still the same alert, and no second one for the same sensor.
-    let oil: Vec<Value> = open_alerts(&base, "equipment=rig-1")
+    let oil: Vec<Value> = open_alerts(&viewer, "equipment=rig-1")
         .await
         .into_iter()
         .filter(|a| a["kind"] == "threshold:oil-hot")
         .collect();
     assert_eq!(oil.len(), 1);
     assert_eq!(oil[0]["id"], id);
-    second.shutdown().await;
+    second.stop().await;
     db.drop_now().await;
 }
 

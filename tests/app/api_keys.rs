@@ -11,22 +11,15 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn make_key(base: &str, admin: &str, body: Value) -> (u16, Value) {
-    legacy_send(
-        anonymous()
-            .post(format!("{base}/admin/api-keys"))
-            .bearer_auth(admin)
-            .json(&body),
-    )
-    .await
+async fn make_key(admin: &Client, body: Value) -> Reply {
+    admin.post("/api/v1/admin/api-keys", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let admin = sign_in(&app, "admin@plant.example", "admin").await;
-    let admin_id = user_id(&app, "admin@plant.example").await;
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin@plant.example", "admin").await;
+    let admin_id = app.user_id("admin@plant.example").await;
 
     // Scopes are permissions the maker has, never user management.
     for (scopes, why) in [
@@ -34,21 +27,24 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
         (json!(["fly"]), "not a permission"),
         (json!(["read", "users:manage"]), "keys do not manage users"),
     ] {
-        let (status, body) = make_key(&base, &admin, json!({"name": "x", "scopes": scopes})).await;
+        let Reply { status, body, .. } =
+            make_key(&admin, json!({"name": "x", "scopes": scopes})).await;
         assert_eq!(
             (status, &body["error"]["details"]["field"]),
             (422, &json!("scopes")),
             "{why}: {body}"
         );
     }
-    let (status, made) = make_key(
-        &base,
+    let Reply {
+        status, body: made, ..
+    } = make_key(
         &admin,
         json!({"name": "scada-push", "scopes": ["ingest", "alerts:act"], "expires_in_days": 30}),
     )
     .await;
     assert_eq!(status, 201, "{made}");
     let key = made["key"].as_str().unwrap().to_owned();
+    let as_key = app.client(Some(&key));
     let id = made["record"]["id"].as_i64().unwrap();
     assert!(key.starts_with("hwk_") && key.len() == 68, "{key}");
     assert_eq!(made["record"]["prefix"], key[..12]);
@@ -59,12 +55,11 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
     assert_eq!(days, 30);
 
     // Listed without the key or its hash.
-    let (status, listed) = legacy_send(
-        anonymous()
-            .get(format!("{base}/admin/api-keys"))
-            .bearer_auth(&admin),
-    )
-    .await;
+    let Reply {
+        status,
+        body: listed,
+        ..
+    } = admin.get("/api/v1/admin/api-keys").await;
     assert_eq!(status, 200);
     let row = &listed[0];
     assert_eq!(row["id"], id);
@@ -73,38 +68,23 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 
     // Within its scopes: samples in, an alert acted on (there is none).
     let now = hydrowatch_actors::clock::now_ms();
-    let (status, body) = legacy_send(
-        anonymous()
-            .post(format!("{base}/ingest"))
-            .bearer_auth(&key)
-            .json(
-                &json!({"rows": [{"equipment": "rig-1", "sensor": "PS1", "ts": now,
+    let Reply { status, body, .. } = as_key
+        .post(
+            "/api/v1/ingest",
+            json!({"rows": [{"equipment": "rig-1", "sensor": "PS1", "ts": now,
                                     "value": 151.2, "unit": "bar"}]}),
-            ),
-    )
-    .await;
+        )
+        .await;
     assert!(status == 200 || status == 202, "{status} {body}");
-    let (status, _) = legacy_send(
-        anonymous()
-            .post(format!("{base}/alerts/1/acknowledge"))
-            .bearer_auth(&key)
-            .json(&json!({})),
-    )
-    .await;
+    let Reply { status, .. } = as_key.post("/api/v1/alerts/1/acknowledge", json!({})).await;
     assert_eq!(status, 404, "allowed: there is no alert 1");
     // Outside them: not even reading, and no session of a user.
-    let (status, body) = legacy_send(
-        anonymous()
-            .get(format!("{base}/equipment"))
-            .bearer_auth(&key),
-    )
-    .await;
+    let Reply { status, body, .. } = as_key.get("/api/v1/equipment").await;
     assert_eq!(
         (status, &body["error"]["details"]["required"]),
         (403, &json!("read"))
     );
-    let (status, body) =
-        legacy_send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&key)).await;
+    let Reply { status, body, .. } = as_key.get("/api/v1/auth/me").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (403, &json!("user_session_required"))
@@ -124,31 +104,15 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
 
     // Four uses, counted (written within about a second).
     eventually(Duration::from_secs(5), "uses counted", async || {
-        let (_, listed) = legacy_send(
-            anonymous()
-                .get(format!("{base}/admin/api-keys"))
-                .bearer_auth(&admin),
-        )
-        .await;
+        let Reply { body: listed, .. } = admin.get("/api/v1/admin/api-keys").await;
         listed[0]["usage_count"] == 4 && listed[0]["last_used_at"].is_i64()
     })
     .await;
 
     // Revoked: refused at once.
-    let (status, _) = legacy_send(
-        anonymous()
-            .delete(format!("{base}/admin/api-keys/{id}"))
-            .bearer_auth(&admin),
-    )
-    .await;
+    let Reply { status, .. } = admin.delete(&format!("/api/v1/admin/api-keys/{id}")).await;
     assert_eq!(status, 204);
-    let (status, body) = legacy_send(
-        anonymous()
-            .post(format!("{base}/alerts/1/acknowledge"))
-            .bearer_auth(&key)
-            .json(&json!({})),
-    )
-    .await;
+    let Reply { status, body, .. } = as_key.post("/api/v1/alerts/1/acknowledge", json!({})).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("invalid_token"))
@@ -157,60 +121,46 @@ async fn an_api_key_is_shown_once_acts_within_its_scopes_and_stops_when_revoked(
         .as_str()
         .unwrap()
         .contains("revoked"));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_has_its_own_rate_limit_and_dies_with_its_maker() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let admin = sign_in(&app, "admin@plant.example", "admin").await;
-    let (status, made) = make_key(
-        &base,
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin@plant.example", "admin").await;
+    let Reply {
+        status, body: made, ..
+    } = make_key(
         &admin,
         json!({"name": "dashboard", "scopes": ["read"], "rate": {"burst": 3, "per_min": 1}}),
     )
     .await;
     assert_eq!(status, 201, "{made}");
     let key = made["key"].as_str().unwrap().to_owned();
+    let as_key = app.client(Some(&key));
     for _ in 0..3 {
-        let (status, _) = legacy_send(
-            anonymous()
-                .get(format!("{base}/equipment"))
-                .bearer_auth(&key),
-        )
-        .await;
+        let Reply { status, .. } = as_key.get("/api/v1/equipment").await;
         assert_eq!(status, 200);
     }
-    let response = anonymous()
-        .get(format!("{base}/equipment"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 429);
-    assert!(response.headers().contains_key("retry-after"));
+    let response = as_key.get("/api/v1/equipment").await;
+    assert_eq!(response.status, 429);
+    assert!(response.headers.contains_key("retry-after"));
     // Another key is not held back by this one's limit.
-    let (_, other) = make_key(&base, &admin, json!({"name": "other", "scopes": ["read"]})).await;
-    let other = other["key"].as_str().unwrap().to_owned();
-    let (status, _) = legacy_send(
-        anonymous()
-            .get(format!("{base}/equipment"))
-            .bearer_auth(&other),
-    )
-    .await;
+    let Reply { body: other, .. } =
+        make_key(&admin, json!({"name": "other", "scopes": ["read"]})).await;
+    let as_other = app.client(other["key"].as_str());
+    let Reply { status, .. } = as_other.get("/api/v1/equipment").await;
     assert_eq!(status, 200);
 
-    // Its maker deleted (by the break-glass admin): it stops.
-    let admin_id = user_id(&app, "admin@plant.example").await;
-    let (status, _) = legacy_send(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
+    // Its maker deleted (by another admin): it stops.
+    let admin_id = app.user_id("admin@plant.example").await;
+    let Reply { status, .. } = app
+        .admin()
+        .await
+        .delete(&format!("/api/v1/admin/users/{admin_id}"))
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = legacy_send(
-        anonymous()
-            .get(format!("{base}/equipment"))
-            .bearer_auth(&other),
-    )
-    .await;
+    let Reply { status, .. } = as_other.get("/api/v1/equipment").await;
     assert_eq!(status, 401);
-    app.shutdown().await;
+    app.stop().await;
 }

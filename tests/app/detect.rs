@@ -23,25 +23,25 @@ fn recorded_cycle(condition: RigCondition, index: usize) -> Value {
     Value::Object(map)
 }
 
-async fn detect(base: &str, body: Value) -> (u16, Value) {
-    let resp = http()
-        .post(format!("{base}/api/v1/detect"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON body"))
+async fn detect(engineer: &Client, body: Value) -> Reply {
+    let reply = engineer.post("/api/v1/detect", body).await;
+    assert!(reply.body.is_object(), "JSON body: {}", reply.text);
+    reply
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::spawn().await;
+    let engineer = app.engineer().await;
+    let viewer = app.viewer().await;
 
     // Recorded cycles of a healthy rig and of each fault.
-    let (status, healthy) = detect(
-        &base,
+    let Reply {
+        status,
+        body: healthy,
+        ..
+    } = detect(
+        &engineer,
         json!({"cycle": recorded_cycle(RigCondition::Healthy, 2)}),
     )
     .await;
@@ -66,8 +66,10 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
         (RigCondition::PumpLeakage, "pump"),
         (RigCondition::AccumulatorLow, "accumulator"),
     ] {
-        let (status, v) = detect(
-            &base,
+        let Reply {
+            status, body: v, ..
+        } = detect(
+            &engineer,
             json!({"equipment": "rig-1", "cycle": recorded_cycle(condition, 0)}),
         )
         .await;
@@ -96,8 +98,10 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
     for (name, values) in SENSORS.iter().zip(&cycle.values) {
         sample.insert(name.to_string(), json!(values[30]));
     }
-    let (status, v) = detect(
-        &base,
+    let Reply {
+        status, body: v, ..
+    } = detect(
+        &engineer,
         json!({"equipment": "rig-1", "sample": sample.clone()}),
     )
     .await;
@@ -106,8 +110,8 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
     assert_eq!(v["is_anomaly"], false, "{v}");
     assert_eq!(v["affected_component"], Value::Null);
     sample.insert("PS1".into(), json!(900.0));
-    let (_, v) = detect(
-        &base,
+    let Reply { body: v, .. } = detect(
+        &engineer,
         json!({"equipment": "rig-1", "sample": sample.clone()}),
     )
     .await;
@@ -147,32 +151,34 @@ async fn detect_judges_cycles_and_samples_and_names_the_bad_field() {
         (json!({"cycles": 1}), "body"),
     ];
     for (body, field) in cases {
-        let (status, v) = detect(&base, body).await;
+        let Reply {
+            status, body: v, ..
+        } = detect(&engineer, body).await;
         assert_eq!(status, 422, "{field}: {v}");
         assert_eq!(v["error"]["code"], "invalid_request", "{v}");
         assert_eq!(v["error"]["details"]["field"], field, "{v}");
     }
     // Not JSON at all.
-    let resp = http()
-        .post(format!("{base}/api/v1/detect"))
-        .header("content-type", "application/json")
-        .body("{\"cycle\": ")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_client_error());
-    let body: Value = resp.json().await.unwrap();
+    let resp = send(
+        engineer
+            .request(reqwest::Method::POST, "/api/v1/detect")
+            .header("content-type", "application/json")
+            .body("{\"cycle\": "),
+    )
+    .await;
+    assert!((400..500).contains(&resp.status), "{}", resp.status);
+    let body = resp.body;
     assert!(body["error"]["code"].is_string(), "{body}");
 
     // Readiness reports the models and their versions.
-    let ready = get_json(format!("{base}/health/ready")).await;
+    let ready = viewer.get("/health/ready").await.body;
     assert!(
         ready["models"]["members"]["random_forest"].is_string(),
         "{ready}"
     );
     assert!(ready["models"]["members"]["xgboost"].is_string(), "{ready}");
     assert_eq!(ready["models"]["unavailable"], json!({}), "{ready}");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// The verdict in a snapshot or delta frame, if it carries one.
@@ -189,9 +195,10 @@ fn condition_of(frame: &Value) -> Option<&Value> {
 async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     // TS1's oil limit moved to 1 °C (raised after 0.5 s): the recorded oil
     // is always warmer, so the sensor actor's limit detector must fire.
-    let mut app = spawn_with(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
-    let base = format!("http://{}", app.addr);
-    let mut ws = legacy_ws(&app).await;
+    let app = TestApp::start(fast_plant_config_with(&TS1_LIMIT_AT_1C, &[])).await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
+    let mut ws = app.ws(&viewer).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
 
@@ -209,13 +216,14 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     }
 
     // Switch to a lagging valve; count cycles from now.
-    let resp = admin_put(
-        format!("{base}/api/v1/admin/simulators/rig-1/condition"),
-        json!({"condition": "valve_lag"}),
-    )
-    .await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let snap = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
+    let resp = engineer
+        .put(
+            "/api/v1/admin/simulators/rig-1/condition",
+            json!({"condition": "valve_lag"}),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let snap = viewer.get("/api/v1/equipment/rig-1").await.body;
     let scored_at_switch = snap["condition"]["cycles_scored"]
         .as_u64()
         .expect("scored cycles");
@@ -263,10 +271,10 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
         Duration::from_secs(10),
         "the anomaly is stored",
         async || {
-            listed = get_json(format!(
-                "{base}/api/v1/equipment/rig-1/anomalies?severity=major"
-            ))
-            .await;
+            listed = viewer
+                .get("/api/v1/equipment/rig-1/anomalies?severity=major")
+                .await
+                .body;
             listed["total"].as_i64().unwrap_or(0) > 0
         },
     )
@@ -279,15 +287,15 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
         .as_str()
         .unwrap()
         .starts_with("random_forest@"));
-    let critical = get_json(format!(
-        "{base}/api/v1/equipment/rig-1/anomalies?severity=critical"
-    ))
-    .await;
+    let critical = viewer
+        .get("/api/v1/equipment/rig-1/anomalies?severity=critical")
+        .await
+        .body;
     assert_eq!(critical["total"], 0, "{critical}");
-    let trend = get_json(format!(
-        "{base}/api/v1/equipment/rig-1/anomaly-trend?range=1h"
-    ))
-    .await;
+    let trend = viewer
+        .get("/api/v1/equipment/rig-1/anomaly-trend?range=1h")
+        .await
+        .body;
     assert_eq!(trend["bucket_ms"], 60_000);
     let buckets = trend["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 60, "{trend}");
@@ -298,7 +306,7 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     assert!(counted >= 1, "{trend}");
 
     // The sensor actors' detectors report through the same picture.
-    let snap = get_json(format!("{base}/api/v1/equipment/rig-1")).await;
+    let snap = viewer.get("/api/v1/equipment/rig-1").await.body;
     let sensor = |id: &str| {
         snap["sensors"]
             .as_array()
@@ -318,29 +326,17 @@ async fn a_degraded_rig_shows_on_the_websocket_within_two_cycles() {
     assert_eq!(sensor("PS1")["stuck"], false, "{snap}");
 
     // Bad parameters and unknown equipment.
-    let resp = http()
-        .get(format!(
-            "{base}/api/v1/equipment/rig-1/anomalies?severity=dire"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 422);
-    let body: Value = resp.json().await.unwrap();
+    let resp = viewer
+        .get("/api/v1/equipment/rig-1/anomalies?severity=dire")
+        .await;
+    assert_eq!(resp.status, 422);
+    let body = resp.body;
     assert_eq!(body["error"]["details"]["field"], "severity");
-    let resp = http()
-        .get(format!(
-            "{base}/api/v1/equipment/rig-1/anomaly-trend?range=2y"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 422);
-    let resp = http()
-        .get(format!("{base}/api/v1/equipment/rig-9/anomalies"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
-    app.shutdown().await;
+    let resp = viewer
+        .get("/api/v1/equipment/rig-1/anomaly-trend?range=2y")
+        .await;
+    assert_eq!(resp.status, 422);
+    let resp = viewer.get("/api/v1/equipment/rig-9/anomalies").await;
+    assert_eq!(resp.status, 404);
+    app.stop().await;
 }

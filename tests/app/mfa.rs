@@ -10,7 +10,7 @@ use crate::common;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use common::*;
 
@@ -43,35 +43,31 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-async fn login(base: &str, password: &str, code: Option<&str>) -> (u16, Value) {
+/// Ana signs in over HTTP, with a second-factor `code` or without.
+async fn login(app: &TestApp, password: &str, code: Option<&str>) -> Reply {
     let mut body = json!({"email": "ana@plant.example", "password": password});
     if let Some(code) = code {
         body["code"] = json!(code);
     }
-    legacy_send(anonymous().post(format!("{base}/auth/login")).json(&body)).await
+    app.anonymous().post("/api/v1/auth/login", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     // More sign-ins than a person makes in a minute.
-    let mut app = spawn_with(demo_config(&[(
+    let app = TestApp::start(demo_config(&[(
         "HYDROWATCH_AUTH__LOGIN_PER_USER__BURST",
         "100",
     )]))
     .await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let ana = sign_in(&app, "ana@plant.example", "viewer").await;
-    let ana_id = user_id(&app, "ana@plant.example").await;
-    let post = |path: &str, token: &str, body: Value| {
-        legacy_send(
-            anonymous()
-                .post(format!("{base}{path}"))
-                .bearer_auth(token)
-                .json(&body),
-        )
-    };
+    let ana = app.user("ana@plant.example", "viewer").await;
+    let ana_id = app.user_id("ana@plant.example").await;
 
-    let (status, enrolment) = post("/auth/mfa/enrol", &ana, json!({})).await;
+    let Reply {
+        status,
+        body: enrolment,
+        ..
+    } = ana.post("/api/v1/auth/mfa/enrol", json!({})).await;
     assert_eq!(status, 200, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
     let uri = enrolment["otpauth_uri"].as_str().unwrap();
@@ -81,19 +77,21 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     );
     assert!(uri.contains(&format!("secret={secret}")) && uri.contains("issuer=hydrowatch"));
     // Not on until confirmed with a current code.
-    assert_eq!(login(&base, PASSWORD, None).await.0, 200);
-    let (status, body) = post("/auth/mfa/confirm", &ana, json!({"code": "000000"})).await;
+    assert_eq!(login(&app, PASSWORD, None).await.status, 200);
+    let Reply { status, body, .. } = ana
+        .post("/api/v1/auth/mfa/confirm", json!({"code": "000000"}))
+        .await;
     assert_eq!(
         (status, &body["error"]["details"]["field"]),
         (422, &json!("code"))
     );
     let now = unix_now();
-    let (status, body) = post(
-        "/auth/mfa/confirm",
-        &ana,
-        json!({"code": totp(&secret, now)}),
-    )
-    .await;
+    let Reply { status, body, .. } = ana
+        .post(
+            "/api/v1/auth/mfa/confirm",
+            json!({"code": totp(&secret, now)}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let backup: Vec<String> = body["backup_codes"]
         .as_array()
@@ -104,27 +102,31 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     assert_eq!(backup.len(), 10);
 
     // The password alone no longer signs in; a wrong code counts.
-    let (status, body) = login(&base, PASSWORD, None).await;
+    let Reply { status, body, .. } = login(&app, PASSWORD, None).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("mfa_required"))
     );
-    let (status, body) = login(&base, "wrong password!", None).await;
+    let Reply { status, body, .. } = login(&app, "wrong password!", None).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("invalid_credentials")),
         "a wrong password says nothing of the second factor"
     );
-    let (status, body) = login(&base, PASSWORD, Some("123456")).await;
+    let Reply { status, body, .. } = login(&app, PASSWORD, Some("123456")).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("invalid_mfa_code"))
     );
     // The next step's code (the confirming one is spent): works once.
     let next = totp(&secret, now + 30);
-    let (status, issued) = login(&base, PASSWORD, Some(&next)).await;
+    let Reply {
+        status,
+        body: issued,
+        ..
+    } = login(&app, PASSWORD, Some(&next)).await;
     assert_eq!(status, 200, "{issued}");
-    let (status, body) = login(&base, PASSWORD, Some(&next)).await;
+    let Reply { status, body, .. } = login(&app, PASSWORD, Some(&next)).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("invalid_mfa_code")),
@@ -132,42 +134,50 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     );
     // A backup code, typed loosely, works once.
     let loose = backup[0].to_uppercase().replace('-', " ");
-    assert_eq!(login(&base, PASSWORD, Some(&loose)).await.0, 200);
-    assert_eq!(login(&base, PASSWORD, Some(&backup[0])).await.0, 401);
+    assert_eq!(login(&app, PASSWORD, Some(&loose)).await.status, 200);
+    assert_eq!(login(&app, PASSWORD, Some(&backup[0])).await.status, 401);
 
     // Turning it off needs the password and a code.
-    let token = issued["access_token"].as_str().unwrap().to_owned();
-    let (status, _) = post(
-        "/auth/mfa/disable",
-        &token,
-        json!({"password": PASSWORD, "code": "999999"}),
-    )
-    .await;
+    let signed_in = app.client(issued["access_token"].as_str());
+    let Reply { status, .. } = signed_in
+        .post(
+            "/api/v1/auth/mfa/disable",
+            json!({"password": PASSWORD, "code": "999999"}),
+        )
+        .await;
     assert_eq!(status, 401);
-    let (status, _) = post(
-        "/auth/mfa/disable",
-        &token,
-        json!({"password": PASSWORD, "code": backup[1]}),
-    )
-    .await;
+    let Reply { status, .. } = signed_in
+        .post(
+            "/api/v1/auth/mfa/disable",
+            json!({"password": PASSWORD, "code": backup[1]}),
+        )
+        .await;
     assert_eq!(status, 204);
-    assert_eq!(login(&base, PASSWORD, None).await.0, 200);
+    assert_eq!(login(&app, PASSWORD, None).await.status, 200);
 
     // On again, then an admin resets it (a lost phone).
-    let (_, enrolment) = post("/auth/mfa/enrol", &token, json!({})).await;
+    let Reply {
+        body: enrolment, ..
+    } = signed_in.post("/api/v1/auth/mfa/enrol", json!({})).await;
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
-    let (status, _) = post(
-        "/auth/mfa/confirm",
-        &token,
-        json!({"code": totp(&secret, unix_now())}),
-    )
-    .await;
+    let Reply { status, .. } = signed_in
+        .post(
+            "/api/v1/auth/mfa/confirm",
+            json!({"code": totp(&secret, unix_now())}),
+        )
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(login(&base, PASSWORD, None).await.0, 401);
-    let (status, _) =
-        legacy_send(http().post(format!("{base}/admin/users/{ana_id}/mfa/reset"))).await;
+    assert_eq!(login(&app, PASSWORD, None).await.status, 401);
+    let Reply { status, .. } = app
+        .admin()
+        .await
+        .post(
+            &format!("/api/v1/admin/users/{ana_id}/mfa/reset"),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 204);
-    assert_eq!(login(&base, PASSWORD, None).await.0, 200);
+    assert_eq!(login(&app, PASSWORD, None).await.status, 200);
 
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
     for action in [
@@ -181,7 +191,7 @@ async fn totp_enrolment_sign_in_with_codes_and_backup_codes_once_each() {
     assert!(rows
         .iter()
         .any(|r| r.action == "login_failed" && r.changes.contains("wrong_mfa_code")));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// A mail's text as a mail client shows it: quoted-printable decoded
@@ -229,20 +239,18 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
          relays = [{{ host = \"127.0.0.1\", port = {}, tls = \"none\" }}]\n",
         smtp.port()
     );
-    let mut app = spawn_with(fast_plant_config_full(&[], &settings, &[])).await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let old = sign_in(&app, "ana@plant.example", "viewer").await;
-    let ask = |email: &str| {
-        legacy_send(
-            anonymous()
-                .post(format!("{base}/auth/password-reset"))
-                .json(&json!({"email": email})),
-        )
-    };
+    let app = TestApp::start(fast_plant_config_full(&[], &settings, &[])).await;
+    let old = app.user("ana@plant.example", "viewer").await;
+    let anonymous = app.anonymous();
+    let ask = |email: &str| anonymous.post("/api/v1/auth/password-reset", json!({"email": email}));
     let known = ask("ana@plant.example").await;
     let unknown = ask("nobody@plant.example").await;
-    assert_eq!(known.0, 202);
-    assert_eq!(known, unknown, "the same answer for every address");
+    assert_eq!(known.status, 202);
+    assert_eq!(
+        (known.status, &known.body),
+        (unknown.status, &unknown.body),
+        "the same answer for every address"
+    );
     eventually(Duration::from_secs(5), "the reset mail", async || {
         !mails.lock().unwrap().is_empty()
     })
@@ -256,45 +264,41 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
     assert_eq!(token.len(), 64, "256 random bits");
 
     let confirm = |token: &str, password: &str| {
-        legacy_send(
-            anonymous()
-                .post(format!("{base}/auth/password-reset/confirm"))
-                .json(&json!({"token": token, "new_password": password})),
+        anonymous.post(
+            "/api/v1/auth/password-reset/confirm",
+            json!({"token": token, "new_password": password}),
         )
     };
     // The policy holds, and a refused password does not use the link up.
-    let (status, body) = confirm(&token, PASSWORD).await;
+    let Reply { status, body, .. } = confirm(&token, PASSWORD).await;
     assert_eq!(
         (status, &body["error"]["details"]["field"]),
         (422, &json!("password")),
         "one of the last five"
     );
-    let (status, _) = confirm(&token, "a brand new passphrase for ana").await;
+    let Reply { status, .. } = confirm(&token, "a brand new passphrase for ana").await;
     assert_eq!(status, 204);
-    let (status, body) = confirm(&token, "yet another passphrase here").await;
+    let Reply { status, body, .. } = confirm(&token, "yet another passphrase here").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (401, &json!("invalid_token")),
         "used once"
     );
     // Every session ended; the new password signs in.
-    let (status, _) =
-        legacy_send(anonymous().get(format!("{base}/auth/me")).bearer_auth(&old)).await;
+    let Reply { status, .. } = old.get("/api/v1/auth/me").await;
     assert_eq!(status, 401);
-    let (status, issued) = legacy_send(anonymous().post(format!("{base}/auth/login")).json(
-        &json!({"email": "ana@plant.example", "password": "a brand new passphrase for ana"}),
-    ))
-    .await;
+    let Reply {
+        status,
+        body: issued,
+        ..
+    } = app
+        .login("ana@plant.example", "a brand new passphrase for ana")
+        .await;
     assert_eq!(status, 200);
 
     // Address verification: a link to the signed-in user's address.
-    let token = issued["access_token"].as_str().unwrap().to_owned();
-    let (status, _) = legacy_send(
-        anonymous()
-            .post(format!("{base}/auth/verify-email"))
-            .bearer_auth(&token),
-    )
-    .await;
+    let signed_in = app.client(issued["access_token"].as_str());
+    let Reply { status, .. } = signed_in.post("/api/v1/auth/verify-email", json!({})).await;
     assert_eq!(status, 202);
     eventually(
         Duration::from_secs(5),
@@ -304,12 +308,13 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
     .await;
     let mail = mails.lock().unwrap()[1].clone();
     let verify = token_in(&mail, "#verify=");
-    let (status, _) = legacy_send(
-        anonymous()
-            .post(format!("{base}/auth/verify-email/confirm"))
-            .json(&json!({"token": verify})),
-    )
-    .await;
+    let Reply { status, .. } = app
+        .anonymous()
+        .post(
+            "/api/v1/auth/verify-email/confirm",
+            json!({"token": verify}),
+        )
+        .await;
     assert_eq!(status, 204);
     let user = app
         .state
@@ -319,12 +324,13 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
         .unwrap()
         .unwrap();
     assert!(user.email_verified_at.is_some());
-    let (status, _) = legacy_send(
-        anonymous()
-            .post(format!("{base}/auth/verify-email/confirm"))
-            .json(&json!({"token": verify})),
-    )
-    .await;
+    let Reply { status, .. } = app
+        .anonymous()
+        .post(
+            "/api/v1/auth/verify-email/confirm",
+            json!({"token": verify}),
+        )
+        .await;
     assert_eq!(status, 401, "used once");
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
     let requests: Vec<bool> = rows
@@ -334,25 +340,22 @@ async fn password_reset_and_verification_go_by_email_and_tell_nobody_which_addre
         .collect();
     assert_eq!(requests, [true, false], "both requests audited");
     assert!(rows.iter().any(|r| r.action == "password_reset"));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_email_a_reset_says_so_for_every_address() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    sign_in(&app, "ana@plant.example", "viewer").await;
+    let app = TestApp::spawn().await;
+    app.user("ana@plant.example", "viewer").await;
     for email in ["ana@plant.example", "nobody@plant.example"] {
-        let (status, body) = legacy_send(
-            anonymous()
-                .post(format!("{base}/auth/password-reset"))
-                .json(&json!({"email": email})),
-        )
-        .await;
+        let Reply { status, body, .. } = app
+            .anonymous()
+            .post("/api/v1/auth/password-reset", json!({"email": email}))
+            .await;
         assert_eq!(
             (status, &body["error"]["code"]),
             (501, &json!("unsupported"))
         );
     }
-    app.shutdown().await;
+    app.stop().await;
 }

@@ -12,34 +12,6 @@ use serde_json::{json, Value};
 
 use common::*;
 
-async fn legacy_send(
-    token: &str,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = http().request(method, url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn post(token: &str, url: String, body: Value) -> (u16, Value) {
-    legacy_send(token, reqwest::Method::POST, url, Some(body)).await
-}
-
-async fn put(token: &str, url: String, body: Value) -> (u16, Value) {
-    legacy_send(token, reqwest::Method::PUT, url, Some(body)).await
-}
-
-async fn delete(token: &str, url: String) -> (u16, Value) {
-    legacy_send(token, reqwest::Method::DELETE, url, None).await
-}
-
 fn error(body: &Value) -> (&str, &str) {
     (
         body["error"]["code"].as_str().unwrap_or_default(),
@@ -50,13 +22,13 @@ fn error(body: &Value) -> (&str, &str) {
 }
 
 /// rig-1's open alert of `kind`, once it is in `state`.
-async fn alert_in(base: &str, kind: &str, state: &str) -> Value {
+async fn alert_in(viewer: &Client, kind: &str, state: &str) -> Value {
     let mut found = Value::Null;
     eventually(
         Duration::from_secs(20),
         &format!("rig-1's {kind} alert in {state}"),
         async || {
-            let page = get_json(format!("{base}/api/v1/alerts?equipment=rig-1")).await;
+            let page = viewer.get("/api/v1/alerts?equipment=rig-1").await.body;
             let alert = page["items"]
                 .as_array()
                 .into_iter()
@@ -83,15 +55,15 @@ fn warm_rule(max: f64, severity: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
-    let mut app = spawn_with(fast_plant_config(&[])).await;
-    let base = format!("http://{}", app.addr);
-    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
-    let bo = sign_in(&app, "bo@plant.example", "engineer").await;
-    let rules_url = format!("{base}/api/v1/alert-rules");
-    let policies_url = format!("{base}/api/v1/escalation-policies");
+    let app = TestApp::start(fast_plant_config(&[])).await;
+    let viewer = app.viewer().await;
+    let ana = app.user("ana@plant.example", "engineer").await;
+    let bo = app.user("bo@plant.example", "engineer").await;
+    let rules_url = "/api/v1/alert-rules";
+    let policies_url = "/api/v1/escalation-policies";
 
     // plant.toml's rules and policies are listed, and read-only.
-    let rules = get_json(rules_url.clone()).await;
+    let rules = viewer.get(rules_url).await.body;
     let oil = rules
         .as_array()
         .unwrap()
@@ -102,39 +74,36 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     assert_eq!(oil["provenance"], Value::Null);
     let mut edited = oil["rule"].clone();
     edited["severity"] = json!("critical");
-    let (status, body) = put(
-        &ana,
-        format!("{rules_url}/oil-hot"),
-        json!({"rule": edited}),
-    )
-    .await;
+    let Reply { status, body, .. } = ana
+        .put(&format!("{rules_url}/oil-hot"), json!({"rule": edited}))
+        .await;
     assert_eq!((status, error(&body).0), (409, "provisioned"), "{body}");
-    let (status, body) = delete(&ana, format!("{rules_url}/oil-hot")).await;
+    let Reply { status, body, .. } = ana.delete(&format!("{rules_url}/oil-hot")).await;
     assert_eq!((status, error(&body).0), (409, "provisioned"));
-    let (status, body) = delete(&ana, format!("{policies_url}/default")).await;
+    let Reply { status, body, .. } = ana.delete(&format!("{policies_url}/default")).await;
     assert_eq!((status, error(&body).0), (409, "provisioned"));
 
     // A policy may only name channels that are configured.
-    let (status, body) = post(
-        &ana,
-        policies_url.clone(),
-        json!({"name": "night", "policy": {"steps": [
+    let Reply { status, body, .. } = ana
+        .post(
+            policies_url,
+            json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]},
             {"after_ms": 60000, "channels": ["webhook:nowhere"]}]}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(
         (status, error(&body)),
         (422, ("invalid_request", "policy.steps[1].channels[0]")),
         "{body}"
     );
-    let (status, body) = post(
-        &ana,
-        policies_url.clone(),
-        json!({"name": "night", "policy": {"steps": [
+    let Reply { status, body, .. } = ana
+        .post(
+            policies_url,
+            json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]}], "repeat_critical_ms": 600000}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["defined_in"], "api");
     assert_eq!(body["provenance"]["version"], 1);
@@ -143,113 +112,103 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     // A rule is checked against the plant and the policies, field by field.
     let mut bad = warm_rule(1.0, "minor");
     bad["policy"] = json!("weekend");
-    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
+    let Reply { status, body, .. } = ana.post(rules_url, json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "policy"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["equipment"] = json!("rig-9");
-    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
+    let Reply { status, body, .. } = ana.post(rules_url, json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "equipment"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["when"]["threshold"]["sensor"] = json!("XX9");
-    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
+    let Reply { status, body, .. } = ana.post(rules_url, json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "when"), "{body}");
     let mut bad = warm_rule(1.0, "minor");
     bad["channels"] = json!(["wallboard", "webhook:nowhere"]);
-    let (status, body) = post(&ana, rules_url.clone(), json!({"rule": bad})).await;
+    let Reply { status, body, .. } = ana.post(rules_url, json!({"rule": bad})).await;
     assert_eq!((status, error(&body).1), (422, "channels[1]"), "{body}");
     // A viewer reads rules but may not make them.
-    let viewer = sign_in(&app, "vi@plant.example", "viewer").await;
-    let (status, body) = post(
-        &viewer,
-        rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor")}),
-    )
-    .await;
+    let Reply { status, body, .. } = viewer
+        .post(rules_url, json!({"rule": warm_rule(1.0, "minor")}))
+        .await;
     assert_eq!((status, error(&body).0), (403, "forbidden"), "{body}");
     // Nothing of that was stored or put in force.
     assert_eq!(
-        get_json(format!("{rules_url}/ts1-warm")).await["error"]["code"],
+        viewer.get(&format!("{rules_url}/ts1-warm")).await.body["error"]["code"],
         "not_found"
     );
 
     // A new rule is in force at once: rig-1's oil fires it.
-    let (status, body) = post(
-        &ana,
-        rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor")}),
-    )
-    .await;
+    let Reply { status, body, .. } = ana
+        .post(rules_url, json!({"rule": warm_rule(1.0, "minor")}))
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["provenance"]["version"], 1);
-    let alert = alert_in(&base, "threshold:ts1-warm", "ACTIVE_UNACK").await;
+    let alert = alert_in(&viewer, "threshold:ts1-warm", "ACTIVE_UNACK").await;
     assert_eq!(alert["sensor"], "TS1");
     assert_eq!(alert["severity"], "minor");
     let id = alert["id"].as_i64().unwrap();
-    let (status, body) = post(
-        &bo,
-        rules_url.clone(),
-        json!({"rule": warm_rule(1.0, "minor")}),
-    )
-    .await;
+    let Reply { status, body, .. } = bo
+        .post(rules_url, json!({"rule": warm_rule(1.0, "minor")}))
+        .await;
     assert_eq!((status, error(&body).0), (409, "already_exists"));
 
     // Replacing names the version it replaces; a stale one is refused.
-    let (status, body) = put(
-        &bo,
-        format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1000.0, "minor"), "version": 7}),
-    )
-    .await;
+    let Reply { status, body, .. } = bo
+        .put(
+            &format!("{rules_url}/ts1-warm"),
+            json!({"rule": warm_rule(1000.0, "minor"), "version": 7}),
+        )
+        .await;
     assert_eq!(
         (status, error(&body).0),
         (409, "version_conflict"),
         "{body}"
     );
-    let (status, body) = put(
-        &bo,
-        format!("{rules_url}/other"),
-        json!({"rule": warm_rule(1000.0, "minor")}),
-    )
-    .await;
+    let Reply { status, body, .. } = bo
+        .put(
+            &format!("{rules_url}/other"),
+            json!({"rule": warm_rule(1000.0, "minor")}),
+        )
+        .await;
     assert_eq!((status, error(&body).1), (422, "rule.id"), "{body}");
     // The band moves above the oil: the alert's condition is gone.
-    let (status, body) = put(
-        &bo,
-        format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1000.0, "minor"), "version": 1}),
-    )
-    .await;
+    let Reply { status, body, .. } = bo
+        .put(
+            &format!("{rules_url}/ts1-warm"),
+            json!({"rule": warm_rule(1000.0, "minor"), "version": 1}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provenance"]["version"], 2);
     assert_eq!(body["provenance"]["created_by"], "ana@plant.example");
     assert_eq!(body["provenance"]["updated_by"], "bo@plant.example");
-    let cleared = alert_in(&base, "threshold:ts1-warm", "CLEARED_UNACK").await;
+    let cleared = alert_in(&viewer, "threshold:ts1-warm", "CLEARED_UNACK").await;
     assert_eq!(cleared["id"], id);
     // And back below it, graver: the same alert fires again.
-    let (status, body) = put(
-        &bo,
-        format!("{rules_url}/ts1-warm"),
-        json!({"rule": warm_rule(1.0, "major")}),
-    )
-    .await;
+    let Reply { status, body, .. } = bo
+        .put(
+            &format!("{rules_url}/ts1-warm"),
+            json!({"rule": warm_rule(1.0, "major")}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let again = alert_in(&base, "threshold:ts1-warm", "ACTIVE_UNACK").await;
+    let again = alert_in(&viewer, "threshold:ts1-warm", "ACTIVE_UNACK").await;
     assert_eq!(again["id"], id);
     assert_eq!(again["severity"], "major");
 
     // A policy in use cannot go; the rule can, and its alert is cleared
     // with the reason in its history.
-    let (status, body) = delete(&ana, format!("{policies_url}/night")).await;
+    let Reply { status, body, .. } = ana.delete(&format!("{policies_url}/night")).await;
     assert_eq!((status, error(&body).0), (409, "in_use"), "{body}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
         .contains("ts1-warm"));
-    let (status, _) = delete(&ana, format!("{rules_url}/ts1-warm")).await;
+    let Reply { status, .. } = ana.delete(&format!("{rules_url}/ts1-warm")).await;
     assert_eq!(status, 204);
-    let (status, _) = delete(&ana, format!("{rules_url}/ts1-warm")).await;
+    let Reply { status, .. } = ana.delete(&format!("{rules_url}/ts1-warm")).await;
     assert_eq!(status, 404);
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     assert_eq!(detail["state"], "CLEARED_UNACK", "{detail}");
     let last = detail["history"]
         .as_array()
@@ -262,7 +221,7 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
     assert!(last["note"].as_str().unwrap().contains("ts1-warm"));
     // No new alert of the deleted rule opens.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let page = get_json(format!("{base}/api/v1/alerts?equipment=rig-1")).await;
+    let page = viewer.get("/api/v1/alerts?equipment=rig-1").await.body;
     let of_rule = page["items"]
         .as_array()
         .unwrap()
@@ -270,9 +229,9 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
         .filter(|a| a["kind"] == "threshold:ts1-warm")
         .count();
     assert_eq!(of_rule, 1, "{page}");
-    let (status, _) = delete(&ana, format!("{policies_url}/night")).await;
+    let Reply { status, .. } = ana.delete(&format!("{policies_url}/night")).await;
     assert_eq!(status, 204);
-    let policies = get_json(policies_url).await;
+    let policies = viewer.get(policies_url).await.body;
     assert!(
         policies
             .as_array()
@@ -281,7 +240,7 @@ async fn rules_and_policies_are_created_edited_and_deleted_through_the_api() {
             .all(|p| p["name"] != "night"),
         "{policies}"
     );
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,41 +248,41 @@ async fn stored_rules_and_policies_survive_a_process_restart() {
     let db = TestDatabase::create("rules_restart").await;
     let url = db.url();
     let env = [("HYDROWATCH_STORAGE__URL", url.as_str())];
-    let mut first = spawn_with(fast_plant_config(&env)).await;
-    let base = format!("http://{}", first.addr);
-    let ana = sign_in(&first, "ana@plant.example", "engineer").await;
-    let (status, body) = post(
-        &ana,
-        format!("{base}/api/v1/escalation-policies"),
-        json!({"name": "night", "policy": {"steps": [
+    let first = TestApp::start(fast_plant_config(&env)).await;
+    let viewer = first.viewer().await;
+    let ana = first.user("ana@plant.example", "engineer").await;
+    let Reply { status, body, .. } = ana
+        .post(
+            "/api/v1/escalation-policies",
+            json!({"name": "night", "policy": {"steps": [
             {"after_ms": 0, "channels": ["wallboard"]}]}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = post(
-        &ana,
-        format!("{base}/api/v1/alert-rules"),
-        json!({"rule": warm_rule(1.0, "minor")}),
-    )
-    .await;
+    let Reply { status, body, .. } = ana
+        .post(
+            "/api/v1/alert-rules",
+            json!({"rule": warm_rule(1.0, "minor")}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let created = body["rule"].clone();
     assert_eq!(created["when"]["threshold"]["max"], 1.0);
-    let id = alert_in(&base, "threshold:ts1-warm", "ACTIVE_UNACK").await["id"].clone();
-    first.shutdown().await;
+    let id = alert_in(&viewer, "threshold:ts1-warm", "ACTIVE_UNACK").await["id"].clone();
+    first.stop().await;
 
-    let mut second = spawn_with(fast_plant_config(&env)).await;
-    let base = format!("http://{}", second.addr);
-    let rule = get_json(format!("{base}/api/v1/alert-rules/ts1-warm")).await;
+    let second = TestApp::start(fast_plant_config(&env)).await;
+    let viewer = second.viewer().await;
+    let rule = viewer.get("/api/v1/alert-rules/ts1-warm").await.body;
     assert_eq!(rule["defined_in"], "api", "{rule}");
     assert_eq!(rule["rule"], created);
     assert_eq!(rule["provenance"]["created_by"], "ana@plant.example");
-    let policy = get_json(format!("{base}/api/v1/escalation-policies/night")).await;
+    let policy = viewer.get("/api/v1/escalation-policies/night").await.body;
     assert_eq!(policy["policy"]["steps"][0]["channels"][0], "wallboard");
     // The alert is the same one, still firing under the stored rule.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let again = alert_in(&base, "threshold:ts1-warm", "ACTIVE_UNACK").await;
+    let again = alert_in(&viewer, "threshold:ts1-warm", "ACTIVE_UNACK").await;
     assert_eq!(again["id"], id);
-    second.shutdown().await;
+    second.stop().await;
     db.drop_now().await;
 }

@@ -13,14 +13,13 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let ana = sign_in(&app, "ana@plant.example", "engineer").await;
-    let ana_id = user_id(&app, "ana@plant.example").await;
-    let admin = sign_in(&app, "admin@plant.example", "admin").await;
-    let admin_id = user_id(&app, "admin@plant.example").await;
+    let app = TestApp::spawn().await;
+    let ana = app.user("ana@plant.example", "engineer").await;
+    let ana_id = app.user_id("ana@plant.example").await;
+    let admin = app.user("admin@plant.example", "admin").await;
+    let admin_id = app.user_id("admin@plant.example").await;
 
-    let mut ws = legacy_ws_as(&app, &ana).await;
+    let mut ws = app.ws(&ana).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     assert!(ws
@@ -28,7 +27,7 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
         .await
         .is_some());
     // The session is an actor in the tree, and knows its WebSocket.
-    let tree = admin_get(format!("{base}/admin/actors")).await;
+    let tree = admin.get("/api/v1/admin/actors").await.body;
     let logins: Vec<&Value> = tree["actors"]
         .as_array()
         .unwrap()
@@ -39,43 +38,38 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
     assert!(logins
         .iter()
         .all(|a| a["path"].as_str().unwrap().starts_with("sessions/login-")));
-    let (status, sessions) = legacy_send(
-        http()
-            .get(format!("{base}/admin/users/{ana_id}/sessions"))
-            .bearer_auth(&admin),
-    )
-    .await;
+    let Reply {
+        status,
+        body: sessions,
+        ..
+    } = admin
+        .get(&format!("/api/v1/admin/users/{ana_id}/sessions"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
     assert_eq!(sessions[0]["websockets"], 1, "{sessions}");
 
     // An engineer may not throw anyone out.
-    let (status, _) = legacy_send(
-        http()
-            .post(format!("{base}/admin/users/{admin_id}/logout"))
-            .bearer_auth(&ana),
-    )
-    .await;
+    let Reply { status, .. } = ana
+        .post(&format!("/api/v1/admin/users/{admin_id}/logout"), json!({}))
+        .await;
     assert_eq!(status, 403);
-    let (status, body) = legacy_send(
-        http()
-            .post(format!("{base}/admin/users/{ana_id}/logout"))
-            .bearer_auth(&admin),
-    )
-    .await;
+    let Reply { status, body, .. } = admin
+        .post(&format!("/api/v1/admin/users/{ana_id}/logout"), json!({}))
+        .await;
     assert_eq!(
         (status, &body["sessions_ended"]),
         (200, &json!(1)),
         "{body}"
     );
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4001);
     assert!(
         close.reason.as_str().contains("forced_logout"),
         "{}",
         close.reason
     );
-    let (status, _) = legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    let Reply { status, .. } = ana.get("/api/v1/auth/me").await;
     assert_eq!(
         status, 401,
         "the token of the ended session no longer works"
@@ -87,33 +81,29 @@ async fn a_forced_logout_ends_every_session_and_closes_the_live_websocket() {
         .expect("audited");
     assert_eq!(forced.user_id, Some(admin_id));
     assert_eq!(forced.resource_id, Some(ana_id.to_string()));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_list_and_end_their_own_sessions_only() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    sign_in(&app, "bo@plant.example", "viewer").await;
+    let app = TestApp::spawn().await;
+    app.user("bo@plant.example", "viewer").await;
     let login = |agent: &'static str| {
-        legacy_send(
-            anonymous()
-                .post(format!("{base}/auth/login"))
+        send(
+            app.anonymous()
+                .request(reqwest::Method::POST, "/api/v1/auth/login")
                 .header("user-agent", agent)
                 .json(&json!({"email": "ana@plant.example", "password": PASSWORD})),
         )
     };
     let new = new_user("ana@plant.example", "viewer");
     app.state.auth.users.add(&new, None).await.unwrap();
-    let (_, phone) = login("phone").await;
-    let (_, laptop) = login("laptop").await;
-    let laptop_token = laptop["access_token"].as_str().unwrap();
-    let (status, mine) = legacy_send(
-        http()
-            .get(format!("{base}/auth/sessions"))
-            .bearer_auth(laptop_token),
-    )
-    .await;
+    let Reply { body: phone, .. } = login("phone").await;
+    let Reply { body: laptop, .. } = login("laptop").await;
+    let as_laptop = app.client(laptop["access_token"].as_str());
+    let Reply {
+        status, body: mine, ..
+    } = as_laptop.get("/api/v1/auth/sessions").await;
     assert_eq!(status, 200);
     let mine = mine.as_array().unwrap().clone();
     assert_eq!(mine.len(), 2);
@@ -131,98 +121,99 @@ async fn users_list_and_end_their_own_sessions_only() {
         .state
         .auth
         .sessions
-        .list(user_id(&app, "bo@plant.example").await)
+        .list(app.user_id("bo@plant.example").await)
         .await
         .unwrap();
-    let (status, _) = legacy_send(
-        http()
-            .delete(format!("{base}/auth/sessions/{}", bo_sessions[0].id))
-            .bearer_auth(laptop_token),
-    )
-    .await;
+    let Reply { status, .. } = as_laptop
+        .delete(&format!("/api/v1/auth/sessions/{}", bo_sessions[0].id))
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = legacy_send(
-        http()
-            .delete(format!(
-                "{base}/auth/sessions/{}",
-                phone["session_id"].as_str().unwrap()
-            ))
-            .bearer_auth(laptop_token),
-    )
-    .await;
+    let Reply { status, .. } = as_laptop
+        .delete(&format!(
+            "/api/v1/auth/sessions/{}",
+            phone["session_id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = legacy_send(
-        http()
-            .get(format!("{base}/auth/me"))
-            .bearer_auth(phone["access_token"].as_str().unwrap()),
-    )
-    .await;
+    let Reply { status, .. } = app
+        .client(Some(phone["access_token"].as_str().unwrap()))
+        .get("/api/v1/auth/me")
+        .await;
     assert_eq!(status, 401, "the phone is signed out");
-    let (status, _) = legacy_send(
-        http()
-            .get(format!("{base}/auth/me"))
-            .bearer_auth(laptop_token),
-    )
-    .await;
+    let Reply { status, .. } = as_laptop.get("/api/v1/auth/me").await;
     assert_eq!(status, 200, "the laptop is not");
     // The phone's refresh token died with its session.
-    let (status, _) = legacy_send(
-        anonymous()
-            .post(format!("{base}/auth/refresh"))
-            .json(&json!({"refresh_token": phone["refresh_token"]})),
-    )
-    .await;
+    let Reply { status, .. } = app
+        .anonymous()
+        .post(
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": phone["refresh_token"]}),
+        )
+        .await;
     assert_eq!(status, 401);
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_without_requests_ends_when_idle() {
-    let mut app = spawn_with(demo_config(&[("HYDROWATCH_AUTH__IDLE_TIMEOUT_SECS", "1")])).await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let ana = sign_in(&app, "ana@plant.example", "viewer").await;
-    let mut ws = legacy_ws_as(&app, &ana).await;
+    let app = TestApp::start(demo_config(&[("HYDROWATCH_AUTH__IDLE_TIMEOUT_SECS", "1")])).await;
+    let ana = app.user("ana@plant.example", "viewer").await;
+    let mut ws = app.ws(&ana).await;
     // A live WebSocket is not activity: requests (and token renewals) are.
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4001);
     assert!(close.reason.as_str().contains("idle"), "{}", close.reason);
-    let (status, _) = legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&ana)).await;
+    let Reply { status, .. } = ana.get("/api/v1/auth/me").await;
     assert_eq!(status, 401);
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
     assert!(rows
         .iter()
         .any(|r| r.action == "session.end" && r.changes.contains("idle")));
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_create_users_change_roles_and_delete_them() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let admin = sign_in(&app, "admin@plant.example", "admin").await;
-    let admin_id = user_id(&app, "admin@plant.example").await;
-    let as_admin = |r: reqwest::RequestBuilder| legacy_send(r.bearer_auth(&admin));
+    let app = TestApp::spawn().await;
+    let admin = app.user("admin@plant.example", "admin").await;
+    let admin_id = app.user_id("admin@plant.example").await;
 
-    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
-        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD})))
-    .await;
+    let Reply { status, body, .. } = admin
+        .post(
+            "/api/v1/admin/users",
+            json!({
+        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let cy_id = body["id"].as_i64().unwrap();
-    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
-        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD})))
-    .await;
+    let Reply { status, body, .. } = admin
+        .post(
+            "/api/v1/admin/users",
+            json!({
+        "email": "cy@plant.example", "name": "Cy", "role": "viewer", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (409, &json!("already_exists"))
     );
-    let (status, body) = as_admin(http().post(format!("{base}/admin/users")).json(&json!({
-        "email": "dee@plant.example", "name": "Dee", "role": "root", "password": PASSWORD})))
-    .await;
+    let Reply { status, body, .. } = admin
+        .post(
+            "/api/v1/admin/users",
+            json!({
+        "email": "dee@plant.example", "name": "Dee", "role": "root", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(
         (status, &body["error"]["details"]["field"]),
         (422, &json!("role"))
     );
-    let (status, users) = as_admin(http().get(format!("{base}/admin/users"))).await;
+    let Reply {
+        status,
+        body: users,
+        ..
+    } = admin.get("/api/v1/admin/users").await;
     assert_eq!(status, 200);
     let cy = users
         .as_array()
@@ -237,26 +228,28 @@ async fn admins_create_users_change_roles_and_delete_them() {
     );
     assert!(cy.get("password_hash").is_none());
 
-    let cy_token = log_in(&app, "cy@plant.example").await;
-    let (status, _) = as_admin(
-        http()
-            .put(format!("{base}/admin/users/{cy_id}/role"))
-            .json(&json!({"role": "ENGINEER"})),
-    )
-    .await;
+    let cy = app.log_in("cy@plant.example").await;
+    let Reply { status, .. } = admin
+        .put(
+            &format!("/api/v1/admin/users/{cy_id}/role"),
+            json!({"role": "ENGINEER"}),
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, me) =
-        legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    let Reply {
+        status, body: me, ..
+    } = cy.get("/api/v1/auth/me").await;
     assert_eq!((status, &me["role"]), (200, &json!("ENGINEER")));
 
-    let (status, body) = as_admin(http().delete(format!("{base}/admin/users/{admin_id}"))).await;
+    let Reply { status, body, .. } = admin
+        .delete(&format!("/api/v1/admin/users/{admin_id}"))
+        .await;
     assert_eq!(status, 422, "nobody deletes themselves: {body}");
-    let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
+    let Reply { status, .. } = admin.delete(&format!("/api/v1/admin/users/{cy_id}")).await;
     assert_eq!(status, 204);
-    let (status, _) =
-        legacy_send(http().get(format!("{base}/auth/me")).bearer_auth(&cy_token)).await;
+    let Reply { status, .. } = cy.get("/api/v1/auth/me").await;
     assert_eq!(status, 401, "a deleted user's sessions end");
-    let (status, _) = as_admin(http().delete(format!("{base}/admin/users/{cy_id}"))).await;
+    let Reply { status, .. } = admin.delete(&format!("/api/v1/admin/users/{cy_id}")).await;
     assert_eq!(status, 404);
     let rows = app.state.audit.rows(0, 1000).await.unwrap();
     // The request is in the log, its password is not.
@@ -275,23 +268,17 @@ async fn admins_create_users_change_roles_and_delete_them() {
             "{action} audited with the admin"
         );
     }
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_keep_their_own_profile() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
-    let ana = sign_in(&app, "ana@plant.example", "viewer").await;
-    let patch = |body: Value| {
-        legacy_send(
-            anonymous()
-                .patch(format!("{base}/auth/me"))
-                .bearer_auth(&ana)
-                .json(&body),
-        )
-    };
-    let (status, user) = patch(json!({"company": "Rig Works", "phone": "+49 681 302-0",
+    let app = TestApp::spawn().await;
+    let ana = app.user("ana@plant.example", "viewer").await;
+    let patch = |body: Value| ana.patch("/api/v1/auth/me", body);
+    let Reply {
+        status, body: user, ..
+    } = patch(json!({"company": "Rig Works", "phone": "+49 681 302-0",
         "timezone": "Europe/Berlin", "attributes": {"shift": "B"}}))
     .await;
     assert_eq!(status, 200, "{user}");
@@ -299,7 +286,9 @@ async fn users_keep_their_own_profile() {
     assert_eq!(user["timezone"], "Europe/Berlin");
     assert_eq!(user["attributes"]["shift"], "B");
     assert_eq!(user["name"], "ana", "left out: kept");
-    let (status, user) = patch(json!({"company": null})).await;
+    let Reply {
+        status, body: user, ..
+    } = patch(json!({"company": null})).await;
     assert_eq!(
         (status, &user["company"]),
         (200, &Value::Null),
@@ -312,13 +301,17 @@ async fn users_keep_their_own_profile() {
         (json!({"attributes": [1, 2]}), "attributes"),
         (json!({"name": " "}), "name"),
     ] {
-        let (status, error) = patch(body).await;
+        let Reply {
+            status,
+            body: error,
+            ..
+        } = patch(body).await;
         assert_eq!(
             (status, &error["error"]["details"]["field"]),
             (422, &json!(field))
         );
     }
-    let (status, _) = patch(json!({"role": "ADMIN"})).await;
+    let Reply { status, .. } = patch(json!({"role": "ADMIN"})).await;
     assert_eq!(status, 422, "the role is an admin's to change");
-    app.shutdown().await;
+    app.stop().await;
 }

@@ -11,7 +11,7 @@ use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{PlantIds, Store};
 use hydrowatch::App;
 
-use super::{Client, WsClient};
+use super::{Client, Reply, WsClient};
 
 /// The break-glass token of the test apps: an administrator without a
 /// user. Only tests about that token use it ([`TestApp::break_glass`]);
@@ -159,7 +159,6 @@ pub async fn open_storage(url: &str, env: &[(&str, &str)]) -> (Store, PlantIds) 
 /// is dropped as is).
 pub struct TestApp {
     app: Option<App>,
-    users: AtomicU32,
 }
 
 impl TestApp {
@@ -172,7 +171,6 @@ impl TestApp {
         hydrowatch::telemetry::init_logging(config::LogFormat::Text, "warn");
         TestApp {
             app: Some(App::start(loaded).await.expect("app starts")),
-            users: AtomicU32::new(0),
         }
     }
 
@@ -232,9 +230,21 @@ impl TestApp {
         self.client(Some(&issued.access_token))
     }
 
-    /// A new user of `role` with a fresh e-mail, signed in.
+    /// `POST /api/v1/auth/login` as a browser signs in (no token).
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.anonymous()
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": email, "password": password}),
+            )
+            .await
+    }
+
+    /// A new user of `role` with an e-mail unique in the process (apps of
+    /// one test may share a database), signed in.
     async fn someone(&self, role: Role) -> Client {
-        let n = self.users.fetch_add(1, Ordering::Relaxed);
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let email = format!("{}-{n}@plant.example", role.as_str().to_lowercase());
         self.user(&email, role.as_str()).await
     }
