@@ -119,24 +119,20 @@ const EXPECTED: &[(&str, &str, Expect)] = &[
 const KEY_ID: &str = "k1";
 const KEY_SECRET: &str = "access-matrix-signing-key-0123456789";
 
-/// A concrete URL for a documented path: ids that name nothing, so that
+/// A concrete path for a documented one: ids that name nothing, so that
 /// an allowed call changes nothing (it answers 404 or 422).
-fn url_of(base: &str, path: &str) -> String {
-    let path = path
-        .replace("{id}", "no-such-thing")
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "no-such-thing")
         .replace("{name}", "no-such-policy")
         .replace("{path}", "no/such/actor")
-        .replace("{action}", "no-such-action");
-    format!("{base}{path}")
+        .replace("{action}", "no-such-action")
 }
 
-async fn call(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-    let url = url_of(base, path);
+/// `method path` (a documented path) as `who`, with an empty JSON body
+/// where the method takes one.
+async fn call(who: &Client, method: &str, path: &str) -> Reply {
     let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-    let mut request = anonymous().request(method.clone(), url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
+    let mut request = who.request(method.clone(), &concrete(path));
     if [
         reqwest::Method::POST,
         reqwest::Method::PUT,
@@ -146,10 +142,7 @@ async fn call(base: &str, method: &str, path: &str, token: Option<&str>) -> (u16
     {
         request = request.json(&json!({}));
     }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
+    send(request).await
 }
 
 fn code(body: &Value) -> &str {
@@ -183,7 +176,7 @@ fn alg_none(claims: &Claims) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     let settings = format!("[[auth.keys]]\nid = \"{KEY_ID}\"\nsecret = \"{KEY_SECRET}\"\n");
-    let mut app = spawn_with(fast_plant_config_full(
+    let app = TestApp::start(fast_plant_config_full(
         &[],
         &settings,
         &[
@@ -195,10 +188,9 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         ],
     ))
     .await;
-    let base = format!("http://{}", app.addr);
 
     // The list above is the document's, no more, no less.
-    let doc = get_json(format!("{base}/api/v1/openapi.json")).await;
+    let doc = app.anonymous().get("/api/v1/openapi.json").await.body;
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("operations").keys() {
@@ -224,7 +216,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         ("admin@plant.example", Role::Admin),
     ];
     for (email, role) in roles {
-        sign_in(&app, email, role.as_str()).await;
+        app.user(email, role.as_str()).await;
     }
     // Bad credentials, each wrong in one way only: the claims are those of
     // a live admin session.
@@ -235,7 +227,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         .login("admin@plant.example", PASSWORD, None, None)
         .await
         .expect("login");
-    let admin_user = user_id(&app, "admin@plant.example").await;
+    let admin_user = app.user_id("admin@plant.example").await;
     let live_sid = admin_id.session_id.clone();
     let expired = signed(KEY_SECRET, &claims(admin_user, Role::Admin, &live_sid, -5));
     let foreign = signed(
@@ -244,29 +236,27 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     );
     let none = alg_none(&claims(admin_user, Role::Admin, &live_sid, 600));
     // The same key and a live-looking claim set, but a session that ended.
-    let ended = log_in(&app, "admin@plant.example").await;
-    let (status, _) = call(&base, "post", "/api/v1/auth/logout", Some(&ended)).await;
+    let ended = app.log_in("admin@plant.example").await;
+    let Reply { status, .. } = call(&ended, "post", "/api/v1/auth/logout").await;
     assert_eq!(status, 204);
     // A genuine token of our key still works (the forged ones differ only
     // in what is tested).
     let genuine = signed(KEY_SECRET, &claims(admin_user, Role::Admin, &live_sid, 600));
-    let (status, body) = call(&base, "get", "/api/v1/auth/me", Some(&genuine)).await;
+    let Reply { status, body, .. } =
+        call(&app.client(Some(&genuine)), "get", "/api/v1/auth/me").await;
     assert_eq!(status, 200, "the claims are right: {body}");
     assert_eq!(body["email"], "admin@plant.example");
     // API keys: one that reads, one revoked, one expired.
-    let admin_token = log_in(&app, "admin@plant.example").await;
+    let admin = app.log_in("admin@plant.example").await;
     let make_key = async |scopes: Value| {
-        let made: Value = anonymous()
-            .post(format!("{base}/api/v1/admin/api-keys"))
-            .bearer_auth(&admin_token)
-            .json(&json!({"name": "matrix", "scopes": scopes,
-                          "rate": {"burst": 10000, "per_min": 10000}}))
-            .send()
+        let made = admin
+            .post(
+                "/api/v1/admin/api-keys",
+                json!({"name": "matrix", "scopes": scopes,
+                       "rate": {"burst": 10000, "per_min": 10000}}),
+            )
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .body;
         (
             made["key"].as_str().expect("a key").to_owned(),
             made["record"]["id"].as_i64().unwrap(),
@@ -274,13 +264,10 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     };
     let (read_key, _) = make_key(json!(["read"])).await;
     let (revoked_key, revoked_id) = make_key(json!(["read"])).await;
-    let revoked = anonymous()
-        .delete(format!("{base}/api/v1/admin/api-keys/{revoked_id}"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
+    let revoked = admin
+        .delete(&format!("/api/v1/admin/api-keys/{revoked_id}"))
+        .await;
+    assert_eq!(revoked.status, 204);
     let expired_key = format!("hwk_{}", "e".repeat(64));
     let now = hydrowatch_actors::clock::now_ms();
     app.state
@@ -298,22 +285,24 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         })
         .await
         .expect("stored");
-    let bad: [(&str, Option<&str>); 7] = [
-        ("no token", None),
-        ("expired", Some(&expired)),
-        ("foreign key", Some(&foreign)),
-        ("alg none", Some(&none)),
-        ("ended session", Some(&ended)),
-        ("revoked API key", Some(&revoked_key)),
-        ("expired API key", Some(&expired_key)),
+    let bad: [(&str, Client); 7] = [
+        ("no token", app.anonymous()),
+        ("expired", app.client(Some(&expired))),
+        ("foreign key", app.client(Some(&foreign))),
+        ("alg none", app.client(Some(&none))),
+        ("ended session", ended),
+        ("revoked API key", app.client(Some(&revoked_key))),
+        ("expired API key", app.client(Some(&expired_key))),
     ];
+    let read_key = app.client(Some(&read_key));
+    let break_glass = app.break_glass();
 
     let mut checked = 0;
     for (method, path, expect) in EXPECTED {
         // Each role with a session of its own (logout ends it).
         for (email, role) in roles {
-            let token = log_in(&app, email).await;
-            let (status, body) = call(&base, method, path, Some(&token)).await;
+            let user = app.log_in(email).await;
+            let Reply { status, body, .. } = call(&user, method, path).await;
             let allowed = match expect {
                 Public | InBand | User => true,
                 AtLeast(lowest) => role >= *lowest,
@@ -332,9 +321,9 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
             }
             checked += 1;
         }
-        for (what, token) in bad {
-            let (status, body) = call(&base, method, path, token).await;
-            match (expect, token) {
+        for (what, who) in &bad {
+            let Reply { status, body, .. } = call(who, method, path).await;
+            match (expect, who.token()) {
                 (Public, _) | (InBand, None) => assert!(
                     status != 401 && status != 403,
                     "{method} {path} with {what}: public, but {status} {body}"
@@ -347,7 +336,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
             checked += 1;
         }
         // A key scoped to `read` reads, and does nothing else.
-        let (status, body) = call(&base, method, path, Some(&read_key)).await;
+        let Reply { status, body, .. } = call(&read_key, method, path).await;
         match expect {
             Public | InBand | AtLeast(Role::Viewer) => assert!(
                 status != 401 && status != 403,
@@ -366,7 +355,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         }
         checked += 1;
         // The break-glass token is an administrator without a user.
-        let (status, body) = call(&base, method, path, Some(BREAK_GLASS)).await;
+        let Reply { status, body, .. } = call(&break_glass, method, path).await;
         match expect {
             User => {
                 assert_eq!(
@@ -392,51 +381,44 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         "/health/ready",
         "/metrics",
     ] {
-        let status = anonymous()
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "{path}: {status}");
+        let status = app.anonymous().get(path).await.status;
+        assert!((200..300).contains(&status), "{path}: {status}");
     }
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_password_change_comes_before_anything_else_and_roles_hold_at_once() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::spawn().await;
     let new = hydrowatch::auth::NewUser {
         must_change_password: true,
         ..new_user("new@plant.example", "engineer")
     };
     let id = app.state.auth.users.add(&new, None).await.expect("user");
-    let token = log_in(&app, "new@plant.example").await;
-    let (status, body) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    let newcomer = app.log_in("new@plant.example").await;
+    let Reply { status, body, .. } = call(&newcomer, "get", "/api/v1/equipment").await;
     assert_eq!(
         (status, code(&body)),
         (403, "password_change_required"),
         "{body}"
     );
-    let (status, body) = call(&base, "get", "/api/v1/auth/me", Some(&token)).await;
+    let Reply { status, body, .. } = call(&newcomer, "get", "/api/v1/auth/me").await;
     assert_eq!(status, 200);
     assert_eq!(body["must_change_password"], true);
-    let changed = anonymous()
-        .post(format!("{base}/api/v1/auth/password"))
-        .bearer_auth(&token)
-        .json(&json!({"current_password": PASSWORD,
-                      "new_password": "a brand new passphrase for the rig"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 204);
-    let (status, _) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    let changed = newcomer
+        .post(
+            "/api/v1/auth/password",
+            json!({"current_password": PASSWORD,
+                   "new_password": "a brand new passphrase for the rig"}),
+        )
+        .await;
+    assert_eq!(changed.status, 204);
+    let Reply { status, .. } = call(&newcomer, "get", "/api/v1/equipment").await;
     assert_eq!(status, 200, "the same session goes on after the change");
 
     // A role taken away holds for the next request, not when the token
     // expires: the token says ENGINEER, the database now VIEWER.
-    let (status, _) = call(&base, "post", "/api/v1/alerts/1/acknowledge", Some(&token)).await;
+    let Reply { status, .. } = call(&newcomer, "post", "/api/v1/alerts/1/acknowledge").await;
     assert_eq!(
         status, 404,
         "an engineer may acknowledge (there is no alert 1)"
@@ -446,9 +428,9 @@ async fn a_forced_password_change_comes_before_anything_else_and_roles_hold_at_o
         .set_role(id, "VIEWER")
         .await
         .expect("role changed");
-    let (status, body) = call(&base, "post", "/api/v1/alerts/1/acknowledge", Some(&token)).await;
+    let Reply { status, body, .. } = call(&newcomer, "post", "/api/v1/alerts/1/acknowledge").await;
     assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,12 +438,13 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
     use std::time::Duration;
     use tokio_tungstenite::tungstenite;
 
-    let mut app = spawn_app().await;
-    let viewer = sign_in(&app, "viewer@plant.example", "viewer").await;
+    let app = TestApp::spawn().await;
+    let viewer = app.user("viewer@plant.example", "viewer").await;
 
     // A browser: no header, an `auth` frame first, then the protocol.
-    let mut ws = legacy_ws_anonymous(&app).await;
-    ws.send_json(json!({"type": "auth", "token": viewer})).await;
+    let mut ws = app.ws(&app.anonymous()).await;
+    ws.send_json(json!({"type": "auth", "token": viewer.token()}))
+        .await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
     let hello = ws.next_of("hello", Duration::from_secs(5)).await;
@@ -470,15 +453,15 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
     assert!(snapshot.is_some(), "and the subscription is served");
 
     // Anything else first, or a bad token: closed with 4401.
-    let mut ws = legacy_ws_anonymous(&app).await;
+    let mut ws = app.ws(&app.anonymous()).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1"]}))
         .await;
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4401);
-    let mut ws = legacy_ws_anonymous(&app).await;
+    let mut ws = app.ws(&app.anonymous()).await;
     ws.send_json(json!({"type": "auth", "token": "not-a-token"}))
         .await;
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4401);
     assert_eq!(close.reason.as_str(), "invalid_token");
 
@@ -498,38 +481,37 @@ async fn a_websocket_signs_in_with_a_header_or_its_first_frame() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
         other => panic!("expected HTTP 401, got {other:?}"),
     }
-    let mut ws = legacy_ws_as(&app, &viewer).await;
+    let mut ws = app.ws(&viewer).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
         .await;
     assert!(ws
         .next_of("snapshot", Duration::from_secs(10))
         .await
         .is_some());
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
     use std::time::Duration;
 
-    let mut app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
-    let token = sign_in(&app, "rig1@plant.example", "viewer").await;
-    let id = user_id(&app, "rig1@plant.example").await;
+    let app = TestApp::spawn().await;
+    let rig1 = app.user("rig1@plant.example", "viewer").await;
+    let id = app.user_id("rig1@plant.example").await;
+    let admin = app.admin().await;
     let scope = |equipment: Value| {
-        http()
-            .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
-            .json(&json!({ "equipment": equipment }))
-            .send()
+        admin.put(
+            &format!("/api/v1/admin/users/{id}/equipment"),
+            json!({ "equipment": equipment }),
+        )
     };
-    let refused = scope(json!(["rig-9"])).await.unwrap();
-    assert_eq!(refused.status().as_u16(), 422, "an unknown unit");
-    assert_eq!(
-        scope(json!(["rig-1"])).await.unwrap().status().as_u16(),
-        204
-    );
+    let refused = scope(json!(["rig-9"])).await;
+    assert_eq!(refused.status, 422, "an unknown unit");
+    assert_eq!(scope(json!(["rig-1"])).await.status, 204);
 
-    let (status, list) = call(&base, "get", "/api/v1/equipment", Some(&token)).await;
+    let Reply {
+        status, body: list, ..
+    } = call(&rig1, "get", "/api/v1/equipment").await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = list["equipment"]
         .as_array()
@@ -538,16 +520,16 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["rig-1"]);
-    let (status, _) = call(&base, "get", "/api/v1/equipment/rig-1/stats", Some(&token)).await;
+    let Reply { status, .. } = call(&rig1, "get", "/api/v1/equipment/rig-1/stats").await;
     assert_eq!(status, 200);
-    let (status, body) = call(&base, "get", "/api/v1/equipment/rig-2/stats", Some(&token)).await;
+    let Reply { status, body, .. } = call(&rig1, "get", "/api/v1/equipment/rig-2/stats").await;
     assert_eq!(
         (status, code(&body)),
         (403, "forbidden_equipment"),
         "{body}"
     );
 
-    let mut ws = legacy_ws_as(&app, &token).await;
+    let mut ws = app.ws(&rig1).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-1", "rig-2"]}))
         .await;
     let error = ws
@@ -564,20 +546,20 @@ async fn a_user_limited_to_some_equipment_sees_and_subscribes_to_those_only() {
 
     // Lifted: every unit again, at the next request; the open WebSocket,
     // authorised under the old scope, closes so that it connects again.
-    assert_eq!(scope(Value::Null).await.unwrap().status().as_u16(), 204);
-    let close = next_close(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(scope(Value::Null).await.status, 204);
+    let close = ws.next_close(Duration::from_secs(5)).await;
     assert_eq!(u16::from(close.code), 4001);
     assert!(close.reason.as_str().contains("permissions changed"));
-    let mut ws = legacy_ws_as(&app, &token).await;
+    let mut ws = app.ws(&rig1).await;
     ws.send_json(json!({"type": "subscribe", "equipment": ["rig-2"]}))
         .await;
     assert!(ws
         .next_of("snapshot", Duration::from_secs(10))
         .await
         .is_some());
-    let (status, _) = call(&base, "get", "/api/v1/equipment/rig-2/stats", Some(&token)).await;
+    let Reply { status, .. } = call(&rig1, "get", "/api/v1/equipment/rig-2/stats").await;
     assert_eq!(status, 200);
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -585,22 +567,24 @@ async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
     use std::time::Duration;
 
     // The oil alert fires on every rig within seconds.
-    let mut app = spawn_with(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
-    let base = format!("http://{}", app.addr);
-    let token = sign_in(&app, "rig1@plant.example", "engineer").await;
-    let id = user_id(&app, "rig1@plant.example").await;
-    let set = http()
-        .put(format!("{base}/api/v1/admin/users/{id}/equipment"))
-        .json(&json!({"equipment": ["rig-1"]}))
-        .send()
+    let app = TestApp::start(fast_plant_config_with(&OIL_ALERT_AT_1C, &[])).await;
+    let rig1 = app.user("rig1@plant.example", "engineer").await;
+    let id = app.user_id("rig1@plant.example").await;
+    let set = app
+        .admin()
         .await
-        .unwrap();
-    assert_eq!(set.status().as_u16(), 204);
+        .put(
+            &format!("/api/v1/admin/users/{id}/equipment"),
+            json!({"equipment": ["rig-1"]}),
+        )
+        .await;
+    assert_eq!(set.status, 204);
+    let viewer = app.viewer().await;
     eventually(
         Duration::from_secs(20),
         "oil alerts on rig-1 and rig-2",
         async || {
-            let all = get_json(format!("{base}/api/v1/alerts?state=open")).await;
+            let all = viewer.get("/api/v1/alerts?state=open").await.body;
             let units: Vec<&str> = all["items"]
                 .as_array()
                 .unwrap()
@@ -611,7 +595,7 @@ async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
         },
     )
     .await;
-    let all = get_json(format!("{base}/api/v1/alerts?state=open")).await;
+    let all = viewer.get("/api/v1/alerts?state=open").await.body;
     let rig2_alert = all["items"]
         .as_array()
         .unwrap()
@@ -621,7 +605,9 @@ async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
         .as_i64()
         .unwrap();
 
-    let (status, mine) = call(&base, "get", "/api/v1/alerts?state=open", Some(&token)).await;
+    let Reply {
+        status, body: mine, ..
+    } = call(&rig1, "get", "/api/v1/alerts?state=open").await;
     assert_eq!(status, 200);
     let units: Vec<&str> = mine["items"]
         .as_array()
@@ -635,13 +621,13 @@ async fn a_user_limited_to_some_equipment_sees_and_acts_on_their_alerts_only() {
         "{units:?}"
     );
     assert_eq!(mine["total"].as_i64().unwrap() as usize, units.len());
-    let (status, body) = call(&base, "get", "/api/v1/alerts?equipment=rig-2", Some(&token)).await;
+    let Reply { status, body, .. } = call(&rig1, "get", "/api/v1/alerts?equipment=rig-2").await;
     assert_eq!((status, code(&body)), (403, "forbidden_equipment"));
     let path = format!("/api/v1/alerts/{rig2_alert}");
-    let (status, _) = call(&base, "get", &path, Some(&token)).await;
+    let Reply { status, .. } = call(&rig1, "get", &path).await;
     assert_eq!(status, 403);
     let path = format!("/api/v1/alerts/{rig2_alert}/acknowledge");
-    let (status, body) = call(&base, "post", &path, Some(&token)).await;
+    let Reply { status, body, .. } = call(&rig1, "post", &path).await;
     assert_eq!((status, code(&body)), (403, "forbidden_equipment"));
-    app.shutdown().await;
+    app.stop().await;
 }

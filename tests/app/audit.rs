@@ -14,17 +14,6 @@ use hydrowatch::auth::NewUser;
 const PASSWORD: &str = "a long enough secret";
 const KEY: &str = "audit-chain-key-for-tests";
 
-async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
-    let response = http()
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn ana() -> NewUser {
     NewUser {
         email: "ana@plant.example".into(),
@@ -55,27 +44,29 @@ fn verify_cli(url: &str) -> (bool, Value) {
 async fn sign_in_events_are_chained_and_tampering_is_found() {
     let db = TestDatabase::create("audit").await;
     let url = db.url();
-    let mut app = spawn_with(demo_config(&[
+    let app = TestApp::start(demo_config(&[
         ("HYDROWATCH_STORAGE__URL", url.as_str()),
         ("HYDROWATCH_AUDIT__KEY", KEY),
         ("HYDROWATCH_AUTH__MAX_FAILURES", "2"),
     ]))
     .await;
-    let base = format!("http://{}", app.addr);
     let ana = ana();
     app.state.auth.users.add(&ana, None).await.expect("user");
-    assert_eq!(login(&base, "nobody@plant.example", PASSWORD).await.0, 401);
-    assert_eq!(login(&base, "ana@plant.example", PASSWORD).await.0, 200);
     assert_eq!(
-        login(&base, "ana@plant.example", "wrong guess number 1")
+        app.login("nobody@plant.example", PASSWORD).await.status,
+        401
+    );
+    assert_eq!(app.login("ana@plant.example", PASSWORD).await.status, 200);
+    assert_eq!(
+        app.login("ana@plant.example", "wrong guess number 1")
             .await
-            .0,
+            .status,
         401
     );
     assert_eq!(
-        login(&base, "ana@plant.example", "wrong guess number 2")
+        app.login("ana@plant.example", "wrong guess number 2")
             .await
-            .0,
+            .status,
         401
     );
 
@@ -153,7 +144,7 @@ async fn sign_in_events_are_chained_and_tampering_is_found() {
     assert_eq!(found.problem.as_ref().map(|p| p.0), Some(3), "{found:?}");
     assert!(found.problem.unwrap().1.contains("not chained"));
     pool.close().await;
-    app.shutdown().await;
+    app.stop().await;
     db.drop_now().await;
 }
 
@@ -233,52 +224,45 @@ async fn a_row_appended_with_a_recomputed_plain_hash_is_found_under_a_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_through_the_api_are_audited_with_who_and_the_outcome() {
-    let mut app = spawn_app().await;
-    let base = format!("http://{}", app.addr);
+    let app = TestApp::spawn().await;
     let ana = ana();
     let ana_id = app.state.auth.users.add(&ana, None).await.expect("user");
-    let (_, tokens) = login(&base, "ana@plant.example", PASSWORD).await;
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
+    let signed_in = app.login("ana@plant.example", PASSWORD).await;
+    let ana = app.client(signed_in.body["access_token"].as_str());
+    // The admin who reads the log signs in over HTTP too, so that every
+    // row but a user's creation has an address.
+    app.state
+        .auth
+        .users
+        .add(&new_user("admin@plant.example", "admin"), None)
+        .await
+        .expect("admin");
+    let signed_in = app.login("admin@plant.example", common::PASSWORD).await;
+    let admin = app.client(signed_in.body["access_token"].as_str());
     let now = hydrowatch_actors::clock::now_ms();
-    let created = http()
-        .post(format!("{base}/api/v1/silences"))
-        .bearer_auth(&token)
-        .json(&json!({"matchers": {"equipment": "rig-1"},
-                      "window": {"type": "fixed", "starts": now, "ends": now + 60_000},
-                      "comment": "pump swap"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let silence = created.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let created = ana
+        .post(
+            "/api/v1/silences",
+            json!({"matchers": {"equipment": "rig-1"},
+                   "window": {"type": "fixed", "starts": now, "ends": now + 60_000},
+                   "comment": "pump swap"}),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let silence = created.body["id"].as_i64().unwrap();
     // Refused, and without a token: recorded all the same.
-    let refused = anonymous()
-        .post(format!("{base}/api/v1/alert-rules"))
-        .json(&json!({"rule": {"id": "x"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
+    let refused = app
+        .anonymous()
+        .post("/api/v1/alert-rules", json!({"rule": {"id": "x"}}))
+        .await;
+    assert_eq!(refused.status, 401);
     // Signed in but not allowed: recorded with who tried.
-    let refused = http()
-        .post(format!("{base}/api/v1/admin/storage/cleanup"))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
+    let refused = ana.post("/api/v1/admin/storage/cleanup", json!({})).await;
+    assert_eq!(refused.status, 403);
     // Reads are not changes.
-    assert_eq!(get_json(format!("{base}/api/v1/alerts")).await["total"], 0);
-    let ended = http()
-        .delete(format!("{base}/api/v1/silences/{silence}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ended.status(), 204);
+    assert_eq!(ana.get("/api/v1/alerts").await.body["total"], 0);
+    let ended = ana.delete(&format!("/api/v1/silences/{silence}")).await;
+    assert_eq!(ended.status, 204);
 
     let rows = app.state.audit.rows(0, 100).await.unwrap();
     // Action, who, resource type, resource, outcome.
@@ -336,21 +320,19 @@ async fn changes_through_the_api_are_audited_with_who_and_the_outcome() {
         .iter()
         .all(|r| r.ip.as_deref() == Some("127.0.0.1") || r.action == "user.create"));
     // Admins read the log a page at a time, as stored; an engineer may not.
-    let page = get_json(format!("{base}/api/v1/admin/audit?limit=2")).await;
+    let page = admin.get("/api/v1/admin/audit?limit=2").await.body;
     assert_eq!(page["rows"].as_array().unwrap().len(), 2, "{page}");
     assert_eq!(page["rows"][0]["seq"], 1);
     assert_eq!(page["rows"][1]["prev_hash"], page["rows"][0]["hash"]);
     assert_eq!(page["next_after"], 2);
-    let rest = get_json(format!("{base}/api/v1/admin/audit?after=2&limit=1000")).await;
+    let rest = admin
+        .get("/api/v1/admin/audit?after=2&limit=1000")
+        .await
+        .body;
     assert_eq!(rest["rows"].as_array().unwrap().len() + 2, rows.len());
     assert_eq!(rest["next_after"], Value::Null);
-    let refused = http()
-        .get(format!("{base}/api/v1/admin/audit"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
+    let refused = ana.get("/api/v1/admin/audit").await;
+    assert_eq!(refused.status, 403);
     assert_eq!(app.state.audit.verify().await.unwrap().problem, None);
-    app.shutdown().await;
+    app.stop().await;
 }

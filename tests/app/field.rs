@@ -14,19 +14,19 @@ use serde_json::{json, Value};
 use common::*;
 
 /// `PUT /api/v1/admin/simulators/{rig}/faults`: the status and body.
-async fn put_faults(base: &str, rig: &str, faults: Value) -> (u16, Value) {
-    legacy_send(
-        http()
-            .put(format!("{base}/admin/simulators/{rig}/faults"))
-            .json(&faults),
-    )
-    .await
+async fn put_faults(engineer: &Client, rig: &str, faults: Value) -> Reply {
+    engineer
+        .put(&format!("/api/v1/admin/simulators/{rig}/faults"), faults)
+        .await
 }
 
 /// Checks PS1 of `equipment` is good and in its physical range in the
 /// unit's snapshot (what a wrongly decoded value would not be).
-async fn good_ps1(base: &str, equipment: &str) {
-    let snapshot = get_json(format!("{base}/equipment/{equipment}")).await;
+async fn good_ps1(viewer: &Client, equipment: &str) {
+    let snapshot = viewer
+        .get(&format!("/api/v1/equipment/{equipment}"))
+        .await
+        .body;
     let state = snapshot["sensors"]
         .as_array()
         .into_iter()
@@ -40,8 +40,8 @@ async fn good_ps1(base: &str, equipment: &str) {
 }
 
 /// One connection's entry in `/health/ready`.
-async fn connection_health(base: &str, id: &str) -> Value {
-    let ready = get_json(format!("{base}/health/ready")).await;
+async fn connection_health(viewer: &Client, id: &str) -> Value {
+    let ready = viewer.get("/health/ready").await.body;
     ready["connections"]
         .as_array()
         .expect("connections listed")
@@ -53,18 +53,14 @@ async fn connection_health(base: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setpoints_are_written_read_back_and_audited() {
-    let mut app = spawn_with(fast_plant_config(&[])).await;
-    let root = format!("http://{}", app.addr);
-    let base = format!("{root}/api/v1");
-    let engineer = sign_in(&app, "eng@plant.example", "engineer").await;
-    let viewer = sign_in(&app, "view@plant.example", "viewer").await;
+    let app = TestApp::start(fast_plant_config(&[])).await;
+    let admin = app.admin().await;
+    let engineer = app.user("eng@plant.example", "engineer").await;
+    let viewer = app.user("view@plant.example", "viewer").await;
 
-    let (status, list) = legacy_send(
-        http()
-            .get(format!("{base}/equipment/rig-1/setpoints"))
-            .bearer_auth(&viewer),
-    )
-    .await;
+    let Reply {
+        status, body: list, ..
+    } = viewer.get("/api/v1/equipment/rig-1/setpoints").await;
     assert_eq!(status, 200, "{list}");
     let value_of = |list: &Value, id: &str| {
         list["setpoints"]
@@ -80,21 +76,19 @@ async fn setpoints_are_written_read_back_and_audited() {
     assert_eq!(value_of(&list, "cooler_enabled"), json!(1.0));
     assert_eq!(list["setpoints"][0]["min"], 100.0);
 
-    let put = |id: &str, token: &str, body: Value| {
-        http()
-            .put(format!("{base}/equipment/rig-1/setpoints/{id}"))
-            .bearer_auth(token)
-            .json(&body)
+    let put = |id: &str, who: &Client, body: Value| {
+        who.put(&format!("/api/v1/equipment/rig-1/setpoints/{id}"), body)
     };
     // A viewer may read, not write.
-    let (status, body) = legacy_send(put("pump_pressure", &viewer, json!({"value": 150.5}))).await;
+    let Reply { status, body, .. } = put("pump_pressure", &viewer, json!({"value": 150.5})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
 
-    let (status, done) =
-        legacy_send(put("pump_pressure", &engineer, json!({"value": 150.5}))).await;
+    let Reply {
+        status, body: done, ..
+    } = put("pump_pressure", &engineer, json!({"value": 150.5})).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["read_back"], 150.5);
     assert_eq!(done["verified"], true);
@@ -103,13 +97,13 @@ async fn setpoints_are_written_read_back_and_audited() {
         json!([0x4316, 0x8000]),
         "150.5 as f32 ABCD"
     );
-    let (_, list) = legacy_send(http().get(format!("{base}/equipment/rig-1/setpoints"))).await;
+    let list = viewer.get("/api/v1/equipment/rig-1/setpoints").await.body;
     assert_eq!(value_of(&list, "pump_pressure"), json!(150.5));
-    let (status, _) = legacy_send(put("cooler_enabled", &engineer, json!({"value": 0.0}))).await;
+    let Reply { status, .. } = put("cooler_enabled", &engineer, json!({"value": 0.0})).await;
     assert_eq!(status, 200);
 
     // What the device holds, asked by a Modbus client of its own.
-    let sims = admin_get(format!("{base}/admin/simulators")).await;
+    let sims = engineer.get("/api/v1/admin/simulators").await.body;
     let addr = sims
         .as_array()
         .unwrap()
@@ -132,40 +126,38 @@ async fn setpoints_are_written_read_back_and_audited() {
     }
 
     // Outside the limits, or not representable in the register: 422, nothing sent.
-    let (status, body) =
-        legacy_send(put("pump_pressure", &engineer, json!({"value": 250.0}))).await;
+    let Reply { status, body, .. } = put("pump_pressure", &engineer, json!({"value": 250.0})).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["details"]["code"], "out_of_range");
-    let (status, body) = legacy_send(put("fan_speed", &engineer, json!({"value": 50.5}))).await;
+    let Reply { status, body, .. } = put("fan_speed", &engineer, json!({"value": 50.5})).await;
     assert_eq!(status, 422, "{body}");
-    let (status, _) = legacy_send(put("fan_speed", &engineer, json!({"value": "fast"}))).await;
+    let Reply { status, .. } = put("fan_speed", &engineer, json!({"value": "fast"})).await;
     assert_eq!(status, 422);
-    let (status, _) = legacy_send(put("nitrogen", &engineer, json!({"value": 1.0}))).await;
+    let Reply { status, .. } = put("nitrogen", &engineer, json!({"value": 1.0})).await;
     assert_eq!(status, 404);
 
     // The device refuses (exception 0x04): 502 with the code; nothing claimed.
-    let (status, _) = put_faults(&base, "rig-1", json!({"exception": 4})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-1", json!({"exception": 4})).await;
     assert_eq!(status, 200);
-    let (status, body) =
-        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let Reply { status, body, .. } = put("pump_pressure", &engineer, json!({"value": 120.0})).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_refused");
     assert_eq!(body["error"]["details"]["exception"], 4);
     // The device does not answer: 502 device_unreachable within the timeouts.
-    let (status, _) = put_faults(&base, "rig-1", json!({"no_response": true})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-1", json!({"no_response": true})).await;
     assert_eq!(status, 200);
-    let (status, body) =
-        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let Reply { status, body, .. } = put("pump_pressure", &engineer, json!({"value": 120.0})).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "device_unreachable");
-    let (status, _) = put_faults(&base, "rig-1", json!({})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-1", json!({})).await;
     assert_eq!(status, 200);
-    let (status, done) =
-        legacy_send(put("pump_pressure", &engineer, json!({"value": 120.0}))).await;
+    let Reply {
+        status, body: done, ..
+    } = put("pump_pressure", &engineer, json!({"value": 120.0})).await;
     assert_eq!((status, done["read_back"].clone()), (200, json!(120.0)));
 
     // Every write is in the audit log with who, what and how it ended.
-    let audit = admin_get(format!("{base}/admin/audit?limit=1000")).await;
+    let audit = admin.get("/api/v1/admin/audit?limit=1000").await.body;
     let writes: Vec<(i64, f64)> = audit["rows"]
         .as_array()
         .unwrap()
@@ -193,48 +185,53 @@ async fn setpoints_are_written_read_back_and_audited() {
         ],
         "{audit}"
     );
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
-    let mut app = spawn_with(fast_plant_config(&[])).await;
-    let root = format!("http://{}", app.addr);
-    let base = format!("{root}/api/v1");
+    let app = TestApp::start(fast_plant_config(&[])).await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
+    let admin = app.admin().await;
     eventually(Duration::from_secs(10), "rig-2 connected", async || {
-        connection_health(&root, "rig-2").await["link"] == "connected"
+        connection_health(&viewer, "rig-2").await["link"] == "connected"
     })
     .await;
 
     // Bad settings are refused with the field named.
     for bad in [json!({"probability": 2.0}), json!({"hang": true})] {
-        let (status, body) = put_faults(&base, "rig-2", bad.clone()).await;
+        let Reply { status, body, .. } = put_faults(&engineer, "rig-2", bad.clone()).await;
         assert_eq!(status, 422, "{bad}: {body}");
     }
 
-    let (status, body) = put_faults(&base, "rig-2", json!({"no_response": true})).await;
+    let Reply { status, body, .. } =
+        put_faults(&engineer, "rig-2", json!({"no_response": true})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["faults"]["no_response"], true);
     eventually(
         Duration::from_secs(10),
         "rig-2 down with timeouts",
         async || {
-            let health = connection_health(&root, "rig-2").await;
+            let health = connection_health(&viewer, "rig-2").await;
             health["link"] == "disconnected" && health["error_counts"]["timeout"].as_u64() > Some(0)
         },
     )
     .await;
-    let health = connection_health(&root, "rig-2").await;
+    let health = connection_health(&viewer, "rig-2").await;
     assert!(
         health["last_error"].as_str().unwrap().contains("timeout"),
         "{health}"
     );
     // The process stays ready; the other rigs go on.
-    let ready = get_json(format!("{root}/health/ready")).await;
+    let ready = viewer.get("/health/ready").await.body;
     assert_eq!(ready["status"], "ready");
-    assert_eq!(connection_health(&root, "rig-1").await["link"], "connected");
+    assert_eq!(
+        connection_health(&viewer, "rig-1").await["link"],
+        "connected"
+    );
     // The actor tree shows the same health.
-    let tree = admin_get(format!("{base}/admin/actors")).await;
+    let tree = admin.get("/api/v1/admin/actors").await.body;
     let in_tree = tree["connections"]
         .as_array()
         .unwrap()
@@ -246,7 +243,7 @@ async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
         in_tree["error_counts"]["timeout"].as_u64() > Some(0),
         "{in_tree}"
     );
-    let metrics = get_text(format!("{root}/metrics")).await;
+    let metrics = viewer.get("/metrics").await.text;
     assert!(
         metrics
             .lines()
@@ -260,37 +257,40 @@ async fn injected_faults_show_in_health_and_metrics_and_data_resumes() {
     assert!(metrics.contains("hydrowatch_connection_up{connection=\"rig-2\"}"));
 
     // Garbage on the line: recognised as such, never decoded.
-    let (status, _) = put_faults(&base, "rig-2", json!({"garbage": true})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-2", json!({"garbage": true})).await;
     assert_eq!(status, 200);
     eventually(
         Duration::from_secs(10),
         "garbled frames counted",
         async || {
-            connection_health(&root, "rig-2").await["error_counts"]["garbled"].as_u64() > Some(0)
+            connection_health(&viewer, "rig-2").await["error_counts"]["garbled"].as_u64() > Some(0)
         },
     )
     .await;
 
     // Cleared: data resumes without a restart, counted as a reconnect.
-    let before = connection_health(&root, "rig-2").await;
-    let (status, _) = put_faults(&base, "rig-2", json!({})).await;
+    let before = connection_health(&viewer, "rig-2").await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-2", json!({})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(10), "rig-2 back", async || {
-        let health = connection_health(&root, "rig-2").await;
+        let health = connection_health(&viewer, "rig-2").await;
         health["link"] == "connected"
             && health["last_success_ms"].as_i64() > before["last_success_ms"].as_i64()
     })
     .await;
-    let after = connection_health(&root, "rig-2").await;
+    let after = connection_health(&viewer, "rig-2").await;
     assert!(after["reconnects"].as_u64() > before["reconnects"].as_u64());
-    let faults = admin_get(format!("{base}/admin/simulators/rig-2/faults")).await;
+    let faults = engineer
+        .get("/api/v1/admin/simulators/rig-2/faults")
+        .await
+        .body;
     assert!(faults["stats"]["faulted"].as_u64() > Some(0), "{faults}");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
-    let mut app = spawn_with(fast_plant_config_with(
+    let app = TestApp::start(fast_plant_config_with(
         &[(
             "protocol = \"modbus_tcp\"",
             "protocol = \"modbus_rtu_over_tcp\"",
@@ -298,11 +298,11 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
         &[],
     ))
     .await;
-    let root = format!("http://{}", app.addr);
-    let base = format!("{root}/api/v1");
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
     for rig in ["rig-1", "rig-2", "rig-3"] {
         eventually(Duration::from_secs(10), "polled over RTU", async || {
-            let health = connection_health(&root, rig).await;
+            let health = connection_health(&viewer, rig).await;
             health["protocol"] == "modbus_rtu_over_tcp"
                 && health["link"] == "connected"
                 && health["polls"].as_u64() > Some(3)
@@ -310,7 +310,7 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
         })
         .await;
     }
-    let sims = admin_get(format!("{base}/admin/simulators")).await;
+    let sims = engineer.get("/api/v1/admin/simulators").await.body;
     assert!(
         sims.as_array()
             .unwrap()
@@ -318,20 +318,22 @@ async fn rigs_behind_a_serial_gateway_are_polled_with_rtu_frames() {
             .all(|s| s["protocol"] == "modbus_rtu_over_tcp"),
         "{sims}"
     );
-    good_ps1(&base, "rig-1").await;
+    good_ps1(&viewer, "rig-1").await;
     // Setpoints go through the same frames.
-    let (status, done) = legacy_send(
-        http()
-            .put(format!("{base}/equipment/rig-3/setpoints/fan_speed"))
-            .json(&json!({"value": 40.0})),
-    )
-    .await;
+    let Reply {
+        status, body: done, ..
+    } = engineer
+        .put(
+            "/api/v1/equipment/rig-3/setpoints/fan_speed",
+            json!({"value": 40.0}),
+        )
+        .await;
     assert_eq!(
         (status, done["read_back"].clone()),
         (200, json!(40.0)),
         "{done}"
     );
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// The demo plant with rig-3 on OPC-UA (Basic256Sha256, signed and
@@ -361,29 +363,29 @@ fn plant_with_opcua_rig(dir: &std::path::Path, trust: bool) -> hydrowatch::confi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
     let dir = temp_dir("opcua-rig");
-    let mut app = spawn_with(plant_with_opcua_rig(&dir, true)).await;
-    let root = format!("http://{}", app.addr);
-    let base = format!("{root}/api/v1");
+    let app = TestApp::start(plant_with_opcua_rig(&dir, true)).await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
     eventually(Duration::from_secs(30), "rig-3 over OPC-UA", async || {
-        let health = connection_health(&root, "rig-3").await;
+        let health = connection_health(&viewer, "rig-3").await;
         health["protocol"] == "opcua"
             && health["link"] == "connected"
             && health["last_success_ms"].is_i64()
     })
     .await;
-    good_ps1(&base, "rig-3").await;
-    let health = connection_health(&root, "rig-3").await;
+    good_ps1(&viewer, "rig-3").await;
+    let health = connection_health(&viewer, "rig-3").await;
     assert_eq!(
         health["opcua"]["acquisition"],
         json!({"subscriptions": 1}),
         "{health}"
     );
     assert!(health["opcua"]["notifications"].as_u64() > Some(0));
-    assert!(connection_health(&root, "rig-1")
+    assert!(connection_health(&viewer, "rig-1")
         .await
         .get("opcua")
         .is_none());
-    let metrics = get_text(format!("{root}/metrics")).await;
+    let metrics = viewer.get("/metrics").await.text;
     let counted = |name: &str| {
         metrics
             .lines()
@@ -398,7 +400,7 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
         counted("hydrowatch_opcua_subscriptions_lost_total{"),
         Some(0.0)
     );
-    let sims = admin_get(format!("{base}/admin/simulators")).await;
+    let sims = engineer.get("/api/v1/admin/simulators").await.body;
     let rig3 = sims
         .as_array()
         .unwrap()
@@ -414,15 +416,16 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
 
     // A server restart: sessions and subscriptions on it are gone; the
     // connection notices, reconnects and subscribes again by itself.
-    let before = connection_health(&root, "rig-3").await;
-    let (status, body) =
-        legacy_send(http().post(format!("{base}/admin/simulators/rig-3/restart"))).await;
+    let before = connection_health(&viewer, "rig-3").await;
+    let Reply { status, body, .. } = engineer
+        .post("/api/v1/admin/simulators/rig-3/restart", json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     eventually(
         Duration::from_secs(30),
         "rig-3 back after the restart",
         async || {
-            let health = connection_health(&root, "rig-3").await;
+            let health = connection_health(&viewer, "rig-3").await;
             health["link"] == "connected"
                 && health["reconnects"].as_u64() > before["reconnects"].as_u64()
                 && health["last_success_ms"].as_i64()
@@ -430,14 +433,17 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
         },
     )
     .await;
-    let faults = admin_get(format!("{base}/admin/simulators/rig-3/faults")).await;
+    let faults = engineer
+        .get("/api/v1/admin/simulators/rig-3/faults")
+        .await
+        .body;
     assert_eq!(faults["stats"]["restarts"], 1, "{faults}");
-    let notified = connection_health(&root, "rig-3").await["opcua"]["notifications"].clone();
+    let notified = connection_health(&viewer, "rig-3").await["opcua"]["notifications"].clone();
     eventually(
         Duration::from_secs(10),
         "subscribed again after the restart",
         async || {
-            let health = connection_health(&root, "rig-3").await;
+            let health = connection_health(&viewer, "rig-3").await;
             health["opcua"]["acquisition"] == json!({"subscriptions": 1})
                 && health["opcua"]["notifications"].as_u64() > notified.as_u64()
         },
@@ -446,23 +452,26 @@ async fn a_rig_over_opcua_is_read_survives_a_server_restart_and_a_hang() {
 
     // A hung server: the link is declared lost within the keep-alive limits,
     // and data comes back when it answers again.
-    let (status, _) = put_faults(&base, "rig-3", json!({"no_response": true})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-3", json!({"no_response": true})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "the hang noticed", async || {
-        connection_health(&root, "rig-3").await["link"] == "disconnected"
+        connection_health(&viewer, "rig-3").await["link"] == "disconnected"
     })
     .await;
-    let (status, _) = put_faults(&base, "rig-3", json!({"hang": true})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-3", json!({"hang": true})).await;
     assert_eq!(status, 422, "OPC-UA faults are checked by name");
-    let (status, _) = put_faults(&base, "rig-3", json!({})).await;
+    let Reply { status, .. } = put_faults(&engineer, "rig-3", json!({})).await;
     assert_eq!(status, 200);
     eventually(Duration::from_secs(30), "data after the hang", async || {
-        let health = connection_health(&root, "rig-3").await;
+        let health = connection_health(&viewer, "rig-3").await;
         health["link"] == "connected"
             && health["last_success_ms"].as_i64() > Some(hydrowatch_actors::clock::now_ms() - 1_000)
     })
     .await;
     // The Modbus rigs were never disturbed.
-    assert_eq!(connection_health(&root, "rig-1").await["link"], "connected");
-    app.shutdown().await;
+    assert_eq!(
+        connection_health(&viewer, "rig-1").await["link"],
+        "connected"
+    );
+    app.stop().await;
 }

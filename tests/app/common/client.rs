@@ -1,5 +1,6 @@
 //! An HTTP client bound to one test application and one bearer token.
 
+use std::future::Future;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -7,7 +8,8 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
 /// Requests by path (`/api/v1/equipment`) to one application, with one
-/// bearer token or none. Cheap to clone.
+/// bearer token or none. Cheap to clone. Its requests are built when called
+/// and borrow nothing, so closures may return them.
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -55,24 +57,24 @@ impl Client {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
-        send(self.request(Method::GET, path)).await
+    pub fn get(&self, path: &str) -> impl Future<Output = Reply> + use<> {
+        send(self.request(Method::GET, path))
     }
 
-    pub async fn delete(&self, path: &str) -> Reply {
-        send(self.request(Method::DELETE, path)).await
+    pub fn delete(&self, path: &str) -> impl Future<Output = Reply> + use<> {
+        send(self.request(Method::DELETE, path))
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Reply {
-        send(self.request(Method::POST, path).json(&body)).await
+    pub fn post(&self, path: &str, body: Value) -> impl Future<Output = Reply> + use<> {
+        send(self.request(Method::POST, path).json(&body))
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> Reply {
-        send(self.request(Method::PUT, path).json(&body)).await
+    pub fn put(&self, path: &str, body: Value) -> impl Future<Output = Reply> + use<> {
+        send(self.request(Method::PUT, path).json(&body))
     }
 
-    pub async fn patch(&self, path: &str, body: Value) -> Reply {
-        send(self.request(Method::PATCH, path).json(&body)).await
+    pub fn patch(&self, path: &str, body: Value) -> impl Future<Output = Reply> + use<> {
+        send(self.request(Method::PATCH, path).json(&body))
     }
 }
 
