@@ -8,7 +8,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use common::{temp_dir, TestDatabase};
+use common::{open_storage, temp_dir, Reply, TestApp, TestDatabase};
 use hydrowatch::store::blocks::DAY_MS;
 use hydrowatch::store::history::{Level, Point};
 use hydrowatch::store::layout::{LayoutStats, PartitionInfo};
@@ -17,22 +17,9 @@ use hydrowatch_actors::clock::now_ms;
 use hydrowatch_actors::storage::{SampleStore, StoredSample};
 use hydrowatch_models::Quality;
 
-async fn open(url: &str) -> (Store, PlantIds) {
-    open_with(url, &[]).await
-}
-
-async fn open_with(url: &str, env: &[(&str, &str)]) -> (Store, PlantIds) {
-    let mut env = env.to_vec();
-    env.push(("HYDROWATCH_STORAGE__URL", url));
-    let loaded = common::demo_config(&env);
-    hydrowatch::app::open_storage(&loaded)
-        .await
-        .expect("storage opens")
-}
-
 /// PostgreSQL with native partitions, whether or not TimescaleDB is installed.
 async fn open_native(url: &str) -> (Store, PlantIds) {
-    let (store, ids) = open_with(url, &[("HYDROWATCH_STORAGE__TIMESCALE", "off")]).await;
+    let (store, ids) = open_storage(url, &[("HYDROWATCH_STORAGE__TIMESCALE", "off")]).await;
     let layout = store.layout_stats("sample_blocks").await.unwrap().layout;
     assert_eq!(layout, "native");
     (store, ids)
@@ -41,7 +28,7 @@ async fn open_native(url: &str) -> (Store, PlantIds) {
 /// PostgreSQL with TimescaleDB, which `scripts/test` installs: a test of it
 /// must not pass on the native layout instead.
 async fn open_timescale(url: &str) -> (Store, PlantIds) {
-    let (store, ids) = open(url).await;
+    let (store, ids) = open_storage(url, &[]).await;
     let health = store.timescale_health().await.unwrap();
     assert!(
         health.in_use,
@@ -259,7 +246,8 @@ async fn history_matches(store: &Store, sensors: [i64; 2], samples: &[StoredSamp
 #[tokio::test]
 async fn sqlite_rollups_agree_with_the_raw_samples() {
     let dir = temp_dir("history-sqlite");
-    let (store, ids) = open(&format!("sqlite://{}", dir.join("hw.db").display())).await;
+    let (store, ids) =
+        open_storage(&format!("sqlite://{}", dir.join("hw.db").display()), &[]).await;
     rollups_agree_with_raw(&store, &ids).await;
 }
 
@@ -542,7 +530,8 @@ async fn timescaledb_blocks_stored_before_vlast_ts_are_upgraded() {
 #[tokio::test]
 async fn sqlite_retention_deletes_old_blocks() {
     let dir = temp_dir("retention-sqlite");
-    let (store, ids) = open(&format!("sqlite://{}", dir.join("hw.db").display())).await;
+    let (store, ids) =
+        open_storage(&format!("sqlite://{}", dir.join("hw.db").display()), &[]).await;
     let [sensor, _] = two_sensors(&ids);
     let now = now_ms();
     store
@@ -589,17 +578,17 @@ async fn seed_rig1(app: &hydrowatch::App, t0: i64) -> Vec<StoredSample> {
 
 #[tokio::test]
 async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
-    let app = common::spawn_app().await;
-    let base = format!("http://{}/api/v1", app.addr);
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let base = "/api/v1";
     let t0 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
     seed_rig1(&app, t0).await;
-    let http = common::http();
 
     let url = format!(
         "{base}/equipment/rig-1/series?sensors=PS1,PS2&from=2025-01-01T00:00:00Z&to={}&max_points=100",
         t0 + 7_200_000
     );
-    let body = common::get_json(url).await;
+    let body = viewer.get(&url).await.body;
     assert_eq!(body["level"], "1m", "{body}");
     assert_eq!(body["bucket_ms"], 120_000);
     let series = body["series"].as_array().unwrap();
@@ -619,12 +608,14 @@ async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
     assert_eq!(series[1]["points"][0]["min"], 100.0);
 
     // A short range reads the raw samples.
-    let body = common::get_json(format!(
-        "{base}/equipment/rig-1/series?sensors=PS1&from={}&to={}&max_points=30",
-        t0 + 3_600_000,
-        t0 + 3_720_000
-    ))
-    .await;
+    let body = viewer
+        .get(&format!(
+            "{base}/equipment/rig-1/series?sensors=PS1&from={}&to={}&max_points=30",
+            t0 + 3_600_000,
+            t0 + 3_720_000
+        ))
+        .await
+        .body;
     assert_eq!(
         (body["level"].as_str(), body["bucket_ms"].as_i64()),
         (Some("raw"), Some(4000))
@@ -633,14 +624,12 @@ async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
     assert_eq!(body["series"][0]["points"][15]["max"], 999.0);
 
     // Bad input: 404 for an unknown unit, 422 naming the field otherwise.
-    let status = |url: String| {
-        let http = http.clone();
+    let status = |path: String| {
+        let reply = viewer.get(&path);
         async move {
-            let r = http.get(url).send().await.unwrap();
-            let code = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
+            let Reply { status, body, .. } = reply.await;
             (
-                code,
+                status,
                 body["error"]["details"]["field"]
                     .as_str()
                     .map(str::to_owned),
@@ -677,7 +666,10 @@ async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
     // KPIs over the last hour come from what the live rigs wrote.
     let mut tries = 0;
     let stats = loop {
-        let stats = common::get_json(format!("{base}/equipment/rig-1/stats?range=1h")).await;
+        let stats = viewer
+            .get(&format!("{base}/equipment/rig-1/stats?range=1h"))
+            .await
+            .body;
         if stats["sensors"][0]["count"].as_i64().unwrap_or(0) > 0 || tries == 100 {
             break stats;
         }
@@ -696,29 +688,24 @@ async fn series_and_stats_over_http_keep_peaks_and_name_bad_fields() {
 
 #[tokio::test]
 async fn admin_storage_operations_over_http() {
-    let app = common::spawn_app().await;
-    let base = format!("http://{}/api/v1/admin/storage", app.addr);
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let base = "/api/v1/admin/storage";
     let t0 = (now_ms() - 40 * DAY_MS) / 60_000 * 60_000;
     seed_rig1(&app, t0).await;
-    let http = common::http();
     let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
-        http.request(method, format!("{base}/{path}"))
-            .bearer_auth(common::BREAK_GLASS)
-            .json(&body)
-            .send()
+        common::send(admin.request(method, &format!("{base}/{path}")).json(&body))
     };
 
-    let stats = common::admin_get(format!("{base}/stats")).await;
+    let stats = admin.get(&format!("{base}/stats")).await.body;
     assert_eq!(stats["layout"], "sqlite");
     assert!(stats["rows"].as_i64().unwrap() >= 240, "{stats}");
-    let health = common::admin_get(format!("{base}/timescale")).await;
+    let health = admin.get(&format!("{base}/timescale")).await.body;
     assert_eq!(health["in_use"], false);
 
-    let r = call(reqwest::Method::POST, "compress", serde_json::json!({}))
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 501);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let r = call(reqwest::Method::POST, "compress", serde_json::json!({})).await;
+    assert_eq!(r.status, 501);
+    let body = r.body;
     assert_eq!(body["error"]["code"], "unsupported");
 
     let r = call(
@@ -726,26 +713,23 @@ async fn admin_storage_operations_over_http() {
         "cleanup",
         serde_json::json!({"retention_days": 0}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
+    .await;
+    assert_eq!(r.status, 422);
     let r = call(
         reqwest::Method::POST,
         "cleanup",
         serde_json::json!({"table": "sensors"}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
+    .await;
+    assert_eq!(r.status, 422);
     let r = call(
         reqwest::Method::POST,
         "cleanup",
         serde_json::json!({"retention_days": 30}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
+    .await;
+    assert_eq!(r.status, 200);
+    let body = r.body;
     assert_eq!(
         body["affected"],
         serde_json::json!(["240 blocks"]),
@@ -757,17 +741,12 @@ async fn admin_storage_operations_over_http() {
         "partitions",
         serde_json::json!({"start": "2030-01-01T00:00:00Z", "end": "later"}),
     )
-    .await
-    .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
-    let body: serde_json::Value = r.json().await.unwrap();
+    .await;
+    assert_eq!(r.status, 422);
+    let body = r.body;
     assert_eq!(body["error"]["details"]["field"], "end");
 
     // Without a token: 401.
-    let r = common::anonymous()
-        .get(format!("{base}/stats"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    let r = app.anonymous().get(&format!("{base}/stats")).await;
+    assert_eq!(r.status, 401);
 }

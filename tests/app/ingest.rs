@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{eventually, Proxy, TestDatabase};
+use common::{eventually, Client, Proxy, Reply, TestApp, TestDatabase};
 use hydrowatch::App;
 use hydrowatch_actors::clock::now_ms;
 use hydrowatch_models::{EquipmentId, SensorId};
@@ -18,29 +18,28 @@ fn sensor_id(app: &App, equipment: &str, sensor: &str) -> i64 {
     app.state.sensor_ids[&EquipmentId::parse(equipment).unwrap()][&SensorId::parse(sensor).unwrap()]
 }
 
-/// Posts `body` with `content_type`; (status, headers, JSON body).
+/// Posts `body` with `content_type` to `/api/v1/ingest` as `engineer`; the
+/// answer is JSON whatever the status.
 async fn post(
-    app: &App,
+    engineer: &Client,
     content_type: &str,
     body: impl Into<reqwest::Body>,
     headers: &[(&str, &str)],
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = common::http()
-        .post(format!("http://{}/api/v1/ingest", app.addr))
+) -> Reply {
+    let mut request = engineer
+        .request(reqwest::Method::POST, "/api/v1/ingest")
         .header("content-type", content_type)
         .body(body);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = request.send().await.expect("ingest request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.expect("JSON answer");
-    (status, headers, body)
+    let reply = common::send(request).await;
+    assert!(!reply.body.is_null(), "JSON answer: {}", reply.text);
+    reply
 }
 
-async fn post_json(app: &App, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    post(app, "application/json", body.to_string(), &[]).await
+async fn post_json(engineer: &Client, body: &Value) -> Reply {
+    post(engineer, "application/json", body.to_string(), &[]).await
 }
 
 /// The stored value of one sensor at one instant.
@@ -70,7 +69,9 @@ fn codes(body: &Value) -> Vec<(u64, String)> {
 }
 
 /// Every validation rule, on the backend `app` runs on.
-async fn validation_contract(app: &App) {
+async fn validation_contract(app: &TestApp) {
+    let engineer = app.engineer().await;
+    let admin = app.admin().await;
     let t = now_ms() / 1000 * 1000 - 3_600_000;
     let rfc = |ms: i64| hydrowatch::instant::format_instant(ms);
     let batch = json!({
@@ -93,7 +94,7 @@ async fn validation_contract(app: &App) {
             42
         ]
     });
-    let (status, _, body) = post_json(app, &batch).await;
+    let Reply { status, body, .. } = post_json(&engineer, &batch).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["accepted"], &body["quarantined"], &body["duplicates"]),
@@ -132,11 +133,10 @@ async fn validation_contract(app: &App) {
     assert!((ts1 - 40.0).abs() < 1e-9, "{ts1} °C");
 
     // The quarantine keeps each row as sent, with its reason.
-    let list = common::admin_get(format!(
-        "http://{}/api/v1/admin/quarantine?batch_id=contract-1",
-        app.addr
-    ))
-    .await;
+    let list = admin
+        .get("/api/v1/admin/quarantine?batch_id=contract-1")
+        .await
+        .body;
     let rows = list["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 11);
     let row9 = rows.iter().find(|r| r["row"] == 9).unwrap();
@@ -149,19 +149,23 @@ async fn validation_contract(app: &App) {
     assert_eq!(row14["value"], "42");
 
     // The same batch again is answered, not applied: nothing more quarantined.
-    let (status, headers, again) = post_json(app, &batch).await;
+    let Reply {
+        status,
+        headers,
+        body: again,
+        ..
+    } = post_json(&engineer, &batch).await;
     assert_eq!(status, 200);
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(again, body);
-    let list = common::admin_get(format!(
-        "http://{}/api/v1/admin/quarantine?batch_id=contract-1",
-        app.addr
-    ))
-    .await;
+    let list = admin
+        .get("/api/v1/admin/quarantine?batch_id=contract-1")
+        .await
+        .body;
     assert_eq!(list["rows"].as_array().unwrap().len(), 11);
     // The same id for another request is a conflict, not that request's answer.
     let other = json!({"batch_id": "contract-1", "rows": [batch["rows"][0].clone()]});
-    let (status, _, body) = post_json(app, &other).await;
+    let Reply { status, body, .. } = post_json(&engineer, &other).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("conflict"))
@@ -173,8 +177,8 @@ async fn validation_contract(app: &App) {
         "ts,value,sensor,equipment,unit\n{t1},2.5,PS4,rig-2,MPa\n{t1},3,PS4,rig-2,\n{t1},7\n{t1},9,EPS1,rig-2,kW\n",
         t1 = t + 1000
     );
-    let (status, _, body) = post(
-        app,
+    let Reply { status, body, .. } = post(
+        &engineer,
         "text/csv; charset=utf-8",
         csv.clone(),
         &[("Idempotency-Key", "csv-1")],
@@ -191,34 +195,37 @@ async fn validation_contract(app: &App) {
     assert_eq!(ps4, Some(25.0));
     let eps1 = stored_value(app, sensor_id(app, "rig-2", "EPS1"), t + 1000).await;
     assert_eq!(eps1, Some(9000.0));
-    let (_, headers, _) = post(app, "text/csv", csv, &[("Idempotency-Key", "csv-1")]).await;
+    let Reply { headers, .. } =
+        post(&engineer, "text/csv", csv, &[("Idempotency-Key", "csv-1")]).await;
     assert_eq!(headers["idempotent-replayed"], "true");
 }
 
 #[tokio::test]
 async fn sqlite_ingest_validates_converts_quarantines_and_is_idempotent() {
-    let app = common::spawn_app().await;
+    let app = TestApp::spawn().await;
     validation_contract(&app).await;
 }
 
 #[tokio::test]
 async fn postgres_ingest_validates_converts_quarantines_and_is_idempotent() {
     let db = TestDatabase::create("ingest").await;
-    let mut app = common::spawn_with(common::demo_config(&[(
+    let app = TestApp::start(common::demo_config(&[(
         "HYDROWATCH_STORAGE__URL",
         &db.url(),
     )]))
     .await;
     validation_contract(&app).await;
-    app.shutdown().await;
+    let app = app.stop().await;
     app.state.store.close().await;
     db.drop_now().await;
 }
 
 #[tokio::test]
 async fn ingested_rows_show_live_but_backfill_and_future_rows_do_not() {
-    let app = common::spawn_app().await;
-    let snapshot = || common::get_json(format!("http://{}/api/v1/equipment/rig-1", app.addr));
+    let app = TestApp::spawn().await;
+    let viewer = app.viewer().await;
+    let engineer = app.engineer().await;
+    let snapshot = async || viewer.get("/api/v1/equipment/rig-1").await.body;
     let value_of = |snap: &Value, sensor: &str| {
         snap["sensors"]
             .as_array()
@@ -231,12 +238,12 @@ async fn ingested_rows_show_live_but_backfill_and_future_rows_do_not() {
         value_of(&snapshot().await, "PS1").is_some()
     })
     .await;
-    let stop = common::admin_post(format!(
-        "http://{}/api/v1/admin/actors/connections/rig-1/stop",
-        app.addr
-    ))
-    .await;
-    assert!(stop.status().is_success(), "{}", stop.status());
+    let stop = app
+        .admin()
+        .await
+        .post("/api/v1/admin/actors/connections/rig-1/stop", json!({}))
+        .await;
+    assert!((200..300).contains(&stop.status), "{}", stop.status);
     let before = snapshot().await;
     let now = now_ms();
     let rows = json!([
@@ -244,7 +251,7 @@ async fn ingested_rows_show_live_but_backfill_and_future_rows_do_not() {
         {"equipment": "rig-1", "sensor": "PS2", "ts": now, "value": 12.75},
         {"equipment": "rig-1", "sensor": "PS3", "ts": now + 20_000, "value": 7.5},
     ]);
-    let (status, _, body) = post_json(&app, &rows).await;
+    let Reply { status, body, .. } = post_json(&engineer, &rows).await;
     assert_eq!((status, &body["accepted"]), (200, &json!(3)), "{body}");
     let snap = snapshot().await;
     assert_eq!(value_of(&snap, "PS2"), Some(12.75), "{snap}");
@@ -265,13 +272,14 @@ async fn ingested_rows_show_live_but_backfill_and_future_rows_do_not() {
 
 #[tokio::test]
 async fn limits_give_typed_errors() {
-    let app = common::spawn_with(common::demo_config(&[
+    let app = TestApp::start(common::demo_config(&[
         ("HYDROWATCH_INGEST__MAX_BODY_BYTES", "2048"),
         ("HYDROWATCH_INGEST__MAX_ROWS", "5"),
         ("HYDROWATCH_INGEST__RATE_PER_SEC", "0.01"),
         ("HYDROWATCH_INGEST__RATE_BURST", "8"),
     ]))
     .await;
+    let engineer = app.engineer().await;
     let row = json!({"equipment": "rig-1", "sensor": "PS1", "ts": now_ms(), "value": 1.0});
     let cases: Vec<(String, &str, u16, &str)> = vec![
         (
@@ -318,7 +326,11 @@ async fn limits_give_typed_errors() {
         ),
     ];
     for (body, content_type, status, code) in cases {
-        let (got, _, answer) = post(&app, content_type, body, &[]).await;
+        let Reply {
+            status: got,
+            body: answer,
+            ..
+        } = post(&engineer, content_type, body, &[]).await;
         assert_eq!(
             (got, answer["error"]["code"].as_str()),
             (status, Some(code)),
@@ -326,9 +338,18 @@ async fn limits_give_typed_errors() {
         );
     }
     // Those and this one make the burst of eight; the ninth waits.
-    let (status, _, answer) = post_json(&app, &json!([row])).await;
+    let Reply {
+        status,
+        body: answer,
+        ..
+    } = post_json(&engineer, &json!([row])).await;
     assert_eq!(status, 200, "{answer}");
-    let (status, headers, answer) = post_json(&app, &json!([row])).await;
+    let Reply {
+        status,
+        headers,
+        body: answer,
+        ..
+    } = post_json(&engineer, &json!([row])).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (429, Some("rate_limited"))
@@ -347,7 +368,7 @@ async fn limits_give_typed_errors() {
 async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
     let db = TestDatabase::create("ingest_outage").await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut app = common::spawn_with(common::demo_config(&[
+    let app = TestApp::start(common::demo_config(&[
         ("HYDROWATCH_STORAGE__URL", &db.url_via(&proxy)),
         ("HYDROWATCH_STORAGE__FLUSH_INTERVAL_MS", "50"),
         ("HYDROWATCH_STORAGE__RETRY_INITIAL_MS", "50"),
@@ -355,6 +376,9 @@ async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
         ("HYDROWATCH_STORAGE__WRITE_TIMEOUT_MS", "2000"),
     ]))
     .await;
+    // The database goes away below, and a session is looked up in it: the
+    // break-glass token is the one credential checked without it.
+    let ingester = app.break_glass();
     let sensor = sensor_id(&app, "rig-3", "FS1");
     let t0 = now_ms() / 1000 * 1000 - 7_200_000;
     let batch = |k: i64| {
@@ -371,7 +395,7 @@ async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
         if k == 20 {
             proxy.restore();
         }
-        let (status, _, body) = post_json(&app, &batch(k)).await;
+        let Reply { status, body, .. } = post_json(&ingester, &batch(k)).await;
         assert!(status == 200 || status == 202, "{status} {body}");
         assert_eq!(body["accepted"], 100, "{body}");
         durability.push(body["durability"].as_str().unwrap().to_owned());
@@ -404,7 +428,7 @@ async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
         .enumerate()
         .all(|(n, s)| s.ts_ms == t0 + n as i64 * 10 && s.value == Some(n as f64)));
     // A client retrying a batch whose answer was lost stores nothing twice.
-    let (status, _, body) = post_json(&app, &batch(15)).await;
+    let Reply { status, body, .. } = post_json(&ingester, &batch(15)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["accepted"], &body["duplicates"]),
@@ -420,7 +444,7 @@ async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
         3000
     );
 
-    app.shutdown().await;
+    let app = app.stop().await;
     app.state.store.close().await;
     direct.close().await;
     db.drop_now().await;
@@ -430,7 +454,7 @@ async fn a_postgres_outage_mid_ingest_loses_no_acknowledged_row() {
 async fn a_full_spool_pushes_ingest_back_with_503() {
     let db = TestDatabase::create("ingest_pushback").await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut app = common::spawn_with(common::demo_config(&[
+    let app = TestApp::start(common::demo_config(&[
         ("HYDROWATCH_STORAGE__URL", &db.url_via(&proxy)),
         ("HYDROWATCH_STORAGE__FLUSH_INTERVAL_MS", "50"),
         ("HYDROWATCH_STORAGE__RETRY_INITIAL_MS", "50"),
@@ -439,13 +463,21 @@ async fn a_full_spool_pushes_ingest_back_with_503() {
         ("HYDROWATCH_STORAGE__SPOOL_PUSHBACK_MIB", "0"),
     ]))
     .await;
+    // The database goes away below, and a session is looked up in it: the
+    // break-glass token is the one credential checked without it.
+    let ingester = app.break_glass();
     proxy.cut();
     let row =
         json!([{"equipment": "rig-1", "sensor": "PS1", "ts": now_ms() - 60_000, "value": 1.0}]);
     // The polled samples fill the (zero-sized) spool allowance.
     let mut last = (0, Value::Null);
     eventually(Duration::from_secs(20), "ingest pushed back", async || {
-        let (status, headers, body) = post_json(&app, &row).await;
+        let Reply {
+            status,
+            headers,
+            body,
+            ..
+        } = post_json(&ingester, &row).await;
         let pushed = status == 503 && headers.contains_key("retry-after");
         last = (status, body);
         pushed
@@ -460,10 +492,10 @@ async fn a_full_spool_pushes_ingest_back_with_503() {
     eventually(
         Duration::from_secs(30),
         "ingest accepted again",
-        async || post_json(&app, &row).await.0 == 200,
+        async || post_json(&ingester, &row).await.status == 200,
     )
     .await;
-    app.shutdown().await;
+    let app = app.stop().await;
     app.state.store.close().await;
     db.drop_now().await;
 }

@@ -71,13 +71,16 @@ fn plant_edits(steps: &'static str) -> Vec<(&'static str, &'static str)> {
     edits
 }
 
-async fn oil_alert(base: &str) -> Value {
+async fn oil_alert(viewer: &Client) -> Value {
     let mut found = Value::Null;
     eventually(
         Duration::from_secs(20),
         "rig-1's oil alert fires",
         async || {
-            let page = get_json(format!("{base}/api/v1/alerts?equipment=rig-1&state=open")).await;
+            let page = viewer
+                .get("/api/v1/alerts?equipment=rig-1&state=open")
+                .await
+                .body;
             match page["items"]
                 .as_array()
                 .and_then(|items| items.iter().find(|a| a["kind"] == "threshold:oil-hot"))
@@ -127,15 +130,15 @@ async fn every_channel_gets_the_alert_once_signed_and_through_a_second_relay() {
                  channels = [\"wallboard\", \"webhook:ops\", \"slack:shift\"]\n\
                  [[alerting.policies.default.steps]]\nafter_ms = 1000\n\
                  channels = [\"email:oncall@plant.example\"]";
-    let mut app = spawn_with(fast_plant_config_full(&plant_edits(steps), &settings, &[])).await;
-    let base = format!("http://{}", app.addr);
-    let alert = oil_alert(&base).await;
+    let app = TestApp::start(fast_plant_config_full(&plant_edits(steps), &settings, &[])).await;
+    let viewer = app.viewer().await;
+    let alert = oil_alert(&viewer).await;
     let id = alert["id"].as_i64().unwrap();
     eventually(
         Duration::from_secs(15),
         "every channel delivered",
         async || {
-            let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             let d = deliveries(&detail);
             d.len() == 4 && d.iter().all(|(_, status, _)| status == "sent")
         },
@@ -199,12 +202,12 @@ async fn every_channel_gets_the_alert_once_signed_and_through_a_second_relay() {
     assert!(mail.data.contains(&format!(
         "Open the alert: http://hydrowatch.test/api/v1/alerts/{id}"
     )));
-    let detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+    let detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
     // One attempt each; the wallboard's is the live push, stored as sent.
     for (channel, _, attempts) in deliveries(&detail) {
         assert_eq!(attempts, i64::from(channel != "wallboard"), "{channel}");
     }
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,15 +222,15 @@ async fn with_smtp_down_email_is_retried_then_dead_lettered_and_the_webhook_stil
     );
     let steps = "[[alerting.policies.default.steps]]\nafter_ms = 0\n\
                  channels = [\"email:oncall@plant.example\", \"webhook:ops\"]";
-    let mut app = spawn_with(fast_plant_config_full(&plant_edits(steps), &settings, &[])).await;
-    let base = format!("http://{}", app.addr);
-    let id = oil_alert(&base).await["id"].as_i64().unwrap();
+    let app = TestApp::start(fast_plant_config_full(&plant_edits(steps), &settings, &[])).await;
+    let viewer = app.viewer().await;
+    let id = oil_alert(&viewer).await["id"].as_i64().unwrap();
     let mut detail = Value::Null;
     eventually(
         Duration::from_secs(20),
         "the e-mail is given up",
         async || {
-            detail = get_json(format!("{base}/api/v1/alerts/{id}")).await;
+            detail = viewer.get(&format!("/api/v1/alerts/{id}")).await.body;
             deliveries(&detail)
                 .iter()
                 .any(|(c, s, _)| c.starts_with("email:") && s == "dead")
@@ -252,5 +255,5 @@ async fn with_smtp_down_email_is_retried_then_dead_lettered_and_the_webhook_stil
     let error = email["last_error"].as_str().unwrap();
     assert!(error.contains("after 3 attempts"), "{error}");
     assert_eq!(got.lock().unwrap().len(), 1);
-    app.shutdown().await;
+    app.stop().await;
 }

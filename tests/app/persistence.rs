@@ -11,7 +11,7 @@ use std::time::Duration;
 use ractor::Actor;
 use tokio::sync::oneshot;
 
-use common::{eventually, temp_dir, Proxy, TestDatabase};
+use common::{eventually, open_storage, temp_dir, Proxy, TestDatabase};
 use hydrowatch::store::{PlantIds, Store};
 use hydrowatch_actors::storage::{
     decode_into, Durability, SampleStore, Spool, StorageState, StorageStatus, StorageWriter,
@@ -21,13 +21,6 @@ use hydrowatch_actors::Address;
 use hydrowatch_models::Quality;
 
 const POSTGRES: &str = "127.0.0.1:5432";
-
-async fn open(url: &str) -> (Store, PlantIds) {
-    let loaded = common::demo_config(&[("HYDROWATCH_STORAGE__URL", url)]);
-    hydrowatch::app::open_storage(&loaded)
-        .await
-        .expect("storage opens")
-}
 
 fn sample(sensor: i64, ts_ms: i64, value: f64) -> StoredSample {
     StoredSample {
@@ -121,14 +114,15 @@ async fn write_contract(store: &Store, ids: &PlantIds) {
 #[tokio::test]
 async fn sqlite_writes_are_atomic_and_the_first_value_wins() {
     let dir = temp_dir("sqlite-write");
-    let (store, ids) = open(&format!("sqlite://{}", dir.join("hw.db").display())).await;
+    let (store, ids) =
+        open_storage(&format!("sqlite://{}", dir.join("hw.db").display()), &[]).await;
     write_contract(&store, &ids).await;
 }
 
 #[tokio::test]
 async fn postgres_copy_writes_are_atomic_and_the_first_value_wins() {
     let db = TestDatabase::create("write").await;
-    let (store, ids) = open(&db.url()).await;
+    let (store, ids) = open_storage(&db.url(), &[]).await;
     write_contract(&store, &ids).await;
     store.close().await;
     db.drop_now().await;
@@ -139,7 +133,7 @@ async fn a_postgres_outage_mid_ingest_loses_nothing_and_stores_nothing_twice() {
     hydrowatch::telemetry::init_logging(hydrowatch::config::LogFormat::Text, "warn");
     let db = TestDatabase::create("outage").await;
     let proxy = Proxy::start(POSTGRES.parse().unwrap()).await;
-    let (store, ids) = open(&db.url_via(&proxy)).await;
+    let (store, ids) = open_storage(&db.url_via(&proxy), &[]).await;
     let direct = Store::connect(&db.url()).await.unwrap();
     let mut sensors: Vec<i64> = ids.sensors.values().copied().collect();
     sensors.sort();
