@@ -247,6 +247,7 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
     assert_eq!(status, 200, "the claims are right: {body}");
     assert_eq!(body["email"], "admin@plant.example");
     // API keys: one that reads, one revoked, one expired.
+    let read_key = app.api_key(&["read"]).await;
     let admin = app.log_in("admin@plant.example").await;
     let make_key = async |scopes: Value| {
         let made = admin
@@ -262,7 +263,6 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
             made["record"]["id"].as_i64().unwrap(),
         )
     };
-    let (read_key, _) = make_key(json!(["read"])).await;
     let (revoked_key, revoked_id) = make_key(json!(["read"])).await;
     let revoked = admin
         .delete(&format!("/api/v1/admin/api-keys/{revoked_id}"))
@@ -294,7 +294,6 @@ async fn every_route_answers_each_role_and_every_bad_credential_as_it_should() {
         ("revoked API key", app.client(Some(&revoked_key))),
         ("expired API key", app.client(Some(&expired_key))),
     ];
-    let read_key = app.client(Some(&read_key));
     let break_glass = app.break_glass();
 
     let mut checked = 0;

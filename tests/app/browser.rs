@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{fast_plant_config_with, spawn_with, OIL_ALERT_AT_1C, TS1_LIMIT_AT_1C};
+use common::{fast_plant_config_with, TestApp, OIL_ALERT_AT_1C, TS1_LIMIT_AT_1C};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const RIGS: [&str; 3] = ["rig-1", "rig-2", "rig-3"];
@@ -423,10 +423,10 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
         "id = \"oil-hot\"\nseverity = \"major\"",
         "id = \"oil-hot\"\nseverity = \"critical\"",
     ));
-    let mut app = spawn_with(fast_plant_config_with(&edits, &[])).await;
-    let page_url = format!("http://{}/", app.addr);
+    let app = TestApp::start(fast_plant_config_with(&edits, &[])).await;
+    let page_url = app.url("/");
     // A viewer signs in through the page's form.
-    common::sign_in(&app, "wall@plant.example", "viewer").await;
+    app.user("wall@plant.example", "viewer").await;
 
     let browser = Browser::launch().await;
     let mut cdp = Cdp::connect(&browser.devtools_url).await;
@@ -652,5 +652,5 @@ async fn wallboard_in_headless_chromium_shows_live_values_for_every_rig() {
     );
 
     browser.close(Some(&mut cdp)).await;
-    app.shutdown().await;
+    app.stop().await;
 }

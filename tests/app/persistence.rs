@@ -11,7 +11,7 @@ use std::time::Duration;
 use ractor::Actor;
 use tokio::sync::oneshot;
 
-use common::{eventually, open_storage, temp_dir, Proxy, TestDatabase};
+use common::{eventually, open_storage, temp_dir, Proxy, TestApp, TestDatabase};
 use hydrowatch::store::{PlantIds, Store};
 use hydrowatch_actors::storage::{
     decode_into, Durability, SampleStore, Spool, StorageState, StorageStatus, StorageWriter,
@@ -258,7 +258,7 @@ async fn a_postgres_outage_mid_ingest_loses_nothing_and_stores_nothing_twice() {
 
 #[tokio::test]
 async fn polled_samples_reach_the_embedded_database() {
-    let app = common::spawn_with(common::demo_config(&[(
+    let app = TestApp::start(common::demo_config(&[(
         "HYDROWATCH_STORAGE__FLUSH_INTERVAL_MS",
         "50",
     )]))
@@ -275,12 +275,11 @@ async fn polled_samples_reach_the_embedded_database() {
         .filter(|(v, q)| *q == 0 && v.is_some())
         .count();
     assert!(good >= 100, "{good} good samples of {}", rows.len());
-    let body = common::get_json(format!("http://{}/health/ready", app.addr)).await;
+    let body = app.anonymous().get("/health/ready").await.body;
     assert_eq!(body["storage"]["backend"], "sqlite");
     assert_eq!(body["storage"]["state"], "ok");
     assert!(body["storage"]["rows_written"].as_u64().unwrap() >= 102);
-    let mut app = app;
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// The spool as a killed process left it: every sample in it.

@@ -3,9 +3,7 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use common::TestDatabase;
+use common::{temp_dir, TestDatabase};
 use hydrowatch::config::{self, Loaded};
 use hydrowatch::store::{LayoutSettings, Store, StoreError, TimescaleMode};
 
@@ -107,19 +105,9 @@ async fn migrate_and_sync_twice(store: &Store) {
     assert_eq!(first, second);
 }
 
-static N: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 #[tokio::test]
 async fn sqlite_file_is_created_in_wal_mode_and_migrated() {
-    let dir = std::env::temp_dir().join(unique("hydrowatch-store"));
+    let dir = temp_dir("store");
     let path = dir.join("nested/hydrowatch.db");
     let store = Store::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -173,7 +161,7 @@ async fn unsupported_urls_are_refused() {
 /// A database migrated by the first schema only, holding samples in the old
 /// one-row-per-sample table.
 async fn legacy_database(store: &Store, backend: &str) -> Vec<i64> {
-    let dir = std::env::temp_dir().join(unique("hydrowatch-legacy-migrations"));
+    let dir = temp_dir("legacy-migrations");
     std::fs::create_dir_all(&dir).unwrap();
     let source = format!("{}/store/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(&source).unwrap() {
@@ -270,7 +258,7 @@ async fn legacy_samples_survive_the_block_migration(store: &Store, backend: &str
 
 #[tokio::test]
 async fn sqlite_samples_of_the_row_layout_are_kept_as_blocks() {
-    let dir = std::env::temp_dir().join(unique("hydrowatch-legacy"));
+    let dir = temp_dir("legacy");
     let store = Store::connect(&format!("sqlite://{}", dir.join("hw.db").display()))
         .await
         .unwrap();

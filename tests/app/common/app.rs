@@ -14,9 +14,8 @@ use hydrowatch::App;
 use super::{Client, Reply, WsClient};
 
 /// The break-glass token of the test apps: an administrator without a
-/// user. Only tests about that token use it ([`TestApp::break_glass`]);
-/// the others sign in as the role they exercise.
-pub const BREAK_GLASS: &str = "test-break-glass-token-0123456789abcdef";
+/// user (see [`TestApp::break_glass`]).
+const BREAK_GLASS: &str = "test-break-glass-token-0123456789abcdef";
 
 /// A password that meets the policy; every user the harness creates has it.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -201,7 +200,9 @@ impl TestApp {
         self.client(None)
     }
 
-    /// The configured break-glass token: for tests about that token only.
+    /// The configured break-glass token: for tests about that token, and
+    /// for those that take the database away (it is checked without it,
+    /// a session is not). Other tests sign in as the role they exercise.
     pub fn break_glass(&self) -> Client {
         self.client(Some(BREAK_GLASS))
     }
@@ -262,13 +263,15 @@ impl TestApp {
     }
 
     /// An API key with `scopes` (permission names such as `read` or
-    /// `ingest`), made through the API by a new admin it then acts as.
+    /// `ingest`) and a rate limit no test reaches, made through the API by a
+    /// new admin it then acts as.
     pub async fn api_key(&self, scopes: &[&str]) -> Client {
         let admin = self.admin().await;
         let made = admin
             .post(
                 "/api/v1/admin/api-keys",
-                json!({"name": "test-key", "scopes": scopes}),
+                json!({"name": "test-key", "scopes": scopes,
+                       "rate": {"burst": 10000, "per_min": 10000}}),
             )
             .await;
         assert_eq!(made.status, 201, "API key made: {}", made.body);

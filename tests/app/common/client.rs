@@ -40,14 +40,6 @@ impl Client {
         self.token.as_deref()
     }
 
-    /// The same application with another bearer token.
-    pub fn with_token(&self, token: &str) -> Client {
-        Client {
-            token: Some(token.to_owned()),
-            ..self.clone()
-        }
-    }
-
     /// A request to build further (headers, raw bodies) and [`send`].
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
@@ -89,12 +81,5 @@ pub async fn send(request: RequestBuilder) -> Reply {
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
         headers,
-    }
-}
-
-impl Reply {
-    /// `error.code` of an error body, or `""`.
-    pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or_default()
     }
 }

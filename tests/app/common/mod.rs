@@ -11,12 +11,9 @@
 //! assert_eq!(reply.status, 201, "{}", reply.body);
 //! let mut ws = app.ws(&app.viewer().await).await;
 //! ```
-// Until every test module is on TestApp.
-#![allow(dead_code, unused_imports)]
 
 mod app;
 mod client;
-mod legacy;
 mod postgres;
 mod proxy;
 mod smtp;
@@ -26,7 +23,6 @@ use std::time::Duration;
 
 pub use app::*;
 pub use client::{send, Client, Reply};
-pub use legacy::*;
 pub use postgres::*;
 pub use proxy::*;
 pub use smtp::*;
