@@ -284,7 +284,6 @@ impl TestApp {
         WsClient::connect(&format!("ws://{}/api/v1/ws", self.addr), client.token()).await
     }
 
-    /// The id of the user with `email`.
     pub async fn user_id(&self, email: &str) -> i64 {
         self.state
             .store

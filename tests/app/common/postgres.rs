@@ -7,7 +7,6 @@ pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgre
 
 /// A fresh PostgreSQL database, dropped by [`TestDatabase::drop_now`].
 pub struct TestDatabase {
-    /// Its name.
     pub name: String,
     dropped: bool,
 }

@@ -58,7 +58,6 @@ impl Proxy {
         self.cut.send_modify(|g| *g += 1);
     }
 
-    /// Lets connections through again.
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
