@@ -3,7 +3,6 @@
 //! The application crate: configuration, the HTTP/WebSocket façade, wiring.
 //! The supervision tree lives in `hydrowatch-actors`, device I/O in
 //! `hydrowatch-protocols`, domain types in `hydrowatch-models`.
-#![warn(missing_docs)]
 
 pub mod alert_rules;
 pub mod app;

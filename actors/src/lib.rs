@@ -3,7 +3,6 @@
 //!
 //! This crate knows nothing of HTTP or SQL; it defines the ports the application
 //! plugs into.
-#![warn(missing_docs)]
 
 pub mod address;
 pub mod alerting;

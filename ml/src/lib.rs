@@ -3,7 +3,6 @@
 //! (run-keeping cross-validation, withheld classes), the trained artifacts
 //! and loading them into a scorer, and the XGBoost member on ONNX Runtime.
 //! No actors, no HTTP, no SQL.
-#![warn(missing_docs)]
 
 pub mod artifacts;
 pub mod evaluate;

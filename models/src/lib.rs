@@ -2,7 +2,6 @@
 //!
 //! This crate is synchronous and free of I/O on purpose: everything here can be
 //! unit-tested without a runtime and reused by actors, storage and the façade alike.
-#![warn(missing_docs)]
 
 pub mod alert;
 pub mod cycle;

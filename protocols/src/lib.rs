@@ -1,6 +1,5 @@
 //! Device I/O for hydrowatch: register decoding, Modbus clients, and simulators
 //! of the hydraulic test rig that replay real recorded data.
-#![warn(missing_docs)]
 
 pub mod modbus;
 pub mod opcua;

@@ -6,7 +6,6 @@
 //! It implements the ports the actors define (`SampleStore`, `AlertStore`)
 //! and knows nothing of HTTP; the application re-exports it as
 //! `hydrowatch::store`.
-#![warn(missing_docs)]
 
 /// Runs `$body` on either backend with `$exec` the pool and `$q` turning a
 /// statement written with `$n` placeholders into the backend's (SQLite takes
