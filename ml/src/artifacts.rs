@@ -58,9 +58,7 @@ pub enum ModelError {
     /// A file could not be read.
     #[error("{path}: {source}")]
     Read {
-        /// The file.
         path: String,
-        /// Why.
         source: std::io::Error,
     },
     /// A file is not a model of this build.

@@ -423,7 +423,6 @@ pub fn cross_validate(
 /// How the novelty detector fared on one withheld fault class.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WithheldClass {
-    /// The component.
     pub target: Target,
     /// Its withheld level.
     pub level: i32,

@@ -55,7 +55,6 @@ impl Conditions {
 /// The cycles of a folder with their conditions, in file order.
 #[derive(Debug, Clone)]
 pub struct RigData {
-    /// The folder.
     pub dir: PathBuf,
     /// One per row.
     pub cycles: Vec<Cycle>,
@@ -68,26 +67,18 @@ pub struct RigData {
 pub enum RigDataError {
     /// A file is missing or unreadable.
     #[error("{path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    File { path: PathBuf, reason: String },
     /// A file's content is not what the format says.
     #[error("{path}, row {row}: {reason}")]
     Format {
-        /// The file.
         path: PathBuf,
         /// 1-based row.
         row: usize,
-        /// Why.
         reason: String,
     },
     /// Files disagree on the number of cycles.
     #[error("{path} has {got} rows; {expected_from} has {expected}")]
     Rows {
-        /// The file.
         path: PathBuf,
         /// Its rows.
         got: usize,
