@@ -131,7 +131,7 @@ pub struct RegisterPoint {
     /// devices behind one gateway.
     #[serde(default)]
     pub unit: Option<u8>,
-    /// Table.
+    /// Which Modbus table; holding registers if absent.
     #[serde(default = "default_kind")]
     pub kind: RegisterKind,
     /// Zero-based address of the first register.
@@ -253,7 +253,6 @@ impl RegisterPoint {
 pub struct ReadBlock {
     /// The point's own unit id, if it has one.
     pub unit: Option<u8>,
-    /// Table.
     pub kind: RegisterKind,
     /// First register (or bit).
     pub start: u16,

@@ -40,7 +40,6 @@ pub struct PollerConfig {
     pub max_bits_per_read: u16,
     /// Largest gap of unused registers worth reading to save a request.
     pub max_gap: u16,
-    /// Reconnect backoff.
     pub reconnect: ReconnectPolicy,
 }
 
@@ -149,7 +148,7 @@ pub enum WriteError {
     /// The value does not fit the point's type and scale.
     #[error("{value} cannot be written as {data_type:?} with scale {scale}: the device would hold {stored}")]
     NotRepresentable {
-        /// Asked for.
+        /// The engineering value asked for.
         value: f64,
         /// The point's type.
         data_type: DataType,

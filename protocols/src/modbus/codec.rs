@@ -81,14 +81,12 @@ pub enum Request {
     },
     /// 0x05.
     WriteSingleCoil {
-        /// Coil.
         address: u16,
         /// New state.
         value: bool,
     },
     /// 0x06.
     WriteSingleRegister {
-        /// Register.
         address: u16,
         /// New value.
         value: u16,
@@ -435,7 +433,7 @@ pub struct Frame {
     pub transaction: u16,
     /// Unit (slave) id.
     pub unit: u8,
-    /// The PDU.
+    /// Function code and data, without the framing's header or CRC.
     pub pdu: Vec<u8>,
 }
 

@@ -626,7 +626,6 @@ impl SimulatorHandle {
         self.addr
     }
 
-    /// How it frames.
     pub fn framing(&self) -> Framing {
         self.shared.framing
     }

@@ -34,14 +34,14 @@ use hydrowatch_models::{Quality, Reading, SensorId};
 
 use crate::poll::{ErrorCounts, LinkState, PollOutcome, ReconnectPolicy};
 
-/// An OPC-UA security policy.
+/// Algorithms that sign and encrypt messages; `None` exactly when the mode
+/// is `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpcUaSecurityPolicy {
     /// No security (the mode must be `none`).
     #[default]
     None,
-    /// Basic256Sha256.
     Basic256Sha256,
     /// Aes128_Sha256_RsaOaep.
     Aes128Sha256RsaOaep,
@@ -54,9 +54,7 @@ pub enum OpcUaSecurityMode {
     /// Neither signed nor encrypted.
     #[default]
     None,
-    /// Signed.
     Sign,
-    /// Signed and encrypted.
     SignAndEncrypt,
 }
 
@@ -104,7 +102,6 @@ pub struct OpcUaConfig {
     pub request_timeout: Duration,
     /// How often the server sends changes.
     pub publishing_interval: Duration,
-    /// Reconnect backoff.
     pub reconnect: ReconnectPolicy,
     /// Most monitored items asked for in one subscription.
     pub max_items_per_subscription: usize,
@@ -115,7 +112,6 @@ pub struct OpcUaConfig {
 /// One sensor's variable.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpcUaPoint {
-    /// The sensor.
     pub sensor: SensorId,
     /// Its variable, e.g. `ns=2;s=Rig.PS1`.
     pub node_id: String,
@@ -199,7 +195,6 @@ pub enum OpcUaError {
     /// A node id does not parse.
     #[error("sensor {sensor}: node id {node_id:?} does not parse")]
     NodeId {
-        /// The sensor.
         sensor: String,
         /// What was given.
         node_id: String,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub struct StoredCertificate {
     /// File name: `<common name> [<SHA-1 thumbprint>].der`.
     pub file: String,
-    /// Where it is.
+    /// Full path, under `rejected/` or `trusted/`.
     pub path: PathBuf,
 }
 
