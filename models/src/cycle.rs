@@ -90,7 +90,6 @@ pub enum CycleError {
     /// A sensor without 60 values.
     #[error("sensor {sensor} has {got} values; a cycle has {expected}")]
     Length {
-        /// The sensor.
         sensor: &'static str,
         /// Values expected.
         expected: usize,
@@ -100,9 +99,8 @@ pub enum CycleError {
     /// A value that is not a finite number.
     #[error("sensor {sensor} at second {second} is not a finite number")]
     NotFinite {
-        /// The sensor.
         sensor: &'static str,
-        /// The second.
+        /// Index of the value: seconds into the cycle, from 0.
         second: usize,
     },
 }
@@ -228,7 +226,6 @@ pub struct CycleLayout {
 pub enum Assembled {
     /// A cycle to score.
     Complete {
-        /// The values.
         cycle: Cycle,
         /// When its first sample was read, ms since the Unix epoch.
         start_ms: i64,
@@ -269,7 +266,6 @@ impl CycleAssembler {
         }
     }
 
-    /// The layout.
     pub fn layout(&self) -> &CycleLayout {
         &self.layout
     }

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
-    /// The cooler.
     Cooler,
     /// The switching valve.
     Valve,
@@ -239,7 +238,6 @@ pub struct MemberVerdict {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComponentHealth {
-    /// The component.
     pub component: Component,
     /// Whether the ensemble calls it degraded.
     pub degraded: bool,

@@ -14,7 +14,6 @@ use crate::{EquipmentId, Health, PhysicalRange, SensorId, SensorSpec, SensorStat
 pub struct EquipmentSpec {
     /// Identifier, unique in the plant.
     pub id: EquipmentId,
-    /// Human-readable name.
     pub name: String,
     /// Name of the site it stands on.
     pub site: String,
@@ -46,11 +45,9 @@ pub struct ConditionView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorView {
-    /// Identifier.
     pub id: SensorId,
-    /// Name.
     pub name: String,
-    /// Unit.
+    /// Engineering unit (e.g. `bar`).
     pub unit: String,
     /// Physical range.
     pub range: PhysicalRange,
@@ -65,13 +62,10 @@ pub struct SensorView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EquipmentSnapshot {
-    /// Identifier.
     pub id: EquipmentId,
-    /// Name.
     pub name: String,
     /// Site name.
     pub site: String,
-    /// Health.
     pub health: Health,
     /// Sensors in display order.
     pub sensors: Vec<SensorView>,

@@ -17,7 +17,8 @@ use crate::ensemble::Component;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForestParams {
-    /// Trees.
+    /// Trees per target (default 100), split evenly among at most [`GROVES`]
+    /// groves.
     pub n_trees: u16,
     /// Deepest a tree may grow (`None`: until its leaves are pure).
     pub max_depth: Option<u16>,

@@ -22,7 +22,7 @@ use crate::novelty::{CompiledNovelty, Novelty};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{member}: {reason}")]
 pub struct MemberError {
-    /// The member.
+    /// Which member failed, e.g. `random_forest`, `novelty` or `xgboost`.
     pub member: String,
     /// What went wrong.
     pub reason: String,

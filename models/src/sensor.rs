@@ -28,7 +28,6 @@ impl PhysicalRange {
 pub struct SensorSpec {
     /// Identifier, unique within the equipment.
     pub id: SensorId,
-    /// Human-readable name.
     pub name: String,
     /// Engineering unit (e.g. `bar`).
     pub unit: String,

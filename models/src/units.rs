@@ -12,13 +12,9 @@
 /// What a unit measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantity {
-    /// Pressure.
     Pressure,
-    /// Temperature.
     Temperature,
-    /// Volume flow.
     VolumeFlow,
-    /// Power.
     Power,
     /// Velocity (vibration).
     Velocity,

@@ -19,7 +19,6 @@ use crate::ensemble::Severity;
 /// Where an alert comes from, for silences and inhibition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// The site.
     pub site: String,
     /// The equipment unit, if any.
     pub equipment: Option<String>,
@@ -64,7 +63,7 @@ pub enum HeldBack {
     Silenced(usize),
     /// An alert of its equipment unit inhibits it.
     Inhibited,
-    /// It is flapping.
+    /// It changed state more than `flap_changes` times within the flap window.
     Flapping,
 }
 
@@ -87,7 +86,6 @@ pub enum Output {
     Changed(AlertKey),
     /// Notify these channels (write the outbox row first).
     Notify {
-        /// The alert.
         key: AlertKey,
         /// The escalation step.
         step: usize,

@@ -42,7 +42,6 @@ pub struct EscalationPolicy {
 /// Why a policy is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    /// No steps.
     #[error("an escalation policy needs at least one step")]
     NoSteps,
     /// A step out of order or with a negative delay.

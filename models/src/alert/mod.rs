@@ -175,9 +175,7 @@ impl EventKind {
 /// One entry of an alert's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
-    /// When.
     pub at: Millis,
-    /// What.
     pub kind: EventKind,
     /// The state after it.
     pub state: AlertState,

@@ -55,7 +55,7 @@ pub struct RuleSpec {
     /// a window passes without a change.
     #[serde(default)]
     pub flap_window_ms: Option<Millis>,
-    /// The condition.
+    /// What makes the rule fire.
     pub when: Condition,
 }
 
@@ -426,7 +426,6 @@ pub struct QualityEvaluator {
 }
 
 impl QualityEvaluator {
-    /// For a quality condition.
     pub fn new(condition: &QualityCondition) -> QualityEvaluator {
         QualityEvaluator {
             longer_than_ms: condition.longer_than_ms,

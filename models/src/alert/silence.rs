@@ -19,7 +19,6 @@ use crate::ensemble::Severity;
 /// What a silence or an inhibition rule looks at in an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertLabels<'a> {
-    /// The site.
     pub site: &'a str,
     /// The equipment unit, if the alert is about one or its sensors.
     pub equipment: Option<&'a str>,
@@ -92,7 +91,6 @@ pub enum WindowError {
     /// A cron expression that does not parse.
     #[error("cron `{cron}`: {reason}")]
     Cron {
-        /// The expression.
         cron: String,
         /// What is wrong.
         reason: String,
@@ -116,9 +114,7 @@ pub enum Window {
     Recurring {
         /// The parsed schedule.
         schedule: Box<cron::Schedule>,
-        /// Its length.
         duration_ms: Millis,
-        /// Its time zone.
         timezone: chrono_tz::Tz,
     },
 }
@@ -221,7 +217,6 @@ fn utc(ms: Millis) -> Option<DateTime<Utc>> {
 pub struct Silence {
     /// Which alerts.
     pub matchers: Matchers,
-    /// When.
     pub window: Window,
 }
 

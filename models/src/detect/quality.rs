@@ -84,10 +84,7 @@ pub enum QualityIssue {
     /// Not a finite number.
     NotFinite,
     /// Outside the physical range (reported for every such sample).
-    OutOfRange {
-        /// The value.
-        value: f64,
-    },
+    OutOfRange { value: f64 },
     /// The value has not changed for `samples` samples (reported for every
     /// sample while it lasts).
     Stuck {
@@ -101,7 +98,6 @@ pub enum QualityIssue {
     Spike {
         /// When the spike was sampled.
         ts_ms: i64,
-        /// Its value.
         value: f64,
         /// Median of the samples before it.
         median: f64,
@@ -109,10 +105,7 @@ pub enum QualityIssue {
         score: f64,
     },
     /// Nothing came for `gap_ms` before this sample.
-    Gap {
-        /// The interval, ms.
-        gap_ms: i64,
-    },
+    Gap { gap_ms: i64 },
 }
 
 /// The quality checks' state for one sensor.

@@ -72,7 +72,8 @@ impl Findings {
     }
 }
 
-/// The detectors of one sensor.
+/// Quality checks, adaptive baseline and process limits of one sensor, fed
+/// sample by sample.
 #[derive(Debug, Clone)]
 pub struct SensorDetectors {
     quality: QualityChecker,
