@@ -298,7 +298,6 @@ impl AlertStore for Store {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertRow {
-    /// Its id.
     pub id: i64,
     /// The actor path it comes from.
     pub source: String,
@@ -306,7 +305,6 @@ pub struct AlertRow {
     pub kind: String,
     /// The rule that raised it.
     pub rule: String,
-    /// Site.
     pub site: String,
     /// Equipment unit, if any.
     pub equipment: Option<String>,
@@ -333,7 +331,6 @@ pub struct AlertRow {
     pub cleared_at_ms: Option<i64>,
     /// Who acknowledged it.
     pub acknowledged_by: Option<String>,
-    /// When.
     pub acknowledged_at_ms: Option<i64>,
     /// Held back for flapping.
     pub flapping: bool,
@@ -349,7 +346,6 @@ pub struct AlertRow {
 pub struct AlertEventRow {
     /// Position in the history.
     pub seq: i64,
-    /// When, ms.
     pub at_ms: i64,
     /// What happened (`triggered`, `activated`, `acknowledged`, …).
     pub kind: String,
@@ -408,7 +404,6 @@ pub struct AlertFilter {
     pub page_size: i64,
 }
 
-/// A page of alerts.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertPage {
@@ -614,7 +609,6 @@ macro_rules! detail_in {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertDetail {
-    /// The alert.
     #[serde(flatten)]
     pub alert: AlertRow,
     /// Everything that happened to it, oldest first.
@@ -712,7 +706,6 @@ pub enum DeliveryOutcome {
     Sent(i64),
     /// Failed; try again at `next_attempt_at_ms`.
     Retry {
-        /// Why.
         error: String,
         /// When to try again.
         next_attempt_at_ms: i64,

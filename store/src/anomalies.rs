@@ -16,9 +16,7 @@ const NOVEL: &str = "novel";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnomalyRow {
-    /// Row id.
     pub id: i64,
-    /// The equipment.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub equipment: EquipmentId,
     /// When the cycle ended (its last sample), ms since the Unix epoch.
@@ -97,7 +95,6 @@ pub fn rows_of(
     rows
 }
 
-/// A page of anomalies.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AnomalyPage {

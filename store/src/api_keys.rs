@@ -8,7 +8,6 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyRecord {
-    /// Id.
     pub id: i64,
     /// The admin who made it; it acts as them, within its scopes.
     pub user_id: i64,
@@ -39,7 +38,7 @@ pub struct ApiKeyRecord {
 pub struct NewApiKey<'a> {
     /// Its maker.
     pub user_id: i64,
-    /// Its name.
+    /// What it is for.
     pub name: &'a str,
     /// Its first characters.
     pub prefix: &'a str,

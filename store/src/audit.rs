@@ -14,9 +14,9 @@ pub struct AuditRow {
     pub seq: i64,
     /// When, ms since the epoch.
     pub ts_ms: i64,
-    /// Who.
+    /// The user id, if anybody signed in.
     pub user_id: Option<i64>,
-    /// What.
+    /// What happened, e.g. `login` or `alert_rule.create`.
     pub action: String,
     /// On what kind of thing.
     pub resource_type: String,

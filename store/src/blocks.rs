@@ -21,9 +21,7 @@ use hydrowatch_models::Quality;
 /// Length of a block: one minute, so that a block's summary is exactly its
 /// 1-minute rollup.
 pub const BLOCK_MS: i64 = 60_000;
-/// One hour, ms.
 pub const HOUR_MS: i64 = 3_600_000;
-/// One day, ms.
 pub const DAY_MS: i64 = 86_400_000;
 
 /// Quality as stored: 0 good, 1 uncertain, 2 bad.

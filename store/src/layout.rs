@@ -529,7 +529,7 @@ pub struct PartitionInfo {
 pub struct LayoutStats {
     /// `sqlite`, `native` (PostgreSQL range partitions) or `timescaledb`.
     pub layout: String,
-    /// The table.
+    /// One of [`MANAGED_TABLES`].
     pub table: String,
     /// Its partitions or chunks, oldest first (empty on SQLite).
     pub partitions: Vec<PartitionInfo>,

@@ -70,9 +70,7 @@ pub enum StoreError {
     /// The directory of the SQLite file could not be created.
     #[error("cannot create {path}: {source}")]
     Directory {
-        /// The directory.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The database refused or failed.

@@ -12,7 +12,6 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SilenceRow {
-    /// Its id.
     pub id: i64,
     /// Which alerts: `site`, `equipment`, `sensor`, `severities`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

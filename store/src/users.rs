@@ -9,7 +9,6 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserRecord {
-    /// Id.
     pub id: i64,
     /// E-mail, lower-cased.
     pub email: String,
@@ -17,9 +16,7 @@ pub struct UserRecord {
     pub name: String,
     /// `ADMIN`, `ENGINEER` or `VIEWER`.
     pub role: String,
-    /// Company.
     pub company: Option<String>,
-    /// Phone.
     pub phone: Option<String>,
     /// IANA time zone.
     pub timezone: String,
@@ -53,9 +50,7 @@ pub struct UserRecord {
 pub struct Profile {
     /// Display name.
     pub name: String,
-    /// Company.
     pub company: Option<String>,
-    /// Phone.
     pub phone: Option<String>,
     /// IANA time zone.
     pub timezone: String,
@@ -83,9 +78,7 @@ pub struct NewUserRecord<'a> {
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
-    /// Id.
     pub id: String,
-    /// Its user.
     pub user_id: i64,
     /// Started, ms.
     pub created_at: i64,
@@ -108,7 +101,6 @@ pub struct SessionRecord {
 pub enum RefreshUse {
     /// First use: now spent. Its session and expiry.
     Fresh {
-        /// The session.
         session_id: String,
         /// When the token expired or expires, ms.
         expires_at: i64,
@@ -202,7 +194,6 @@ where
 /// A session with what a request needs of its user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionUser {
-    /// The user.
     pub user_id: i64,
     /// Their e-mail.
     pub email: String,
@@ -412,7 +403,7 @@ impl Store {
         })
     }
 
-    /// One session.
+    /// The session with that id, ended or not; `None` when there is none.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let text = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
         run!(self, |q, exec| {
