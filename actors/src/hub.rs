@@ -14,7 +14,6 @@ use crate::session::Outbox;
 /// One subscriber: a session's outbox.
 #[derive(Clone)]
 pub struct Subscriber {
-    /// The session id.
     pub session: Arc<str>,
     /// Where frames go.
     pub outbox: Arc<Outbox>,

@@ -44,9 +44,7 @@ pub struct LoginSettings {
 /// A session to run.
 #[derive(Debug, Clone)]
 pub struct LoginSpec {
-    /// The session id.
     pub session_id: String,
-    /// Its user.
     pub user_id: i64,
     /// Client address.
     pub ip: Option<String>,
@@ -59,7 +57,6 @@ pub struct LoginSpec {
 /// What a login actor tells about its session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoginInfo {
-    /// The user.
     pub user_id: i64,
     /// Client address at login.
     pub ip: Option<String>,
@@ -100,7 +97,6 @@ pub enum LoginMsg {
 
 /// What a login actor starts with.
 pub struct LoginArgs {
-    /// The session.
     pub spec: LoginSpec,
     /// Ledger, idle timeout.
     pub settings: LoginSettings,
@@ -111,7 +107,6 @@ pub struct LoginArgs {
 /// The login actor.
 pub struct Login;
 
-/// State of a login actor.
 pub struct LoginState {
     args: LoginArgs,
     last_activity_ms: i64,

@@ -23,7 +23,6 @@ pub enum ActorKind {
     Connection,
     /// An equipment unit (also the supervisor of its sensors).
     Equipment,
-    /// A sensor.
     Sensor,
     /// A client session (a WebSocket).
     Session,
@@ -98,7 +97,6 @@ pub struct ActorInfo {
     pub path: String,
     /// Role.
     pub kind: ActorKind,
-    /// Lifecycle status.
     pub status: LifecycleStatus,
     /// Restarts since the process started.
     pub restart_count: u64,
@@ -129,7 +127,6 @@ pub struct Registry {
 
 /// The supervisor responsible for a path and the child id it knows it by.
 pub struct Owner {
-    /// The supervisor.
     pub supervisor: Arc<dyn SupervisorControl>,
     /// The child's id in that supervisor.
     pub child_id: String,

@@ -217,22 +217,18 @@ pub enum AlertingMsg {
     Tick,
     /// Someone acknowledges an open alert.
     Acknowledge {
-        /// Its id.
         id: i64,
         /// Who.
         by: String,
-        /// Their comment.
         comment: Option<String>,
         /// The alert after it.
         reply: RpcReplyPort<Result<Alert, AlertingError>>,
     },
     /// Someone clears an open alert by hand.
     Clear {
-        /// Its id.
         id: i64,
         /// Who.
         by: String,
-        /// Their comment.
         comment: Option<String>,
         /// The alert after it.
         reply: RpcReplyPort<Result<Alert, AlertingError>>,
@@ -253,7 +249,6 @@ pub struct AlertingArgs {
     pub store: Arc<dyn AlertStore>,
     /// Its own address, filled in on start.
     pub address: Address<AlertingMsg>,
-    /// The clock.
     pub clock: Clock,
     /// Where WebSocket subscribers are.
     pub hub: Hub,
@@ -270,7 +265,6 @@ struct Entry {
     pending: Vec<NewNotification>,
 }
 
-/// State of the alerting actor.
 pub struct AlertingState {
     args: AlertingArgs,
     /// The rules in force.

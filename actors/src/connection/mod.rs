@@ -130,7 +130,6 @@ const NO_OPCUA_SETPOINTS: &str = "setpoints are written over Modbus; this device
 pub struct SetpointSpec {
     /// Identifier within the equipment.
     pub id: String,
-    /// Display name.
     pub name: String,
     /// Engineering unit.
     pub unit: String,
@@ -146,7 +145,6 @@ pub struct SetpointSpec {
 /// A setpoint and the value the device holds now.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetpointReading {
-    /// The setpoint.
     #[serde(flatten)]
     pub spec: SetpointSpec,
     /// Its value read from the device just now, if the read succeeded.
@@ -184,13 +182,11 @@ const MAX_BACKLOG: u32 = 5;
 /// Health of a connection as operators and `/health/ready` see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ConnectionStatus {
-    /// Connection id.
     pub id: String,
     /// Device address.
     pub endpoint: String,
     /// `modbus_tcp`, `modbus_rtu_over_tcp` or `opcua`.
     pub protocol: &'static str,
-    /// Link state.
     pub link: LinkState,
     /// Time of the last fully good poll (ms since the Unix epoch).
     pub last_success_ms: Option<i64>,
@@ -218,7 +214,6 @@ pub type SharedStatus = Arc<Mutex<ConnectionStatus>>;
 
 /// What a connection actor starts with.
 pub struct ConnectionArgs {
-    /// The connection.
     pub spec: ConnectionSpec,
     /// Where batches go.
     pub equipment: Address<EquipmentMsg>,
@@ -233,7 +228,6 @@ pub struct ConnectionArgs {
 /// A connection's way to the storage writer.
 #[derive(Clone)]
 pub struct StorageLink {
-    /// The writer.
     pub writer: Address<WriterMsg>,
     /// Its status, for back-pressure.
     pub status: Arc<StorageStatus>,
@@ -277,11 +271,9 @@ pub enum ConnectionMsg {
     /// Write a setpoint and read it back; between two polls, so that the
     /// device sees one request at a time.
     WriteSetpoint {
-        /// Setpoint id.
         id: String,
         /// Engineering value.
         value: f64,
-        /// The outcome.
         reply: RpcReplyPort<Result<WriteOutcome, SetpointError>>,
     },
     /// Read every setpoint from the device now.
@@ -291,7 +283,6 @@ pub enum ConnectionMsg {
 /// The connection actor.
 pub struct Connection;
 
-/// State of a connection actor.
 pub struct ConnectionState {
     args: ConnectionArgs,
     device: Device,

@@ -73,7 +73,6 @@ pub struct EquipmentArgs {
     pub tick: Duration,
     /// Where subscribers are.
     pub hub: Hub,
-    /// The registry.
     pub registry: Registry,
     /// Cycle models, for equipment whose spec has a cycle layout.
     pub scoring: Option<CycleScoring>,
@@ -84,7 +83,6 @@ pub struct EquipmentArgs {
 /// The equipment actor.
 pub struct Equipment;
 
-/// State of an equipment actor.
 pub struct EquipmentState {
     args: EquipmentArgs,
     supervision: Supervision,

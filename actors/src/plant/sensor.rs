@@ -16,7 +16,6 @@ use crate::address::Address;
 pub enum SensorMsg {
     /// A fresh reading from the device.
     Reading {
-        /// The reading.
         reading: Reading,
         /// When it was taken (ms since the Unix epoch).
         ts_ms: i64,
@@ -48,7 +47,6 @@ pub struct SensorArgs {
 /// The sensor actor.
 pub struct Sensor;
 
-/// State of a sensor actor.
 pub struct SensorActorState {
     args: SensorArgs,
     state: SensorState,

@@ -25,7 +25,6 @@ pub enum SessionMsg {
 
 /// What a session actor starts with.
 pub struct SessionArgs {
-    /// Session id.
     pub id: Arc<str>,
     /// Where its frames go.
     pub outbox: Arc<Outbox>,
@@ -38,7 +37,6 @@ pub struct SessionArgs {
 /// The session actor.
 pub struct Session;
 
-/// State of a session actor.
 pub struct SessionState {
     args: SessionArgs,
     subscriptions: BTreeSet<EquipmentId>,

@@ -22,7 +22,6 @@ const MAX_CONTROL_FRAMES: usize = 256;
 pub enum ServerFrame {
     /// First frame of a session.
     Hello {
-        /// Session id.
         session: String,
         /// Protocol version.
         protocol: u32,
@@ -34,16 +33,12 @@ pub enum ServerFrame {
     },
     /// The full picture of an equipment unit.
     Snapshot {
-        /// Which one.
         equipment: EquipmentId,
-        /// The picture.
         snapshot: EquipmentSnapshot,
     },
     /// Changes since the previous frame for that equipment.
     Delta {
-        /// Which one.
         equipment: EquipmentId,
-        /// The changes.
         #[serde(flatten)]
         delta: EquipmentDelta,
     },

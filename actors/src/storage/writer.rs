@@ -204,7 +204,8 @@ pub struct WriterArgs {
     pub config: Arc<WriterConfig>,
     /// The database.
     pub store: Arc<dyn SampleStore>,
-    /// Shared status.
+    /// Outlives the actor across restarts; connections read it for
+    /// back-pressure.
     pub status: Arc<StorageStatus>,
     /// The writer's stable address, filled in at start.
     pub address: Address<WriterMsg>,
@@ -215,7 +216,6 @@ pub enum WriterMsg {
     /// Rows resolved to sensor ids (one poll of a connection, or an ingest
     /// request); `ack`, if any, is told when they are durable.
     Rows {
-        /// The rows.
         rows: Vec<StoredSample>,
         /// Told when the rows are committed or spooled.
         ack: Option<oneshot::Sender<Durability>>,
@@ -249,7 +249,6 @@ enum InFlight {
     },
 }
 
-/// State of the writer.
 pub struct WriterState {
     args: WriterArgs,
     spool: Spool,

@@ -82,7 +82,7 @@ pub enum SupervisionCmd {
     },
     /// An operator's request.
     Admin {
-        /// The child.
+        /// The child's id.
         child: String,
         /// What to do.
         op: AdminOp,
@@ -91,7 +91,6 @@ pub enum SupervisionCmd {
     },
     /// Adds and starts a dynamic child.
     AddChild {
-        /// The child.
         spec: ChildSpec,
         /// Where to answer.
         reply: Option<RpcReplyPort<Result<ActorCell, String>>>,
