@@ -65,7 +65,6 @@ impl From<&StoredDefinition> for Provenance {
 /// A rule as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RuleRow {
-    /// The rule.
     #[schema(value_type = Object)]
     pub rule: RuleSpec,
     /// Where it is defined.
@@ -77,7 +76,6 @@ pub struct RuleRow {
 /// An escalation policy as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PolicyRow {
-    /// Its name.
     pub name: String,
     /// Its steps and repeat interval.
     #[schema(value_type = Object)]
@@ -265,7 +263,7 @@ impl AlertRules {
         rows
     }
 
-    /// One rule.
+    /// The rule with that id, from config or the API.
     pub async fn rule(&self, id: &str) -> Result<RuleRow, RulesError> {
         self.rules()
             .await

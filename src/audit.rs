@@ -76,7 +76,7 @@ pub struct Verification {
     pub problem: Option<(i64, String)>,
 }
 
-/// The audit log.
+/// Appends to the hash chain, one row at a time, and verifies it.
 pub struct AuditLog {
     store: Store,
     key: Vec<u8>,

@@ -141,7 +141,7 @@ enum UserOp {
 enum StorageOp {
     /// Create the partitions a time range needs (native PostgreSQL layout).
     EnsurePartitions {
-        /// The table.
+        /// Table to act on (only `sample_blocks` is managed).
         #[arg(long, default_value = "sample_blocks")]
         table: String,
         /// Start: RFC 3339 or ms since the epoch.
@@ -156,7 +156,7 @@ enum StorageOp {
     },
     /// Drop samples older than the retention (partitions, chunks or blocks).
     Cleanup {
-        /// The table.
+        /// Table to act on (only `sample_blocks` is managed).
         #[arg(long, default_value = "sample_blocks")]
         table: String,
         /// Days to keep (default: storage.retention_days).
@@ -165,7 +165,7 @@ enum StorageOp {
     },
     /// Compress chunks older than an age (TimescaleDB only).
     Compress {
-        /// The table.
+        /// Table to act on (only `sample_blocks` is managed).
         #[arg(long, default_value = "sample_blocks")]
         table: String,
         /// Age in days (default: storage.compress_after_days).
@@ -183,7 +183,7 @@ enum StorageOp {
     },
     /// Partitions or chunks with their ranges, sizes and rows.
     Stats {
-        /// The table.
+        /// Table to act on (only `sample_blocks` is managed).
         #[arg(long, default_value = "sample_blocks")]
         table: String,
     },

@@ -11,7 +11,6 @@ use hydrowatch_protocols::rig::RigCondition;
 pub enum RigSimulator {
     /// Modbus TCP or RTU over TCP.
     Modbus(SimulatorHandle),
-    /// OPC-UA.
     OpcUa(Box<OpcUaSimulatorHandle>),
 }
 

@@ -24,7 +24,6 @@ pub struct Issued {
     pub expires_in: u64,
     /// The refresh token: use it once to get the next pair.
     pub refresh_token: String,
-    /// The session.
     pub session_id: String,
     /// The user must set a new password first.
     pub must_change_password: bool,

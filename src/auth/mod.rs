@@ -85,7 +85,6 @@ pub enum AuthError {
     /// Bad input (e-mail, name, role).
     #[error("{field}: {reason}")]
     Invalid {
-        /// The field.
         field: &'static str,
         /// What is wrong.
         reason: String,

@@ -31,7 +31,6 @@ fn common() -> &'static HashSet<&'static str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HashCost {
-    /// Memory, KiB.
     pub memory_kib: u32,
     /// Passes over memory.
     pub iterations: u32,
@@ -65,7 +64,6 @@ impl HashCost {
 /// Why a password was refused or could not be hashed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
-    /// Too short.
     #[error("a password needs at least {MIN_LENGTH} characters")]
     TooShort,
     /// In the list of common passwords.

@@ -19,7 +19,6 @@ use crate::store::Store;
 /// A session as its user or an admin sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
-    /// The session id.
     pub id: String,
     /// Started, ms since the epoch.
     pub started_ms: i64,

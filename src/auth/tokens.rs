@@ -75,7 +75,6 @@ impl std::fmt::Debug for SigningKey {
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Expired.
     #[error("the token has expired")]
     Expired,
     /// Not a token of ours: bad signature, unknown key, wrong algorithm,

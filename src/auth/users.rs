@@ -11,14 +11,10 @@ use super::roles::Role;
 use super::{password, AuthError, Principal};
 use crate::store::users::{NewUserRecord, Profile, UserRecord};
 
-/// A user to create.
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    /// E-mail.
     pub email: String,
-    /// Display name.
     pub name: String,
-    /// Role.
     pub role: Role,
     /// The password (checked against the policy, then hashed).
     pub password: String,
@@ -41,13 +37,13 @@ where
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileChange {
-    /// Display name.
+    /// Absent or `null`: unchanged.
     pub name: Option<String>,
-    /// Company.
+    /// Absent: unchanged; `null`: removed.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub company: Option<Option<String>>,
-    /// Phone.
+    /// Absent: unchanged; `null`: removed.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub phone: Option<Option<String>>,

@@ -52,9 +52,7 @@ fn err(file: &str, message: impl Into<String>) -> ConfigError {
 pub struct Loaded {
     /// Server settings.
     pub settings: Settings,
-    /// The plant.
     pub plant: Plant,
-    /// The supervision tree.
     pub supervision: SupervisionConfig,
     /// Where each piece came from, for the start-up log.
     pub sources: Vec<String>,

@@ -95,9 +95,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSettings {
-    /// The plant.
+    /// The plant file (default `plant.toml`).
     pub plant: PathBuf,
-    /// The supervision tree.
+    /// The supervision tree's file (default `../supervision.toml`).
     pub supervision: PathBuf,
 }
 
@@ -147,7 +147,7 @@ impl Settings {
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.websocket.ping_interval_secs)
     }
-    /// Idle timeout.
+    /// How long a WebSocket client may stay silent before it is disconnected.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.websocket.idle_timeout_secs)
     }

@@ -16,7 +16,6 @@ use hydrowatch_protocols::rig::RigCondition;
 use super::error::{ApiError, ErrorResponse};
 use super::AppState;
 
-/// The actor tree.
 #[derive(Serialize, ToSchema)]
 pub struct ActorTree {
     /// Every actor, sorted by path.
@@ -47,10 +46,9 @@ pub fn connection_statuses(state: &AppState) -> Vec<ConnectionStatus> {
         .collect()
 }
 
-/// Result of an actor command.
 #[derive(Serialize, ToSchema)]
 pub struct ActorCommandResult {
-    /// The actor.
+    /// Path of the actor, e.g. `plant/rig-1/PS1`.
     pub path: String,
     /// What was done.
     pub action: String,

@@ -27,7 +27,7 @@ pub struct AlertsQuery {
     pub state: Option<String>,
     /// Least severity: info, warning, minor, major, critical.
     pub severity: Option<String>,
-    /// Equipment id.
+    /// Only alerts of this equipment unit (its id).
     pub equipment: Option<String>,
     /// First seen from, RFC 3339 or ms since the epoch (default: 30 days
     /// before `to`).
@@ -157,7 +157,6 @@ pub struct AlertAction {
 /// What an acknowledge or clear did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertActionResult {
-    /// The alert id.
     pub id: i64,
     /// The state after it.
     pub state: String,

@@ -57,7 +57,8 @@ fn redacted(mut value: serde_json::Value) -> serde_json::Value {
     value
 }
 
-/// The middleware.
+/// Records each mutating request to an audited route in the audit log,
+/// with its JSON body, secrets redacted.
 pub async fn record_mutations(
     State(state): State<AppState>,
     request: Request,

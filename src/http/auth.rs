@@ -82,9 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    /// E-mail.
     pub email: String,
-    /// Password.
     pub password: String,
     /// For an account with a second factor: the authenticator app's code,
     /// or a backup code (asked for with 401 `mfa_required`).
@@ -159,9 +157,7 @@ fn client(
 pub struct SetupRequest {
     /// The code from the link in the server log.
     pub code: String,
-    /// E-mail.
     pub email: String,
-    /// Name.
     pub name: String,
     /// Password: 12+ characters, not a common one.
     pub password: String,
@@ -228,7 +224,6 @@ pub async fn logout(State(state): State<AppState>, who: Principal) -> Result<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A password change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
@@ -263,17 +258,13 @@ pub async fn change_password(
 /// The signed-in user.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
-    /// Id.
     pub id: i64,
-    /// E-mail.
     pub email: String,
-    /// Name.
     pub name: String,
-    /// Role.
     pub role: Role,
     /// What the role allows.
     pub permissions: Vec<&'static str>,
-    /// This session.
+    /// The session this request was made in.
     pub session_id: String,
     /// Must set a new password first.
     pub must_change_password: bool,

@@ -351,7 +351,6 @@ pub struct TrendQuery {
 /// The anomaly trend of an equipment unit.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrendResponse {
-    /// Equipment id.
     #[schema(value_type = String)]
     pub equipment: EquipmentId,
     /// The range asked for.

@@ -15,9 +15,7 @@ use crate::auth::Principal;
 /// One row of the equipment list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EquipmentSummary {
-    /// Identifier.
     pub id: EquipmentId,
-    /// Name.
     pub name: String,
     /// Site name.
     pub site: String,
@@ -27,7 +25,6 @@ pub struct EquipmentSummary {
     pub sensor_count: usize,
 }
 
-/// The equipment list.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EquipmentList {
     /// Units in display order.

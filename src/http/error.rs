@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 /// `{"error": {...}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorResponse {
-    /// The error.
     pub error: ErrorObject,
 }
 

@@ -36,9 +36,7 @@ pub struct SeriesQuery {
 /// One sensor's downsampled series.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SensorSeries {
-    /// Sensor id.
     pub sensor: String,
-    /// Its unit.
     pub unit: String,
     /// Buckets oldest first; empty buckets are left out. Each keeps the
     /// bucket's min and max, so peaks survive downsampling.
@@ -48,7 +46,6 @@ pub struct SensorSeries {
 /// Downsampled history of an equipment unit's sensors.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SeriesResponse {
-    /// Equipment id.
     pub equipment: String,
     /// Start asked for, ms since the epoch.
     pub from: i64,
@@ -122,26 +119,20 @@ pub struct StatsQuery {
 /// One sensor's KPIs over the range.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SensorStats {
-    /// Sensor id.
     pub sensor: String,
-    /// Its unit.
     pub unit: String,
     /// Good and uncertain values in the range (0: none).
     pub count: i64,
-    /// Smallest value.
+    /// `null` when `count` is 0, like `max`, `avg` and `last`.
     pub min: Option<f64>,
-    /// Largest value.
     pub max: Option<f64>,
-    /// Mean value.
     pub avg: Option<f64>,
-    /// Latest value.
     pub last: Option<f64>,
 }
 
 /// KPIs of an equipment unit's sensors.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatsResponse {
-    /// Equipment id.
     pub equipment: String,
     /// The range asked for.
     pub range: String,

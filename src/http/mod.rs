@@ -39,9 +39,7 @@ pub type Simulators = Arc<HashMap<EquipmentId, Arc<Mutex<RigSimulator>>>>;
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The settings.
     pub settings: Arc<Settings>,
-    /// The supervision tree.
     pub tree: Tree,
     /// The database.
     pub store: crate::store::Store,

@@ -49,7 +49,6 @@ pub struct Ready {
     pub actors_down: Vec<String>,
     /// Connections with a working link / total.
     pub connections_up: usize,
-    /// Total connections.
     pub connections_total: usize,
     /// Every connection's health: link, last success, polls, errors by kind,
     /// reconnects, the last error. A device that is down does not make the

@@ -18,7 +18,6 @@ use super::{call_actor, equipment_id, AppState};
 pub struct SetpointView {
     /// Identifier within the equipment.
     pub id: String,
-    /// Display name.
     pub name: String,
     /// Engineering unit.
     pub unit: String,
@@ -53,7 +52,6 @@ pub struct SetpointList {
     pub setpoints: Vec<SetpointView>,
 }
 
-/// A value to write.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetpointWrite {
@@ -64,7 +62,7 @@ pub struct SetpointWrite {
 /// A write the device confirmed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SetpointWritten {
-    /// The setpoint.
+    /// The setpoint's id.
     pub setpoint: String,
     /// The value asked for.
     pub requested: f64,

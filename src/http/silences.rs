@@ -37,7 +37,6 @@ pub async fn list(
     Ok(Json(state.store.silences(q.all.unwrap_or(false)).await?))
 }
 
-/// A new silence.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSilence {

@@ -63,13 +63,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<UserRecord>>
     Ok(Json(state.auth.users.list().await?))
 }
 
-/// A user to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// E-mail (unique among users not deleted).
     pub email: String,
-    /// Name.
     pub name: String,
     /// `ADMIN`, `ENGINEER` or `VIEWER`.
     pub role: String,
@@ -175,7 +173,6 @@ pub async fn sessions(
 /// How many sessions a forced logout ended.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ended {
-    /// Sessions ended.
     pub sessions_ended: usize,
 }
 

@@ -83,14 +83,12 @@ pub enum SmtpTls {
 pub struct RelaySettings {
     /// Host name or address.
     pub host: String,
-    /// Port.
     pub port: u16,
     /// Transport security.
     pub tls: SmtpTls,
     /// User name, when the relay wants one.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password.
     #[serde(default)]
     pub password: Option<String>,
 }

@@ -91,7 +91,6 @@ pub enum Failure {
 /// What every channel's message says about an alert.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Notice {
-    /// The alert.
     pub alert: AlertRow,
     /// Escalation step.
     pub step: i64,

@@ -24,7 +24,6 @@ pub struct AlertingSection {
     pub inhibition: Inhibition,
     /// Escalation policies by name.
     pub policies: BTreeMap<String, EscalationPolicy>,
-    /// The rules.
     pub rules: Vec<RuleSpec>,
     /// Silences and maintenance windows in force from start-up.
     pub silences: Vec<SilenceConfig>,
@@ -49,7 +48,6 @@ pub struct SilenceConfig {
     /// Which alerts.
     #[serde(default)]
     pub matchers: Matchers,
-    /// When.
     pub window: WindowSpec,
     /// Why (shown with the silenced alerts).
     #[serde(default)]

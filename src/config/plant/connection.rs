@@ -35,7 +35,7 @@ pub struct ConnectionConfig {
     /// Per-request timeout, ms.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
-    /// Connect timeout, ms.
+    /// Limit for one connection attempt (default 1000).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     /// Largest register read the device accepts.
@@ -137,7 +137,6 @@ fn default_reconnect_max() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
-    /// Modbus TCP.
     ModbusTcp,
     /// Modbus RTU frames over TCP (a serial-to-Ethernet gateway).
     ModbusRtuOverTcp,
@@ -159,13 +158,10 @@ impl Protocol {
 /// A connection, before the simulator addresses are known.
 #[derive(Debug, Clone)]
 pub struct PlannedConnection {
-    /// Equipment.
     pub equipment: EquipmentId,
-    /// The settings.
     pub config: ConnectionConfig,
     /// Where the device is; `None` = the built-in simulator.
     pub endpoint: Option<SocketAddr>,
-    /// Its register map.
     pub map: RegisterMap,
     /// What operators may write.
     pub setpoints: Vec<SetpointSpec>,

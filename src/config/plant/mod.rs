@@ -28,9 +28,7 @@ pub use simulator::*;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
-    /// Identifier.
     pub id: String,
-    /// Display name.
     pub name: String,
 }
 
@@ -38,9 +36,7 @@ pub struct SiteConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EquipmentConfig {
-    /// Identifier.
     pub id: EquipmentId,
-    /// Display name.
     pub name: String,
     /// Name of the sensor set it carries.
     pub sensor_set: String,
@@ -58,7 +54,6 @@ pub struct EquipmentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlantConfig {
-    /// The site.
     pub site: SiteConfig,
     /// Reusable sensor sets by name.
     pub sensor_sets: BTreeMap<String, Vec<SensorConfig>>,
@@ -89,7 +84,6 @@ pub struct DetectorDefaults {
 /// The validated plant.
 #[derive(Debug, Clone)]
 pub struct Plant {
-    /// The site.
     pub site: SiteConfig,
     /// Equipment units.
     pub equipment: Vec<EquipmentSpec>,

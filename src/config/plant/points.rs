@@ -19,7 +19,6 @@ use super::*;
 pub struct SensorConfig {
     /// Identifier within the equipment.
     pub id: SensorId,
-    /// Display name.
     pub name: String,
     /// Engineering unit.
     pub unit: String,
@@ -112,7 +111,6 @@ impl SensorConfig {
 pub struct SetpointConfig {
     /// Identifier within the equipment.
     pub id: SensorId,
-    /// Display name.
     pub name: String,
     /// Engineering unit.
     pub unit: String,

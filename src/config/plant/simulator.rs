@@ -63,7 +63,7 @@ pub struct SimulatedDevice {
     pub equipment: EquipmentId,
     /// Condition replayed at start.
     pub condition: RigCondition,
-    /// Replay phase.
+    /// Seconds into the recording to start at.
     pub phase_secs: f64,
     /// Recorded seconds per second.
     pub speed: f64,

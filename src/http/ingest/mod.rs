@@ -54,14 +54,13 @@ impl IngestState {
 /// One row of a JSON batch.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestRow {
-    /// Equipment id.
     pub equipment: String,
     /// Sensor id within the equipment.
     pub sensor: String,
     /// RFC 3339 timestamp or ms since the epoch.
     #[schema(value_type = String)]
     pub ts: Value,
-    /// The value.
+    /// In `unit` when given, else in the sensor's own unit.
     pub value: f64,
     /// Its unit, when not the sensor's own (converted).
     pub unit: Option<String>,
@@ -72,7 +71,6 @@ pub struct IngestRow {
 pub struct IngestBatch {
     /// Makes a retried request idempotent: 1–128 of `A-Z a-z 0-9 . _ : -`.
     pub batch_id: Option<String>,
-    /// The rows.
     pub rows: Vec<IngestRow>,
 }
 
