@@ -507,65 +507,17 @@ fn evaluate(
     json: bool,
     xgb_cv: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
     use hydrowatch::evaluate as ev;
     let (data, features) = load_rig(data)?;
-    let mut owned: Vec<(String, ev::Scores)> = Vec::new();
-    if cv {
-        let params = hydrowatch_models::forest::ForestParams {
-            n_trees: trees,
-            ..Default::default()
-        };
-        let stratified = ev::folds_stratified(&data.conditions, 5, 1);
-        let runs = ev::folds_by_runs(&data.conditions, 5);
-        for (scheme, folds, title) in [
-            ("stratified", &stratified, "stratified 5-fold CV"),
-            ("runs", &runs, "5-fold CV keeping runs of cycles together"),
-        ] {
-            let (scores, forest) = ev::cross_validate(&features, &data.conditions, folds, &params)?;
-            owned.push((format!("random forest, {title}"), scores));
-            if let Some(path) = xgb_cv {
-                // The XGBoost script's out-of-fold predictions on the same
-                // folds, combined with the forest's as the ensemble does.
-                let xgb =
-                    ev::read_xgb_cv(path, scheme, features.len()).map_err(anyhow::Error::msg)?;
-                anyhow::ensure!(
-                    xgb.iter().all(Option::is_some),
-                    "{}: not every cycle has a {scheme} prediction (other data?)",
-                    path.display()
-                );
-                let config = hydrowatch_models::ensemble::EnsembleConfig::default();
-                owned.push((
-                    format!("xgboost (out-of-fold, {}), {title}", path.display()),
-                    ev::ensemble_scores(&config, &[&xgb], &data.conditions),
-                ));
-                owned.push((
-                    format!("ensemble (random forest + xgboost), {title}"),
-                    ev::ensemble_scores(&config, &[&forest, &xgb], &data.conditions),
-                ));
-            }
-        }
+    let reports = if cv {
+        cross_validated(&data, &features, trees, xgb_cv)?
     } else {
-        // The models as the running system loads them (ONNX Runtime from
-        // ORT_DYLIB_PATH for the XGBoost member), each member and the ensemble.
-        let settings = hydrowatch::config::ModelsSettings {
-            dir: Some(models.to_path_buf()),
-            ..Default::default()
-        };
-        let scorer = hydrowatch::scoring::load_scorer(&settings)
-            .with_context(|| format!("loading the models of {}", models.display()))?;
-        for (name, reason) in scorer.unavailable() {
-            eprintln!("{name}: not evaluated: {reason}");
-        }
-        for (name, scores) in ev::evaluate_members(&scorer, &features, &data.conditions) {
-            owned.push((name, scores));
-        }
-    }
+        as_loaded(&data, &features, models)?
+    };
     // The novelty detector is judged the same way in both modes: fitted
     // without each fault class in turn, on run-keeping folds.
     let novelty = ev::novelty_withheld(&features, &data.conditions, &Default::default())
         .map_err(anyhow::Error::msg)?;
-    let reports = owned;
     if json {
         let mut out: Vec<serde_json::Value> = reports
             .iter()
@@ -582,6 +534,76 @@ fn evaluate(
         println!("{}", ev::render_novelty(&novelty));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The forest (and, given `xgb_cv`, XGBoost's out-of-fold predictions and
+/// the ensemble) on stratified and on run-keeping 5-fold CV.
+fn cross_validated(
+    data: &hydrowatch::rigdata::RigData,
+    features: &[[f64; hydrowatch_models::cycle::FEATURES]],
+    trees: u16,
+    xgb_cv: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<(String, hydrowatch::evaluate::Scores)>> {
+    use hydrowatch::evaluate as ev;
+    let params = hydrowatch_models::forest::ForestParams {
+        n_trees: trees,
+        ..Default::default()
+    };
+    let stratified = ev::folds_stratified(&data.conditions, 5, 1);
+    let runs = ev::folds_by_runs(&data.conditions, 5);
+    let mut reports = Vec::new();
+    for (scheme, folds, title) in [
+        ("stratified", &stratified, "stratified 5-fold CV"),
+        ("runs", &runs, "5-fold CV keeping runs of cycles together"),
+    ] {
+        let (scores, forest) = ev::cross_validate(features, &data.conditions, folds, &params)?;
+        reports.push((format!("random forest, {title}"), scores));
+        let Some(path) = xgb_cv else {
+            continue;
+        };
+        // The XGBoost script's out-of-fold predictions on the same folds,
+        // combined with the forest's as the ensemble does.
+        let xgb = ev::read_xgb_cv(path, scheme, features.len()).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            xgb.iter().all(Option::is_some),
+            "{}: not every cycle has a {scheme} prediction (other data?)",
+            path.display()
+        );
+        let config = hydrowatch_models::ensemble::EnsembleConfig::default();
+        reports.push((
+            format!("xgboost (out-of-fold, {}), {title}", path.display()),
+            ev::ensemble_scores(&config, &[&xgb], &data.conditions),
+        ));
+        reports.push((
+            format!("ensemble (random forest + xgboost), {title}"),
+            ev::ensemble_scores(&config, &[&forest, &xgb], &data.conditions),
+        ));
+    }
+    Ok(reports)
+}
+
+/// Each member and the ensemble as the running system loads them (ONNX
+/// Runtime from ORT_DYLIB_PATH for the XGBoost member).
+fn as_loaded(
+    data: &hydrowatch::rigdata::RigData,
+    features: &[[f64; hydrowatch_models::cycle::FEATURES]],
+    models: &std::path::Path,
+) -> anyhow::Result<Vec<(String, hydrowatch::evaluate::Scores)>> {
+    use anyhow::Context as _;
+    let settings = hydrowatch::config::ModelsSettings {
+        dir: Some(models.to_path_buf()),
+        ..Default::default()
+    };
+    let scorer = hydrowatch::scoring::load_scorer(&settings)
+        .with_context(|| format!("loading the models of {}", models.display()))?;
+    for (name, reason) in scorer.unavailable() {
+        eprintln!("{name}: not evaluated: {reason}");
+    }
+    Ok(hydrowatch::evaluate::evaluate_members(
+        &scorer,
+        features,
+        &data.conditions,
+    ))
 }
 
 fn opcua_trust(

@@ -64,65 +64,102 @@ pub async fn record_mutations(
     request: Request,
     next: Next,
 ) -> Response {
+    let Some(route) = audited_route(&request) else {
+        return next.run(request).await;
+    };
+    let method = request.method().to_string();
+    let caller = Caller::of(&request);
+    let (request, asked) = match with_body_read(request).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    let response = next.run(request).await;
+    let event = event_of(&method, &route, caller, asked, &response);
+    if let Err(e) = state.audit.record(event, now_ms()).await {
+        metrics::counter!("hydrowatch_audit_failures_total").increment(1);
+        tracing::error!(error = %e, %route, "audit event not recorded");
+    }
+    response
+}
+
+/// The route of a mutating request that is audited, if it is one.
+fn audited_route(request: &Request) -> Option<String> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) {
-        return next.run(request).await;
+        return None;
     }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    if route.is_empty() || NOT_AUDITED.iter().any(|p| route.starts_with(p)) {
-        return next.run(request).await;
+    let route = request.extensions().get::<MatchedPath>()?.as_str();
+    (!NOT_AUDITED.iter().any(|p| route.starts_with(p))).then(|| route.to_owned())
+}
+
+/// Who sent a request, as far as the connection and headers tell.
+struct Caller {
+    path: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Caller {
+    fn of(request: &Request) -> Caller {
+        // Inside a nested router the URI is stripped of its prefix; the
+        // original is whole.
+        let path = request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| request.uri().path(), |u| u.0.path())
+            .to_owned();
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip().to_string());
+        let user_agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(300).collect());
+        Caller {
+            path,
+            ip,
+            user_agent,
+        }
     }
-    let method = request.method().to_string();
-    // Inside `/api/v1` the URI is stripped of the prefix; the original is whole.
-    let path = request
-        .extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| request.uri().path(), |u| u.0.path())
-        .to_owned();
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string());
-    let headers = request.headers();
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let user_agent: Option<String> =
-        text(header::USER_AGENT).map(|ua| ua.chars().take(300).collect());
-    // What was asked for: the JSON body, secrets redacted (the request
-    // goes on with the same bytes).
+}
+
+/// The request with its body read, and what was asked for: the JSON body,
+/// secrets redacted (the request goes on with the same bytes). A body too
+/// large to read is refused as the handler would refuse it.
+async fn with_body_read(
+    request: Request,
+) -> Result<(Request, Option<serde_json::Value>), Response> {
     let (parts, body) = request.into_parts();
-    let (request, asked) = match axum::body::to_bytes(body, MAX_RECORDED_BODY).await {
-        Ok(bytes) => {
-            let asked = if bytes.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .map(redacted)
-                        .unwrap_or_else(|_| serde_json::json!({"bytes": bytes.len()})),
-                )
-            };
-            (
-                Request::from_parts(parts, axum::body::Body::from(bytes)),
-                asked,
-            )
-        }
-        // Too large (or unreadable): the handler sees the same failure.
-        Err(_) => {
-            let response = super::error::ApiError::PayloadTooLarge(format!(
-                "a request body here may have at most {MAX_RECORDED_BODY} bytes"
-            ));
-            return axum::response::IntoResponse::into_response(response);
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_RECORDED_BODY).await else {
+        let response = super::error::ApiError::PayloadTooLarge(format!(
+            "a request body here may have at most {MAX_RECORDED_BODY} bytes"
+        ));
+        return Err(axum::response::IntoResponse::into_response(response));
     };
-    let response = next.run(request).await;
+    let asked = (!bytes.is_empty()).then(|| {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map(redacted)
+            .unwrap_or_else(|_| serde_json::json!({"bytes": bytes.len()}))
+    });
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        asked,
+    ))
+}
+
+/// The audit event of `method route` answered with `response`.
+fn event_of(
+    method: &str,
+    route: &str,
+    caller: Caller,
+    asked: Option<serde_json::Value>,
+    response: &Response,
+) -> AuditEvent {
     let who = response.extensions().get::<Principal>();
-    let user_id = who.and_then(|w| w.user_id);
     let mut changes = serde_json::json!({"status": response.status().as_u16()});
     if let Some(asked) = asked {
         changes["request"] = asked;
@@ -141,18 +178,13 @@ pub async fn record_mutations(
         .take(2)
         .collect::<Vec<_>>()
         .join("/");
-    let event = AuditEvent {
-        user_id,
+    AuditEvent {
+        user_id: who.and_then(|w| w.user_id),
         action: format!("{method} {route}"),
         resource_type,
-        resource_id: Some(path),
+        resource_id: Some(caller.path),
         changes,
-        ip,
-        user_agent,
-    };
-    if let Err(e) = state.audit.record(event, now_ms()).await {
-        metrics::counter!("hydrowatch_audit_failures_total").increment(1);
-        tracing::error!(error = %e, %route, "audit event not recorded");
+        ip: caller.ip,
+        user_agent: caller.user_agent,
     }
-    response
 }

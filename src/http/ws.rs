@@ -159,6 +159,9 @@ async fn sign_in(
 /// dropped instead of holding its task (and its session) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+type Stream = futures::stream::SplitStream<WebSocket>;
+
 async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
     let id = format!("ws-{}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
     let outbox = Arc::new(Outbox::new());
@@ -171,15 +174,7 @@ async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
         },
     };
     tracing::debug!(session = %id, user = ?who.user_id, "websocket signed in");
-    // The signed-in session closes this socket when it ends (logout, a
-    // forced logout, idleness): its login actor holds a weak reference.
-    if let crate::auth::Credential::Session(sid) = &who.credential {
-        if let Some(login) = state.tree.login(sid) {
-            let _ = login.cast(hydrowatch_actors::login::LoginMsg::Attach(Arc::downgrade(
-                &outbox,
-            )));
-        }
-    }
+    attach_to_login(&state, &who, &outbox);
     let actor = match state.tree.open_session(&id, outbox.clone()).await {
         Ok(actor) => actor,
         Err(err) => {
@@ -192,62 +187,13 @@ async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
     };
     metrics::gauge!("hydrowatch_websocket_clients").increment(1.0);
     tracing::debug!(session = %id, "websocket session opened");
-
-    let mut shutdown = state.shutdown.clone();
-    let idle_timeout = state.settings.idle_timeout();
-    let mut ping = tokio::time::interval(state.settings.ping_interval());
-    ping.reset();
-    let mut last_seen = Instant::now();
-
-    loop {
-        tokio::select! {
-            // Shutdown first: its close code (1001) must win over the session
-            // ending, which the tree's shutdown causes right after.
-            biased;
-            _ = stopping(&mut shutdown) => {
-                let _ = flush(&mut tx, &outbox).await;
-                let _ = send(&mut tx, close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                break;
-            }
-            _ = outbox.ready() => {
-                if !flush(&mut tx, &outbox).await {
-                    break;
-                }
-                if let Some(reason) = outbox.closed() {
-                    let (code, reason) = if *shutdown.borrow() {
-                        (CLOSE_GOING_AWAY, "server shutting down".to_owned())
-                    } else {
-                        (CLOSE_SESSION_ENDED, reason)
-                    };
-                    let _ = send(&mut tx, close(code, &reason)).await;
-                    break;
-                }
-            }
-            incoming = rx.next() => {
-                let Some(Ok(message)) = incoming else { break };
-                last_seen = Instant::now();
-                match message {
-                    Message::Text(text) => handle_text(&text, &actor, &outbox, &who),
-                    Message::Binary(_) => outbox.push_control(error_frame(
-                        "unsupported_frame",
-                        "binary frames are not supported; send JSON text frames".into(),
-                        None,
-                    )),
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
-                }
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() >= idle_timeout {
-                    let _ = send(&mut tx, close(CLOSE_IDLE, "idle timeout")).await;
-                    break;
-                }
-                if !send(&mut tx, Message::Ping(Default::default())).await {
-                    break;
-                }
-            }
-        }
-    }
+    let session = Live {
+        state: &state,
+        outbox: &outbox,
+        actor: &actor,
+        who: &who,
+    };
+    session.serve(&mut tx, &mut rx).await;
     state.tree.close_session(&id);
     // Also when the session actor died without its cleanup (killed).
     state.tree.hub.remove_session(&id);
@@ -255,8 +201,106 @@ async fn run(socket: WebSocket, state: AppState, signed_in: Option<Principal>) {
     tracing::debug!(session = %id, "websocket session closed");
 }
 
+/// The signed-in session closes this socket when it ends (logout, a forced
+/// logout, idleness): its login actor holds a weak reference to the outbox.
+fn attach_to_login(state: &AppState, who: &Principal, outbox: &Arc<Outbox>) {
+    if let crate::auth::Credential::Session(sid) = &who.credential {
+        if let Some(login) = state.tree.login(sid) {
+            let _ = login.cast(hydrowatch_actors::login::LoginMsg::Attach(Arc::downgrade(
+                outbox,
+            )));
+        }
+    }
+}
+
+/// An open WebSocket session: its outbox, its session actor and who signed in.
+struct Live<'a> {
+    state: &'a AppState,
+    outbox: &'a Outbox,
+    actor: &'a ractor::ActorRef<SessionMsg>,
+    who: &'a Principal,
+}
+
+impl Live<'_> {
+    /// Moves frames both ways until the client, the session or the server
+    /// ends, pinging the client and closing it when idle.
+    async fn serve(&self, tx: &mut Sink, rx: &mut Stream) {
+        let mut shutdown = self.state.shutdown.clone();
+        let idle_timeout = self.state.settings.idle_timeout();
+        let mut ping = tokio::time::interval(self.state.settings.ping_interval());
+        ping.reset();
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                // Shutdown first: its close code (1001) must win over the session
+                // ending, which the tree's shutdown causes right after.
+                biased;
+                _ = stopping(&mut shutdown) => {
+                    let _ = flush(tx, self.outbox).await;
+                    let _ = send(tx, close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    break;
+                }
+                _ = self.outbox.ready() => {
+                    if !self.deliver(tx, &shutdown).await {
+                        break;
+                    }
+                }
+                incoming = rx.next() => {
+                    let Some(Ok(message)) = incoming else { break };
+                    last_seen = Instant::now();
+                    if !self.receive(message) {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() >= idle_timeout {
+                        let _ = send(tx, close(CLOSE_IDLE, "idle timeout")).await;
+                        break;
+                    }
+                    if !send(tx, Message::Ping(Default::default())).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what the outbox holds, and the close frame once the session
+    /// ended; false when the socket is done.
+    async fn deliver(&self, tx: &mut Sink, shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
+        if !flush(tx, self.outbox).await {
+            return false;
+        }
+        let Some(reason) = self.outbox.closed() else {
+            return true;
+        };
+        let (code, reason) = if *shutdown.borrow() {
+            (CLOSE_GOING_AWAY, "server shutting down".to_owned())
+        } else {
+            (CLOSE_SESSION_ENDED, reason)
+        };
+        let _ = send(tx, close(code, &reason)).await;
+        false
+    }
+
+    /// Handles a client frame; false when the client closed.
+    fn receive(&self, message: Message) -> bool {
+        match message {
+            Message::Text(text) => handle_text(&text, self.actor, self.outbox, self.who),
+            Message::Binary(_) => self.outbox.push_control(error_frame(
+                "unsupported_frame",
+                "binary frames are not supported; send JSON text frames".into(),
+                None,
+            )),
+            Message::Close(_) => return false,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        true
+    }
+}
+
 /// Sends one message within [`WRITE_TIMEOUT`]; false when it failed or timed out.
-async fn send(tx: &mut futures::stream::SplitSink<WebSocket, Message>, message: Message) -> bool {
+async fn send(tx: &mut Sink, message: Message) -> bool {
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, tx.send(message)).await,
         Ok(Ok(()))
@@ -270,7 +314,7 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Writes every ready frame, then flushes once: one write for a burst. False
 /// when the client is gone or does not read within [`WRITE_TIMEOUT`].
-async fn flush(tx: &mut futures::stream::SplitSink<WebSocket, Message>, outbox: &Outbox) -> bool {
+async fn flush(tx: &mut Sink, outbox: &Outbox) -> bool {
     let write = async {
         for frame in outbox.drain() {
             let text = match serde_json::to_string(&frame) {
