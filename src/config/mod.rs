@@ -254,6 +254,27 @@ mod tests {
         );
         let e = build(without_setpoints("")).unwrap_err();
         assert!(e.contains("sensor PS1: no node_id"), "{e}");
+        // Read by node id, an OPC-UA unit's sensors need no register address;
+        // a Modbus unit's do, and the message names the first without one.
+        let mut cfg: PlantConfig =
+            toml::from_str(&without_setpoints("node_ids = \"ns=2;s=Rig.{id}\"")).unwrap();
+        for sensor in cfg.sensor_sets.values_mut().flatten() {
+            sensor.address = None;
+        }
+        let e = cfg.build("plant.toml", &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("sensor_sets.zema-rig.PS1.address: needed to read it over Modbus"),
+            "{e}"
+        );
+        cfg.equipment
+            .retain(|e| e.connection.protocol == Protocol::Opcua);
+        let built = cfg
+            .build("plant.toml", &[])
+            .expect("OPC-UA without addresses");
+        let sensors = cfg.sensor_sets["zema-rig"].len();
+        assert_eq!(built.connections[0].opcua_points.len(), sensors);
+        assert!(built.connections[0].map.points.is_empty());
+
         let e = build(without_setpoints("node_ids = \"Rig.{id}\"")).unwrap_err();
         assert!(e.contains("is not a node id"), "{e}");
         let e = build(without_setpoints(

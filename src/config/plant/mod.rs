@@ -168,7 +168,12 @@ impl PlantConfig {
         plant: &mut Plant,
     ) -> Result<(), String> {
         let sensors = self.sensor_set_of(key, unit)?;
-        let map = register_map(key, unit, sensors)?;
+        // An OPC-UA connection reads by node id: its sensors need no registers.
+        let map = if unit.connection.protocol == Protocol::Opcua {
+            RegisterMap::default()
+        } else {
+            register_map(key, unit, sensors)?
+        };
         let c = &unit.connection;
         let ckey = format!("{key}.connection");
         c.check_limits(&ckey, sensors, &unit.sensor_set)?;

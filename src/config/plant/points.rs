@@ -32,8 +32,10 @@ pub struct SensorConfig {
     /// Register table: `holding` (default), `input`, `coil`, `discrete_input`.
     #[serde(default = "default_kind")]
     pub register: RegisterKind,
-    /// First register.
-    pub address: u16,
+    /// First register; needed only where the sensor is read over Modbus
+    /// (an OPC-UA connection reads it by node id).
+    #[serde(default)]
+    pub address: Option<u16>,
     /// Encoding.
     #[serde(rename = "type")]
     pub data_type: DataType,
@@ -146,7 +148,7 @@ pub struct SetpointConfig {
 pub(super) struct PointPlace<'a> {
     id: &'a SensorId,
     register: RegisterKind,
-    address: u16,
+    address: Option<u16>,
     data_type: DataType,
     byte_order: Option<ByteOrder>,
     word_order: Option<WordOrder>,
@@ -169,11 +171,17 @@ impl PointPlace<'_> {
             }
             (None, b, w) => (b.unwrap_or_default(), w.unwrap_or_default()),
         };
+        let address = self.address.ok_or_else(|| {
+            format!(
+                "{}.address: needed to read it over Modbus",
+                self.id.as_str()
+            )
+        })?;
         Ok(RegisterPoint {
             sensor: self.id.clone(),
             unit: self.unit_id,
             kind: self.register,
-            address: self.address,
+            address,
             data_type: self.data_type,
             byte_order,
             word_order,
@@ -188,7 +196,7 @@ impl SetpointConfig {
         PointPlace {
             id: &self.id,
             register: self.register,
-            address: self.address,
+            address: Some(self.address),
             data_type: self.data_type,
             byte_order: self.byte_order,
             word_order: self.word_order,
