@@ -285,7 +285,7 @@ async fn start_auth(
     let redis = if settings.redis.url.is_empty() {
         None
     } else {
-        let redis = crate::shared::Redis::connect(&settings.redis)
+        let redis = crate::cross_node::Redis::connect(&settings.redis)
             .await
             .map_err(|e| {
                 anyhow::anyhow!("redis.url {}: cannot connect: {e}", settings.redis.url)
@@ -293,10 +293,14 @@ async fn start_auth(
         tracing::info!(url = %settings.redis.url, "sessions and rate limits shared through Redis");
         Some(redis)
     };
-    let shared = Arc::new(crate::shared::Shared::new(redis));
-    let mut core =
-        crate::auth::AuthCore::new(settings.auth.clone(), store.clone(), audit.clone(), shared)
-            .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let cross_node = Arc::new(crate::cross_node::CrossNode::new(redis));
+    let mut core = crate::auth::AuthCore::new(
+        settings.auth.clone(),
+        store.clone(),
+        audit.clone(),
+        cross_node,
+    )
+    .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     if let Some(email) = &settings.notify.email {
         let mailer = crate::notify::email::Mailer::new(email.clone())?;
         core.set_mail(Arc::new(mailer), &settings.notify.base_url);

@@ -311,8 +311,8 @@ async fn user(loaded: config::Loaded, op: UserOp) -> anyhow::Result<ExitCode> {
         &loaded.settings.audit,
     ));
     // Creating a user touches no session: nothing to share across nodes.
-    let shared = std::sync::Arc::new(hydrowatch::shared::Shared::new(None));
-    let core = AuthCore::new(loaded.settings.auth.clone(), store, audit, shared)
+    let cross_node = std::sync::Arc::new(hydrowatch::cross_node::CrossNode::new(None));
+    let core = AuthCore::new(loaded.settings.auth.clone(), store, audit, cross_node)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let id = Auth::new(core)
         .users

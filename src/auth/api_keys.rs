@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::core::{event, AuthCore};
 use super::roles::{Permission, Role};
 use super::{tokens, AuthError, Credential, Principal};
-use crate::shared::Rate;
+use crate::cross_node::Rate;
 use crate::store::api_keys::{ApiKeyRecord, NewApiKey};
 
 /// What every API key starts with: tells it from an access token (JWT).
@@ -89,7 +89,7 @@ impl ApiKeys {
         };
         if let Err(wait) = self
             .core
-            .shared
+            .cross_node
             .take(&format!("api-key:{}", record.id), rate)
             .await
         {

@@ -14,8 +14,8 @@ use super::roles::Role;
 use super::tokens::{self, SigningKey, TokenKeys};
 use super::{AuthError, AuthSettings, Principal};
 use crate::audit::{AuditEvent, AuditLog};
+use crate::cross_node::CrossNode;
 use crate::notify::email::Mailer;
-use crate::shared::Shared;
 use crate::store::users::{SessionRecord, SessionUser, UserRecord};
 use crate::store::{Store, StoreError};
 
@@ -34,7 +34,7 @@ pub struct AuthCore {
     /// Set once the supervision tree runs: sessions are login actors there.
     pub(super) tree: OnceLock<hydrowatch_actors::Tree>,
     /// Revocations, user changes and rate limits across nodes.
-    pub(super) shared: Arc<Shared>,
+    pub(super) cross_node: Arc<CrossNode>,
     /// With Redis: sessions checked in the database lately, by id.
     cache: Mutex<HashMap<String, Cached>>,
     /// Where account e-mails go out, and the link base (`notify.base_url`).
@@ -57,7 +57,7 @@ impl AuthCore {
         settings: AuthSettings,
         store: Store,
         audit: Arc<AuditLog>,
-        shared: Arc<Shared>,
+        cross_node: Arc<CrossNode>,
     ) -> Result<AuthCore, String> {
         let keys = if settings.keys.is_empty() {
             tracing::warn!("no auth.keys configured: access tokens are signed with a key made at start and end with the process");
@@ -83,7 +83,7 @@ impl AuthCore {
             store,
             audit,
             tree: OnceLock::new(),
-            shared,
+            cross_node,
             cache: Default::default(),
             mail: None,
         })
@@ -110,7 +110,7 @@ impl AuthCore {
     /// is told, and its actor closes its WebSockets with `reason` and stops.
     pub(super) async fn end_live(&self, session_id: &str, reason: &str) {
         self.cache_lock().remove(session_id);
-        self.shared.revoke(session_id, self.revoked_for()).await;
+        self.cross_node.revoke(session_id, self.revoked_for()).await;
         if let Some(tree) = self.tree.get() {
             tree.end_login(session_id, reason);
         }
@@ -139,7 +139,7 @@ impl AuthCore {
         }
         let ttl = Duration::from_secs(self.settings.session_cache_secs)
             + Duration::from_millis(2 * CLOCK_SKEW_MS as u64);
-        self.shared.user_changed(user_id, now_ms(), ttl).await;
+        self.cross_node.user_changed(user_id, now_ms(), ttl).await;
     }
 
     /// How long an ended session is remembered in Redis: as long as its
@@ -166,7 +166,7 @@ impl AuthCore {
             .filter(|c| c.checked.elapsed() < fresh)
             .cloned();
         if let Some(hit) = hit {
-            match self.shared.check(session_id, user_id).await {
+            match self.cross_node.check(session_id, user_id).await {
                 Some((true, _)) => {
                     self.cache_lock().remove(session_id);
                     return Err(AuthError::InvalidToken("the session has ended".into()));
@@ -181,7 +181,7 @@ impl AuthCore {
         let at_ms = now_ms();
         let found = self.store.session_user(session_id).await?;
         if let Some(session) = &found {
-            if self.shared.has_redis() {
+            if self.cross_node.has_redis() {
                 let mut cache = self.cache_lock();
                 if cache.len() >= 100_000 {
                     cache.retain(|_, c| c.checked.elapsed() < fresh);
@@ -243,7 +243,7 @@ impl AuthCore {
             buckets.push((format!("login-ip:{ip}"), self.settings.login_per_ip));
         }
         for (bucket, rate) in buckets {
-            if let Err(wait) = self.shared.take(&bucket, rate).await {
+            if let Err(wait) = self.cross_node.take(&bucket, rate).await {
                 metrics::counter!("hydrowatch_login_rate_limited_total").increment(1);
                 tracing::warn!(event = "login_rate_limited", %bucket, "login refused: rate limit");
                 return Err(AuthError::RateLimited(wait));

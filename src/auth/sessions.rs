@@ -13,7 +13,7 @@ use super::roles::Role;
 use super::tokens::TokenError;
 use super::{ApiKeys, AuthError, Credential, Principal, API_KEY_PREFIX};
 use crate::audit::AuditLog;
-use crate::shared::Shared;
+use crate::cross_node::CrossNode;
 use crate::store::Store;
 
 /// A session as its user or an admin sees it.
@@ -55,7 +55,7 @@ impl Sessions {
             ledger: Arc::new(StoredSessions {
                 store: core.store.clone(),
                 audit: core.audit.clone(),
-                shared: core.shared.clone(),
+                cross_node: core.cross_node.clone(),
                 revoked_for: core.revoked_for(),
             }),
             idle_timeout: std::time::Duration::from_secs(core.settings.idle_timeout_secs),
@@ -235,7 +235,7 @@ impl Sessions {
 pub struct StoredSessions {
     store: Store,
     audit: Arc<AuditLog>,
-    shared: Arc<Shared>,
+    cross_node: Arc<CrossNode>,
     revoked_for: std::time::Duration,
 }
 
@@ -259,7 +259,7 @@ impl hydrowatch_actors::login::SessionLedger for StoredSessions {
                 .await
                 .map_err(|e| e.to_string())?;
             if ended {
-                self.shared.revoke(session_id, self.revoked_for).await;
+                self.cross_node.revoke(session_id, self.revoked_for).await;
                 let changes = serde_json::json!({"reason": reason});
                 let e = event(
                     user,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::password::HashCost;
 use super::tokens::{SigningKey, TokenKeys};
-use crate::shared::Rate;
+use crate::cross_node::Rate;
 
 /// `[auth]` of `hydrowatch.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -135,7 +135,7 @@ pub struct Settings {
     /// Sign-in: token keys and lifetimes, lockout, password hashing.
     pub auth: crate::auth::AuthSettings,
     /// State shared across nodes.
-    pub redis: crate::shared::RedisSettings,
+    pub redis: crate::cross_node::RedisSettings,
     /// The audit log's chain key.
     pub audit: crate::audit::AuditSettings,
     /// The other files.

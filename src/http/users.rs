@@ -229,7 +229,7 @@ pub struct CreateKey {
     pub expires_in_days: Option<u32>,
     /// Its rate limit, `{"burst": 60, "per_min": 600}` when left out.
     #[schema(value_type = Option<Object>)]
-    pub rate: Option<crate::shared::Rate>,
+    pub rate: Option<crate::cross_node::Rate>,
 }
 
 /// Makes an API key that acts as you within its scopes. The key is in

@@ -39,7 +39,7 @@ pub const MAX_LISTED_ERRORS: usize = 1000;
 /// Per-client token buckets and the batch ids being applied right now.
 #[derive(Debug, Default)]
 pub struct IngestState {
-    buckets: crate::shared::LocalBuckets,
+    buckets: crate::cross_node::LocalBuckets,
     in_flight: Mutex<HashSet<String>>,
 }
 

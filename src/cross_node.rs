@@ -238,7 +238,7 @@ impl Redis {
 }
 
 /// The shared state: Redis when configured, this process otherwise.
-pub struct Shared {
+pub struct CrossNode {
     redis: Option<Redis>,
     local: LocalBuckets,
 }
@@ -248,10 +248,10 @@ fn redis_failed(what: &str, e: &redis::RedisError) {
     tracing::warn!(error = %e, what, "redis failed; falling back to this node");
 }
 
-impl Shared {
-    /// Shared state in `redis`, or in this process.
-    pub fn new(redis: Option<Redis>) -> Shared {
-        Shared {
+impl CrossNode {
+    /// Cross-node state in `redis`, or in this process.
+    pub fn new(redis: Option<Redis>) -> CrossNode {
+        CrossNode {
             redis,
             local: LocalBuckets::default(),
         }
