@@ -27,6 +27,9 @@ use crate::config::{Loaded, Plant};
 use crate::http::{self, ops::HealthFlags, AppState, Simulators};
 use crate::store::StorageSettings;
 use crate::store::{PlantIds, Store};
+
+/// Database id of every sensor, by equipment and sensor.
+type SensorIds = HashMap<hydrowatch_models::EquipmentId, HashMap<hydrowatch_models::SensorId, i64>>;
 use crate::telemetry;
 
 /// How the application ended.
@@ -311,7 +314,7 @@ async fn start_auth(
 /// What the supervision tree needs besides the configuration.
 struct TreeParts<'a> {
     store: &'a Store,
-    plant_ids: &'a PlantIds,
+    sensor_ids: &'a SensorIds,
     scorer: &'a Arc<hydrowatch_models::scoring::Scorer>,
     rule_feed: hydrowatch_actors::alerting::ConfigFeed,
     auth: &'a crate::auth::Auth,
@@ -333,7 +336,7 @@ async fn start_tree(
         storage: Some(TreeStorage {
             config: loaded.settings.storage.writer(),
             store: Arc::new(store.clone()),
-            sensors: parts.plant_ids.by_equipment(),
+            sensors: parts.sensor_ids.clone(),
             poll_slowdown: loaded.settings.storage.poll_slowdown,
         }),
         scoring: Some(hydrowatch_actors::plant::CycleScoring {
@@ -457,6 +460,8 @@ impl App {
     pub async fn start(loaded: Loaded) -> anyhow::Result<App> {
         let metrics = telemetry::metrics_handle();
         let (store, plant_ids) = open_storage(&loaded).await?;
+        // The database id of every sensor, for the writer and for ingest.
+        let sensor_ids = plant_ids.by_equipment();
         tracing::info!(backend = store.backend(), url = %redact(&loaded.settings.storage.url), "storage open");
         let scorer = Arc::new(
             crate::scoring::load_scorer(&loaded.settings.models)
@@ -480,7 +485,7 @@ impl App {
         .context("the stored alert rules could not be read")?;
         let parts = TreeParts {
             store: &store,
-            plant_ids: &plant_ids,
+            sensor_ids: &sensor_ids,
             scorer: &scorer,
             rule_feed,
             auth: &auth,
@@ -498,7 +503,7 @@ impl App {
             settings: Arc::new(loaded.settings),
             tree,
             store,
-            sensor_ids: Arc::new(plant_ids.by_equipment()),
+            sensor_ids: Arc::new(sensor_ids),
             ingest: Arc::default(),
             simulators: Simulators::new(simulators),
             shutdown: shutdown_rx.clone(),

@@ -27,8 +27,8 @@ pub async fn js() -> impl IntoResponse {
 
 /// This OpenAPI document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", extensions(("x-access" = json!("public"))), tag = "web", responses((status = 200, content_type = "application/json", description = "OpenAPI 3.1 document")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi().clone())
+pub async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(super::openapi())
 }
 
 /// A self-contained page rendering the OpenAPI document (works offline).
